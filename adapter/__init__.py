@@ -1,0 +1,20 @@
+"""IQA-Adapter core: checkpoints, metadata, targets, encoding and the decoupled attention patch.
+
+Plain torch. The host is reached only through adapter.patching (duck-typed ModelPatcher calls) and
+the attention function that the caller passes in.
+"""
+from .attention import DecoupledCrossAttention, QualityTokens
+from .checkpoint import AdapterSpec, infer_spec, load_state_dict
+from .condition import quality_tokens
+from .errors import IQAAdapterError
+from .metadata import AdapterMetadata, resolve_metadata
+from .model import IQAAdapter
+from .norm_table import NormTable, default_norm_table
+from .patching import attach_quality_tokens, sigma_window
+from .targets import TARGET_MODES, build_targets, parse_targets
+
+__all__ = [
+    "AdapterMetadata", "AdapterSpec", "DecoupledCrossAttention", "IQAAdapter", "IQAAdapterError", "NormTable",
+    "QualityTokens", "TARGET_MODES", "attach_quality_tokens", "build_targets", "default_norm_table", "infer_spec",
+    "load_state_dict", "parse_targets", "quality_tokens", "resolve_metadata", "sigma_window",
+]

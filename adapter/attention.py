@@ -1,0 +1,120 @@
+"""Decoupled cross-attention for the host's attn2 replace hook: one class, any number of adapters.
+
+    out = Attn(q, K_text, V_text) + sum_i scale_i * mask_i(sigma) * Attn(q, K_ip_i, V_ip_i)
+
+q is shared; the host applies the layer's own to_out afterwards. One DecoupledCrossAttention object sits
+on each attn2 key and holds a tuple of contributions, so stacked adapters (two Quality Conditions, a
+Reference Quality Transfer) share it. A replace patch that was already on the key - another pack's - is
+kept as `inner` and computes the base term, so it still runs.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+
+from .errors import IQAAdapterError
+from .model import LayerKV
+
+AttentionFn = Callable[..., torch.Tensor]
+
+
+class QualityTokens:
+    """One condition's per-layer K_ip/V_ip (positive rows and CFG-negative rows), scale and sigma window.
+
+    Immutable, and shared between model clones: the host deep-copies model_options on every clone, and
+    __deepcopy__ returning self keeps that cheap. The only state is a cache of the K/V cast to the
+    device, dtype and batch layout in use, which is a pure function of those keys.
+    """
+
+    def __init__(self, cond: LayerKV, uncond: LayerKV, scale: float, sigma_start: Optional[float] = None,
+                 sigma_end: Optional[float] = None, label: str = "IQA-Adapter"):
+        if cond.batch != uncond.batch and uncond.batch != 1:
+            raise ValueError("uncond rows must be 1 or match the cond rows")
+        self.cond, self.uncond, self.scale = cond, uncond, float(scale)
+        self.sigma_start, self.sigma_end, self.label = sigma_start, sigma_end, label
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __deepcopy__(self, memo: dict) -> "QualityTokens":
+        return self
+
+    @property
+    def windowed(self) -> bool:
+        return self.sigma_start is not None or self.sigma_end is not None
+
+    def _rows(self, kv: LayerKV, layer: int, per_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = kv.keys[layer], kv.values[layer]
+        if k.shape[0] == per_chunk:
+            return k, v
+        if k.shape[0] == 1:
+            return k.expand(per_chunk, -1, -1), v.expand(per_chunk, -1, -1)
+        raise IQAAdapterError(
+            f"{self.label} has {k.shape[0]} targets but the latent batch is {per_chunk}. "
+            f"Use a batch of {k.shape[0]} latents (e.g. Empty Latent Image batch_size={k.shape[0]}) or a single target."
+        )
+
+    def kv(self, layer: int, cond_or_uncond: tuple[int, ...], batch: int, device: torch.device, dtype: torch.dtype):
+        """K_ip, V_ip for a host batch made of len(cond_or_uncond) equal chunks."""
+        key = (layer, cond_or_uncond, batch, device, dtype)
+        hit = self._cache.get(key)
+        if hit is None:
+            per_chunk = batch // len(cond_or_uncond)
+            parts = [self._rows(self.uncond if c == 1 else self.cond, layer, per_chunk) for c in cond_or_uncond]
+            k = torch.cat([p[0] for p in parts]).to(device=device, dtype=dtype)
+            v = torch.cat([p[1] for p in parts]).to(device=device, dtype=dtype)
+            hit = self._cache[key] = (k, v)
+        return hit
+
+    def sigma_mask(self, extra_options: dict, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """[B,1,1] 1/0 mask of items whose sigma lies in [sigma_end, sigma_start]; None when unwindowed."""
+        if not self.windowed:
+            return None
+        sigmas = extra_options.get("sigmas")
+        if sigmas is None:
+            return None
+        active = torch.ones_like(sigmas, dtype=torch.bool)
+        if self.sigma_start is not None:
+            active &= sigmas <= self.sigma_start
+        if self.sigma_end is not None:
+            active &= sigmas >= self.sigma_end
+        return active.to(dtype)[:, None, None]
+
+
+class DecoupledCrossAttention:
+    """The attn2 replace patch: base attention (or the wrapped foreign patch) plus quality terms."""
+
+    is_iqa_adapter_patch = True
+
+    def __init__(self, contributions: tuple[tuple[QualityTokens, int], ...], attention: AttentionFn, inner: Any = None):
+        self.contributions = contributions
+        self.attention = attention
+        self.inner = inner
+
+    def with_contribution(self, tokens: QualityTokens, layer: int) -> "DecoupledCrossAttention":
+        return DecoupledCrossAttention(self.contributions + ((tokens, layer),), self.attention, self.inner)
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        heads = extra_options["n_heads"]
+        precision = extra_options.get("attn_precision")
+        if self.inner is not None:
+            out = self.inner(q, k, v, extra_options)
+        else:
+            out = self.attention(q, k, v, heads, attn_precision=precision)
+        layout = tuple(extra_options.get("cond_or_uncond") or (0,))
+        for tokens, layer in self.contributions:
+            k_ip, v_ip = tokens.kv(layer, layout, q.shape[0], q.device, q.dtype)
+            term = self.attention(q, k_ip, v_ip, heads, attn_precision=precision)
+            mask = tokens.sigma_mask(extra_options, term.dtype)
+            if mask is not None:
+                term = term * mask.to(term.device)
+            out = out + tokens.scale * term
+        return out
+
+    def to(self, *args, **kwargs) -> "DecoupledCrossAttention":
+        """The host moves patches with .to(device) / .to(dtype); K/V are cast lazily per device and dtype."""
+        if self.inner is not None and hasattr(self.inner, "to"):
+            self.inner = self.inner.to(*args, **kwargs)
+        return self
+
+    def models(self) -> list:
+        return self.inner.models() if hasattr(self.inner, "models") else []

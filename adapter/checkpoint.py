@@ -1,0 +1,154 @@
+"""Read IP-Adapter-format checkpoints and infer their shape ("spec") from the tensors alone.
+
+Format: safetensors with flat keys "image_proj.*" / "ip_adapter.*", or a torch pickle
+{"image_proj": {...}, "ip_adapter": {...}}, which is only ever loaded with weights_only=True.
+Projection keys: linear = proj.weight/bias + norm.*; mlp = proj.0.*, proj.2.* + norm.*.
+Attention keys: "{k}.to_k_ip.weight" / "{k}.to_v_ip.weight" [hidden, cross_dim] for odd k = 2n + 1, with n
+the cross-attention layer index in diffusers processor order (down blocks, up blocks, mid block).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from .errors import IQAAdapterError
+
+# Families by their number of cross-attention layers; the tests reproduce both layouts at tiny width.
+FAMILIES_BY_LAYER_COUNT = {70: "sdxl", 16: "sd15"}
+FAMILY_NAMES = {"sdxl": "SDXL", "sd15": "SD1.5"}
+
+_IP_KEY = re.compile(r"^(\d+)\.to_([kv])_ip\.weight$")
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """Everything the tensors of a checkpoint say about it."""
+
+    proj_type: str  # "linear" or "mlp"
+    num_tokens: int
+    input_dim: int
+    cross_dim: int
+    layer_shapes: tuple[tuple[int, int], ...]  # (hidden, cross_dim) per layer n, in checkpoint order
+    mlp_inner_dim: int | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_shapes)
+
+    @property
+    def family(self) -> str | None:
+        return FAMILIES_BY_LAYER_COUNT.get(self.num_layers)
+
+    def describe(self) -> str:
+        fam = FAMILY_NAMES.get(self.family or "", "an unknown base model")
+        return f"{fam} ({self.num_layers} cross-attention layers, context width {self.cross_dim})"
+
+
+def load_state_dict(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Load a checkpoint into {"image_proj": {...}, "ip_adapter": {...}} with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise IQAAdapterError(f"IQA-Adapter file not found: {path}. Put it in ComfyUI's models/iqa_adapter folder.")
+    if path.stat().st_size == 0:
+        raise IQAAdapterError(f"IQA-Adapter file {path.name} is empty (0 bytes). Download it again.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            flat = load_file(str(path), device="cpu")
+            return split_flat_keys(flat, path.name)
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except IQAAdapterError:
+        raise
+    except Exception as exc:  # corrupt, truncated or not a tensor file at all
+        raise IQAAdapterError(
+            f"Could not read {path.name} as an IQA-Adapter checkpoint ({type(exc).__name__}: {exc}). "
+            "The file is truncated, corrupt or not a checkpoint: download it again."
+        ) from exc
+    if isinstance(obj, Mapping) and "image_proj" in obj and "ip_adapter" in obj:
+        return {"image_proj": dict(obj["image_proj"]), "ip_adapter": dict(obj["ip_adapter"])}
+    if isinstance(obj, Mapping):
+        return split_flat_keys(obj, path.name)
+    raise IQAAdapterError(f"{path.name} holds a {type(obj).__name__}, not an IQA-Adapter state dict.")
+
+
+def split_flat_keys(flat: Mapping[str, torch.Tensor], name: str = "checkpoint") -> dict[str, dict[str, torch.Tensor]]:
+    """Turn flat "image_proj.x" / "ip_adapter.x" keys into the nested layout."""
+    out: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
+    for key, value in flat.items():
+        head, _, rest = key.partition(".")
+        if head in out and rest:
+            out[head][rest] = value
+    if not out["image_proj"] or not out["ip_adapter"]:
+        sample = ", ".join(list(flat)[:3])
+        raise IQAAdapterError(
+            f"{name} is not an IQA-Adapter: it has no 'image_proj.*' and 'ip_adapter.*' keys "
+            f"(first keys: {sample or 'none'}). Is it a LoRA or a full model? Pick an IQA-Adapter file."
+        )
+    return out
+
+
+def infer_spec(state: Mapping[str, Mapping[str, torch.Tensor]], name: str = "checkpoint") -> AdapterSpec:
+    """Read num_tokens, input_dim, cross_dim, projection type and layer shapes from tensor shapes."""
+    proj, ip = state["image_proj"], state["ip_adapter"]
+
+    def need(d: Mapping[str, torch.Tensor], key: str, ndim: int) -> torch.Tensor:
+        t = d.get(key)
+        if not isinstance(t, torch.Tensor) or t.ndim != ndim:
+            raise IQAAdapterError(
+                f"{name}: image projection key '{key}' is missing or not a {ndim}-D tensor; "
+                "this is not an IQA-Adapter in the IP-Adapter format."
+            )
+        return t
+
+    norm_w = need(proj, "norm.weight", 1)
+    cross_dim = norm_w.shape[0]
+    inner = None
+    if "proj.weight" in proj:
+        w = need(proj, "proj.weight", 2)
+        proj_type, input_dim, out_dim = "linear", w.shape[1], w.shape[0]
+    elif "proj.0.weight" in proj:
+        w0, w2 = need(proj, "proj.0.weight", 2), need(proj, "proj.2.weight", 2)
+        proj_type, input_dim, inner, out_dim = "mlp", w0.shape[1], w0.shape[0], w2.shape[0]
+        if w2.shape[1] != inner:
+            raise IQAAdapterError(f"{name}: MLP projection layers do not chain ({tuple(w0.shape)} then {tuple(w2.shape)}).")
+    else:
+        raise IQAAdapterError(
+            f"{name}: unknown image projection (keys {sorted(proj)[:6]}). Only the 'linear' and 'mlp' "
+            "IQA-Adapter projections exist; resampler-style IP-Adapters are not IQA-Adapters."
+        )
+    if out_dim % cross_dim:
+        raise IQAAdapterError(f"{name}: projection output {out_dim} is not a multiple of the token width {cross_dim}.")
+
+    found: dict[int, dict[str, torch.Tensor]] = {}
+    for key, t in ip.items():
+        m = _IP_KEY.match(key)
+        if m is None:
+            raise IQAAdapterError(f"{name}: unexpected adapter key 'ip_adapter.{key}'. This is not an IQA-Adapter.")
+        found.setdefault(int(m.group(1)), {})[m.group(2)] = t
+    expected = [2 * n + 1 for n in range(len(found))]
+    if sorted(found) != expected:
+        raise IQAAdapterError(
+            f"{name}: attention keys are not the odd indices 1..{2 * len(found) - 1} "
+            f"(found {sorted(found)[:8]}...). The checkpoint is incomplete or not an IQA-Adapter."
+        )
+    shapes = []
+    for k in expected:
+        kv = found[k]
+        if set(kv) != {"k", "v"} or kv["k"].shape != kv["v"].shape or kv["k"].ndim != 2:
+            raise IQAAdapterError(f"{name}: layer key {k} needs to_k_ip and to_v_ip weights of the same 2-D shape.")
+        hidden, cd = kv["k"].shape
+        if cd != cross_dim:
+            raise IQAAdapterError(f"{name}: layer key {k} reads width {cd} but the tokens are {cross_dim} wide.")
+        shapes.append((int(hidden), int(cd)))
+    return AdapterSpec(proj_type, out_dim // cross_dim, int(input_dim), int(cross_dim), tuple(shapes), inner)
+
+
+def layer_weights(state: Mapping[str, Mapping[str, torch.Tensor]], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """to_k_ip and to_v_ip weights of cross-attention layer n (checkpoint key 2n+1)."""
+    ip = state["ip_adapter"]
+    return ip[f"{2 * n + 1}.to_k_ip.weight"], ip[f"{2 * n + 1}.to_v_ip.weight"]

@@ -1,0 +1,83 @@
+"""Where the cross-attention layers of a host UNet are, in the checkpoint's layer order.
+
+The checkpoint numbers layers in diffusers processor order: down blocks, up blocks, then the mid block.
+In the host's terms that is: input blocks in order, then output blocks, then the middle block, each with
+its transformer depth index. The middle block's key is ("middle", 0, depth) - the host sets block id 0 for
+it. The sites are read from the model itself, so every UNet of the SD1.5/SDXL family works, at any width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from torch import nn
+
+from .checkpoint import FAMILY_NAMES, AdapterSpec
+from .errors import IQAAdapterError
+
+SiteKey = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class AttnSite:
+    """One cross-attention layer: its host patch key and its projection shape [hidden, context]."""
+
+    key: SiteKey
+    hidden: int
+    context_dim: int
+
+
+def _transformers(block: nn.Module) -> Iterable[nn.Module]:
+    for module in block.children() if isinstance(block, nn.Sequential) else [block]:
+        if hasattr(module, "transformer_blocks"):
+            yield module
+
+
+def _sites_in(name: str, index: int, block: nn.Module) -> list[AttnSite]:
+    sites = []
+    for transformer in _transformers(block):
+        for depth, tb in enumerate(transformer.transformer_blocks):
+            attn2 = getattr(tb, "attn2", None)
+            if attn2 is None:
+                continue
+            w = attn2.to_k.weight
+            sites.append(AttnSite((name, index, depth), int(w.shape[0]), int(w.shape[1])))
+    return sites
+
+
+def find_attn2_sites(diffusion_model: nn.Module) -> list[AttnSite]:
+    """All cross-attention sites of a host UNet, in checkpoint order (input, output, middle)."""
+    sites: list[AttnSite] = []
+    for i, block in enumerate(getattr(diffusion_model, "input_blocks", [])):
+        sites += _sites_in("input", i, block)
+    for i, block in enumerate(getattr(diffusion_model, "output_blocks", [])):
+        sites += _sites_in("output", i, block)
+    middle = getattr(diffusion_model, "middle_block", None)
+    if middle is not None:
+        sites += _sites_in("middle", 0, middle)
+    return sites
+
+
+def _describe_sites(sites: list[AttnSite]) -> str:
+    from .checkpoint import FAMILIES_BY_LAYER_COUNT
+
+    fam = FAMILY_NAMES.get(FAMILIES_BY_LAYER_COUNT.get(len(sites), ""), "an unknown architecture")
+    ctx = sites[0].context_dim if sites else "?"
+    return f"{fam} ({len(sites)} cross-attention layers, context width {ctx})"
+
+
+def match_sites(spec: AdapterSpec, sites: list[AttnSite], name: str) -> None:
+    """Check, before anything is patched, that the adapter fits this model layer by layer."""
+    if not sites:
+        raise IQAAdapterError("The model has no cross-attention layers; IQA-Adapter needs an SD1.5- or SDXL-style UNet.")
+    if len(sites) != spec.num_layers or sites[0].context_dim != spec.cross_dim:
+        raise IQAAdapterError(
+            f"{name} was trained for {spec.describe()}, but the model is {_describe_sites(sites)}. "
+            "Use an IQA-Adapter made for this base model, or load the matching checkpoint."
+        )
+    for n, (site, (hidden, cd)) in enumerate(zip(sites, spec.layer_shapes)):
+        if (site.hidden, site.context_dim) != (hidden, cd):
+            raise IQAAdapterError(
+                f"{name}: layer {n} (key {2 * n + 1}) is [{hidden}, {cd}] but the model's {site.key} cross-attention "
+                f"is [{site.hidden}, {site.context_dim}]. The adapter was made for a different UNet."
+            )

@@ -1,0 +1,46 @@
+"""The binding point between the core and the host's model patcher.
+
+Uses only what every host version has: ModelPatcher.clone(), .model_options["transformer_options"],
+.set_model_attn2_replace(patch, block, number, transformer_index) and
+.get_model_object("diffusion_model" | "model_sampling"). Nothing here imports the host.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .attention import AttentionFn, DecoupledCrossAttention, QualityTokens
+from .checkpoint import AdapterSpec
+from .layers import AttnSite, find_attn2_sites, match_sites
+
+
+def model_sites(model: Any) -> list[AttnSite]:
+    """The cross-attention sites of a host ModelPatcher's UNet."""
+    return find_attn2_sites(model.get_model_object("diffusion_model"))
+
+
+def sigma_window(model: Any, start_percent: float, end_percent: float) -> tuple[Optional[float], Optional[float]]:
+    """Start/end as a fraction of the schedule -> (sigma_start, sigma_end); None where unbounded."""
+    sampling = model.get_model_object("model_sampling")
+    s = None if start_percent <= 0.0 else float(sampling.percent_to_sigma(start_percent))
+    e = None if end_percent >= 1.0 else float(sampling.percent_to_sigma(end_percent))
+    return s, e
+
+
+def attach_quality_tokens(model: Any, spec: AdapterSpec, tokens: QualityTokens, attention: AttentionFn, name: str) -> Any:
+    """Validate the adapter against the model, then return a clone with the tokens on every attn2 layer.
+
+    The input model is never changed. An IQA patch already on a layer gains a contribution; a foreign
+    patch (keyed by the full site key or by (block, number) alone) is wrapped and still called.
+    """
+    sites = model_sites(model)
+    match_sites(spec, sites, name)  # raises before anything is cloned or patched
+    patched = model.clone()
+    existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
+    for n, site in enumerate(sites):
+        current = existing.get(site.key, existing.get(site.key[:2]))
+        if getattr(current, "is_iqa_adapter_patch", False):
+            patch = current.with_contribution(tokens, n)
+        else:
+            patch = DecoupledCrossAttention(((tokens, n),), attention, inner=current)
+        patched.set_model_attn2_replace(patch, site.key[0], site.key[1], site.key[2])
+    return patched

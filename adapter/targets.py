@@ -1,0 +1,107 @@
+"""Quality targets as users write them, turned into the values the adapter was trained on.
+
+Text form (one node input that fits any adapter, whatever its metrics):
+  * one line per batch item; ';' also separates items. "1; 25; 50; 75; 99" is the paper's sweep;
+  * a line is either one number, used for every metric of the adapter, or "metric=value" pairs separated
+    by commas, naming every metric of the adapter: "topiq_nr=99, laion_aes=90";
+  * the target mode says what the numbers are: a percentile of the training set (0-100), a z-score, or
+    a raw metric score.
+Values are converted to z-scores for normalized adapters (the default) or raw scores otherwise.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import IQAAdapterError
+from .norm_table import NormTable
+
+TARGET_MODES = ("percentile", "z-score", "raw")
+_SPLIT = re.compile(r"[;\n]")
+
+
+@dataclass(frozen=True)
+class TargetBatch:
+    """Per-item targets in the adapter's metric order, as model inputs ([B, d])."""
+
+    values: torch.Tensor
+    z_scores: torch.Tensor  # the same targets as z-scores, for display and tests
+    metrics: tuple[str, ...]
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise IQAAdapterError(f"Target {where}: '{text}' is not a number.") from None
+    if not math.isfinite(x):
+        raise IQAAdapterError(f"Target {where} is {text}: targets must be finite numbers.")
+    return x
+
+
+def parse_targets(text: str, metrics: Sequence[str]) -> list[dict[str, float]]:
+    """Parse the text form into one {metric: number} dict per batch item."""
+    items = [s.strip() for s in _SPLIT.split(text or "") if s.strip()]
+    if not items:
+        raise IQAAdapterError(f"No targets given. Write e.g. '99' (every metric at that value) or one line per batch item.")
+    out = []
+    for i, item in enumerate(items, 1):
+        if "=" not in item:
+            x = _number(item, f"on line {i}")
+            out.append({m: x for m in metrics})
+            continue
+        row: dict[str, float] = {}
+        for pair in item.split(","):
+            name, _, val = (p.strip() for p in pair.partition("="))
+            if name not in metrics:
+                raise IQAAdapterError(
+                    f"Target line {i} names metric '{name}', but this adapter was trained on {', '.join(metrics)}. "
+                    "Name only the adapter's metrics."
+                )
+            row[name] = _number(val, f"'{name}' on line {i}")
+        missing = [m for m in metrics if m not in row]
+        if missing:
+            raise IQAAdapterError(f"Target line {i} gives no value for {', '.join(missing)}. Name every metric, or give one number.")
+        out.append(row)
+    return out
+
+
+def _z_bounds(table: NormTable, metric: str) -> tuple[float, float]:
+    st = table.get(metric)
+    lo, hi = st.z_from_raw(st.percentiles[0][1]), st.z_from_raw(st.percentiles[-1][1])
+    return lo - 3.0, hi + 3.0
+
+
+def to_z(value: float, mode: str, metric: str, table: NormTable) -> float:
+    """Convert one target to a z-score, validating its range."""
+    if mode not in TARGET_MODES:
+        raise IQAAdapterError(f"Unknown target mode '{mode}'. Use one of {', '.join(TARGET_MODES)}.")
+    st = table.get(metric)
+    if mode == "percentile":
+        z = st.z_from_percentile(value)
+    elif mode == "raw":
+        z = st.z_from_raw(value)
+    else:
+        z = value
+    lo, hi = _z_bounds(table, metric)
+    if not lo <= z <= hi:
+        raise IQAAdapterError(
+            f"Target {value} ({mode}) for '{metric}' is z = {z:.2f}, far outside the training data "
+            f"(z {lo + 3:.2f} to {hi - 3:.2f}). Use a value inside that range, e.g. percentile 99 for high quality."
+        )
+    return z
+
+
+def build_targets(items: Sequence[dict[str, float]], mode: str, metrics: Sequence[str], normalized: bool, table: NormTable) -> TargetBatch:
+    """Turn parsed items into model inputs: z-scores (normalized adapters) or raw scores."""
+    zs = [[to_z(item[m], mode, m, table) for m in metrics] for item in items]
+    z = torch.tensor(zs, dtype=torch.float32)
+    if normalized:
+        values = z
+    else:
+        values = torch.tensor([[table.get(m).raw_from_z(v) for m, v in zip(metrics, row)] for row in zs], dtype=torch.float32)
+    return TargetBatch(values, z, tuple(metrics))

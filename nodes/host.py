@@ -1,0 +1,62 @@
+"""The few named points where nodes reach the ComfyUI host. Works on upstream ComfyUI and the PyPI fork."""
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Iterable
+
+import torch
+
+ADAPTER_FOLDER = "iqa_adapter"
+ADAPTER_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def folder_paths() -> ModuleType:
+    """The host's folder_paths module (comfy.cmd.folder_paths on the PyPI fork)."""
+    try:
+        from comfy.cmd import folder_paths as fp  # PyPI fork layout
+    except ImportError:
+        import folder_paths as fp  # upstream ComfyUI
+    return fp
+
+
+def register_model_folder(name: str, extensions: Iterable[str]) -> None:
+    """Add models/<name> as a model folder, keeping paths that extra_model_paths.yaml already gave it."""
+    fp = folder_paths()
+    default = os.path.join(fp.models_dir, name)
+    table = fp.folder_names_and_paths
+    paths, exts = [default], set(extensions)
+    if name in table:
+        old_paths, old_exts = table[name][0], table[name][1]
+        paths = list(dict.fromkeys(list(old_paths) + paths))
+        exts |= set(old_exts)
+    table[name] = (paths, exts)
+
+
+def model_file_list(folder: str) -> list[str]:
+    return sorted(folder_paths().get_filename_list(folder))
+
+
+def model_file_path(folder: str, name: str) -> str:
+    """Full path of a file in a registered model folder; an error that says where to put it if missing."""
+    from ..adapter import IQAAdapterError
+
+    fp = folder_paths()
+    path = fp.get_full_path(folder, name) if name else None
+    if not path or not os.path.isfile(path):
+        where = ", ".join(fp.get_folder_paths(folder)) or f"models/{folder}"
+        raise IQAAdapterError(f"Model file '{name}' not found in the '{folder}' folder. Put it in {where} (or list a folder for '{folder}' in extra_model_paths.yaml).")
+    return path
+
+
+def host_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **kwargs) -> torch.Tensor:
+    """The host's optimized_attention, looked up at call time exactly as the host's own layers do."""
+    from comfy.ldm.modules import attention
+
+    return attention.optimized_attention(q, k, v, heads, **kwargs)
+
+
+def progress_bar(total: int):
+    import comfy.utils
+
+    return comfy.utils.ProgressBar(total)

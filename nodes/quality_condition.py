@@ -1,0 +1,91 @@
+"""Quality Condition: condition a MODEL on target quality scores through an IQA-Adapter."""
+from __future__ import annotations
+
+import math
+
+from ..adapter import (TARGET_MODES, IQAAdapter, IQAAdapterError, attach_quality_tokens, build_targets,
+                       default_norm_table, parse_targets, quality_tokens, sigma_window)
+from . import host
+
+UNCOND_MODES = ("zeros", "negative quality")
+
+
+def check_schedule(scale: float, start_percent: float, end_percent: float) -> None:
+    """Shared input checks for nodes that attach tokens over part of the schedule."""
+    for name, x in (("scale", scale), ("start_percent", start_percent), ("end_percent", end_percent)):
+        if not math.isfinite(x):
+            raise IQAAdapterError(f"{name} is {x}; give a finite number.")
+    if not (0.0 <= start_percent <= end_percent <= 1.0):
+        raise IQAAdapterError(
+            f"start_percent {start_percent} and end_percent {end_percent} must satisfy 0 <= start <= end <= 1."
+        )
+
+
+class QualityCondition:
+    DESCRIPTION = (
+        "Conditions the model on target image-quality scores (IQA-Adapter, Abud et al., ICCV 2025). High "
+        "targets (percentile 99) raise quality; low ones degrade it. Several lines make a batch: each latent "
+        "of the batch gets its own target."
+    )
+    CATEGORY = "IQA-Adapter"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("A clone of the model with the quality condition on every cross-attention layer.",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The SD1.5 or SDXL model to condition. It is cloned, never changed."}),
+                "iqa_adapter": ("IQA_ADAPTER", {"tooltip": "From Load IQA-Adapter; must match the model's family."}),
+                "targets": ("STRING", {
+                    "default": "99", "multiline": True,
+                    "tooltip": "One number for every metric ('99'), or 'metric=value' pairs naming each of the adapter's "
+                               "metrics ('topiq_nr=99, laion_aes=75'). One line (or ';'-separated item) per batch item: "
+                               "'1; 25; 50; 75; 99' is the paper's quality sweep.",
+                }),
+                "target_mode": (list(TARGET_MODES), {
+                    "default": "percentile",
+                    "tooltip": "percentile: 0-100 of the CC3M training distribution (99 = high quality, 1 = degraded). "
+                               "z-score: standard deviations from the CC3M mean. raw: the metric's own score.",
+                }),
+                "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.05,
+                                    "tooltip": "Weight of the quality attention term (official default 1.0). 0 turns it off."}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                            "tooltip": "Fraction of the schedule where the condition starts (0 = first step)."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                          "tooltip": "Fraction of the schedule where it stops (1 = last step)."}),
+                "uncond": (list(UNCOND_MODES), {
+                    "default": "zeros",
+                    "tooltip": "CFG negative branch. zeros: the unconditional input, as trained (default). "
+                               "negative quality: -strength x the target vector; sharper contrast, the authors report over-stylized results.",
+                }),
+                "negative_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 2.0, "step": 0.05,
+                                                "tooltip": "k in -k x target, used only with uncond = negative quality (official 0.5)."}),
+            },
+        }
+
+    def apply(self, model, iqa_adapter: IQAAdapter, targets: str, target_mode: str, scale: float,
+              start_percent: float, end_percent: float, uncond: str = "zeros", negative_strength: float = 0.5):
+        check_schedule(scale, start_percent, end_percent)
+        if uncond not in UNCOND_MODES:
+            raise IQAAdapterError(f"uncond must be one of {UNCOND_MODES}, got {uncond!r}.")
+        if iqa_adapter.metadata.kind != "quality":
+            raise IQAAdapterError(f"{iqa_adapter.name} is a {iqa_adapter.metadata.kind} adapter; use it with Reference Quality Transfer.")
+        meta, table = iqa_adapter.metadata, default_norm_table()
+        batch = build_targets(parse_targets(targets, meta.metrics), target_mode, meta.metrics, meta.normalized, table)
+        if scale == 0.0:
+            # Validate everything as usual, including the model's layers, but leave the model as it is.
+            from ..adapter.patching import model_sites
+            from ..adapter.layers import match_sites
+
+            match_sites(iqa_adapter.spec, model_sites(model), iqa_adapter.name)
+            return (model.clone(),)
+        s_start, s_end = sigma_window(model, start_percent, end_percent)
+        negative = negative_strength if uncond == "negative quality" else None
+        tokens = quality_tokens(iqa_adapter, batch, scale, s_start, s_end, negative)
+        return (attach_quality_tokens(model, iqa_adapter.spec, tokens, host.host_attention, iqa_adapter.name),)
+
+
+NODE_CLASS_MAPPINGS = {"IQAQualityCondition": QualityCondition}
+NODE_DISPLAY_NAME_MAPPINGS = {"IQAQualityCondition": "Quality Condition"}

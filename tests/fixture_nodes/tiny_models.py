@@ -1,0 +1,116 @@
+"""Tiny models built with the host's own classes, and random IQA-Adapter checkpoints, for tests only.
+
+The block layouts of SD1.5 and SDXL are reproduced at tiny width, so the real layer mapping (16 and 70
+cross-attention layers, the middle block included) is exercised in seconds on a CPU.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+LAYOUTS = {
+    # SD1.5: attention at input 1,2,4,5,7,8, output 3..11, middle; depth 1 each.
+    "sd15": dict(channel_mult=[1, 2, 4, 4], num_res_blocks=[2, 2, 2, 2], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+                 transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], transformer_depth_middle=1,
+                 context_dim=48, use_linear_in_transformer=False),
+    # SDXL: input 4,5 (depth 2), 7,8 (10); output 0,1,2 (10), 3,4,5 (2); middle (10).
+    "sdxl": dict(channel_mult=[1, 2, 4], num_res_blocks=[2, 2, 2], transformer_depth=[0, 0, 2, 2, 10, 10],
+                 transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10,
+                 context_dim=64, use_linear_in_transformer=True),
+}
+
+
+def unet_config(layout: str) -> dict:
+    cfg = dict(image_size=32, in_channels=4, out_channels=4, model_channels=32, num_head_channels=16,
+               use_spatial_transformer=True, legacy=False, adm_in_channels=None, use_checkpoint=False,
+               use_temporal_attention=False, use_temporal_resblock=False, dtype=torch.float32)
+    cfg.update(LAYOUTS[layout])
+    return cfg
+
+
+def fill_(module: torch.nn.Module, seed: int) -> None:
+    """Deterministic weights: the host creates them uninitialized."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim > 1:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+            elif name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+def tiny_model(layout: str = "sd15", seed: int = 0):
+    """A ModelPatcher around a tiny host BaseModel (EPS) with the given block layout."""
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.latent_formats
+    import comfy.supported_models_base as smb
+
+    class TinyConfig(smb.BASE):
+        unet_config = {}
+        unet_extra_config = {}
+        latent_format = comfy.latent_formats.SD15
+        sampling_settings = {}
+
+    with torch.inference_mode(False):
+        model = comfy.model_base.BaseModel(TinyConfig(unet_config(layout)), device=torch.device("cpu"))
+        fill_(model.diffusion_model, seed)
+    model.eval()
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def adapter_state(layout: str, input_dim: int, num_tokens: int = 2, proj: str = "linear", seed: int = 0,
+                  hidden_sizes: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """A random IQA-Adapter state dict (flat keys) that fits tiny_model(layout)."""
+    from comfy.ldm.modules.attention import CrossAttention  # noqa: F401  (host present)
+
+    model = tiny_model(layout, seed=0)
+    import importlib
+    sites = importlib.import_module(_pack_name() + ".adapter.layers").find_attn2_sites(model.get_model_object("diffusion_model"))
+    cross = LAYOUTS[layout]["context_dim"]
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+    if proj == "linear":
+        sd["image_proj.proj.weight"] = torch.randn(num_tokens * cross, input_dim, generator=g) * 0.5
+        sd["image_proj.proj.bias"] = torch.randn(num_tokens * cross, generator=g) * 0.1
+    else:
+        sd["image_proj.proj.0.weight"] = torch.randn(128, input_dim, generator=g) * 0.5
+        sd["image_proj.proj.0.bias"] = torch.randn(128, generator=g) * 0.1
+        sd["image_proj.proj.2.weight"] = torch.randn(num_tokens * cross, 128, generator=g) * 0.1
+        sd["image_proj.proj.2.bias"] = torch.randn(num_tokens * cross, generator=g) * 0.1
+    sd["image_proj.norm.weight"] = 1.0 + 0.1 * torch.randn(cross, generator=g)
+    sd["image_proj.norm.bias"] = 0.1 * torch.randn(cross, generator=g)
+    for n, site in enumerate(sites):
+        for kv in ("k", "v"):
+            sd[f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight"] = torch.randn(site.hidden, cross, generator=g) / cross ** 0.5
+    return sd
+
+
+def write_adapter(path: Path, layout: str, metadata: dict | None, input_dim: int | None = None, **kw) -> Path:
+    """Save a random adapter as safetensors, with metadata in the header (None: no metadata)."""
+    from safetensors.torch import save_file
+
+    meta = metadata or {}
+    if input_dim is None:
+        d = len(meta.get("metrics", [])) + (1 if meta.get("use_flag") else 0)
+        input_dim = d * (2 * meta.get("pos_encode_L", 0) + 1)
+    sd = adapter_state(layout, input_dim, **kw)
+    header = {"iqa_adapter": json.dumps(metadata)} if metadata is not None else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path), metadata=header)
+    return path
+
+
+def _pack_name() -> str:
+    """The module name the host gave the IQA-Adapter pack (its folder name in custom_nodes)."""
+    import sys
+
+    for name, mod in sys.modules.items():
+        if getattr(mod, "IQA_ADAPTER_PACK", False):
+            return name
+    raise RuntimeError("The IQA-Adapter pack is not loaded")
