@@ -111,6 +111,6 @@ def _pack_name() -> str:
     import sys
 
     for name, mod in sys.modules.items():
-        if getattr(mod, "IQA_ADAPTER_PACK", False):
+        if getattr(mod, "__dict__", {}).get("IQA_ADAPTER_PACK") is True:
             return name
     raise RuntimeError("The IQA-Adapter pack is not loaded")

@@ -1,0 +1,94 @@
+"""Shared test helpers: an independent reference of decoupled attention, and UNet runs on the real host.
+
+The reference is written from the paper and the checkpoint format, not from the pack: its own encoding,
+projection and layer table (BRIEF §2), applied by replacing each attn2 module's forward.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+import conftest
+
+tiny = conftest.fixtures.tiny_models
+pack = conftest.pack
+
+# Checkpoint layer order in host terms (BRIEF §2): inputs, outputs, then middle; (block, id, depth).
+EXPECTED_SITES = {
+    "sd15": [("input", i, 0) for i in (1, 2, 4, 5, 7, 8)] + [("output", i, 0) for i in range(3, 12)] + [("middle", 0, 0)],
+    "sdxl": [("input", i, d) for i in (4, 5) for d in range(2)] + [("input", i, d) for i in (7, 8) for d in range(10)]
+    + [("output", i, d) for i in (0, 1, 2) for d in range(10)] + [("output", i, d) for i in (3, 4, 5) for d in range(2)]
+    + [("middle", 0, d) for d in range(10)],
+}
+
+
+def ref_encode(z: torch.Tensor, use_flag: bool, L: int) -> torch.Tensor:
+    p = z.float()
+    if use_flag:
+        p = torch.cat([p, torch.ones(len(p), 1)], 1)
+    if not L:
+        return p
+    sins, coss = [], []
+    for i in range(p.shape[1]):
+        for k in range(L):
+            sins.append(torch.sin(math.pi * 2 ** k * p[:, i]))
+            coss.append(torch.cos(math.pi * 2 ** k * p[:, i]))
+    return torch.cat([p, torch.stack(sins, 1), torch.stack(coss, 1)], 1)
+
+
+def ref_tokens(sd: dict, vec: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    if "image_proj.proj.weight" in sd:
+        h = F.linear(vec, sd["image_proj.proj.weight"], sd["image_proj.proj.bias"])
+    else:
+        h = F.linear(vec, sd["image_proj.proj.0.weight"], sd["image_proj.proj.0.bias"])
+        h = F.linear(F.gelu(h), sd["image_proj.proj.2.weight"], sd["image_proj.proj.2.bias"])
+    c = sd["image_proj.norm.weight"].shape[0]
+    return F.layer_norm(h.reshape(len(vec), num_tokens, c), (c,), sd["image_proj.norm.weight"], sd["image_proj.norm.bias"])
+
+
+def _mha(q, k, v, heads):
+    b, n, _ = q.shape
+    sh = lambda t: t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
+    w = torch.softmax(sh(q) @ sh(k).transpose(-1, -2) / math.sqrt(q.shape[-1] // heads), -1)
+    return (w @ sh(v)).transpose(1, 2).reshape(b, n, -1)
+
+
+def install_reference(model, layout: str, terms: list[tuple[dict, torch.Tensor, float]]):
+    """Replace every attn2 forward of a (fresh) host model with reference decoupled attention.
+
+    terms: (state dict, per-row tokens [B, T, C] matching the host batch, scale) per adapter.
+    """
+    dm = model.get_model_object("diffusion_model")
+    for n, (block, idx, depth) in enumerate(EXPECTED_SITES[layout]):
+        blocks = {"input": dm.input_blocks, "output": dm.output_blocks}.get(block)
+        seq = dm.middle_block if block == "middle" else blocks[idx]
+        transformer = [m for m in seq if hasattr(m, "transformer_blocks")][0]
+        attn = transformer.transformer_blocks[depth].attn2
+
+        def forward(x, context=None, value=None, mask=None, attn=attn, n=n):
+            q, k, v = attn.to_q(x), attn.to_k(context), attn.to_v(context)
+            out = _mha(q, k, v, attn.heads)
+            for sd, toks, scale in terms:
+                wk, wv = sd[f"ip_adapter.{2 * n + 1}.to_k_ip.weight"], sd[f"ip_adapter.{2 * n + 1}.to_v_ip.weight"]
+                out = out + scale * _mha(q, toks @ wk.T, toks @ wv.T, attn.heads)
+            return attn.to_out(out)
+
+        attn.forward = forward
+
+
+def run_unet(model, x, context, cond_or_uncond=(0,), sigma=1.0):
+    """One raw UNet forward with the model's transformer options, as the host's sampler would pass them."""
+    to = dict(model.model_options["transformer_options"])
+    to["cond_or_uncond"] = list(cond_or_uncond)
+    t = torch.full((x.shape[0],), 500.0)
+    to["sigmas"] = torch.full((x.shape[0],), float(sigma))
+    with torch.inference_mode():
+        return model.get_model_object("diffusion_model")(x, t, context=context, transformer_options=to)
+
+
+def inputs(layout: str, batch: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ctx = tiny.LAYOUTS[layout]["context_dim"]
+    return torch.randn(batch, 4, 8, 8, generator=g), torch.randn(batch, 6, ctx, generator=g)

@@ -1,0 +1,212 @@
+"""Quality Condition on tiny SD1.5- and SDXL-layout UNets built with the real host's classes."""
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import EXPECTED_SITES, inputs, install_reference, pack, ref_encode, ref_tokens, run_unet, tiny
+
+QC = pack.nodes.quality_condition.QualityCondition
+META = {"metrics": ["topiq_nr", "laion_aes"], "use_flag": True, "pos_encode_L": 0}
+_counter = itertools.count()
+
+
+@pytest.fixture
+def make_adapter(adapter_dir):
+    def make(layout="sd15", meta=META, **kw):
+        path = tiny.write_adapter(adapter_dir / f"qc_{layout}_{next(_counter)}.safetensors", layout, meta, **kw)
+        return pack.adapter.IQAAdapter.load(path), load_file(str(path))
+    return make
+
+
+def condition(model, adapter, targets="99", mode="percentile", scale=1.0, start=0.0, end=1.0, uncond="zeros", k=0.5):
+    return QC().apply(model, adapter, targets, mode, scale, start, end, uncond, k)[0]
+
+
+def attn2_patches(model):
+    return model.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+
+
+@pytest.mark.parametrize("layout", ["sd15", "sdxl"])
+def test_sites_follow_the_checkpoint_layer_order(layout):
+    sites = pack.adapter.layers.find_attn2_sites(tiny.tiny_model(layout).get_model_object("diffusion_model"))
+    assert [s.key for s in sites] == EXPECTED_SITES[layout]
+    assert ("middle", 0, 0) in [s.key for s in sites]
+
+
+@pytest.mark.parametrize("layout", ["sd15", "sdxl"])
+def test_every_attn2_layer_patched_once_with_its_own_layer(layout, make_adapter):
+    adapter, _ = make_adapter(layout)
+    patched = condition(tiny.tiny_model(layout), adapter)
+    patches = attn2_patches(patched)
+    assert sorted(patches) == sorted(EXPECTED_SITES[layout])
+    for n, key in enumerate(EXPECTED_SITES[layout]):
+        assert [layer for _, layer in patches[key].contributions] == [n]
+
+
+def test_changing_one_key_moves_only_that_layer(make_adapter):
+    adapter, sd = make_adapter("sdxl")
+    n_changed = 37
+    sd2 = dict(sd)
+    sd2[f"ip_adapter.{2 * n_changed + 1}.to_v_ip.weight"] = sd[f"ip_adapter.{2 * n_changed + 1}.to_v_ip.weight"] * -2.0
+    adapter2 = pack.adapter.IQAAdapter(adapter.spec, adapter.metadata, pack.adapter.checkpoint.split_flat_keys(sd2), "changed")
+    model = tiny.tiny_model("sdxl")
+    p1, p2 = attn2_patches(condition(model, adapter)), attn2_patches(condition(model, adapter2))
+    g = torch.Generator().manual_seed(1)
+    moved = []
+    for n, key in enumerate(EXPECTED_SITES["sdxl"]):
+        hidden = adapter.spec.layer_shapes[n][0]
+        q, k, v = (torch.randn(1, 5, hidden, generator=g) for _ in range(3))
+        opts = {"n_heads": hidden // 16, "cond_or_uncond": [0]}
+        if not torch.equal(p1[key](q, k, v, opts), p2[key](q, k, v, opts)):
+            moved.append(n)
+    assert moved == [n_changed]
+
+
+@pytest.mark.parametrize("layout,meta,proj", [
+    ("sd15", META, "linear"),
+    ("sdxl", META, "linear"),
+    ("sd15", {"metrics": ["topiq_nr"], "use_flag": False, "pos_encode_L": 10}, "mlp"),
+    ("sdxl", {"metrics": ["musiq", "liqe", "laion_aes"], "use_flag": True, "pos_encode_L": 4}, "linear"),
+])
+def test_prediction_matches_independent_reference(layout, meta, proj, make_adapter):
+    adapter, sd = make_adapter(layout, meta, proj=proj, num_tokens=3 if proj == "mlp" else 2)
+    z = torch.tensor([[1.5] * len(meta["metrics"]), [-0.7] * len(meta["metrics"])])
+    patched = condition(tiny.tiny_model(layout), adapter, "1.5; -0.7", "z-score", scale=0.8)
+    x, ctx = inputs(layout, 4)
+    got = run_unet(patched, x, ctx, cond_or_uncond=(1, 0))
+
+    cond = ref_tokens(sd, ref_encode(z, meta["use_flag"], meta["pos_encode_L"]), adapter.spec.num_tokens)
+    uncond = ref_tokens(sd, torch.zeros(1, adapter.spec.input_dim), adapter.spec.num_tokens).expand(2, -1, -1)
+    reference = tiny.tiny_model(layout)
+    install_reference(reference, layout, [(sd, torch.cat([uncond, cond]), 0.8)])
+    want = run_unet(reference, x, ctx)
+    plain = run_unet(tiny.tiny_model(layout), x, ctx)
+    assert (want - plain).abs().max() > 1e-2  # the quality term matters, so the match is not vacuous
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+
+
+def test_negative_quality_mode_uses_minus_k_target(make_adapter):
+    adapter, sd = make_adapter("sd15")
+    patched = condition(tiny.tiny_model("sd15"), adapter, "2.0", "z-score", uncond="negative quality", k=0.5)
+    x, ctx = inputs("sd15", 2)
+    got = run_unet(patched, x, ctx, cond_or_uncond=(1, 0))
+    enc = ref_encode(torch.tensor([[2.0, 2.0]]), True, 0)
+    toks = torch.cat([ref_tokens(sd, -0.5 * enc, 2), ref_tokens(sd, enc, 2)])
+    reference = tiny.tiny_model("sd15")
+    install_reference(reference, "sd15", [(sd, toks, 1.0)])
+    torch.testing.assert_close(got, run_unet(reference, x, ctx), atol=2e-5, rtol=1e-4)
+
+
+def test_scale_zero_equals_unpatched_model(make_adapter):
+    adapter, _ = make_adapter("sd15")
+    model = tiny.tiny_model("sd15")
+    x, ctx = inputs("sd15", 2)
+    plain = run_unet(model, x, ctx)
+    assert torch.equal(run_unet(condition(model, adapter, scale=0.0), x, ctx), plain)
+    # A zero-scale term on every layer is also exactly the plain model.
+    tokens = pack.adapter.quality_tokens(adapter, pack.adapter.build_targets([{"topiq_nr": 99, "laion_aes": 99}], "percentile",
+                                         adapter.metadata.metrics, True, pack.adapter.default_norm_table()), 0.0)
+    zero = pack.adapter.attach_quality_tokens(model, adapter.spec, tokens, pack.nodes.host.host_attention, "t")
+    assert torch.equal(run_unet(zero, x, ctx), plain)
+
+
+def test_node_leaves_input_model_unchanged_and_clones_share_weights(make_adapter):
+    adapter, _ = make_adapter("sdxl")
+    model = tiny.tiny_model("sdxl")
+    before = copy.deepcopy(model.model_options)
+    weights = {k: v.clone() for k, v in model.model.state_dict().items()}
+    patched = condition(model, adapter)
+    assert model.model_options == before and attn2_patches(model) == {}
+    assert all(torch.equal(v, model.model.state_dict()[k]) for k, v in weights.items())
+    again = patched.clone()
+    key = EXPECTED_SITES["sdxl"][0]
+    a, b = attn2_patches(patched)[key], attn2_patches(again)[key]
+    assert a is not b and a.contributions[0][0] is b.contributions[0][0]  # the K/V holder is shared, not copied
+
+
+def test_two_adapters_stack(make_adapter):
+    (a1, sd1), (a2, sd2) = make_adapter("sd15"), make_adapter("sd15", seed=7)
+    patched = condition(condition(tiny.tiny_model("sd15"), a1, "1.0", "z-score", scale=0.5), a2, "-1.0", "z-score", scale=1.5)
+    assert all(len(p.contributions) == 2 for p in attn2_patches(patched).values())
+    x, ctx = inputs("sd15", 1)
+    reference = tiny.tiny_model("sd15")
+    t1 = ref_tokens(sd1, ref_encode(torch.tensor([[1.0, 1.0]]), True, 0), 2)
+    t2 = ref_tokens(sd2, ref_encode(torch.tensor([[-1.0, -1.0]]), True, 0), 2)
+    install_reference(reference, "sd15", [(sd1, t1, 0.5), (sd2, t2, 1.5)])
+    torch.testing.assert_close(run_unet(patched, x, ctx), run_unet(reference, x, ctx), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("key_form", ["full", "block"])
+def test_foreign_attn2_patch_is_wrapped_and_still_runs(key_form, make_adapter):
+    adapter, _ = make_adapter("sd15")
+    model = tiny.tiny_model("sd15").clone()
+    calls = []
+    site = EXPECTED_SITES["sd15"][3]
+
+    def foreign(q, k, v, extra_options):
+        calls.append(1)
+        return torch.zeros_like(q)  # a patch whose effect is unmistakable
+
+    model.set_model_attn2_replace(foreign, *(site if key_form == "full" else site[:2]))
+    patched = condition(model, adapter)
+    wrapped = attn2_patches(patched)[site]
+    assert wrapped.inner is foreign
+    x, ctx = inputs("sd15", 1)
+    run_unet(patched, x, ctx)
+    assert calls, "the foreign patch was dropped"
+    q = torch.randn(1, 4, 64)
+    opts = {"n_heads": 4, "cond_or_uncond": [0]}
+    term_only = wrapped(q, q, q, opts)
+    plain_ip = pack.adapter.DecoupledCrossAttention(wrapped.contributions, pack.nodes.host.host_attention)(q, q, q, opts)
+    base = pack.nodes.host.host_attention(q, q, q, 4)
+    torch.testing.assert_close(term_only, plain_ip - base, atol=1e-5, rtol=1e-4)
+
+
+def test_batch_of_targets_conditions_each_item(make_adapter):
+    adapter, _ = make_adapter("sd15")
+    model = tiny.tiny_model("sd15")
+    x1, ctx1 = inputs("sd15", 1)
+    x, ctx = x1.repeat(3, 1, 1, 1), ctx1.repeat(3, 1, 1)
+    sweep = run_unet(condition(model, adapter, "1; 50; 99"), x, ctx)
+    same = run_unet(condition(model, adapter, "99"), x, ctx)
+    assert (sweep[0] - sweep[2]).abs().max() > 1e-3 and (sweep[0] - sweep[1]).abs().max() > 1e-3
+    torch.testing.assert_close(sweep[2], same[2], atol=1e-5, rtol=1e-5)  # item 3 is p99 in both
+    assert torch.equal(same[0], same[2])  # one target broadcasts to every item
+    with pytest.raises(pack.adapter.IQAAdapterError, match="3 targets but the latent batch is 2"):
+        run_unet(condition(model, adapter, "1; 50; 99"), x[:2], ctx[:2])
+
+
+def test_start_end_percent_gate_the_term_by_sigma(make_adapter):
+    adapter, _ = make_adapter("sd15")
+    model = tiny.tiny_model("sd15")
+    sampling = model.get_model_object("model_sampling")
+    patched = condition(model, adapter, start=0.5, end=1.0)
+    x, ctx = inputs("sd15", 1)
+    early, late = sampling.percent_to_sigma(0.2), sampling.percent_to_sigma(0.8)
+    assert torch.equal(run_unet(patched, x, ctx, sigma=early), run_unet(model, x, ctx, sigma=early))
+    assert not torch.equal(run_unet(patched, x, ctx, sigma=late), run_unet(model, x, ctx, sigma=late))
+
+
+@pytest.mark.parametrize("backend", ["attention_sub_quad", "attention_pytorch", "attention_basic"])
+def test_every_host_attention_backend_gives_the_same_result(backend, make_adapter, monkeypatch):
+    from comfy.ldm.modules import attention
+
+    adapter, _ = make_adapter("sd15")
+    patched = condition(tiny.tiny_model("sd15"), adapter)
+    x, ctx = inputs("sd15", 2)
+    want = run_unet(patched, x, ctx, cond_or_uncond=(1, 0))
+    monkeypatch.setattr(attention, "optimized_attention", getattr(attention, backend))
+    torch.testing.assert_close(run_unet(patched, x, ctx, cond_or_uncond=(1, 0)), want, atol=1e-4, rtol=1e-4)
+
+
+def test_half_precision_kv_follow_the_query_dtype(make_adapter):
+    adapter, _ = make_adapter("sd15")
+    patch = attn2_patches(condition(tiny.tiny_model("sd15"), adapter))[EXPECTED_SITES["sd15"][0]]
+    q = torch.randn(2, 4, 32, dtype=torch.bfloat16)
+    out = patch.to(torch.bfloat16)(q, q, q, {"n_heads": 2, "cond_or_uncond": [1, 0]})
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
