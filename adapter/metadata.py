@@ -114,10 +114,10 @@ def _sidecar_metadata(path: Path) -> dict[str, Any] | None:
     return parse_json_text(side.read_text(encoding="utf-8", errors="replace"), f"sidecar {side.name}")
 
 
-def _manifest_metadata(path: Path, manifest: Path = MANIFEST) -> dict[str, Any] | None:
-    if not manifest.is_file():
+def _manifest_metadata(path: Path) -> dict[str, Any] | None:
+    if not MANIFEST.is_file():
         return None
-    files = json.loads(manifest.read_text()).get("files", {})
+    files = json.loads(MANIFEST.read_text()).get("files", {})
     entry = files.get(path.name)
     return None if entry is None else dict(entry)
 

@@ -1,0 +1,144 @@
+"""Checkpoint reading, metadata resolution, the normalization table and target encoding."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from helpers import pack, ref_encode, tiny
+
+A = pack.adapter
+Err = A.IQAAdapterError
+META = {"metrics": ["topiq_nr", "laion_aes"], "use_flag": False, "pos_encode_L": 0}
+SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "CC3M_stats.csv"
+
+
+@pytest.mark.parametrize("layout,proj,tokens", [("sd15", "linear", 2), ("sdxl", "mlp", 4), ("sdxl", "linear", 1)])
+def test_spec_is_inferred_from_shapes_and_pickle_loads_identically(tmp_path, layout, proj, tokens):
+    st = tiny.write_adapter(tmp_path / "a.safetensors", layout, META, proj=proj, num_tokens=tokens)
+    ad = A.IQAAdapter.load(st)
+    spec = ad.spec
+    assert (spec.proj_type, spec.num_tokens, spec.input_dim) == (proj, tokens, 2)
+    assert spec.cross_dim == tiny.LAYOUTS[layout]["context_dim"]
+    assert spec.family == layout and spec.num_layers == {"sd15": 16, "sdxl": 70}[layout]
+    assert ad.metadata.metrics == ("topiq_nr", "laion_aes") and ad.metadata.source.startswith("the safetensors header")
+
+    flat = load_file(str(st))
+    nested = {"image_proj": {}, "ip_adapter": {}}
+    for k, v in flat.items():
+        head, _, rest = k.partition(".")
+        nested[head][rest] = v
+    pt = tmp_path / "a.bin"
+    torch.save(nested, pt)
+    (tmp_path / "a.json").write_text(json.dumps(META))  # sidecar: pickles have no header
+    ad2 = A.IQAAdapter.load(pt)
+    assert ad2.spec == spec and ad2.metadata.source == "sidecar a.json"
+    vec = torch.randn(3, 2)
+    assert torch.equal(ad.tokens(vec), ad2.tokens(vec))
+    kv1, kv2 = ad.layer_kv(ad.tokens(vec)), ad2.layer_kv(ad2.tokens(vec))
+    assert all(torch.equal(a, b) for a, b in zip(kv1.keys + kv1.values, kv2.keys + kv2.values))
+
+
+def test_metadata_sources_in_order_and_override_merges(tmp_path, monkeypatch):
+    st = tiny.write_adapter(tmp_path / "m.safetensors", "sd15", None, input_dim=3)
+    (tmp_path / "m.json").write_text(json.dumps({"metrics": ["musiq", "liqe"], "use_flag": True}))
+    assert A.resolve_metadata(st).metrics == ("musiq", "liqe")
+    meta = A.resolve_metadata(st, {"metrics": ["topiq_nr", "musiq"]})
+    assert meta.metrics == ("topiq_nr", "musiq") and meta.use_flag is True and "override" in meta.source
+    (tmp_path / "m.json").unlink()
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"files": {"m.safetensors": {"metrics": ["arniqa"], "use_flag": True, "pos_encode_L": 1}}}))
+    monkeypatch.setattr(A.metadata, "MANIFEST", manifest)
+    assert A.resolve_metadata(st).metrics == ("arniqa",)
+
+
+def test_missing_metadata_says_where_to_put_it(tmp_path):
+    st = tiny.write_adapter(tmp_path / "bare.safetensors", "sd15", None, input_dim=2)
+    with pytest.raises(Err, match="No metadata for bare.safetensors.*bare.json"):
+        A.IQAAdapter.load(st)
+
+
+def test_metadata_that_disagrees_with_input_dim_suggests_the_fit(tmp_path):
+    st = tiny.write_adapter(tmp_path / "d.safetensors", "sd15", None, input_dim=3)
+    with pytest.raises(Err, match=r"into 2 values, but the checkpoint's projection takes 3.*use_flag=true, pos_encode_L=0"):
+        A.IQAAdapter.load(st, {"metrics": ["topiq_nr", "laion_aes"]})
+
+
+@pytest.mark.parametrize("bad,match", [
+    ('{"metrics": ["topiq_nrr"]}', "unknown metric 'topiq_nrr'.*Did you mean topiq_nr"),
+    ('{"metrics": ["topiq_nr"], "pos_encode_L": -1}', "pos_encode_L"),
+    ('{"metrics": ["topiq_nr"], "use_flag": "yes"}', "use_flag"),
+    ('{"metrics": ["topiq_nr"], "colour": 1}', "unknown fields"),
+    ('[1, 2]', "must be a JSON object"),
+    ('{"metrics": ', "not valid JSON"),
+    ('{"comment": "' + "x" * 70000 + '"}', "over 64 KiB"),
+])
+def test_bad_metadata_is_named(tmp_path, bad, match):
+    st = tiny.write_adapter(tmp_path / "b.safetensors", "sd15", None, input_dim=1)
+    (tmp_path / "b.json").write_text(bad)
+    with pytest.raises(Err, match=match):
+        A.IQAAdapter.load(st)
+
+
+def test_norm_table_matches_the_shared_figures():
+    if not SHARED_CSV.is_file():
+        pytest.skip(f"reference CSV not beside the checkout ({SHARED_CSV}); CI always has it")
+    table = A.default_norm_table()
+    rows = {r["metric"]: r for r in csv.DictReader(SHARED_CSV.open())}
+    raw = [m for m in rows if not m.endswith("_normalized")]
+    assert sorted(raw) == table.names() and len(raw) == 21
+    for m in raw:
+        st, r, rn = table.get(m), rows[m], rows[m + "_normalized"]
+        for q in (1, 5, 10, 25, 50, 75, 90, 95, 99):
+            assert st.raw_from_percentile(q) == pytest.approx(float(r[f"quantile_{q}"]))
+            assert st.z_from_percentile(q) == pytest.approx(float(rn[f"quantile_{q}"]), abs=2e-3)
+    assert table.get("topiq_nr").z_from_percentile(99) == pytest.approx(2.011, abs=1e-3)
+
+
+def test_percentile_raw_and_z_modes_agree():
+    table = A.default_norm_table()
+    st = table.get("topiq_nr")
+    raw = st.raw_from_percentile(99)
+    metrics = ("topiq_nr",)
+    for mode, value in (("percentile", 99.0), ("raw", raw), ("z-score", st.z_from_raw(raw))):
+        batch = A.build_targets(A.parse_targets(str(value), metrics), mode, metrics, True, table)
+        assert batch.values.item() == pytest.approx(2.011, abs=1e-3)
+    raw_batch = A.build_targets(A.parse_targets("99", metrics), "percentile", metrics, False, table)
+    assert raw_batch.values.item() == pytest.approx(0.7479, abs=1e-4)
+    assert st.raw_from_percentile(62.5) == pytest.approx((float(st.raw_from_percentile(50)) + st.raw_from_percentile(75)) / 2)
+    assert st.percentile_from_raw(st.raw_from_percentile(37.0)) == pytest.approx(37.0)
+
+
+def test_target_text_forms():
+    m = ("topiq_nr", "laion_aes")
+    assert A.parse_targets("1; 25\n99", m) == [{"topiq_nr": 1, "laion_aes": 1}, {"topiq_nr": 25, "laion_aes": 25}, {"topiq_nr": 99, "laion_aes": 99}]
+    assert A.parse_targets("laion_aes=10, topiq_nr=90", m) == [{"topiq_nr": 90, "laion_aes": 10}]
+
+
+@pytest.mark.parametrize("text,mode,match", [
+    ("150", "percentile", "outside 0-100"),
+    ("-1", "percentile", "outside 0-100"),
+    ("nan", "z-score", "finite"),
+    ("inf", "raw", "finite"),
+    ("40", "z-score", "far outside the training data"),
+    ("", "percentile", "No targets"),
+    ("abc", "percentile", "not a number"),
+    ("musiq=5", "percentile", "trained on topiq_nr, laion_aes"),
+    ("topiq_nr=5", "percentile", "no value for laion_aes"),
+])
+def test_bad_targets_are_named(text, mode, match):
+    m = ("topiq_nr", "laion_aes")
+    with pytest.raises(Err, match=match):
+        A.build_targets(A.parse_targets(text, m), mode, m, True, A.default_norm_table())
+
+
+@pytest.mark.parametrize("use_flag,L", [(False, 0), (True, 0), (False, 10), (True, 3)])
+def test_encoding_follows_the_training_script(use_flag, L):
+    z = torch.tensor([[0.3, -1.2], [2.0, 0.0]])
+    enc = A.encoding.encode_quality_vector(z, use_flag, L)
+    assert enc.shape[1] == A.encoding.encoded_dim(2, use_flag, L)
+    torch.testing.assert_close(enc, ref_encode(z, use_flag, L))
