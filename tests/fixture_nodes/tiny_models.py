@@ -6,6 +6,7 @@ cross-attention layers, the middle block included) is exercised in seconds on a 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -67,11 +68,8 @@ def tiny_model(layout: str = "sd15", seed: int = 0):
 def adapter_state(layout: str, input_dim: int, num_tokens: int = 2, proj: str = "linear", seed: int = 0,
                   hidden_sizes: list[int] | None = None) -> dict[str, torch.Tensor]:
     """A random IQA-Adapter state dict (flat keys) that fits tiny_model(layout)."""
-    from comfy.ldm.modules.attention import CrossAttention  # noqa: F401  (host present)
-
     model = tiny_model(layout, seed=0)
-    import importlib
-    sites = importlib.import_module(_pack_name() + ".adapter.layers").find_attn2_sites(model.get_model_object("diffusion_model"))
+    sites = _adapter_core().layers.find_attn2_sites(model.get_model_object("diffusion_model"))
     cross = LAYOUTS[layout]["context_dim"]
     g = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
@@ -106,11 +104,24 @@ def write_adapter(path: Path, layout: str, metadata: dict | None, input_dim: int
     return path
 
 
-def _pack_name() -> str:
-    """The module name the host gave the IQA-Adapter pack (its folder name in custom_nodes)."""
+def _adapter_core():
+    """The pack's adapter/ package: the host-loaded one if present, else imported from the repo by path."""
+    import importlib.util
     import sys
 
-    for name, mod in sys.modules.items():
+    for name, mod in list(sys.modules.items()):
         if getattr(mod, "__dict__", {}).get("IQA_ADAPTER_PACK") is True:
-            return name
-    raise RuntimeError("The IQA-Adapter pack is not loaded")
+            return importlib.import_module(name + ".adapter")
+    if "iqa_adapter_core" not in sys.modules:
+        root = Path(__file__).resolve().parents[2] / "adapter"
+        spec = importlib.util.spec_from_file_location("iqa_adapter_core", root / "__init__.py", submodule_search_locations=[str(root)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["iqa_adapter_core"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["iqa_adapter_core"]
+
+
+if __name__ == "__main__":  # python tiny_models.py OUT.safetensors [layout]: a random adapter for the demo
+    out, lay = Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else "sd15")
+    write_adapter(out, lay, {"metrics": ["topiq_nr", "laion_aes"], "use_flag": True, "pos_encode_L": 0,
+                             "comment": "random weights, for demos and tests only"})
