@@ -18,6 +18,13 @@ def model_sites(model: Any) -> list[AttnSite]:
     return find_attn2_sites(model.get_model_object("diffusion_model"))
 
 
+def check_model(model: Any, spec: AdapterSpec, name: str) -> list[AttnSite]:
+    """The model's attn2 sites, after checking layer by layer that the adapter fits them."""
+    sites = model_sites(model)
+    match_sites(spec, sites, name)
+    return sites
+
+
 def sigma_window(model: Any, start_percent: float, end_percent: float) -> tuple[Optional[float], Optional[float]]:
     """Start/end as a fraction of the schedule -> (sigma_start, sigma_end); None where unbounded."""
     sampling = model.get_model_object("model_sampling")
@@ -32,8 +39,7 @@ def attach_quality_tokens(model: Any, spec: AdapterSpec, tokens: QualityTokens, 
     The input model is never changed. An IQA patch already on a layer gains a contribution; a foreign
     patch (keyed by the full site key or by (block, number) alone) is wrapped and still called.
     """
-    sites = model_sites(model)
-    match_sites(spec, sites, name)  # raises before anything is cloned or patched
+    sites = check_model(model, spec, name)  # raises before anything is cloned or patched
     patched = model.clone()
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
     for n, site in enumerate(sites):

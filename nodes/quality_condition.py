@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from ..adapter import (TARGET_MODES, IQAAdapter, IQAAdapterError, attach_quality_tokens, build_targets,
+from ..adapter import (TARGET_MODES, IQAAdapter, IQAAdapterError, attach_quality_tokens, build_targets, check_model,
                        default_norm_table, parse_targets, quality_tokens, sigma_window)
 from . import host
 
@@ -75,11 +75,7 @@ class QualityCondition:
         meta, table = iqa_adapter.metadata, default_norm_table()
         batch = build_targets(parse_targets(targets, meta.metrics), target_mode, meta.metrics, meta.normalized, table)
         if scale == 0.0:
-            # Validate everything as usual, including the model's layers, but leave the model as it is.
-            from ..adapter.patching import model_sites
-            from ..adapter.layers import match_sites
-
-            match_sites(iqa_adapter.spec, model_sites(model), iqa_adapter.name)
+            check_model(model, iqa_adapter.spec, iqa_adapter.name)  # same errors as a real patch, no patch
             return (model.clone(),)
         s_start, s_end = sigma_window(model, start_percent, end_percent)
         negative = negative_strength if uncond == "negative quality" else None
