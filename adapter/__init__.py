@@ -5,7 +5,7 @@ the attention function that the caller passes in.
 """
 from .attention import DecoupledCrossAttention, QualityTokens
 from .checkpoint import AdapterSpec, infer_spec, load_state_dict
-from .condition import quality_tokens
+from .condition import condition_from_vectors, quality_tokens
 from .errors import IQAAdapterError
 from .metadata import AdapterMetadata, resolve_metadata
 from .model import IQAAdapter
@@ -15,6 +15,6 @@ from .targets import TARGET_MODES, build_targets, parse_targets
 
 __all__ = [
     "AdapterMetadata", "AdapterSpec", "DecoupledCrossAttention", "IQAAdapter", "IQAAdapterError", "NormTable",
-    "QualityTokens", "TARGET_MODES", "attach_quality_tokens", "check_model", "build_targets", "default_norm_table", "infer_spec",
+    "QualityTokens", "TARGET_MODES", "attach_quality_tokens", "check_model", "condition_from_vectors", "build_targets", "default_norm_table", "infer_spec",
     "load_state_dict", "parse_targets", "quality_tokens", "resolve_metadata", "sigma_window",
 ]

@@ -28,11 +28,11 @@ class QualityTokens:
     """
 
     def __init__(self, cond: LayerKV, uncond: LayerKV, scale: float, sigma_start: Optional[float] = None,
-                 sigma_end: Optional[float] = None, label: str = "IQA-Adapter"):
+                 sigma_end: Optional[float] = None, label: str = "IQA-Adapter", rows_name: str = "targets"):
         if cond.batch != uncond.batch and uncond.batch != 1:
             raise ValueError("uncond rows must be 1 or match the cond rows")
         self.cond, self.uncond, self.scale = cond, uncond, float(scale)
-        self.sigma_start, self.sigma_end, self.label = sigma_start, sigma_end, label
+        self.sigma_start, self.sigma_end, self.label, self.rows_name = sigma_start, sigma_end, label, rows_name
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __deepcopy__(self, memo: dict) -> "QualityTokens":
@@ -49,8 +49,8 @@ class QualityTokens:
         if k.shape[0] == 1:
             return k.expand(per_chunk, -1, -1), v.expand(per_chunk, -1, -1)
         raise IQAAdapterError(
-            f"{self.label} has {k.shape[0]} targets but the latent batch is {per_chunk}. "
-            f"Use a batch of {k.shape[0]} latents (e.g. Empty Latent Image batch_size={k.shape[0]}) or a single target."
+            f"{self.label} has {k.shape[0]} {self.rows_name} but the latent batch is {per_chunk}. "
+            f"Use a batch of {k.shape[0]} latents (e.g. Empty Latent Image batch_size={k.shape[0]}) or a single one."
         )
 
     def kv(self, layer: int, cond_or_uncond: tuple[int, ...], batch: int, device: torch.device, dtype: torch.dtype):

@@ -1,7 +1,9 @@
-"""Build a quality condition: targets -> encoded vectors -> tokens -> per-layer K/V, ready to attach."""
+"""Build a condition: input vectors -> tokens -> per-layer K/V, ready to attach to a model."""
 from __future__ import annotations
 
 from typing import Optional
+
+import torch
 
 from .attention import QualityTokens
 from .encoding import encode_quality_vector, negative_quality_vector, unconditional_vector
@@ -9,16 +11,23 @@ from .model import IQAAdapter
 from .targets import TargetBatch
 
 
+def condition_from_vectors(adapter: IQAAdapter, vectors: torch.Tensor, scale: float, sigma_start: Optional[float] = None,
+                           sigma_end: Optional[float] = None, negative: Optional[torch.Tensor] = None,
+                           label: str = "IQA-Adapter", rows_name: str = "targets") -> QualityTokens:
+    """Positive rows from encoded vectors [B, input_dim]; negative rows are zeros unless given."""
+    cond = adapter.layer_kv(adapter.tokens(vectors))
+    if negative is None:
+        negative = unconditional_vector(1, adapter.spec.input_dim)
+    uncond = adapter.layer_kv(adapter.tokens(negative))
+    return QualityTokens(cond, uncond, scale, sigma_start, sigma_end, label=label, rows_name=rows_name)
+
+
 def quality_tokens(adapter: IQAAdapter, targets: TargetBatch, scale: float,
                    sigma_start: Optional[float] = None, sigma_end: Optional[float] = None,
                    negative_strength: Optional[float] = None) -> QualityTokens:
-    """Positive rows from the targets; negative rows are zeros, or -strength * target when enabled."""
+    """A score-based condition; the negative branch is -strength * target when negative_strength is set."""
     meta = adapter.metadata
     encoded = encode_quality_vector(targets.values, meta.use_flag, meta.pos_encode_L)
-    cond = adapter.layer_kv(adapter.tokens(encoded))
-    if negative_strength is None:
-        negative = unconditional_vector(1, adapter.spec.input_dim)
-    else:
-        negative = negative_quality_vector(encoded, negative_strength)
-    uncond = adapter.layer_kv(adapter.tokens(negative))
-    return QualityTokens(cond, uncond, scale, sigma_start, sigma_end, label=f"Quality Condition ({adapter.name})")
+    negative = None if negative_strength is None else negative_quality_vector(encoded, negative_strength)
+    return condition_from_vectors(adapter, encoded, scale, sigma_start, sigma_end, negative,
+                                  label=f"Quality Condition ({adapter.name})", rows_name="targets")

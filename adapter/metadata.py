@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .embedding_spec import check_spec_fits, spec_from_dict
 from .encoding import encoded_dim
 from .errors import IQAAdapterError
 from .norm_table import NormTable
@@ -152,7 +153,13 @@ def resolve_metadata(path: str | Path, override: Mapping[str, Any] | None = None
 def validate_metadata(meta: AdapterMetadata, input_dim: int, table: NormTable, name: str) -> None:
     """Check the metadata against the checkpoint's input_dim and the known metrics."""
     if meta.kind == "reference":
-        return  # a reference adapter's input is an embedding; its spec is checked by its own module
+        if not meta.embedding:
+            raise IQAAdapterError(
+                f"{name}: a reference-based adapter needs an 'embedding' spec in its metadata ({meta.source}), e.g. "
+                '{"kind": "reference", "embedding": {"spec": "topiq_nr_resnet50_meanstd"}}.'
+            )
+        check_spec_fits(spec_from_dict(meta.embedding, meta.source), input_dim, name)
+        return
     if not meta.metrics:
         raise IQAAdapterError(f"{name}: metadata ({meta.source}) lists no metrics. Give 'metrics' in the adapter's training order.")
     for m in meta.metrics:

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import torch
 
 from .checkpoint import AdapterSpec, infer_spec, layer_weights, load_state_dict
+from .embedding_spec import spec_from_dict
 from .metadata import AdapterMetadata, resolve_metadata, validate_metadata
 from .norm_table import NormTable, default_norm_table
 from .projection import QualityProjection
@@ -37,6 +38,7 @@ class IQAAdapter:
     def __init__(self, spec: AdapterSpec, metadata: AdapterMetadata, state: Mapping[str, Mapping[str, torch.Tensor]], name: str):
         self.spec, self.metadata, self.name = spec, metadata, name
         self.projection = QualityProjection.from_state_dict(spec, state["image_proj"])
+        self.embedding_spec = spec_from_dict(metadata.embedding, metadata.source) if metadata.kind == "reference" else None
         self._ip = [layer_weights(state, n) for n in range(spec.num_layers)]
 
     def __deepcopy__(self, memo: dict) -> "IQAAdapter":
