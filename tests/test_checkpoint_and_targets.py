@@ -142,3 +142,56 @@ def test_encoding_follows_the_training_script(use_flag, L):
     enc = A.encoding.encode_quality_vector(z, use_flag, L)
     assert enc.shape[1] == A.encoding.encoded_dim(2, use_flag, L)
     torch.testing.assert_close(enc, ref_encode(z, use_flag, L))
+
+
+def _lora_like(path):
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.randn(4, 8),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.randn(8, 4)}, str(path))
+
+
+def _random_tensors(path):
+    save_file({"weight": torch.randn(3, 3), "bias": torch.randn(3)}, str(path))
+
+
+def _truncated(path):
+    tiny.write_adapter(path, "sd15", META)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _garbage_pickle(path):
+    path.write_bytes(b"this is not a checkpoint at all" * 10)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pickles must never run code",))
+
+
+def _unsafe_pickle(path):
+    torch.save({"image_proj": _Evil(), "ip_adapter": {}}, str(path))
+
+
+@pytest.mark.parametrize("make,suffix,match", [
+    (_lora_like, ".safetensors", "not an IQA-Adapter.*LoRA"),
+    (_random_tensors, ".safetensors", "not an IQA-Adapter"),
+    (_truncated, ".safetensors", "truncated, corrupt or not a checkpoint"),
+    (lambda p: p.write_bytes(b""), ".safetensors", "empty"),
+    (_garbage_pickle, ".bin", "truncated, corrupt or not a checkpoint"),
+    (_unsafe_pickle, ".pt", "truncated, corrupt or not a checkpoint"),
+])
+def test_bad_files_get_a_clear_error(tmp_path, make, suffix, match):
+    path = tmp_path / f"bad{suffix}"
+    make(path)
+    (tmp_path / "bad.json").write_text(json.dumps(META))
+    with pytest.raises(Err, match=match):
+        A.IQAAdapter.load(path)
+
+
+def test_model_mismatch_raises_before_anything_is_patched(tmp_path):
+    adapter = A.IQAAdapter.load(tiny.write_adapter(tmp_path / "sd15.safetensors", "sd15", META))
+    model = tiny.tiny_model("sdxl")
+    before = repr(model.model_options)
+    with pytest.raises(Err, match="trained for SD1.5.*model is SDXL"):
+        pack.nodes.quality_condition.QualityCondition().apply(model, adapter, "99", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)
+    assert repr(model.model_options) == before
