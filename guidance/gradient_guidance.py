@@ -1,0 +1,214 @@
+"""IQA gradient guidance in x0 space: nudge the sampler's denoised latent up the gradient of an IQA score.
+
+Plain torch; the host is reached only through the post-CFG hook's `args` dict and duck-typed objects.
+
+One guided model evaluation:
+  x0 = denoised (detached copy, requires grad)
+  img = decode(downscale(x0))                 differentiable decoder, optional latent downscale
+  J = sum_items sum_terms w_k * f_k(score_k(img))
+  g = dJ/dx0                                  per item (J is a sum over items, so items do not mix)
+  g = g / rms(g) per item, then clamp(g, -clip, clip)
+  denoised' = denoised + scale * w(sigma) * g
+The whole thing runs under inference_mode(False) + enable_grad on networks re-materialized outside
+inference mode (the prompt runs under torch.inference_mode), and the copies are dropped after the step.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = ("maximize", "target z-score")
+NORMALIZATIONS = ("rms", "none")
+SIGMA_WEIGHTINGS = ("constant", "snr")
+
+ImageFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ScoreTerm:
+    """One IQA metric in the objective.
+
+    build(device) returns a differentiable raw-score function images [B,3,H,W] in [0,1] -> [B]; it is
+    called once per guided step, outside inference mode, so it may (and should) re-materialize weights.
+    """
+
+    name: str
+    build: Callable[[torch.device], ImageFn]
+    lower_better: bool = False
+    weight: float = 1.0
+    stats: Optional[tuple[float, float]] = None  # (mean, std) of the raw score on the training set
+
+
+@dataclass(frozen=True)
+class DecoderSource:
+    """A differentiable latent -> image map (images in [0,1]); build(device) is called per guided step."""
+
+    build: Callable[[torch.device], ImageFn]
+    latent_channels: int
+    upscale_ratio: int = 8
+    name: str = "decoder"
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    scale: float = 0.1
+    sigma_start: float = float("inf")  # guidance runs while sigma_end <= sigma <= sigma_start
+    sigma_end: float = 0.0
+    every_n_steps: int = 1
+    direction: str = "maximize"
+    target_z: float = 2.0
+    max_decode_size: int = 512  # long side of the decoded image in px; 0 = decode at full size
+    normalization: str = "rms"
+    clip: float = 0.0  # elementwise clip of the normalized gradient; 0 = off
+    sigma_weighting: str = "constant"
+
+
+def objective(raw_scores: Sequence[torch.Tensor], terms: Sequence[ScoreTerm], direction: str, target_z: float) -> torch.Tensor:
+    """Per-item objective [B], higher is better, from each term's raw scores [B].
+
+    maximize: sum_k w_k * s_k * raw_k / std_k (s_k = -1 for lower-better metrics; std_k = 1 without stats),
+    so metrics with different units weigh by their spread, not their units.
+    target z-score: -sum_k w_k * ((raw_k - mean_k) / std_k - target)^2, on the table's raw z-scores.
+    """
+    total = 0.0
+    for raw, term in zip(raw_scores, terms):
+        if direction == "maximize":
+            spread = term.stats[1] if term.stats else 1.0
+            f = (-raw if term.lower_better else raw) / spread
+        else:
+            mean, std = term.stats  # checked at node execution
+            f = -((raw - mean) / std - target_z) ** 2
+        total = total + term.weight * f
+    return total
+
+
+def normalize_gradient(g: torch.Tensor, normalization: str, clip: float) -> torch.Tensor:
+    """Per-item RMS normalization (so `scale` is in latent RMS units per step), then elementwise clip."""
+    if normalization == "rms":
+        rms = g.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
+        g = g / rms.view(-1, *([1] * (g.ndim - 1)))
+    if clip > 0:
+        g = g.clamp(-clip, clip)
+    return g
+
+
+def sigma_weight(sigma: float, weighting: str) -> float:
+    """constant: 1. snr: 1/(1+sigma^2), the share of x_t's variance that is signal (VP view of an EPS
+    model), so early steps, whose x0 estimate is a blurry mean, are pushed less."""
+    return 1.0 if weighting == "constant" else 1.0 / (1.0 + sigma * sigma)
+
+
+def decode_size_factor(latent_hw: tuple[int, int], upscale: int, max_decode_size: int) -> float:
+    """Latent scale factor so that the decoded long side is at most max_decode_size (1.0 if it fits)."""
+    long_side = max(latent_hw) * upscale
+    if max_decode_size <= 0 or long_side <= max_decode_size:
+        return 1.0
+    return max_decode_size / long_side
+
+
+def guidance_gradient(x0: torch.Tensor, decoder: ImageFn, scorers: Sequence[ImageFn], terms: Sequence[ScoreTerm],
+                      cfg: GuidanceConfig, upscale: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """(gradient of the objective w.r.t. x0 [B,...], per-item objective [B], raw scores per term).
+
+    Must be called with grad enabled and inference mode off; x0 is detached and copied here.
+    """
+    x = x0.detach().clone().float().requires_grad_(True)
+    factor = decode_size_factor(tuple(x.shape[-2:]), upscale, cfg.max_decode_size)
+    z = x
+    if factor < 1.0:
+        size = [max(1, round(s * factor)) for s in x.shape[-2:]]
+        z = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    images = decoder(z)
+    raws = [score(images).reshape(-1).float() for score in scorers]
+    for raw, term in zip(raws, terms):
+        if raw.shape[0] != x.shape[0]:
+            raise RuntimeError(f"IQA metric {term.name} returned {raw.shape[0]} scores for a batch of {x.shape[0]}.")
+    per_item = objective(raws, terms, cfg.direction, cfg.target_z)
+    (grad,) = torch.autograd.grad(per_item.sum(), x)
+    return grad, per_item.detach(), [r.detach() for r in raws]
+
+
+@dataclass
+class RunState:
+    """Per-run bookkeeping of one hook: a run starts at the first call or when sigma goes up."""
+
+    last_sigma: Optional[float] = None
+    calls_in_window: int = 0
+    guided: int = 0
+    skipped_nonfinite: int = 0
+    history: list = field(default_factory=list)  # (sigma, per-item objective) of guided calls, for logs/tests
+
+    def observe(self, sigma: float) -> bool:
+        """Record a call; True if it starts a new run (state reset)."""
+        new_run = self.last_sigma is None or sigma > self.last_sigma * (1 + 1e-6) + 1e-12
+        if new_run:
+            self.calls_in_window, self.guided, self.skipped_nonfinite = 0, 0, 0
+            self.history = []
+        self.last_sigma = sigma
+        return new_run
+
+
+class GradientGuidance:
+    """The post-CFG hook. Immutable config and shared heavy references; only RunState changes.
+
+    The host's ModelPatcher.clone() deep-copies model_options and with it this object: __deepcopy__ shares
+    the decoder and metric sources (no weight copies) and gives the clone its own fresh RunState.
+    """
+
+    def __init__(self, cfg: GuidanceConfig, decoder: DecoderSource, terms: Sequence[ScoreTerm]):
+        self.cfg = cfg
+        self.decoder = decoder
+        self.terms = tuple(terms)
+        self.state = RunState()
+
+    def __deepcopy__(self, memo: dict) -> "GradientGuidance":
+        return GradientGuidance(self.cfg, self.decoder, self.terms)
+
+    def in_window(self, sigma: float) -> bool:
+        return self.cfg.sigma_end <= sigma <= self.cfg.sigma_start
+
+    def __call__(self, args: dict) -> torch.Tensor:
+        denoised: torch.Tensor = args["denoised"]
+        sigma = float(torch.as_tensor(args["sigma"]).detach().flatten().max())
+        st = self.state
+        if st.observe(sigma):
+            log.debug("IQA gradient guidance: new run at sigma %.4g", sigma)
+        if self.cfg.scale == 0.0 or not self.in_window(sigma):
+            return denoised
+        index = st.calls_in_window
+        st.calls_in_window += 1
+        if index % max(1, self.cfg.every_n_steps):
+            return denoised
+        return self._guide(denoised, sigma)
+
+    def _guide(self, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
+        st, cfg = self.state, self.cfg
+        device = denoised.device
+        holder: dict[str, Any] = {}
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                holder["decoder"] = self.decoder.build(device)
+                holder["scorers"] = [t.build(device) for t in self.terms]
+                grad, per_item, raws = guidance_gradient(denoised, holder["decoder"], holder["scorers"], self.terms,
+                                                         cfg, self.decoder.upscale_ratio)
+                g = normalize_gradient(grad, cfg.normalization, cfg.clip)
+            ok = torch.isfinite(g).flatten(1).all(1) & torch.isfinite(per_item)
+            if not bool(ok.all()):
+                st.skipped_nonfinite += int((~ok).sum())
+                log.warning("IQA gradient guidance: non-finite gradient or score for batch item(s) %s at sigma %.4g; "
+                            "their correction is skipped this step.", (~ok).nonzero().flatten().tolist(), sigma)
+                g = torch.where(ok.view(-1, *([1] * (g.ndim - 1))), g, torch.zeros_like(g))
+            step = cfg.scale * sigma_weight(sigma, cfg.sigma_weighting)
+            st.guided += 1
+            st.history.append((sigma, per_item.cpu(), [r.cpu() for r in raws]))
+            log.debug("IQA gradient guidance: step %d at sigma %.4g, objective %s", st.guided, sigma, per_item.tolist())
+            return denoised + (step * g).to(denoised.dtype)
+        finally:
+            holder.clear()  # drop the re-materialized decoder and metric copies now
