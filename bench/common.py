@@ -1,0 +1,100 @@
+"""Shared pieces of the benchmarks: the real host, real-size UNets with random weights, timing."""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+PACK_NAME = "comfyui_iqa_adapter"
+
+# Real-size configs (BRIEF §4 and the host's supported models); weights are random, timing does not need real ones.
+CONFIGS = {
+    "sdxl": dict(model_channels=320, channel_mult=[1, 2, 4], num_res_blocks=[2, 2, 2], transformer_depth=[0, 0, 2, 2, 10, 10],
+                 transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10, context_dim=2048,
+                 num_head_channels=64, adm_in_channels=2816, num_classes="sequential", use_linear_in_transformer=True),
+    "sd15": dict(model_channels=320, channel_mult=[1, 2, 4, 4], num_res_blocks=[2, 2, 2, 2], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+                 transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], transformer_depth_middle=1, context_dim=768,
+                 num_heads=8, num_head_channels=-1, adm_in_channels=None, use_linear_in_transformer=False),
+}
+
+
+def start_host():
+    """Import the real host with this pack in its custom_nodes; returns the pack module."""
+    ws = Path(tempfile.mkdtemp(prefix="iqa-bench-"))
+    (ws / "custom_nodes").mkdir()
+    os.symlink(REPO, ws / "custom_nodes" / PACK_NAME)
+    os.environ["COMFYUI_CWD"] = str(ws)
+    from comfy.nodes.package import import_all_nodes_in_workspace
+
+    import_all_nodes_in_workspace()
+    return sys.modules[PACK_NAME]
+
+
+def real_size_model(kind: str):
+    """A host ModelPatcher around a real-size UNet (random weights, float32, CPU)."""
+    import torch
+    import comfy.latent_formats
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models_base as smb
+
+    class Config(smb.BASE):
+        unet_config = {}
+        unet_extra_config = {}
+        latent_format = comfy.latent_formats.SDXL if kind == "sdxl" else comfy.latent_formats.SD15
+        sampling_settings = {}
+
+    cfg = dict(image_size=32, in_channels=4, out_channels=4, use_spatial_transformer=True, legacy=False, use_checkpoint=False,
+               use_temporal_attention=False, use_temporal_resblock=False, dtype=torch.float32, **CONFIGS[kind])
+    with torch.inference_mode(False):
+        model = comfy.model_base.BaseModel(Config(cfg), device=torch.device("cpu"))
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                bound = 1.0 / max(1, p[0].numel()) ** 0.5 if p.ndim > 1 else 0.02
+                p.uniform_(-bound, bound, generator=g)
+    return comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
+
+
+def unet_step(model, kind: str, latent: int, batch: int = 2) -> Callable[[], None]:
+    """One UNet forward with the cfg batch (uncond, cond), as the sampler calls it."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 4, latent, latent, generator=g)
+    ctx = torch.randn(batch, 77, CONFIGS[kind]["context_dim"], generator=g)
+    y = torch.randn(batch, 2816, generator=g) if kind == "sdxl" else None
+    t = torch.full((batch,), 500.0)
+    dm = model.get_model_object("diffusion_model")
+    to = dict(model.model_options["transformer_options"], cond_or_uncond=[1, 0], sigmas=torch.full((batch,), 5.0))
+
+    def step():
+        with torch.inference_mode():
+            dm(x, t, context=ctx, y=y, transformer_options=to)
+    return step
+
+
+def interleaved_medians(variants: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    """Median seconds per variant, the variants interleaved round by round so drift hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for fn in variants.values():
+        fn()  # warm-up
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    print(f"\n{title}")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
