@@ -60,3 +60,26 @@ def progress_bar(total: int):
     import comfy.utils
 
     return comfy.utils.ProgressBar(total)
+
+
+IQA_FOLDER = "iqa"
+IQA_EXTENSIONS = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".mat", ".pkl")
+
+
+def model_folder_dirs(name: str) -> list[str]:
+    """Every directory of a registered model folder (models/<name> plus extra_model_paths.yaml entries)."""
+    return [str(p) for p in folder_paths().get_folder_paths(name)]
+
+
+def compute_device() -> torch.device:
+    """Where the host runs models (the GPU when there is one)."""
+    import comfy.model_management as mm
+
+    return mm.get_torch_device()
+
+
+def offload_device() -> torch.device:
+    """Where the host parks models between uses."""
+    import comfy.model_management as mm
+
+    return mm.unet_offload_device()

@@ -3,6 +3,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$("$root/scripts/dev.sh")"
+data="$("$root/scripts/prepare_test_data.sh")"  # NIQE parameters from PyPI, converted (never committed)
+export IQA_TEST_DATA="$data" IQA_TEST_NIQE_MAT="$data/niqe_modelparameters.mat"
 cd "$root"
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
 exec "$venv/bin/python" -m pytest -q "$@"

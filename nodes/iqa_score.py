@@ -1,0 +1,61 @@
+"""IQA Score: per-image scores of an IMAGE batch, with CC3M percentiles and z-scores, a table and a plot."""
+from __future__ import annotations
+
+from ..adapter.errors import IQAAdapterError
+from ..guidance.iqa_models import IQAModel, finite_or_nan, to_rgb_nchw
+from ..guidance.score_report import plot_scores, score_table
+from . import host
+
+
+class IQAScore:
+    DESCRIPTION = (
+        "Scores every image of a batch with an IQA metric. Outputs the raw scores, their percentiles and z-scores "
+        "in the CC3M distribution the IQA-Adapter was trained on (NaN for metrics without statistics), a text "
+        "table, and a plot of score against batch index, so that a quality sweep reads at a glance. RGBA drops "
+        "alpha and greyscale is repeated to RGB; values are clamped to [0, 1]."
+    )
+    CATEGORY = "IQA-Adapter"
+    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "STRING", "IMAGE")
+    RETURN_NAMES = ("scores", "percentiles", "z_scores", "table", "plot")
+    OUTPUT_IS_LIST = (True, True, True, False, False)
+    OUTPUT_TOOLTIPS = (
+        "Raw metric score of each image (list, one per image, in batch order).",
+        "Percentile (0-100) of each score in the CC3M distribution; NaN if the metric has no statistics.",
+        "z-score of each score against the CC3M mean and std; NaN if the metric has no statistics.",
+        "The scores, percentiles and z-scores as a tab-separated table.",
+        "Plot of score against batch index (with CC3M p1/p50/p99 lines where known).",
+    )
+    FUNCTION = "score"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "Images to score (a batch is scored image by image, in order)."}),
+                "iqa_model": ("IQA_MODEL", {"tooltip": "From Load IQA Model."}),
+            },
+            "optional": {
+                "batch_size": ("INT", {
+                    "default": 1, "min": 1, "max": 256,
+                    "tooltip": "Images per metric call. 1 updates the progress bar after every image; larger can be "
+                               "faster on a GPU but needs more memory.",
+                }),
+            },
+        }
+
+    def score(self, image, iqa_model: IQAModel, batch_size: int = 1):
+        if not isinstance(iqa_model, IQAModel):
+            raise IQAAdapterError(f"iqa_model is a {type(iqa_model).__name__}; connect Load IQA Model.")
+        n = int(image.shape[0]) if getattr(image, "ndim", 0) == 4 else 1
+        bar = host.progress_bar(max(n, 1))
+        raw = iqa_model.score(to_rgb_nchw(image, channels_last=True), batch_size=batch_size, progress=bar.update)
+        scores = [float(s) for s in raw]
+        pct, z = iqa_model.percentiles(scores), iqa_model.z_scores(scores)
+        table = score_table(iqa_model.name, scores, pct, z, iqa_model.lower_better)
+        plot = plot_scores(iqa_model.name, scores, iqa_model.score_range, iqa_model.lower_better, iqa_model.stats)
+        return {"ui": {"text": [table]},
+                "result": (scores, finite_or_nan(pct, len(scores)), finite_or_nan(z, len(scores)), table, plot)}
+
+
+NODE_CLASS_MAPPINGS = {"IQAScore": IQAScore}
+NODE_DISPLAY_NAME_MAPPINGS = {"IQAScore": "IQA Score"}
