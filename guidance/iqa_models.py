@@ -291,8 +291,9 @@ def build_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_downloa
             for p in m.parameters():
                 p.requires_grad_(False)  # gradients are wanted w.r.t. images only
     table = default_norm_table()
-    model = IQAModel(spec.name, spec, metric, table.get(spec.name) if spec.name in table else None, random_weights,
-                     tuple(source.used_files), CPU, file_fingerprint([p for p, _ in source.used_files]), hidden)
+    model = IQAModel(spec.name, spec, metric, table.get(spec.name) if spec.name in table else None,
+                     random_weights=random_weights, files=tuple(source.used_files), home=CPU,
+                     fingerprint=file_fingerprint([p for p, _ in source.used_files]), _hidden=hidden)
     home = torch.device(home)
     if home != CPU:
         model._move(home)

@@ -1,0 +1,393 @@
+"""IQA models through pyiqa on the real host, offline: Load IQA Model, IQA Score, weights, gradients, taps.
+
+Real scores: NIQE (with parameters converted from a PyPI package by scripts/prepare_test_data.sh), PIQE and
+entropy (no files) reproduce pyiqa's own reference values on the calibration images inside the pyiqa wheel.
+Neural metrics are built with random weights. Every test runs with DNS and outbound connections refused
+and recorded, and checks that nothing was attempted unless it switched downloads on.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import conftest
+
+pack = conftest.pack
+iqa = pack.guidance.iqa_models
+specs = pack.guidance.metric_specs
+weights = pack.guidance.weights
+host = pack.nodes.host
+LoadIQAModel = pack.nodes.load_iqa_model.LoadIQAModel
+IQAScore = pack.nodes.iqa_score.IQAScore
+IQAAdapterError = pack.adapter.IQAAdapterError
+
+CALIBRATION = Path(next(p for p in sys.path if (Path(p) / "ResultsCalibra").is_dir())) / "ResultsCalibra" / "dist_dir"
+IMAGES = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")
+# pyiqa's own results on these images: ResultsCalibra/calibration_summary.csv, rows "<metric>(ours)".
+REFERENCE = {
+    "niqe": (15.6538, 3.6549, 3.2342, 3.1921, 9.0722),
+    "piqe": (100.0, 21.6242, 35.8646, 41.147, 76.9485),
+    "entropy": (6.9511, 6.9661, 7.5309, 7.5565, 5.7629),
+}
+NIQE_FILE = "niqe_modelparameters.mat"
+NIQE_MAT = Path(os.environ.get("IQA_TEST_NIQE_MAT", conftest.REPO / ".venv" / "test-data" / NIQE_FILE))
+TABLE = json.loads((conftest.REPO / "weights" / "cc3m_norm_stats.json").read_text())["metrics"]
+LOCAL = ("127.0.0.1", "::1", "localhost", "", None)
+
+
+@pytest.fixture(autouse=True)
+def network_attempts(monkeypatch):
+    """Refuse and record every DNS lookup and outbound connection (loopback excepted)."""
+    attempts: list = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(self, address):
+        host_ = address[0] if isinstance(address, tuple) else None
+        if self.family != socket.AF_UNIX and host_ not in LOCAL and not str(host_).startswith("127."):
+            attempts.append(("connect", address))
+            raise ConnectionRefusedError(f"offline test: connect to {address!r} refused")
+        return real_connect(self, address)
+
+    def getaddrinfo(host_, *args, **kwargs):
+        h = host_.decode() if isinstance(host_, bytes) else host_
+        if h not in LOCAL and not str(h).startswith("127."):
+            attempts.append(("dns", h))
+            raise socket.gaierror(f"offline test: lookup of {h!r} refused")
+        return real_getaddrinfo(host_, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield attempts
+
+
+@pytest.fixture(scope="module")
+def iqa_dir() -> Path:
+    """The registered `iqa` model folder of the test host, emptied around each module."""
+    d = Path(host.model_folder_dirs(host.IQA_FOLDER)[0])
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+    iqa.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def niqe_params() -> Path:
+    if not NIQE_MAT.is_file():
+        pytest.fail(f"NIQE parameters missing at {NIQE_MAT}: run scripts/prepare_test_data.sh (scripts/test.sh does).")
+    return NIQE_MAT
+
+
+def calibration_batch() -> torch.Tensor:
+    """The five calibration images as a host IMAGE [5, 384, 512, 3]."""
+    arrays = [np.asarray(Image.open(CALIBRATION / n).convert("RGB"), dtype=np.float32) / 255.0 for n in IMAGES]
+    return torch.from_numpy(np.stack(arrays))
+
+
+def load(metric: str, allow_download: bool = False, device: str = "auto"):
+    """Load IQA Model as the host runs it: inside torch.inference_mode."""
+    with torch.inference_mode():
+        return LoadIQAModel().load(metric, allow_download, device)[0]
+
+
+def score_node(image: torch.Tensor, model, batch_size: int = 1) -> dict:
+    with torch.inference_mode():
+        return IQAScore().score(image, model, batch_size)
+
+
+def random_model(name: str):
+    return iqa.load_iqa_model(name, random_weights=True)
+
+
+# -- the registry ------------------------------------------------------------------------------------------
+def test_registry_covers_the_norm_table_and_agrees_with_pyiqa():
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    assert set(TABLE) <= set(specs.METRICS), "every metric of the CC3M table is supported"
+    for name, spec in specs.METRICS.items():
+        cfg = DEFAULT_CONFIGS[name]
+        assert cfg["metric_mode"] == "NR", name
+        assert spec.lower_better == cfg.get("lower_better", False), name
+        lo, hi = (float(v.strip().lstrip("~")) for v in cfg["score_range"].split(","))
+        assert spec.score_range == (lo, hi), name
+        assert spec.min_side >= 1 and spec.sign == (-1.0 if spec.lower_better else 1.0)
+    assert not specs.METRICS["piqe"].differentiable and not specs.METRICS["entropy"].differentiable
+
+
+@pytest.mark.parametrize("name, hint", [("topiqnr", "Did you mean 'topiq_nr'"), ("LAION_AES", None),
+                                        ("qalign", "7B"), ("no_such_metric", "Supported: topiq_nr")])
+def test_unknown_metric_names(name, hint):
+    if hint is None:  # case-insensitive match
+        assert specs.get_spec(name).name == "laion_aes"
+        return
+    with pytest.raises(IQAAdapterError, match=hint):
+        load(name)
+
+
+def test_nodes_document_every_input():
+    for cls in (LoadIQAModel, IQAScore):
+        assert cls.CATEGORY == "IQA-Adapter" and len(cls.DESCRIPTION) > 40
+        for group in cls.INPUT_TYPES().values():
+            for spec in group.values():
+                assert spec[1].get("tooltip"), cls.__name__
+    assert pack.NODE_CLASS_MAPPINGS["IQALoadModel"] is LoadIQAModel
+    assert pack.NODE_CLASS_MAPPINGS["IQAScore"] is IQAScore
+    assert host.IQA_FOLDER in host.folder_paths().folder_names_and_paths
+
+
+# -- real scores -------------------------------------------------------------------------------------------
+def test_niqe_through_the_nodes_reproduces_pyiqa_reference(iqa_dir, niqe_params, network_attempts):
+    shutil.copy(niqe_params, iqa_dir / NIQE_FILE)
+    model = load("niqe")
+    assert [p for p, _ in model.files] == [str(iqa_dir / NIQE_FILE)]
+    out = score_node(calibration_batch(), model, batch_size=2)
+    scores, pct, z, table, plot = out["result"]
+    assert scores == pytest.approx(REFERENCE["niqe"], abs=2e-3)
+    assert all(math.isnan(v) for v in pct + z), "niqe has no CC3M statistics"
+    assert out["ui"]["text"] == [table] and "niqe (lower is better)" in table and "15.65" in table
+    assert plot.shape == (1, 320, 512, 3) and 0.0 <= plot.min() and plot.max() <= 1.0 and plot.std() > 0.05
+    assert network_attempts == []
+
+
+@pytest.mark.parametrize("name", ["piqe", "entropy"])
+def test_file_free_metrics_reproduce_pyiqa_reference(name, network_attempts):
+    scores = score_node(calibration_batch(), load(name))["result"][0]
+    assert scores == pytest.approx(REFERENCE[name], abs=2e-3)
+    assert network_attempts == []
+
+
+def test_niqe_gradients_and_quality_sign(iqa_dir, niqe_params):
+    shutil.copy(niqe_params, iqa_dir / NIQE_FILE)
+    model = load("niqe")
+    with torch.inference_mode():  # as inside a sampler hook
+        image = calibration_batch()[:2].movedim(-1, 1)
+        with torch.inference_mode(False):
+            x = image.clone().requires_grad_(True)
+            q = model.quality(x)
+            q.sum().backward()
+    assert q.detach().tolist() == pytest.approx([-v for v in REFERENCE["niqe"][:2]], abs=2e-3)
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+# -- weights: where they come from, and that nothing downloads -------------------------------------------
+def test_iqa_folder_comes_before_pyiqa_cache(iqa_dir, niqe_params, network_attempts):
+    cache = Path(weights.pyiqa_cache_dir())
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        (cache / NIQE_FILE).write_bytes(b"not a mat file")  # a broken cache copy must not be read
+        shutil.copy(niqe_params, iqa_dir / NIQE_FILE)
+        model = iqa.build_iqa_model("niqe", search_dirs=[str(iqa_dir)])
+        assert model.files[0][0] == str(iqa_dir / NIQE_FILE)
+        (iqa_dir / NIQE_FILE).unlink()
+        with pytest.raises(IQAAdapterError, match="corrupt") as e:  # then the cache copy is the one read
+            iqa.build_iqa_model("niqe", search_dirs=[str(iqa_dir)])
+        assert str(cache / NIQE_FILE) in str(e.value)
+        shutil.copy(niqe_params, cache / NIQE_FILE)
+        model = iqa.build_iqa_model("niqe", search_dirs=[str(iqa_dir)])
+        assert model.files[0][0] == str(cache / NIQE_FILE)
+    finally:
+        (cache / NIQE_FILE).unlink(missing_ok=True)
+    assert network_attempts == []
+
+
+def test_corrupt_weight_file_names_the_file(iqa_dir, network_attempts):
+    bad = iqa_dir / NIQE_FILE
+    bad.write_bytes(b"\x00" * 64)
+    try:
+        with pytest.raises(IQAAdapterError) as e:
+            load("niqe")
+        msg = str(e.value)
+        assert str(bad) in msg and "corrupt" in msg and "IQA-PyTorch-Weights/resolve/main/niqe_modelparameters.mat" in msg
+    finally:
+        bad.unlink()
+    assert network_attempts == []
+
+
+@pytest.mark.parametrize("metric, file_name, url_part", [
+    ("topiq_nr", "cfanet_nr_koniq_res50-9a73138b.pth", "huggingface.co/chaofengc/IQA-PyTorch-Weights"),
+    ("musiq", "musiq_koniq_ckpt-e95806b9.pth", "huggingface.co/chaofengc/IQA-PyTorch-Weights"),
+    ("laion_aes", "ViT-L-14.pt", "openaipublic"),
+    ("arniqa", "resnet50-0676ba61.pth", "download.pytorch.org"),
+    ("liqe", "liqe_koniq.pt", "huggingface.co/chaofengc/IQA-PyTorch-Weights"),
+])
+def test_missing_weights_name_file_folder_and_url_without_network(metric, file_name, url_part, iqa_dir, network_attempts):
+    with pytest.raises(weights.MissingWeightsError) as e:
+        load(metric)
+    msg = str(e.value)
+    assert f"'{file_name}'" in msg and str(iqa_dir) in msg and url_part in msg and "allow_download" in msg
+    assert e.value.file_name == file_name
+    assert network_attempts == [], "nothing may reach the network while allow_download is off"
+
+
+def test_allow_download_is_the_only_way_to_the_network(iqa_dir, network_attempts):
+    with pytest.raises(IQAAdapterError, match="Download it by hand and put it in"):
+        load("topiq_nr", allow_download=True)
+    assert network_attempts, "with allow_download on, the fetch is attempted (and refused by this offline test)"
+
+
+# -- neural metrics with random weights ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["topiq_nr", "musiq", "clipiqa+", "liqe", "laion_aes"])
+def test_neural_metrics_score_a_batch_with_finite_input_gradients(name, network_attempts):
+    model = random_model(name)
+    assert not any(p.is_inference() for p in model.net.parameters())
+    image = torch.rand(2, 224, 224, 3, generator=torch.Generator().manual_seed(0))
+    scores = score_node(image, model)["result"][0]
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+    with torch.inference_mode():
+        with torch.inference_mode(False):
+            x = image.movedim(-1, 1).clone().requires_grad_(True)
+            q = model.quality(x)
+            q.sum().backward()
+    assert q.shape == (2,) and q.detach().tolist() == pytest.approx(scores, rel=1e-4, abs=1e-5)
+    assert torch.isfinite(x.grad).all() and (x.grad.flatten(1).abs().sum(1) > 0).all()
+    assert network_attempts == []
+
+
+def test_random_builds_leave_real_caches_alone():
+    before = sorted(Path(weights.pyiqa_cache_dir()).glob("liqe_text_feat*"))
+    random_model("liqe")
+    assert sorted(Path(weights.pyiqa_cache_dir()).glob("liqe_text_feat*")) == before
+
+
+def test_topiq_taps_backbone_activations():
+    model = random_model("topiq_nr")
+    x = torch.rand(1, 3, 224, 224)
+    acts = model.activations(x)
+    assert {k: (v.shape[1], 224 // v.shape[-1]) for k, v in acts.items()} == {
+        "semantic_model.act1": (64, 2), "semantic_model.layer1": (256, 4), "semantic_model.layer2": (512, 8),
+        "semantic_model.layer3": (1024, 16), "semantic_model.layer4": (2048, 32)}
+    early = model.activations(x, ["semantic_model.layer1"])
+    assert torch.equal(early["semantic_model.layer1"], acts["semantic_model.layer1"])
+    with pytest.raises(IQAAdapterError, match="Did you mean 'semantic_model.layer1'"):
+        model.activations(x, ["semantic_model.layer_1"])
+
+
+# -- percentiles and z-scores --------------------------------------------------------------------------------
+class MeanScore(torch.nn.Module):
+    """Stands in for a pyiqa metric: the score of an image is its mean pixel value times `scale`."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+        self.dummy_param = torch.nn.Parameter(torch.empty(0))
+
+    def forward(self, x):
+        return x.mean(dim=(1, 2, 3)).unsqueeze(1) * self.scale
+
+
+@pytest.mark.parametrize("name", ["topiq_nr", "laion_aes"])
+def test_percentiles_and_z_scores_agree_with_the_table(name):
+    row = TABLE[name]
+    spec = specs.get_spec(name)
+    scale = 10.0 if spec.score_range[1] > 1 else 1.0  # images hold raw/scale in [0, 1]
+    model = iqa.IQAModel(name, spec, MeanScore(scale), pack.adapter.default_norm_table().get(name))
+    raws = [row["percentiles"]["1"], row["percentiles"]["50"], row["percentiles"]["99"],
+            (row["percentiles"]["25"] + row["percentiles"]["75"]) / 2, max(row["min"] - 0.01 * scale, 0.0),
+            min(row["max"] + 0.01 * scale, scale)]
+    image = torch.stack([torch.full((32, 32, 3), r / scale) for r in raws])
+    scores, pct, z, table, plot = score_node(image, model)["result"]
+    assert scores == pytest.approx(raws, abs=1e-5)
+    for s, p, zz in zip(scores, pct, z):
+        assert zz == pytest.approx((s - row["mean"]) / row["std"], abs=1e-4)
+        knots = [(0.0, row["min"])] + sorted((float(k), v) for k, v in row["percentiles"].items()) + [(100.0, row["max"])]
+        expected = 0.0 if s <= row["min"] else 100.0 if s >= row["max"] else float(
+            np.interp(s, [v for _, v in knots], [k for k, _ in knots]))
+        assert p == pytest.approx(expected, abs=1e-3)
+    assert pct[1] == pytest.approx(50.0, abs=1e-3) and pct[2] == pytest.approx(99.0, abs=1e-3)
+    assert pct[4] == 0.0 and pct[5] == 100.0
+    assert f"{z[2]:.4g}" in table and plot.shape == (1, 320, 512, 3)
+
+
+# -- bad input --------------------------------------------------------------------------------------------------
+def test_greyscale_and_rgba_are_converted(network_attempts):
+    model = load("entropy")
+    rgb = calibration_batch()[:2, :128, :128]
+    grey = rgb.mean(-1, keepdim=True)
+    ref_rgb = score_node(rgb, model)["result"][0]
+    assert score_node(torch.cat([rgb, torch.rand(2, 128, 128, 1)], -1), model)["result"][0] == ref_rgb  # alpha ignored
+    assert score_node(grey, model)["result"][0] == score_node(grey.expand(-1, -1, -1, 3), model)["result"][0]
+    with pytest.raises(IQAAdapterError, match="5 channels"):
+        score_node(torch.rand(1, 64, 64, 5), model)
+    with pytest.raises(IQAAdapterError, match="NaN"):
+        score_node(torch.full((1, 64, 64, 3), float("nan")), model)
+
+
+def test_empty_batch_and_tiny_images(iqa_dir, niqe_params):
+    shutil.copy(niqe_params, iqa_dir / NIQE_FILE)
+    niqe = load("niqe")
+    with pytest.raises(IQAAdapterError, match="empty"):
+        score_node(torch.zeros(0, 128, 128, 3), niqe)
+    with pytest.raises(IQAAdapterError, match=r"64x64 px are too small for 'niqe', which needs at least 96 px"):
+        score_node(torch.rand(1, 64, 64, 3), niqe)
+    with pytest.raises(IQAAdapterError, match="at least 224 px"):
+        random_model("liqe").score(torch.rand(1, 3, 200, 300))
+
+
+@pytest.mark.parametrize("name", ["piqe", "entropy"])
+def test_non_differentiable_metric_refuses_gradients(name):
+    model = load(name)
+    with pytest.raises(IQAAdapterError, match=f"'{name}' is not differentiable"):
+        model.quality(torch.rand(1, 3, 64, 64, requires_grad=True))
+    with pytest.raises(IQAAdapterError, match="not an IQA model|connect Load IQA Model"):
+        score_node(torch.rand(1, 64, 64, 3), "not a model")
+
+
+# -- the cache and devices --------------------------------------------------------------------------------------
+def test_loads_share_one_model_and_the_cache_is_bounded(iqa_dir, niqe_params):
+    iqa.clear_cache()
+    shutil.copy(niqe_params, iqa_dir / NIQE_FILE)
+    a, b = load("niqe"), load("niqe", device="cpu")
+    assert a.metric is b.metric and b.compute == torch.device("cpu")
+    os.utime(iqa_dir / NIQE_FILE, ns=(1, 1))  # a replaced file is noticed
+    c = load("niqe")
+    assert c.metric is not a.metric
+    for name in ("piqe", "entropy", "cnniqa"):
+        iqa.load_iqa_model(name, random_weights=name == "cnniqa")
+    assert len(iqa.cached_models()) == iqa.CACHE_SIZE and all(m.metric is not c.metric for m in iqa.cached_models())
+
+
+def test_calls_move_to_the_compute_device_and_back(monkeypatch):
+    """Load when used, offload after: spied moves (this machine has no second device)."""
+    model = random_model("cnniqa")
+    moves: list = []
+    monkeypatch.setattr(iqa.IQAModel, "_move", lambda self, device: moves.append(torch.device(device)))
+    gpu = model.with_device("cuda:0")
+    gpu.score(torch.rand(1, 3, 64, 64))
+    assert moves == [torch.device("cuda:0"), torch.device("cpu")]
+    moves.clear()
+    with pytest.raises(IQAAdapterError):
+        gpu.score(torch.rand(1, 3, 8, 8))  # too small: the model still goes back home
+    assert moves == [torch.device("cuda:0"), torch.device("cpu")]
+    moves.clear()
+    model.with_device("cpu").score(torch.rand(1, 3, 64, 64))
+    assert moves == [] and model.compute is None, "views share the network but not the device choice"
+    assert all(p.device.type == "cpu" and not p.is_inference() for p in model.net.parameters())
+
+
+def test_score_runs_through_the_real_executor(iqa_dir, niqe_params, workspace):
+    from host_run import execute
+
+    shutil.copy(niqe_params, iqa_dir / NIQE_FILE)
+    input_dir = Path(host.folder_paths().get_input_directory())
+    input_dir.mkdir(parents=True, exist_ok=True)
+    Image.open(CALIBRATION / "I03.bmp").convert("RGB").save(input_dir / "iqa_I03.png")
+    run = execute({
+        "img": {"class_type": "LoadImage", "inputs": {"image": "iqa_I03.png"}},
+        "m": {"class_type": "IQALoadModel", "inputs": {"metric": "niqe", "allow_download": False}},
+        "s": {"class_type": "IQAScore", "inputs": {"image": ["img", 0], "iqa_model": ["m", 0], "batch_size": 1}},
+        "p": {"class_type": "PreviewImage", "inputs": {"images": ["s", 4]}},
+    })
+    assert run.ok, run.error_message
+    assert run.executor.outputs["s"][0] == [pytest.approx(REFERENCE["niqe"][0], abs=2e-3)]
+    shown = [d for e, d in run.messages if e == "executed" and d.get("node") == "s"]
+    assert shown and "niqe (lower is better)" in shown[0]["output"]["text"][0]
