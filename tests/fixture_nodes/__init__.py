@@ -60,3 +60,7 @@ class LatentToImage:
 
 NODE_CLASS_MAPPINGS = {"IQATestTinyModel": TinyModel, "IQATestTinyConditioning": TinyConditioning,
                        "IQATestLatentToImage": LatentToImage}
+
+from . import more_nodes  # noqa: E402  (stand-ins for the host's loaders, used by the example-workflow tests)
+
+NODE_CLASS_MAPPINGS.update(more_nodes.NODE_CLASS_MAPPINGS)

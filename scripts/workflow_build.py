@@ -1,0 +1,240 @@
+"""Author the example workflows: UI-format JSON in example_workflows/ (what the editor loads and the
+template browser lists), a .jpg thumbnail of each graph, and the API-format twin of each in
+scripts/prompts/ (what POST /prompt takes), all derived from one description per workflow below.
+
+    scripts/demo.sh ... is the user-facing command; this one is for maintainers:
+    .venv/bin/python scripts/workflow_build.py            # check: report what would change
+    .venv/bin/python scripts/workflow_build.py --write    # rewrite the files
+
+It starts the real host headless to read /object_info, so widget order and slots match the running host.
+A workflow whose nodes the host does not have yet is skipped and reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Mapping
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workflow_graph import Graph  # noqa: E402
+from workflow_to_api import convert  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "example_workflows"
+PROMPTS = REPO / "scripts" / "prompts"
+
+# File names the example graphs point at. The official IQA-Adapter weights are published under
+# undocumented names, so these are this pack's suggested names (README, "Weights and file names").
+CHECKPOINT = "sd_xl_base_1.0.safetensors"
+QUALITY_ADAPTER = "iqa_adapter_sdxl_topiq_laion.safetensors"
+REFERENCE_ADAPTER = "iqa_adapter_sdxl_reference_topiq.safetensors"
+GUIDANCE_VAE = "taesdxl"
+PROMPT = "a photo of a lighthouse on a rocky cliff at sunset, waves, seagulls"
+SEED = 42
+PACK = "purple"  # colour of this pack's nodes
+
+
+# Layout columns (editor coordinates) shared by the examples.
+COL = {"a": 40, "b": 420, "c": 880, "d": 1240, "e": 1560}
+
+
+def _sdxl_base(g: Graph, batch: int = 1, width: int = 1024, height: int = 1024, top: float = 560, ckpt_y: float = 0):
+    """Checkpoint, both prompts and the empty latent: the part every text-to-image example shares."""
+    ckpt = g.add("CheckpointLoaderSimple", (COL["a"], ckpt_y or top), size=(340, 100), ckpt_name=CHECKPOINT)
+    pos = g.add("CLIPTextEncode", (COL["b"], top), size=(400, 200), title="Positive prompt", color="green", text=PROMPT,
+                clip=ckpt.out("CLIP"))
+    neg = g.add("CLIPTextEncode", (COL["b"], top + 260), size=(400, 200), title="Negative prompt", color="red",
+                text="blurry, watermark", clip=ckpt.out("CLIP"))
+    latent = g.add("EmptyLatentImage", (COL["b"], top + 520), width=width, height=height, batch_size=batch)
+    return ckpt, pos, neg, latent
+
+
+def _sampler(g: Graph, xy, model, pos, neg, latent, title=None, denoise: float = 1.0):
+    return g.add("KSampler", xy, size=(315, 262), title=title, model=model, seed=SEED, steps=30, cfg=7.0,
+                 sampler_name="dpmpp_2m", scheduler="karras", positive=pos.out(0), negative=neg.out(0), latent_image=latent,
+                 denoise=denoise)
+
+
+def _adapter_and_condition(g: Graph, model, targets: str, title=None):
+    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(340, 130), color=PACK, adapter_name=QUALITY_ADAPTER,
+                   metadata_override="")
+    qc = g.add("IQAQualityCondition", (COL["b"], 60), size=(400, 400), title=title, color=PACK, model=model,
+               iqa_adapter=loader.out(0), targets=targets, target_mode="percentile", scale=1.0, start_percent=0.0,
+               end_percent=1.0, uncond="zeros", negative_strength=0.5)
+    g.group("IQA-Adapter", (COL["a"] - 20, 0, 840, 480), color="#a1309b")
+    return qc
+
+
+def _score(g: Graph, xy, image, metric: str = "topiq_nr", iqa=None, title=None):
+    """Load IQA Model (unless one is given) -> IQA Score on an IMAGE batch -> preview of the score plot."""
+    if iqa is None:
+        iqa = g.add("IQALoadModel", xy, size=(315, 110), color=PACK, metric=metric, allow_download=False, device="auto")
+    score = g.add("IQAScore", (xy[0] + 360, xy[1]), size=(315, 150), title=title, color=PACK, image=image.out(0),
+                  iqa_model=iqa.out(0), batch_size=1)
+    g.add("PreviewImage", (xy[0] + 720, xy[1]), size=(420, 320), title="Score plot", images=score.out("plot"))
+    return iqa
+
+
+def quality_condition_t2i(g: Graph) -> None:
+    ckpt, pos, neg, latent = _sdxl_base(g)
+    qc = _adapter_and_condition(g, ckpt.out("MODEL"), "99")
+    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, latent.out(0))
+    image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    g.add("SaveImage", (COL["e"], 60), size=(520, 580), images=image.out(0), filename_prefix="iqa_t2i_p99")
+    g.note((COL["c"], 400), "SDXL text-to-image with Quality Condition at a high target: percentile 99 of the CC3M "
+           "training distribution for every metric of the adapter (the paper's 'high quality' setting). "
+           "Put the SDXL checkpoint in models/checkpoints and the adapter in models/iqa_adapter.", size=(315, 180))
+
+
+def quality_sweep(g: Graph) -> None:
+    ckpt, pos, neg, latent = _sdxl_base(g, batch=5)
+    qc = _adapter_and_condition(g, ckpt.out("MODEL"), "1\n25\n50\n75\n99", title="Quality Condition (sweep p1..p99)")
+    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, latent.out(0))
+    image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    g.add("SaveImage", (COL["e"], 60), title="Sweep p1 / p25 / p50 / p75 / p99 (the batch shows as a grid)", size=(640, 620),
+          images=image.out(0), filename_prefix="iqa_sweep")
+    _score(g, (COL["c"], 760), image, "topiq_nr")
+    g.note((COL["c"], 400), "The paper's quality sweep: one prompt and one seed, five latents in one batch, each "
+           "conditioned on its own target (one line per batch item: percentiles 1, 25, 50, 75, 99). Quality should "
+           "rise from the first image to the last; IQA Score measures it (scores, CC3M percentiles, a plot).", size=(315, 200))
+    g.group("Scores", (COL["c"] - 20, 700, 1240, 420), color="#3f789e")
+
+
+def degradation(g: Graph) -> None:
+    ckpt, pos, neg, latent = _sdxl_base(g, batch=3)
+    qc = _adapter_and_condition(g, ckpt.out("MODEL"), "topiq_nr=1, laion_aes=50\ntopiq_nr=50, laion_aes=1\n1",
+                                title="Quality Condition (low targets)")
+    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, latent.out(0))
+    image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    g.add("SaveImage", (COL["e"], 60), title="Degraded: technical / aesthetic / both", size=(600, 600), images=image.out(0),
+          filename_prefix="iqa_degraded")
+    _score(g, (COL["c"], 760), image, "topiq_nr")
+    g.note((COL["c"], 400), "Low targets turn the adapter into a controllable degradation model. Item 1 lowers only "
+           "the technical metric (TOPIQ at percentile 1, aesthetics at the median), item 2 only the aesthetic one, "
+           "item 3 both. Each line names every metric of the adapter, or gives one number for all.", size=(315, 200))
+    g.group("Scores", (COL["c"] - 20, 700, 1240, 420), color="#3f789e")
+
+
+def _guided_pair(g: Graph, plain_model, guided_model, pos, neg, latent, vae, labels: tuple[str, str]):
+    """Two samplers with the same seed, one on each model, decoded and batched [plain, guided]."""
+    a = _sampler(g, (COL["c"], 60), plain_model, pos, neg, latent.out(0), title=labels[0])
+    b = _sampler(g, (COL["c"], 380), guided_model, pos, neg, latent.out(0), title=labels[1])
+    da = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=a.out(0), vae=vae)
+    db = g.add("VAEDecode", (COL["d"], 180), samples=b.out(0), vae=vae)
+    both = g.add("ImageBatch", (COL["d"], 300), title=f"Batch: {labels[0].lower()}, {labels[1].lower()}", image1=da.out(0),
+                 image2=db.out(0))
+    g.add("SaveImage", (COL["e"], 60), title=f"{labels[0]} | {labels[1]}", size=(600, 420), images=both.out(0),
+          filename_prefix="iqa_guidance")
+    return both
+
+
+def _guidance(g: Graph, model, iqa, vae, xy=(COL["b"], 60), title=None):
+    return g.add("IQAGradientGuidance", xy, size=(400, 480), title=title, color=PACK, model=model, iqa_model=iqa.out(0),
+                 vae=vae.out(0), scale=0.1, start_percent=0.0, end_percent=0.8, every_n_steps=1, direction="maximize",
+                 target_z=2.0, max_decode_size=512, normalization="rms", clip=0.0, sigma_weighting="constant", weight_2=1.0,
+                 weight_3=1.0)
+
+
+def gradient_guidance(g: Graph) -> None:
+    ckpt, pos, neg, latent = _sdxl_base(g, top=620, ckpt_y=400)
+    iqa = g.add("IQALoadModel", (COL["a"], 60), size=(340, 110), title="Load IQA Model (guidance)", color=PACK,
+                metric="topiq_nr", allow_download=False, device="auto")
+    vae = g.add("VAELoader", (COL["a"], 240), size=(340, 60), title="Load VAE (TAESD-XL, for the gradient)", vae_name=GUIDANCE_VAE)
+    gg = _guidance(g, ckpt.out("MODEL"), iqa, vae)
+    g.group("IQA Gradient Guidance", (COL["a"] - 20, 0, 840, 560), color="#a1309b")
+    both = _guided_pair(g, ckpt.out("MODEL"), gg.out(0), pos, neg, latent, ckpt.out("VAE"), ("Unguided", "Guided"))
+    _score(g, (COL["c"], 880), both, iqa=iqa, title="IQA Score (the guided metric)")
+    _score(g, (COL["c"], 1240), both, "musiq", title="IQA Score (a held-out metric)")
+    g.note((COL["c"], 690), "Same seed with and without IQA Gradient Guidance; the batch is [unguided, guided]. The "
+           "guided metric's score rises by construction; the held-out metric shows whether the gain is real or "
+           "metric-specific (high scales make adversarial patterns).", size=(560, 90))
+    g.group("Scores: index 0 unguided, 1 guided", (COL["c"] - 20, 810, 1240, 780), color="#3f789e")
+
+
+def quality_condition_with_guidance(g: Graph) -> None:
+    ckpt, pos, neg, latent = _sdxl_base(g, top=620, ckpt_y=1100)
+    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(340, 130), color=PACK, adapter_name=QUALITY_ADAPTER,
+                   metadata_override="")
+    qc = g.add("IQAQualityCondition", (COL["a"], 250), size=(340, 400), color=PACK, model=ckpt.out("MODEL"),
+               iqa_adapter=loader.out(0), targets="99", target_mode="percentile", scale=1.0, start_percent=0.0,
+               end_percent=1.0, uncond="zeros", negative_strength=0.5)
+    iqa = g.add("IQALoadModel", (COL["a"], 720), size=(340, 110), title="Load IQA Model (guidance)", color=PACK,
+                metric="topiq_nr", allow_download=False, device="auto")
+    vae = g.add("VAELoader", (COL["a"], 900), size=(340, 60), title="Load VAE (TAESD-XL, for the gradient)", vae_name=GUIDANCE_VAE)
+    gg = _guidance(g, qc.out(0), iqa, vae, title="IQA Gradient Guidance (after Quality Condition)")
+    g.group("Quality Condition, then guidance", (COL["a"] - 20, 0, 840, 1000), color="#a1309b")
+    both = _guided_pair(g, qc.out(0), gg.out(0), pos, neg, latent, ckpt.out("VAE"), ("Condition only", "Condition + guidance"))
+    _score(g, (COL["c"], 880), both, iqa=iqa, title="IQA Score (the guided metric)")
+    _score(g, (COL["c"], 1240), both, "musiq", title="IQA Score (a held-out metric)")
+    g.note((COL["c"], 690), "Quality Condition at p99 stacked with a light IQA Gradient Guidance (scale 0.1, first 80 % "
+           "of the schedule). The batch is [condition only, condition + guidance], same seed.", size=(560, 90))
+    g.group("Scores: index 0 condition only, 1 with guidance", (COL["c"] - 20, 810, 1240, 780), color="#3f789e")
+
+
+_QC = ("IQAAdapterLoader", "IQAQualityCondition")
+_SCORE = ("IQALoadModel", "IQAScore")
+# name -> (builder, this pack's node types it needs)
+WORKFLOWS: dict[str, tuple[Callable[[Graph], None], tuple[str, ...]]] = {
+    "sdxl_quality_condition_t2i": (quality_condition_t2i, _QC),
+    "sdxl_quality_sweep": (quality_sweep, _QC + _SCORE),
+    "sdxl_degradation": (degradation, _QC + _SCORE),
+    "sdxl_gradient_guidance": (gradient_guidance, _SCORE + ("IQAGradientGuidance",)),
+    "sdxl_quality_condition_with_guidance": (quality_condition_with_guidance, _QC + _SCORE + ("IQAGradientGuidance",)),
+}
+
+
+def build_all(object_info: Mapping) -> tuple[dict[str, dict], list[str]]:
+    """UI workflows by name, and the names skipped because the host lacks one of their nodes."""
+    built, skipped = {}, []
+    for name, (builder, needs) in WORKFLOWS.items():
+        if any(n not in object_info for n in needs):
+            skipped.append(f"{name} (needs {', '.join(n for n in needs if n not in object_info)})")
+            continue
+        g = Graph(object_info)
+        builder(g)
+        built[name] = g.to_json()
+    return built, skipped
+
+
+def dumps(data: dict) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="rewrite the files (default: only report differences)")
+    ap.add_argument("--no-thumbnails", action="store_true")
+    args = ap.parse_args()
+    from workflow_host import HostServer, make_workspace, remove_workspace
+    from workflow_thumbnail import write_thumbnail
+
+    ws = make_workspace()
+    try:
+        with HostServer(ws) as host:
+            info = host.object_info()
+    finally:
+        remove_workspace(ws)
+    built, skipped = build_all(info)
+    changed = []
+    for name, workflow in built.items():
+        files = {EXAMPLES / f"{name}.json": dumps(workflow), PROMPTS / f"{name}.json": dumps(convert(workflow, info))}
+        for path, text in files.items():
+            if not path.exists() or path.read_text() != text:
+                changed.append(str(path.relative_to(REPO)))
+                if args.write:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(text)
+        if args.write and not args.no_thumbnails:
+            write_thumbnail(EXAMPLES / f"{name}.json", info)
+    for line in changed:
+        print(("wrote " if args.write else "differs: ") + line)
+    for line in skipped:
+        print("skipped " + line)
+    return 0 if args.write or not changed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

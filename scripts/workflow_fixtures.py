@@ -1,0 +1,125 @@
+"""Tiny runs of the example workflows on the real host: the API prompt derived from a UI workflow, with
+every node that reads a real model file swapped for a test-only stand-in from tests/fixture_nodes (same
+output slots, so every link stays valid), sizes and step counts shrunk, and tiny random adapters written
+under the names the graph asks for. Every other node (text encoding, sampling, VAE decode and encode,
+saving, this pack's nodes) runs unchanged.
+
+The stand-ins (tests/fixture_nodes/more_nodes.py, tests/fixture_nodes/__init__.py):
+    CheckpointLoaderSimple -> IQATestTinyCheckpoint  (tiny UNet in the SDXL or SD1.5 block layout, text-hash CLIP, random TAESD VAE)
+    VAELoader              -> IQATestTinyVAE         (random TAESD in the host's VAE class)
+    LoadImage              -> IQATestPatternImage    (a synthetic picture)
+    IQALoadModel           -> itself with a metric that needs no weight file (piqe) where it only feeds IQA Score,
+                              else IQATestRandomIQAModel (the same metric with random weights)
+    IQAAdapterLoader       -> itself, pointed at a random tiny adapter with the metadata the real one would have
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workflow_build import QUALITY_ADAPTER, REFERENCE_ADAPTER  # noqa: E402
+
+# Metadata of the tiny stand-in for each adapter the example graphs name (what the real file would carry).
+TINY_ADAPTERS: dict[str, dict] = {
+    QUALITY_ADAPTER: {"metadata": {"metrics": ["topiq_nr", "laion_aes"], "use_flag": False, "pos_encode_L": 0,
+                                   "normalized": True, "kind": "quality", "base_model": "sdxl",
+                                   "comment": "random weights, for demos and tests only"}},
+    REFERENCE_ADAPTER: {"metadata": {"kind": "reference", "base_model": "sdxl",
+                                     "embedding": {"spec": "topiq_nr_resnet50_meanstd", "resolution": 64},
+                                     "comment": "random weights, for demos and tests only"},
+                        "input_dim": 2 * (256 + 512 + 1024 + 2048)},
+}
+# A real no-reference metric that needs no weight file (pyiqa's PIQE: block statistics; lower is better).
+WEIGHTLESS_METRIC = "piqe"
+
+
+@dataclass
+class TinyOptions:
+    layout: str = "sdxl"  # block layout of the tiny UNet: "sdxl" or "sd15"
+    size: int = 64  # pixel width and height of latents, loaded images and guidance decodes
+    steps: int = 4  # sampler steps (at most)
+    score_metric: Optional[str] = WEIGHTLESS_METRIC  # metric for IQA Load Model nodes that only feed IQA Score
+    adapters: dict[str, str] = field(default_factory=dict)  # real adapter file name -> tiny file name
+
+
+def _consumers(prompt: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Class types that read each node's outputs."""
+    out: dict[str, set[str]] = {}
+    for node in prompt.values():
+        for value in node["inputs"].values():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                out.setdefault(value[0], set()).add(node["class_type"])
+    return out
+
+
+def tiny_prompt(prompt: Mapping[str, Any], opts: TinyOptions) -> dict:
+    """A copy of an API prompt that runs on the fixtures in seconds (see the module docstring)."""
+    p = copy.deepcopy(dict(prompt))
+    readers = _consumers(p)
+    for node_id, node in p.items():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "CheckpointLoaderSimple":
+            node.update(class_type="IQATestTinyCheckpoint", inputs={"layout": opts.layout, "seed": 0})
+        elif kind == "VAELoader":
+            node.update(class_type="IQATestTinyVAE", inputs={"seed": 5})
+        elif kind == "LoadImage":
+            seed = zlib.crc32(str(inputs.get("image", "")).encode()) % 1000
+            node.update(class_type="IQATestPatternImage", inputs={"width": opts.size, "height": opts.size, "seed": seed})
+        elif kind == "IQALoadModel":
+            if opts.score_metric and readers.get(node_id, set()) <= {"IQAScore"}:
+                inputs.update(metric=opts.score_metric, allow_download=False)
+            else:
+                node.update(class_type="IQATestRandomIQAModel", inputs={"metric": inputs["metric"]})
+        elif kind == "IQAAdapterLoader":
+            name = inputs.get("adapter_name")
+            if name not in opts.adapters:
+                raise ValueError(f"No tiny stand-in for adapter '{name}'; known: {sorted(opts.adapters)}")
+            inputs["adapter_name"] = opts.adapters[name]
+        elif kind in ("EmptyLatentImage", "ImageScale"):
+            inputs.update(width=opts.size, height=opts.size)
+        elif kind in ("KSampler", "KSamplerAdvanced"):
+            inputs["steps"] = min(int(inputs.get("steps", opts.steps)), opts.steps)
+        elif kind == "IQAGradientGuidance":
+            inputs["max_decode_size"] = opts.size
+    return p
+
+
+def tiny_models_module():
+    """tests/fixture_nodes/tiny_models.py (the host-loaded copy if the fixture pack is loaded here)."""
+    for name, mod in list(sys.modules.items()):
+        if name.endswith("tiny_models") and hasattr(mod, "write_adapter"):
+            return mod
+    path = REPO / "tests" / "fixture_nodes" / "tiny_models.py"
+    spec = importlib.util.spec_from_file_location("iqa_fixture_tiny_models", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_tiny_adapters(folder: Path, names: Optional[list[str]] = None, layout: str = "sdxl") -> dict[str, str]:
+    """Random tiny adapters for the named real ones (default: all known), written into `folder`;
+    returns real name -> tiny file name, for TinyOptions.adapters."""
+    tiny = tiny_models_module()
+    mapping = {}
+    for name in names or list(TINY_ADAPTERS):
+        entry = TINY_ADAPTERS[name]
+        meta = dict(entry["metadata"], base_model="sd15" if layout == "sd15" else "sdxl")
+        tiny_name = f"tiny_{layout}_{Path(name).stem}.safetensors"
+        path = Path(folder) / tiny_name
+        if not path.exists():
+            tiny.write_adapter(path, layout, meta, input_dim=entry.get("input_dim"))
+        mapping[name] = tiny_name
+    return mapping
+
+
+def adapters_in(prompt: Mapping[str, Any]) -> list[str]:
+    return sorted({n["inputs"]["adapter_name"] for n in prompt.values() if n["class_type"] == "IQAAdapterLoader"})

@@ -1,0 +1,200 @@
+"""The real ComfyUI host as a headless HTTP server in a subprocess, and a small client for its prompt queue.
+
+Used by the main job (scripts/run_workflow.py), the workflow builder and the server-level tests. The host
+is started the way a user starts it (`python -m comfy.cmd.main --listen 127.0.0.1 --port N --cwd WS`), with
+this pack (and, for tiny runs, the test-only fixture pack) symlinked into WS/custom_nodes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+PACK_NAME = "comfyui_iqa_adapter"
+FIXTURES_NAME = "iqa_test_fixtures"
+
+log = logging.getLogger(__name__)
+
+
+class PromptRejected(RuntimeError):
+    """POST /prompt answered an HTTP error (validation failed): status and the JSON body the host sent."""
+
+    def __init__(self, status: int, body: Any):
+        self.status, self.body = status, body
+        super().__init__(f"HTTP {status}: {json.dumps(body)[:3000]}")
+
+
+class PromptFailed(RuntimeError):
+    """The prompt was queued but its execution failed: the host's execution_error message."""
+
+    def __init__(self, prompt_id: str, error: dict):
+        self.prompt_id, self.error = prompt_id, error
+        where = f"node {error.get('node_id')} ({error.get('node_type')})" if error.get("node_type") else "the prompt"
+        super().__init__(f"{where} failed: {error.get('exception_type', '')}: {error.get('exception_message', error)}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_workspace(root: Optional[Path] = None, fixtures: bool = False, models: Optional[Path] = None) -> Path:
+    """A host working directory: custom_nodes/ with the pack (and the fixture pack), models/ (a link to a
+    user's models folder when given), input/ and output/."""
+    ws = Path(root) if root else Path(tempfile.mkdtemp(prefix="iqa-host-"))
+    nodes = ws / "custom_nodes"
+    nodes.mkdir(parents=True, exist_ok=True)
+    (nodes / PACK_NAME).symlink_to(REPO)
+    if fixtures:
+        (nodes / FIXTURES_NAME).symlink_to(REPO / "tests" / "fixture_nodes")
+    if models is not None:
+        (ws / "models").symlink_to(Path(models).resolve())
+    else:
+        (ws / "models").mkdir(exist_ok=True)
+    for d in ("input", "output"):
+        (ws / d).mkdir(exist_ok=True)
+    return ws
+
+
+class HostServer:
+    """One host process serving one workspace. Use as a context manager; stop() always reaps the process."""
+
+    def __init__(self, workspace: Path, log_path: Optional[Path] = None, gpu: bool = False, threads: Optional[int] = None):
+        self.workspace = Path(workspace)
+        self.log_path = Path(log_path) if log_path else self.workspace / "host.log"
+        self.gpu = gpu
+        self.threads = threads
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: Optional[subprocess.Popen] = None
+
+    # -- process ---------------------------------------------------------------------------------------
+    def start(self, timeout: float = 180.0) -> "HostServer":
+        threads = str(self.threads or os.environ.get("OMP_NUM_THREADS") or 2)
+        env = dict(os.environ, OMP_NUM_THREADS=threads, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+        env.setdefault("TORCH_HOME", str(self.workspace / "torch_home"))
+        # --disable-known-models: this host (the PyPI fork) would otherwise offer, and fetch, well-known
+        # checkpoints by name; nothing here may download behind the user's back.
+        cmd = [sys.executable, "-m", "comfy.cmd.main", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--cwd", str(self.workspace), "--disable-known-models"]
+        if not self.gpu:
+            cmd.append("--cpu")
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(cmd, cwd=self.workspace, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"The host exited early (code {self.proc.returncode}); see {self.log_path}:\n{self.log_tail()}")
+            try:
+                if "IQAAdapterLoader" in self.get("/object_info/IQAAdapterLoader", timeout=5):
+                    return
+                raise RuntimeError(f"The host runs but did not load this pack; see {self.log_path}:\n{self.log_tail()}")
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.3)
+        raise RuntimeError(f"The host did not answer within {timeout:.0f} s; see {self.log_path}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> "HostServer":
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- HTTP ------------------------------------------------------------------------------------------
+    def request(self, path: str, payload: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
+        """(status, JSON body) of a GET, or of a POST when payload is given; HTTP errors are returned, not raised."""
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(self.base + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                raw, status = r.read(), r.status
+        except urllib.error.HTTPError as e:
+            raw, status = e.read(), e.code
+        try:
+            return status, json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            return status, raw.decode(errors="replace")
+
+    def get(self, path: str, timeout: float = 30.0) -> Any:
+        status, body = self.request(path, timeout=timeout)
+        if status != 200:
+            raise RuntimeError(f"GET {path}: HTTP {status}: {body}")
+        return body
+
+    def object_info(self) -> dict:
+        return self.get("/object_info")
+
+    def queue(self, prompt: dict, client_id: str = "iqa-adapter") -> str:
+        """POST /prompt; the prompt id, or PromptRejected with the host's node_errors."""
+        status, body = self.request("/prompt", {"prompt": prompt, "client_id": client_id})
+        if status != 200:
+            raise PromptRejected(status, body)
+        return body["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 600.0, poll: float = 0.2) -> dict:
+        """Poll /history until the prompt is done; its history entry, or PromptFailed."""
+        end = time.time() + timeout
+        while time.time() < end:
+            if not self.alive():
+                raise RuntimeError(f"The host died while running the prompt; see {self.log_path}:\n{self.log_tail()}")
+            hist = self.get(f"/history/{prompt_id}")
+            if prompt_id in hist:
+                entry = hist[prompt_id]
+                status = entry.get("status") or {}
+                if status.get("status_str") == "error":
+                    errors = [m[1] for m in status.get("messages", []) if m[0] == "execution_error"]
+                    raise PromptFailed(prompt_id, errors[0] if errors else {"exception_message": str(status)})
+                return entry
+            time.sleep(poll)
+        raise TimeoutError(f"Prompt {prompt_id} did not finish within {timeout:.0f} s")
+
+    def run(self, prompt: dict, timeout: float = 600.0) -> dict:
+        return self.wait(self.queue(prompt), timeout)
+
+    def output_images(self, entry: dict) -> dict[str, list[Path]]:
+        """Image files each output node of a history entry wrote, by node id (saved and temp previews)."""
+        out: dict[str, list[Path]] = {}
+        for node_id, node_out in (entry.get("outputs") or {}).items():
+            for im in node_out.get("images", []) or []:
+                folder = {"output": "output", "temp": "temp", "input": "input"}.get(im.get("type", "output"), "output")
+                out.setdefault(node_id, []).append(self.workspace / folder / im.get("subfolder", "") / im["filename"])
+        return out
+
+
+def remove_workspace(ws: Path) -> None:
+    shutil.rmtree(ws, ignore_errors=True)

@@ -1,0 +1,148 @@
+"""Test-only stand-ins for the host's model-file loaders, with the same output slots, so that the example
+workflows run unchanged (apart from the loader nodes) on the real host without real weights.
+
+- IQATestTinyCheckpoint stands in for CheckpointLoaderSimple: (MODEL, CLIP, VAE), a tiny UNet, a CLIP
+  duck type whose tokens are a function of the text, and the host's own VAE class around a random TAESD;
+- IQATestTinyVAE stands in for VAELoader (the same random TAESD);
+- IQATestPatternImage stands in for LoadImage: (IMAGE, MASK), a deterministic synthetic photo-like image;
+- IQATestRandomIQAModel stands in for Load IQA Model where a metric's weights are not on the machine: the
+  pack's own IQA_MODEL, built with random weights.
+
+Never shipped to users; scripts/workflow_fixtures.py maps the real loaders onto these.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+
+import torch
+
+from . import tiny_models
+
+
+class TinyCLIP:
+    """What CLIPTextEncode needs from a CLIP: tokenize() and encode_from_tokens(). The embedding is a
+    seeded function of the text, so different prompts give different (but repeatable) conditioning."""
+
+    def __init__(self, layout: str, tokens: int = 8):
+        self.context_dim = tiny_models.LAYOUTS[layout]["context_dim"]
+        self.tokens = tokens
+
+    def tokenize(self, text: str) -> str:
+        return text
+
+    def encode_from_tokens(self, tokens: str, return_pooled: bool = False):
+        g = torch.Generator().manual_seed(zlib.crc32(tokens.encode("utf-8")))
+        cond = torch.randn(1, self.tokens, self.context_dim, generator=g)
+        pooled = cond.mean(1)
+        return (cond, pooled) if return_pooled else cond
+
+
+@functools.lru_cache(maxsize=4)
+def _taesd_state(seed: int) -> dict[str, torch.Tensor]:
+    """Random TAESD weights whose decodes are mid-grey images (few pixels clamped), as a state dict."""
+    import comfy.taesd.taesd as taesd_mod
+
+    with torch.inference_mode(False):
+        net = taesd_mod.TAESD()
+        tiny_models.fill_(net, seed)
+        with torch.no_grad():
+            net.taesd_decoder[-1].bias += 0.5
+            net.vae_scale.fill_(1.0)
+        return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def tiny_vae(seed: int = 5):
+    """The host's VAE class around a random TAESD: VAEDecode, VAEEncode and gradient guidance work on it."""
+    import comfy.sd
+
+    with torch.inference_mode(False):
+        return comfy.sd.VAE(sd=dict(_taesd_state(seed)), device=torch.device("cpu"))
+
+
+class TinyCheckpoint:
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    DESCRIPTION = "Stands in for Load Checkpoint: a tiny random UNet, a text-hash CLIP and a random TAESD VAE (testing only)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"layout": (list(tiny_models.LAYOUTS),), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    def load(self, layout: str, seed: int):
+        return tiny_models.tiny_model(layout, seed), TinyCLIP(layout), tiny_vae()
+
+
+class TinyVAE:
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    DESCRIPTION = "Stands in for Load VAE: a random TAESD in the host's VAE class (testing only)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 5, "min": 0, "max": 2**31})}}
+
+    def load(self, seed: int):
+        return (tiny_vae(seed),)
+
+
+def pattern_image(width: int, height: int, seed: int) -> torch.Tensor:
+    """A smooth colour field with discs and stripes: edges and texture for IQA metrics to see. [1, H, W, 3]."""
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    base = torch.stack([0.25 + 0.5 * x, 0.3 + 0.4 * y, 0.6 - 0.3 * x * y], -1)
+    for _ in range(6):
+        cx, cy, r = torch.rand(3, generator=g).tolist()
+        colour = torch.rand(3, generator=g)
+        disc = ((x - cx) ** 2 + (y - cy) ** 2 < (0.05 + 0.2 * r) ** 2).unsqueeze(-1)
+        base = torch.where(disc, colour, base)
+    stripes = 0.08 * torch.sin(2 * math.pi * 12 * (x + 0.5 * y)).unsqueeze(-1)
+    return (base + stripes).clamp(0, 1).unsqueeze(0)
+
+
+class PatternImage:
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    FUNCTION = "load"
+    DESCRIPTION = "Stands in for Load Image: a deterministic synthetic picture and an empty mask (testing only)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"width": ("INT", {"default": 64, "min": 32, "max": 1024}),
+                             "height": ("INT", {"default": 64, "min": 32, "max": 1024}),
+                             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    def load(self, width: int, height: int, seed: int):
+        return pattern_image(width, height, seed), torch.zeros(1, height, width)
+
+
+def _pack_iqa_models():
+    """The pack's guidance.iqa_models, from the package the host loaded (marked IQA_ADAPTER_PACK)."""
+    import importlib
+    import sys
+
+    for name, mod in list(sys.modules.items()):
+        if getattr(mod, "__dict__", {}).get("IQA_ADAPTER_PACK") is True:
+            return importlib.import_module(name + ".guidance.iqa_models")
+    raise RuntimeError("The IQA-Adapter pack is not loaded in this host.")
+
+
+class RandomIQAModel:
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ("IQA_MODEL",)
+    FUNCTION = "load"
+    DESCRIPTION = "Stands in for Load IQA Model: the metric's network with random weights (testing only)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"metric": ("STRING", {"default": "topiq_nr"})}}
+
+    def load(self, metric: str):
+        return (_pack_iqa_models().load_iqa_model(metric, random_weights=True),)
+
+
+NODE_CLASS_MAPPINGS = {"IQATestTinyCheckpoint": TinyCheckpoint, "IQATestTinyVAE": TinyVAE,
+                       "IQATestPatternImage": PatternImage, "IQATestRandomIQAModel": RandomIQAModel}

@@ -1,0 +1,175 @@
+"""The example workflows stay in sync with the host: UI format -> API format, in-process (fast).
+
+Every UI workflow in example_workflows/ matches the node definitions of the real host (slots, outputs,
+widget counts in the editor's order), converts to an API prompt whose every widget maps to a real input,
+equals its API twin in scripts/prompts/, is what scripts/workflow_build.py generates, has a thumbnail,
+and validates on the real host: with placeholder files under the names it asks for, and with the tiny
+fixtures substituted. Running them through the HTTP prompt queue is tests/test_server_api.py.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import conftest
+
+sys.path.insert(0, str(conftest.REPO / "scripts"))
+
+import workflow_build  # noqa: E402
+import workflow_fixtures  # noqa: E402
+import workflow_to_api as w2a  # noqa: E402
+
+EXAMPLES = sorted((conftest.REPO / "example_workflows").glob("*.json"))
+NAMES = [p.stem for p in EXAMPLES]
+
+
+@pytest.fixture(scope="module")
+def info() -> dict:
+    nodes = conftest.HOST_NODES
+    return w2a.object_info_from_classes(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+
+
+def load(name: str) -> dict:
+    return json.loads((conftest.REPO / "example_workflows" / f"{name}.json").read_text())
+
+
+def validate(prompt: dict):
+    from comfy.cmd.execution import validate_prompt
+
+    valid, error, outputs, node_errors = validate_prompt(prompt)
+    return valid, error, node_errors
+
+
+def test_every_planned_workflow_exists_once_its_nodes_do(info):
+    """A workflow whose nodes have all landed must be in example_workflows/ (run workflow_build.py --write)."""
+    ready = [name for name, (_, needs) in workflow_build.WORKFLOWS.items() if all(n in info for n in needs)]
+    assert sorted(ready) == sorted(set(ready) & set(NAMES)), f"missing: {sorted(set(ready) - set(NAMES))}"
+    assert set(NAMES) <= set(workflow_build.WORKFLOWS), "a workflow file that the builder does not describe"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_matches_the_host_and_converts(name, info):
+    workflow = load(name)
+    assert workflow["version"] == 0.4 and "extra" in workflow, "the 2024 editor's format"
+    assert w2a.check_against_definitions(workflow, info) == []
+    prompt = w2a.convert(workflow, info)
+    ui_nodes = [n for n in workflow["nodes"] if n["type"] not in w2a.FRONTEND_ONLY]
+    assert sorted(prompt) == sorted(str(n["id"]) for n in ui_nodes)
+    for node in ui_nodes:
+        entry = prompt[str(node["id"])]
+        definition = info[node["type"]]
+        inputs = w2a.editor_inputs(definition)
+        assert set(entry["inputs"]) <= set(inputs), (node["type"], set(entry["inputs"]) - set(inputs))
+        widgets = [n for n in w2a.widget_names(definition) if n]
+        assert len(node.get("widgets_values", [])) == len(w2a.widget_names(definition))
+        for widget in widgets:  # every widget maps to a real input and keeps its saved value
+            assert widget in inputs
+            if not isinstance(entry["inputs"].get(widget), list):
+                assert entry["inputs"][widget] == node["widgets_values"][w2a.widget_names(definition).index(widget)]
+        required = set(definition["input"].get("required", {}))
+        assert required <= set(entry["inputs"]), (node["type"], required - set(entry["inputs"]))
+    pack_nodes = {n["type"] for n in ui_nodes} & set(conftest.pack.NODE_CLASS_MAPPINGS)
+    assert pack_nodes, "every example shows at least one node of this pack"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_twin_and_builder_are_in_sync(name, info):
+    """scripts/prompts/<name>.json is the conversion of the UI file, and the UI file is what the builder makes."""
+    workflow = load(name)
+    twin = json.loads((conftest.REPO / "scripts" / "prompts" / f"{name}.json").read_text())
+    assert twin == w2a.convert(workflow, info), "API twin out of date: run .venv/bin/python scripts/workflow_build.py --write"
+    built, _ = workflow_build.build_all(info)
+    assert built[name] == workflow, "example out of date: run .venv/bin/python scripts/workflow_build.py --write"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_thumbnail_exists(name):
+    thumb = conftest.REPO / "example_workflows" / f"{name}.jpg"
+    assert thumb.is_file(), f"no thumbnail {thumb.name}"
+    with Image.open(thumb) as im:
+        assert im.format == "JPEG" and im.width >= 640
+
+
+@pytest.fixture()
+def placeholder_files(tmp_path):
+    """Empty files under every model name the examples use, in extra model folders, for validation only."""
+    from comfy.cmd import folder_paths
+
+    names = {"checkpoints": [workflow_build.CHECKPOINT],
+             "vae_approx": ["taesdxl_encoder.safetensors", "taesdxl_decoder.safetensors"],
+             "iqa_adapter": [workflow_build.QUALITY_ADAPTER, workflow_build.REFERENCE_ADAPTER]}
+    added = []
+    for folder, files in names.items():
+        d = tmp_path / folder
+        d.mkdir()
+        for f in files:
+            (d / f).write_bytes(b"")
+        folder_paths.add_model_folder_path(folder, str(d))
+        folder_paths.invalidate_cache(folder)
+        added.append((folder, str(d)))
+    yield
+    for folder, d in added:
+        folder_paths.folder_names_and_paths[folder][0].remove(d)
+        folder_paths.invalidate_cache(folder)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_real_prompt_validates_on_the_host(name, info, placeholder_files):
+    """With files under the names it uses, the converted prompt passes the host's own validation."""
+    valid, error, node_errors = validate(w2a.convert(load(name), info))
+    assert valid, (error, node_errors)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_prompt_validates_on_the_host(name, info, adapter_dir):
+    adapters = workflow_fixtures.write_tiny_adapters(adapter_dir)
+    prompt = workflow_fixtures.tiny_prompt(w2a.convert(load(name), info), workflow_fixtures.TinyOptions(adapters=adapters))
+    assert not {n["class_type"] for n in prompt.values()} & {"CheckpointLoaderSimple", "VAELoader", "LoadImage"}
+    valid, error, node_errors = validate(prompt)
+    assert valid, (error, node_errors)
+
+
+# -- the converter's rules, on hand-made graphs ------------------------------------------------------------
+
+def _node(node_id, kind, widgets=(), inputs=(), outputs=(), mode=0):
+    return {"id": node_id, "type": kind, "pos": [0, 0], "size": [100, 50], "mode": mode, "order": node_id,
+            "inputs": [dict(name=n, type=t, link=l) for n, t, l in inputs],
+            "outputs": [dict(name=n, type=t, links=ls, slot_index=i) for i, (n, t, ls) in enumerate(outputs)],
+            "widgets_values": list(widgets)}
+
+
+def test_widget_order_follows_the_editor(info):
+    assert w2a.widget_names(info["KSampler"]) == ["seed", None, "steps", "cfg", "sampler_name", "scheduler", "denoise"]
+    assert w2a.widget_names(info["LoadImage"]) == ["image", None]  # the upload button
+    assert w2a.widget_names(info["IQAAdapterLoader"]) == ["adapter_name", "metadata_override"]  # required, then optional
+    combo_seed = {"input": {"required": {"x": [["a", "b"], {"control_after_generate": True}], "n": ["INT", {}]}}}
+    assert w2a.widget_names(combo_seed) == ["x", None, None, "n"]
+
+
+def test_convert_follows_reroutes_and_bypass_and_drops_muted(info):
+    ckpt = _node(1, "CheckpointLoaderSimple", ["m.safetensors"], outputs=[("MODEL", "MODEL", [1]), ("CLIP", "CLIP", [2]), ("VAE", "VAE", [])])
+    reroute = _node(2, "Reroute", inputs=[("", "*", 2)], outputs=[("", "CLIP", [3])])
+    text = _node(3, "CLIPTextEncode", ["hello"], inputs=[("clip", "CLIP", 3)], outputs=[("CONDITIONING", "CONDITIONING", [])])
+    bypassed = _node(4, "ModelSamplingDiscrete", ["eps", False], inputs=[("model", "MODEL", 1)], outputs=[("MODEL", "MODEL", [4])], mode=4)
+    muted = _node(5, "CLIPTextEncode", ["muted"], inputs=[("clip", "CLIP", None)], mode=2)
+    sampler = _node(6, "KSampler", [7, "fixed", 20, 8.0, "euler", "normal", 1.0], inputs=[("model", "MODEL", 4)])
+    note = {"id": 7, "type": "Note", "pos": [0, 0], "size": [10, 10], "mode": 0, "widgets_values": ["hi"]}
+    links = [[1, 1, 0, 4, 0, "MODEL"], [2, 1, 1, 2, 0, "CLIP"], [3, 2, 0, 3, 0, "CLIP"], [4, 4, 0, 6, 0, "MODEL"]]
+    prompt = w2a.convert({"nodes": [ckpt, reroute, text, bypassed, muted, sampler, note], "links": links}, info)
+    assert sorted(prompt) == ["1", "3", "6"]
+    assert prompt["3"]["inputs"] == {"text": "hello", "clip": ["1", 1]}
+    assert prompt["6"]["inputs"]["model"] == ["1", 0] and prompt["6"]["inputs"]["seed"] == 7
+    assert "control_after_generate" not in prompt["6"]["inputs"]
+
+
+def test_wrong_widget_count_names_the_node(info):
+    bad = _node(9, "KSampler", [7, 20, 8.0, "euler", "normal", 1.0])  # seed's control value missing
+    bad["title"] = "My sampler"
+    with pytest.raises(w2a.WorkflowError, match=r"node #9 \(KSampler, 'My sampler'\) has 6 widget values.*makes 7"):
+        w2a.convert({"nodes": [bad], "links": []}, info)
+    with pytest.raises(w2a.WorkflowError, match="no node type 'NotANode'"):
+        w2a.convert({"nodes": [_node(1, "NotANode")], "links": []}, info)
