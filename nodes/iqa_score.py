@@ -36,14 +36,14 @@ class IQAScore:
             },
             "optional": {
                 "batch_size": ("INT", {
-                    "default": 1, "min": 1, "max": 256,
-                    "tooltip": "Images per metric call. 1 updates the progress bar after every image; larger can be "
-                               "faster on a GPU but needs more memory.",
+                    "default": 4, "min": 1, "max": 256,
+                    "tooltip": "Images per metric call (the progress bar moves after each call). Larger batches are usually faster "
+                               "but need more memory; 1 moves the bar after every image.",
                 }),
             },
         }
 
-    def score(self, image, iqa_model: IQAModel, batch_size: int = 1):
+    def score(self, image, iqa_model: IQAModel, batch_size: int = 4):
         if not isinstance(iqa_model, IQAModel):
             raise IQAAdapterError(f"iqa_model is a {type(iqa_model).__name__}; connect Load IQA Model.")
         n = int(image.shape[0]) if getattr(image, "ndim", 0) == 4 else 1

@@ -229,6 +229,22 @@ def test_missing_weights_name_file_folder_and_url_without_network(metric, file_n
     assert network_attempts == [], "nothing may reach the network while allow_download is off"
 
 
+def test_neural_checkpoint_from_the_iqa_folder_needs_no_backbone_file(iqa_dir, network_attempts):
+    """A TOPIQ checkpoint (here: random weights saved in pyiqa's format) is all a real build needs: its strict
+    load covers the ResNet-50 backbone, so timm's ImageNet weights are never asked for."""
+    donor = random_model("topiq_nr")
+    ckpt = iqa_dir / "cfanet_nr_koniq_res50-9a73138b.pth"
+    torch.save({"params": donor.net.state_dict()}, ckpt)
+    try:
+        model = iqa.build_iqa_model("topiq_nr", search_dirs=[str(iqa_dir)])
+        assert [p for p, _ in model.files] == [str(ckpt)] and not model.random_weights
+        x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+        assert torch.allclose(model.score(x), donor.score(x), atol=1e-6)
+    finally:
+        ckpt.unlink()
+    assert network_attempts == []
+
+
 def test_allow_download_is_the_only_way_to_the_network(iqa_dir, network_attempts):
     with pytest.raises(IQAAdapterError, match="Download it by hand and put it in"):
         load("topiq_nr", allow_download=True)
