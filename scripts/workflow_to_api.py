@@ -111,7 +111,9 @@ def object_info_from_classes(mappings: Mapping[str, type], display_names: Option
         info[name] = {
             "input": cls.INPUT_TYPES(),
             "output": list(outputs),
+            "output_is_list": list(getattr(cls, "OUTPUT_IS_LIST", None) or [False] * len(outputs)),
             "output_name": list(getattr(cls, "RETURN_NAMES", None) or outputs),
+            "output_tooltips": list(getattr(cls, "OUTPUT_TOOLTIPS", None) or []),
             "name": name,
             "display_name": display_names.get(name, name),
             "description": getattr(cls, "DESCRIPTION", ""),

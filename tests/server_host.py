@@ -1,0 +1,64 @@
+"""The real host's HTTP server for server-level tests: one process per test module, started headless
+with this pack and the test-only fixture pack in its custom_nodes/, tiny random adapters in
+models/iqa_adapter, and helpers to turn an example workflow into a tiny API prompt for it.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+import workflow_fixtures  # noqa: E402
+import workflow_to_api  # noqa: E402
+from workflow_host import HostServer, PromptFailed, PromptRejected, make_workspace  # noqa: E402,F401
+
+EXAMPLES = REPO / "example_workflows"
+
+
+class ServerHost:
+    """A started HostServer plus what the tests need to feed it tiny versions of the example workflows."""
+
+    def __init__(self, server: HostServer, adapters: dict[str, str]):
+        self.server = server
+        self.adapters = adapters
+        self._info: Optional[dict] = None
+
+    def __getattr__(self, name):  # queue, wait, run, request, get, alive, output_images, workspace ...
+        return getattr(self.server, name)
+
+    @property
+    def info(self) -> dict:
+        if self._info is None:
+            self._info = self.server.object_info()
+        return self._info
+
+    def api_prompt(self, name: str) -> dict:
+        """The example workflow `name` converted with this server's /object_info."""
+        workflow = json.loads((EXAMPLES / f"{name}.json").read_text())
+        return workflow_to_api.convert(workflow, self.info)
+
+    def tiny_prompt(self, name: str, **options) -> dict:
+        opts = workflow_fixtures.TinyOptions(adapters=self.adapters, **options)
+        return workflow_fixtures.tiny_prompt(self.api_prompt(name), opts)
+
+
+@contextmanager
+def running_host(root: Path, threads: int = 1) -> Iterator[ServerHost]:
+    """Start the host in a fresh workspace under `root`; stop it (and only it) on exit."""
+    ws = make_workspace(Path(root) / "ws", fixtures=True)
+    adapters = workflow_fixtures.write_tiny_adapters(ws / "models" / "iqa_adapter")
+    server = HostServer(ws, log_path=Path(root) / "host.log", threads=threads)
+    server.start()
+    try:
+        yield ServerHost(server, adapters)
+    finally:
+        server.stop()
+
+
+def example_names() -> list[str]:
+    return sorted(p.stem for p in EXAMPLES.glob("*.json"))
