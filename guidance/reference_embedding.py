@@ -1,45 +1,31 @@
 """Embed a reference image as pooled activations of an IQA network, following an EmbeddingSpec.
 
-Forward hooks read the spec's taps; the forward pass stops right after the last tap, so a tap in an
-early layer costs only that part of the network. Plain torch: the network is any nn.Module.
+The taps are read through IQAModel.activations (forward hooks, early stop after the last tap); this module
+adds only what the spec defines: the resize, the optional normalization, and the pooling.
 """
 from __future__ import annotations
 
-import difflib
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..adapter.embedding_spec import EmbeddingSpec
 from ..adapter.errors import IQAAdapterError
+from .iqa_models import IQAModel, to_rgb_nchw
 
 _IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 MIN_REFERENCE_SIDE = 32
 
 
-class _TapsDone(Exception):
-    """Raised from the last tap's hook to end the forward pass early."""
-
-
-def as_rgb_bchw(images: torch.Tensor) -> torch.Tensor:
-    """Host IMAGE [B, H, W, C] in [0, 1] -> [B, 3, H, W]. RGBA drops alpha; greyscale repeats to RGB."""
-    if images.ndim == 3:
-        images = images.unsqueeze(-1)
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise IQAAdapterError(f"Reference must be a non-empty IMAGE batch [B, H, W, C], got shape {tuple(images.shape)}.")
-    c = images.shape[-1]
-    if c == 4:
-        images = images[..., :3]
-    elif c == 1:
-        images = images.expand(-1, -1, -1, 3)
-    elif c != 3:
-        raise IQAAdapterError(f"Reference has {c} channels; give an RGB, RGBA or greyscale image.")
-    h, w = images.shape[1:3]
+def reference_batch(images: torch.Tensor) -> torch.Tensor:
+    """Host IMAGE [B, H, W, C] -> RGB [B, 3, H, W] (to_rgb_nchw's conversions), checked for size."""
+    x = to_rgb_nchw(images)
+    if x.shape[0] == 0:
+        raise IQAAdapterError("The reference batch is empty; connect at least one image.")
+    h, w = x.shape[-2:]
     if min(h, w) < MIN_REFERENCE_SIDE:
         raise IQAAdapterError(f"Reference is {w}x{h}; it needs at least {MIN_REFERENCE_SIDE} px on each side. Upscale it first.")
-    return images.permute(0, 3, 1, 2).float().clamp(0, 1)
+    return x
 
 
 def preprocess(images_bchw: torch.Tensor, spec: EmbeddingSpec) -> torch.Tensor:
@@ -57,38 +43,16 @@ def _pool(feature: torch.Tensor, pooling: str) -> torch.Tensor:
     return torch.cat([mean, flat.std(dim=2, unbiased=False)], dim=1)
 
 
-def embed_reference(network: nn.Module, images_bchw: torch.Tensor, spec: EmbeddingSpec) -> torch.Tensor:
-    """[B, 3, H, W] references in [0, 1] -> [B, spec.dim] embeddings (float32, on the CPU)."""
-    modules = dict(network.named_modules())
-    for tap in spec.taps:
-        if tap not in modules:
-            close = difflib.get_close_matches(tap, list(modules), n=3)
-            raise IQAAdapterError(f"Embedding spec tap '{tap}' is not a module of the {spec.metric} network." + (f" Did you mean {', '.join(close)}?" if close else ""))
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):
-        def record(_module, _inputs, output):
-            captured[name] = output[0] if isinstance(output, (tuple, list)) else output
-            if len(captured) == len(set(spec.taps)):
-                raise _TapsDone
-        return record
-
-    handles = [modules[t].register_forward_hook(hook(t)) for t in dict.fromkeys(spec.taps)]
-    device = next((p.device for p in network.parameters()), torch.device("cpu"))
-    try:
-        with torch.no_grad():
-            network(preprocess(images_bchw, spec).to(device))
-    except _TapsDone:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
+def embed_reference(iqa_model: IQAModel, images: torch.Tensor, spec: EmbeddingSpec) -> torch.Tensor:
+    """Host IMAGE references -> [B, spec.dim] embeddings (float32, on the CPU)."""
+    if iqa_model.name != spec.metric:
+        raise IQAAdapterError(f"The embedding spec '{spec.name}' taps '{spec.metric}', but the IQA model given is "
+                              f"'{iqa_model.name}'. Load '{spec.metric}' with Load IQA Model.")
+    feats = iqa_model.activations(preprocess(reference_batch(images), spec), spec.taps)
     parts = []
     for tap, channels in zip(spec.taps, spec.channels):
-        if tap not in captured:
-            raise IQAAdapterError(f"The {spec.metric} network never ran tap '{tap}'; the spec does not fit this network.")
-        feat = captured[tap]
+        feat = feats[tap]
         if feat.ndim != 4 or feat.shape[1] != channels:
-            raise IQAAdapterError(f"Tap '{tap}' gives shape {tuple(feat.shape)}, but the spec says {channels} channels.")
+            raise IQAAdapterError(f"Tap '{tap}' of '{spec.metric}' gives shape {tuple(feat.shape)}, but the spec says {channels} channels.")
         parts.append(_pool(feat, spec.pooling))
     return torch.cat(parts, dim=1).cpu()

@@ -14,27 +14,23 @@ embedding = importlib.import_module(pack.__name__ + ".guidance.reference_embeddi
 SPEC = A.embedding_spec.spec_from_dict({"spec": "topiq_nr_resnet50_meanstd"}, "test")
 
 
-@pytest.fixture(scope="module")
-def topiq_net():
-    import pyiqa
+iqa_models = importlib.import_module(pack.__name__ + ".guidance.iqa_models")
 
-    with torch.inference_mode(False):
-        metric = pyiqa.create_metric("topiq_nr", pretrained=False, backbone_pretrain=False, device="cpu")
-        torch.manual_seed(0)
-        with torch.no_grad():  # pyiqa's random init leaves BatchNorm at identity; vary it so taps differ by input
-            for p in metric.net.parameters():
-                p.add_(0.01 * torch.randn_like(p))
-    return metric.net.eval()
+
+@pytest.fixture(scope="module")
+def topiq():
+    return iqa_models.load_iqa_model("topiq_nr", random_weights=True)
 
 
 def references(n=2, size=96, seed=0):
+    """Host IMAGE batch [B, H, W, C]."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, size, size + 16, generator=g)
+    return torch.rand(n, size, size + 16, 3, generator=g)
 
 
-def independent_embedding(net, x):
+def independent_embedding(net, images):
     """Written from the spec's description: resize, run the backbone, per tap means then stds."""
-    x = F.interpolate(x, size=(384, 384), mode="bilinear", antialias=True, align_corners=False)
+    x = F.interpolate(images.permute(0, 3, 1, 2), size=(384, 384), mode="bilinear", antialias=True, align_corners=False)
     feats = net.semantic_model(net.preprocess(x))[1:]  # act1 is not a tap; layer1..layer4 are
     parts = []
     for f in feats:
@@ -42,23 +38,23 @@ def independent_embedding(net, x):
     return torch.cat(parts, 1)
 
 
-def test_embedding_is_deterministic_and_matches_an_independent_computation(topiq_net):
+def test_embedding_is_deterministic_and_matches_an_independent_computation(topiq):
     x = references()
-    e1 = embedding.embed_reference(topiq_net, x, SPEC)
-    e2 = embedding.embed_reference(topiq_net, x, SPEC)
+    e1 = embedding.embed_reference(topiq, x, SPEC)
+    e2 = embedding.embed_reference(topiq, x, SPEC)
     assert e1.shape == (2, SPEC.dim) == (2, 7680)
     assert torch.equal(e1, e2)
     with torch.no_grad():
-        torch.testing.assert_close(e1, independent_embedding(topiq_net, x), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(e1, independent_embedding(topiq.net, x), atol=1e-5, rtol=1e-4)
     # Layout: [mean(layer1) 256, std(layer1) 256, mean(layer2) 512, ...]
     assert (e1[:, 256:512] >= 0).all() and (e1[:, 1024:1536] >= 0).all()
 
 
-def test_different_references_give_different_tokens(topiq_net, tmp_path):
+def test_different_references_give_different_tokens(topiq, tmp_path):
     x = references(1)
-    blurred = F.avg_pool2d(x, 5, stride=1, padding=2)
+    blurred = F.avg_pool2d(x.permute(0, 3, 1, 2), 5, stride=1, padding=2).permute(0, 2, 3, 1)
     noisy = (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
-    e = embedding.embed_reference(topiq_net, torch.cat([x, blurred, noisy]), SPEC)
+    e = embedding.embed_reference(topiq, torch.cat([x, blurred, noisy]), SPEC)
     assert (e[0] - e[1]).abs().max() > 1e-4 and (e[0] - e[2]).abs().max() > 1e-4
     path = tiny.write_adapter(tmp_path / "ref.safetensors", "sd15", {"kind": "reference", "embedding": {"spec": SPEC.name}}, input_dim=SPEC.dim)
     adapter = A.IQAAdapter.load(path)
@@ -69,7 +65,7 @@ def test_different_references_give_different_tokens(topiq_net, tmp_path):
 @pytest.mark.parametrize("channels,expect", [(4, "RGB"), (1, "grey"), (3, "RGB")])
 def test_rgba_and_greyscale_references_are_converted(channels, expect):
     img = torch.rand(1, 40, 48, channels)
-    out = embedding.as_rgb_bchw(img)
+    out = embedding.reference_batch(img)
     assert out.shape == (1, 3, 40, 48)
     if expect == "grey":
         assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
@@ -77,10 +73,10 @@ def test_rgba_and_greyscale_references_are_converted(channels, expect):
         assert torch.equal(out[0].permute(1, 2, 0), img[0, ..., :3])
 
 
-@pytest.mark.parametrize("shape,match", [((1, 16, 64, 3), "at least 32 px"), ((0, 64, 64, 3), "non-empty"), ((1, 64, 64, 2), "2 channels")])
+@pytest.mark.parametrize("shape,match", [((1, 16, 64, 3), "at least 32 px"), ((0, 64, 64, 3), "empty"), ((1, 64, 64, 5), "5 channels")])
 def test_bad_references_are_named(shape, match):
     with pytest.raises(A.IQAAdapterError, match=match):
-        embedding.as_rgb_bchw(torch.rand(*shape))
+        embedding.reference_batch(torch.rand(*shape))
 
 
 def test_spec_that_disagrees_with_the_checkpoint_fails_at_load(tmp_path):
@@ -91,10 +87,10 @@ def test_spec_that_disagrees_with_the_checkpoint_fails_at_load(tmp_path):
     assert A.IQAAdapter.load(path, mean_only).embedding_spec.dim == 3840  # expressible without code changes
 
 
-def test_reference_adapter_without_spec_and_unknown_tap(tmp_path, topiq_net):
+def test_reference_adapter_without_spec_and_unknown_tap(tmp_path, topiq):
     path = tiny.write_adapter(tmp_path / "n.safetensors", "sd15", {"kind": "reference"}, input_dim=16)
     with pytest.raises(A.IQAAdapterError, match="needs an 'embedding' spec"):
         A.IQAAdapter.load(path)
     bad = A.embedding_spec.spec_from_dict({"metric": "topiq_nr", "taps": ["semantic_model.layer9"], "channels": [8]}, "t")
-    with pytest.raises(A.IQAAdapterError, match="not a module.*Did you mean"):
-        embedding.embed_reference(topiq_net, references(1), bad)
+    with pytest.raises(A.IQAAdapterError, match="no layer 'semantic_model.layer9'.*Did you mean"):
+        embedding.embed_reference(topiq, references(1), bad)

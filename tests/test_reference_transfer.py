@@ -1,0 +1,90 @@
+"""Reference Quality Transfer on the real host: one-to-one and broadcast references, sampling, bad input."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from helpers import inputs, pack, run_unet, tiny
+from host_run import execute, sampling_graph
+
+A = pack.adapter
+RQT = pack.nodes.reference_transfer.ReferenceQualityTransfer
+iqa_models = importlib.import_module(pack.__name__ + ".guidance.iqa_models")
+REF_META = {"kind": "reference", "embedding": {"spec": "topiq_nr_resnet50_meanstd"}}
+
+
+@pytest.fixture(scope="module")
+def ref_adapter(adapter_dir):
+    tiny.write_adapter(adapter_dir / "ref_sd15.safetensors", "sd15", REF_META, input_dim=7680)
+    return A.IQAAdapter.load(adapter_dir / "ref_sd15.safetensors")
+
+
+@pytest.fixture(scope="module")
+def topiq():
+    return iqa_models.load_iqa_model("topiq_nr", random_weights=True)
+
+
+def refs(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 64, 80, 3, generator=g)
+
+
+def transfer(model, adapter, reference, iqa, scale=1.0):
+    return RQT().apply(model, adapter, reference, iqa, scale, 0.0, 1.0)[0]
+
+
+def test_reference_batch_maps_one_to_one_or_broadcasts(ref_adapter, topiq):
+    model = tiny.tiny_model("sd15")
+    x1, c1 = inputs("sd15", 1)
+    x, ctx = x1.repeat(2, 1, 1, 1), c1.repeat(2, 1, 1)
+    two = refs(2)
+    paired = run_unet(transfer(model, ref_adapter, two, topiq), x, ctx)
+    assert (paired[0] - paired[1]).abs().max() > 1e-4
+    first_only = run_unet(transfer(model, ref_adapter, two[:1], topiq), x, ctx)
+    assert torch.equal(first_only[0], first_only[1])  # one reference applies to every latent
+    torch.testing.assert_close(first_only[0], paired[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(A.IQAAdapterError, match="3 references but the latent batch is 2"):
+        run_unet(transfer(model, ref_adapter, refs(3), topiq), x, ctx)
+    assert not torch.equal(run_unet(model, x, ctx), paired)
+
+
+def test_uses_the_same_attention_patch_with_zero_uncond(ref_adapter, topiq):
+    patched = transfer(tiny.tiny_model("sd15"), ref_adapter, refs(1), topiq)
+    patches = patched.model_options["transformer_options"]["patches_replace"]["attn2"]
+    assert all(type(p) is A.DecoupledCrossAttention for p in patches.values())
+    tokens = next(iter(patches.values())).contributions[0][0]
+    zero_tokens = ref_adapter.tokens(torch.zeros(1, 7680))
+    torch.testing.assert_close(tokens.uncond.keys[0], ref_adapter.layer_kv(zero_tokens).keys[0])
+
+
+def test_wrong_adapter_kinds_and_metrics_are_named(ref_adapter, topiq, adapter_dir):
+    score_path = tiny.write_adapter(adapter_dir / "score_for_rqt.safetensors", "sd15", {"metrics": ["topiq_nr"]})
+    score_adapter = A.IQAAdapter.load(score_path)
+    model = tiny.tiny_model("sd15")
+    with pytest.raises(A.IQAAdapterError, match="score-based adapter; use it with Quality Condition"):
+        transfer(model, score_adapter, refs(1), topiq)
+    with pytest.raises(A.IQAAdapterError, match="reference adapter; use it with Reference Quality Transfer"):
+        pack.nodes.quality_condition.QualityCondition().apply(model, ref_adapter, "99", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)
+    musiq = iqa_models.load_iqa_model("musiq", random_weights=True)
+    with pytest.raises(A.IQAAdapterError, match="taps 'topiq_nr', but the IQA model given is 'musiq'"):
+        transfer(model, ref_adapter, refs(1), musiq)
+    with pytest.raises(A.IQAAdapterError, match="at least 32 px"):
+        transfer(model, ref_adapter, torch.rand(1, 20, 64, 3), topiq)
+
+
+def test_full_sampling_run_through_the_executor(ref_adapter):
+    graph = sampling_graph("sd15", None, batch=2)
+    graph["ref_img"] = {"class_type": "IQATestPatternImage", "inputs": {"width": 96, "height": 64, "seed": 5}}
+    graph["iqa"] = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "topiq_nr"}}
+    graph["loader"] = {"class_type": "IQAAdapterLoader", "inputs": {"adapter_name": "ref_sd15.safetensors", "metadata_override": ""}}
+    graph["rqt"] = {"class_type": "IQAReferenceQualityTransfer", "inputs": {
+        "model": ["model", 0], "iqa_adapter": ["loader", 0], "reference": ["ref_img", 0], "iqa_model": ["iqa", 0],
+        "scale": 1.0, "start_percent": 0.0, "end_percent": 1.0}}
+    graph["sampler"]["inputs"]["model"] = ["rqt", 0]
+    run = execute(graph)
+    assert run.ok, run.error_message
+    plain = execute(sampling_graph("sd15", None, batch=2))
+    out = run.output("image")
+    assert out.shape == (2, 64, 64, 3) and (out - plain.output("image")).abs().max() > 1e-3
