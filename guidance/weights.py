@@ -309,12 +309,12 @@ def weight_gate(source: WeightSource) -> Iterator[WeightSource]:
         return load
 
     # -- beneath everything: raw downloads refuse unless allowed -------------------------------------------
-    def refuse(url_arg: int | str):
-        def raw(*args: Any, **kwargs: Any):
-            url = kwargs.get(url_arg) if isinstance(url_arg, str) else (args[url_arg] if len(args) > url_arg else "")
-            url = str(url or kwargs.get("url", "") or "")
-            raise source.missing(_url_file_name(url) or url, url, [])
-        return raw
+    def refuse_url(url: str, *args: Any, **kwargs: Any):
+        raise source.missing(_url_file_name(str(url)) or str(url), str(url), [])
+
+    def refuse_hf(repo_id: str, filename: str = "", *args: Any, **kwargs: Any):
+        filename = filename or kwargs.get("filename", "")
+        raise source.missing(f"{repo_id.replace('/', '--')}--{filename}", huggingface_hub.hf_hub_url(repo_id, filename), [])
 
     swaps = _Swaps()
     table: dict[int, tuple[Any, Any]] = {}
@@ -331,11 +331,11 @@ def weight_gate(source: WeightSource) -> Iterator[WeightSource]:
     if openai_clip is not None and openai_clip_model is not None:
         add(openai_clip.load, clip_loader(openai_clip.load, openai_clip, openai_clip_model, True, os.path.expanduser("~/.cache/clip")))
     if not source.allow_download:
-        add(hub.download_url_to_file, refuse(0))
-        add(huggingface_hub.hf_hub_download, refuse("repo_id"))
-        add(pyiqa_clip._download, refuse(0))
+        add(hub.download_url_to_file, refuse_url)
+        add(huggingface_hub.hf_hub_download, refuse_hf)
+        add(pyiqa_clip._download, refuse_url)
         if openai_clip is not None:
-            add(openai_clip._download, refuse(0))
+            add(openai_clip._download, refuse_url)
 
     with _BUILD_LOCK:
         tmp = None

@@ -245,6 +245,22 @@ def test_neural_checkpoint_from_the_iqa_folder_needs_no_backbone_file(iqa_dir, n
     assert network_attempts == []
 
 
+def test_raw_downloaders_refuse_inside_the_gate(tmp_path, network_attempts):
+    """Beneath the lookups, any fetch path the gate does not know still cannot download."""
+    import timm.models._hub as timm_hub
+
+    url = "https://example.invalid/some/weights-123.pth"
+    with weights.weight_gate(weights.WeightSource(search_dirs=(str(tmp_path),), metric="test")):
+        with pytest.raises(weights.MissingWeightsError, match="weights-123.pth"):
+            torch.hub.download_url_to_file(url, str(tmp_path / "x"))
+        with pytest.raises(weights.MissingWeightsError, match=str(tmp_path)):
+            torch.hub.load_state_dict_from_url(url)
+        with pytest.raises(weights.MissingWeightsError, match="timm--resnet18.a1_in1k--model.safetensors"):
+            timm_hub.hf_hub_download("timm/resnet18.a1_in1k", filename="model.safetensors")
+    assert torch.hub.download_url_to_file.__module__ == "torch.hub", "swaps are undone"
+    assert network_attempts == []
+
+
 def test_allow_download_is_the_only_way_to_the_network(iqa_dir, network_attempts):
     with pytest.raises(IQAAdapterError, match="Download it by hand and put it in"):
         load("topiq_nr", allow_download=True)
