@@ -1,158 +1,237 @@
-"""The main job: start the real ComfyUI host headless, queue a workflow through its HTTP prompt queue,
-and collect the images and a scores table in an output folder.
+"""The main job: start the real ComfyUI host headless, queue an example workflow through its HTTP prompt
+queue, and collect the images, the score plots and a scores table in an output folder (printed at the end).
 
-Without arguments it runs the quality sweep (percentiles 1/25/50/75/99 in one batch) on a tiny built-in
-model and a random tiny adapter, so it works on a fresh machine with no weights. With real weights:
-    scripts/demo.sh --models /path/to/ComfyUI/models --checkpoint sd_xl_base_1.0.safetensors --adapter my_iqa_adapter.safetensors
-(--models holds checkpoints/ and iqa_adapter/ as in a ComfyUI install.)
+Without weights (a fresh machine) it runs the workflow on a tiny built-in model: the graph's model
+loaders are swapped for the test-only stand-ins (scripts/workflow_fixtures.py), random tiny adapters are
+written under the names the graph asks for, and IQA Score uses PIQE, a real no-reference metric that needs
+no weight file. Everything else (text encoding, sampling, decoding, this pack's nodes) runs as in the real
+graph. With real weights, the same command runs the real SDXL workflow:
+
+    scripts/demo.sh --models /path/to/ComfyUI/models
+        (checkpoints/sd_xl_base_1.0.safetensors and iqa_adapter/iqa_adapter_sdxl_topiq_laion.safetensors,
+         IQA weights in iqa/ or pyiqa's cache; other names: --checkpoint NAME --adapter NAME)
+    scripts/demo.sh --checkpoint /path/sd_xl_base_1.0.safetensors --adapter /path/my_adapter.safetensors
+
+Other workflows: --workflow sdxl_degradation (any name in example_workflows/, or a path to a UI- or
+API-format JSON file).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import Any, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import workflow_fixtures  # noqa: E402
+import workflow_to_api  # noqa: E402
+from workflow_build import CHECKPOINT, QUALITY_ADAPTER  # noqa: E402
+from workflow_host import HostServer, PromptFailed, PromptRejected, make_workspace, remove_workspace  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-PROMPTS = REPO / "scripts" / "prompts"
+DEFAULT_WORKFLOW = "sdxl_quality_sweep"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def resolve_workflow(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    candidate = REPO / "example_workflows" / f"{Path(name_or_path).stem}.json"
+    if candidate.is_file():
+        return candidate
+    names = ", ".join(sorted(q.stem for q in (REPO / "example_workflows").glob("*.json")))
+    raise SystemExit(f"No workflow '{name_or_path}'. Give a file, or one of: {names}")
 
 
-def http(url: str, payload: dict | None = None, timeout: float = 10.0) -> dict:
-    data = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read() or b"{}")
+def link_models(ws: Path, args: argparse.Namespace) -> dict[str, str]:
+    """Real mode: WS/models/<folder> linked to the user's folders, single files linked in; returns the
+    file names to put into the graph ({'checkpoint': ..., 'adapter': ...})."""
+    models = ws / "models"
+    if args.models:
+        src = Path(args.models).expanduser().resolve()
+        if not src.is_dir():
+            raise SystemExit(f"--models {src} is not a folder")
+        for sub in src.iterdir():
+            if sub.is_dir() and not (models / sub.name).exists():
+                (models / sub.name).symlink_to(sub)
+    names = {}
+    for key, folder, default in (("checkpoint", "checkpoints", CHECKPOINT), ("adapter", "iqa_adapter", QUALITY_ADAPTER)):
+        given = getattr(args, key)
+        path = Path(given).expanduser() if given else None
+        if path is not None and path.is_file():  # a file anywhere: link it (and an adapter's sidecar JSON) in
+            target_dir = models / folder
+            if target_dir.is_symlink():  # a user folder: don't write into it
+                target_dir.unlink()
+                target_dir.mkdir()
+                for f in Path(args.models, folder).iterdir() if args.models else []:
+                    (target_dir / f.name).symlink_to(f.resolve())
+            target_dir.mkdir(parents=True, exist_ok=True)
+            for f in [path, path.with_suffix(".json")]:
+                if f.is_file() and not (target_dir / f.name).exists():
+                    (target_dir / f.name).symlink_to(f.resolve())
+            names[key] = path.name
+        else:
+            names[key] = given or default
+    return names
 
 
-def prepare_workspace(ws: Path, args: argparse.Namespace) -> dict:
-    """custom_nodes/ with the pack (and the test fixtures in tiny mode), models/, and the prompt."""
-    nodes = ws / "custom_nodes"
-    nodes.mkdir(parents=True, exist_ok=True)
-    (nodes / "comfyui_iqa_adapter").symlink_to(REPO)
-    if args.checkpoint:
-        (ws / "models").symlink_to(Path(args.models).resolve())
-        text = (PROMPTS / "sdxl_quality_sweep.json").read_text()
-        text = text.replace("@CHECKPOINT@", args.checkpoint).replace("@ADAPTER@", args.adapter)
-        return json.loads(text)
-    (nodes / "iqa_test_fixtures").symlink_to(REPO / "tests" / "fixture_nodes")
-    adapter = ws / "models" / "iqa_adapter" / "tiny_sd15_random.safetensors"
-    subprocess.run([sys.executable, str(REPO / "tests" / "fixture_nodes" / "tiny_models.py"), str(adapter), "sd15"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return json.loads((PROMPTS / "tiny_quality_sweep.json").read_text())
+def real_prompt(prompt: dict, names: dict[str, str], score_metric: Optional[str]) -> dict:
+    """The real graph with the user's file names (every checkpoint loader and quality-adapter loader)."""
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = names["checkpoint"]
+        elif node["class_type"] == "IQAAdapterLoader" and inputs.get("adapter_name") == QUALITY_ADAPTER:
+            inputs["adapter_name"] = names["adapter"]
+        elif node["class_type"] == "IQALoadModel" and score_metric:
+            consumers = {n["class_type"] for n in prompt.values() for v in n["inputs"].values()
+                         if isinstance(v, list) and len(v) == 2 and prompt.get(v[0]) is node}
+            if consumers <= {"IQAScore"}:
+                inputs["metric"] = score_metric
+    return prompt
 
 
-def start_server(ws: Path, port: int, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "comfy.cmd.main", "--listen", "127.0.0.1", "--port", str(port), "--cwd", str(ws)]
-    if not os.environ.get("IQA_USE_GPU"):
-        cmd.append("--cpu")
-    return subprocess.Popen(cmd, cwd=ws, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
-def wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"The host exited early (code {proc.returncode}); see {log}")
+def parse_score_text(text: str) -> tuple[str, list[tuple[float, float, float]]]:
+    """IQA Score's table text: (header, [(score, percentile, z-score)] per image; NaN where 'n/a')."""
+    def num(s: str) -> float:
         try:
-            http(base + "/object_info/IQAQualityCondition")
-            return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(0.5)
-    raise SystemExit(f"The host did not answer within {timeout:.0f} s; see {log}")
+            return float(s)
+        except ValueError:
+            return math.nan
+    header, rows = "", []
+    for line in text.splitlines():
+        cells = line.split("\t")
+        if len(cells) == 4 and cells[0].isdigit():
+            rows.append((num(cells[1]), num(cells[2]), num(cells[3])))
+        elif not header and line.strip():
+            header = line.strip()
+    return header, rows
 
 
-def run_prompt(base: str, prompt: dict, timeout: float) -> dict:
-    try:
-        queued = http(base + "/prompt", {"prompt": prompt, "client_id": "iqa-demo"})
-    except urllib.error.HTTPError as e:
-        raise SystemExit(f"The host rejected the prompt: {e.read().decode()[:2000]}")
-    pid = queued["prompt_id"]
-    end = time.time() + timeout
-    while time.time() < end:
-        hist = http(f"{base}/history/{pid}")
-        if pid in hist:
-            entry = hist[pid]
-            status = entry.get("status", {})
-            if status.get("status_str") == "error":
-                msgs = [m for m in status.get("messages", []) if m[0] == "execution_error"]
-                raise SystemExit(f"The prompt failed: {msgs[0][1].get('exception_message') if msgs else status}")
-            return entry
-        time.sleep(0.5)
-    raise SystemExit(f"The prompt did not finish within {timeout:.0f} s")
+def batch_targets(prompt: dict) -> list[str]:
+    """The per-item targets of the graph's (first) Quality Condition, for the table; [] without one."""
+    for node in prompt.values():
+        if node["class_type"] == "IQAQualityCondition" and isinstance(node["inputs"].get("targets"), str):
+            items = [t.strip() for t in node["inputs"]["targets"].replace(";", "\n").splitlines() if t.strip()]
+            return [f"{t} ({node['inputs'].get('target_mode', 'percentile')})" for t in items]
+    return []
 
 
-def write_scores(out: Path, prompt: dict, images: list[Path]) -> Path:
-    """A table of each batch item's target and simple image statistics (IQA scores where the graph has them)."""
+def image_statistics(path: Path) -> dict[str, float]:
+    """Fallback only, for graphs without IQA Score: mean, contrast and a Laplacian sharpness."""
     import numpy as np
     from PIL import Image
 
-    targets = [t.strip() for t in prompt["quality"]["inputs"]["targets"].replace("\n", ";").split(";") if t.strip()]
-    mode = prompt["quality"]["inputs"]["target_mode"]
-    rows = ["| item | target (%s) | mean | contrast (std) | sharpness (mean abs Laplacian) | file |" % mode, "|---|---|---|---|---|---|"]
-    for i, path in enumerate(images):
-        x = np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255.0
-        lap = np.abs(4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:]).mean()
-        t = targets[i] if len(targets) > 1 else targets[0]
-        rows.append(f"| {i} | {t} | {x.mean():.4f} | {x.std():.4f} | {lap:.4f} | {path.name} |")
+    x = np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255.0
+    lap = np.abs(4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:]).mean()
+    return {"mean": x.mean(), "contrast (std)": x.std(), "sharpness (mean abs Laplacian)": lap}
+
+
+def write_scores(out: Path, prompt: dict, entry: dict, images: list[Path], mode_note: str) -> Path:
+    """scores.md: one row per saved image with its target and every IQA Score recorded for it."""
+    targets = batch_targets(prompt)
+    score_cols: list[tuple[str, list]] = []
+    for node_id, node in prompt.items():
+        if node["class_type"] == "IQAScore" and node_id in entry.get("outputs", {}):
+            header, rows = parse_score_text("\n".join(entry["outputs"][node_id].get("text", [])))
+            title = node.get("_meta", {}).get("title", "IQA Score")
+            score_cols.append((f"{header or title}", rows))
+    lines = [f"# Scores ({mode_note})", ""]
+    if score_cols:
+        head = ["item", "target"] + [f"{h}: score / CC3M percentile / z" for h, _ in score_cols] + ["file"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for i, path in enumerate(images):
+            cells = [str(i), targets[i] if i < len(targets) else (targets[0] if len(targets) == 1 else "-")]
+            for _, rows in score_cols:
+                s, p, z = rows[i] if i < len(rows) else (math.nan,) * 3
+                cells.append(" / ".join("n/a" if math.isnan(v) else f"{v:.4g}" for v in (s, p, z)))
+            lines.append("| " + " | ".join(cells + [path.name]) + " |")
+    else:
+        stats = [image_statistics(p) for p in images]
+        keys = list(stats[0]) if stats else []
+        lines += ["No IQA Score node in this graph; simple image statistics instead.", "",
+                  "| item | target | " + " | ".join(keys) + " | file |", "|" + "---|" * (len(keys) + 3)]
+        for i, (path, st) in enumerate(zip(images, stats)):
+            t = targets[i] if i < len(targets) else (targets[0] if len(targets) == 1 else "-")
+            lines.append(f"| {i} | {t} | " + " | ".join(f"{st[k]:.4f}" for k in keys) + f" | {path.name} |")
     table = out / "scores.md"
-    table.write_text("\n".join(rows) + "\n")
+    table.write_text("\n".join(lines) + "\n")
     return table
 
 
-def main() -> None:
+def collect(host: HostServer, prompt: dict, entry: dict, out: Path) -> tuple[list[Path], list[Path]]:
+    """Copy saved images and the score plots (previews of IQA Score's plot output) into `out`."""
+    files = host.output_images(entry)
+    images, plots = [], []
+    for node_id, paths in files.items():
+        node = prompt.get(node_id, {})
+        is_plot = node.get("class_type") == "PreviewImage" and prompt.get(node["inputs"]["images"][0], {}).get("class_type") == "IQAScore"
+        for i, src in enumerate(paths):
+            if node.get("class_type") == "SaveImage":
+                images.append(Path(shutil.copy2(src, out / src.name)))
+            elif is_plot:
+                plots.append(Path(shutil.copy2(src, out / f"score_plot_node{node_id}_{i}.png")))
+    return sorted(images), plots
+
+
+def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(REPO / "out" / "demo"), help="folder for images and scores (default out/demo)")
-    ap.add_argument("--models", help="a ComfyUI models folder holding the checkpoint and the adapter")
-    ap.add_argument("--checkpoint", help="SDXL checkpoint file name in <models>/checkpoints (runs the real workflow)")
-    ap.add_argument("--adapter", help="IQA-Adapter file name in <models>/iqa_adapter")
-    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the prompt")
-    args = ap.parse_args()
-    if args.checkpoint and not (args.models and args.adapter):
-        ap.error("--checkpoint needs --models and --adapter")
+    ap.add_argument("--workflow", default=DEFAULT_WORKFLOW, help=f"example name or JSON file (default {DEFAULT_WORKFLOW})")
+    ap.add_argument("--out", default=str(REPO / "out" / "demo"), help="output folder (default out/demo); emptied first")
+    ap.add_argument("--models", help="a ComfyUI models folder: run the real workflow with the weights in it")
+    ap.add_argument("--checkpoint", help="SDXL checkpoint: a file name in <models>/checkpoints, or a path (runs the real workflow)")
+    ap.add_argument("--adapter", help="IQA-Adapter: a file name in <models>/iqa_adapter, or a path (a sidecar .json beside it is used)")
+    ap.add_argument("--score-metric", help="metric for the IQA Score nodes (tiny runs: piqe, no weights needed; real runs: the graph's own)")
+    ap.add_argument("--cpu", action="store_true", help="real runs: force the CPU (default: the host's GPU if it has one)")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the prompt")
+    args = ap.parse_args(argv)
+    real = bool(args.models or args.checkpoint or args.adapter)
+    if real and not args.models and not (args.checkpoint and Path(args.checkpoint).expanduser().is_file()
+                                         and args.adapter and Path(args.adapter).expanduser().is_file()):
+        ap.error("real runs need --models DIR, or --checkpoint and --adapter as paths to the files")
+    workflow_path = resolve_workflow(args.workflow)
     out = Path(args.out).resolve()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    ws = Path(tempfile.mkdtemp(prefix="iqa-demo-"))
-    prompt = prepare_workspace(ws, args)
-    port, log = free_port(), out / "host.log"
-    proc = start_server(ws, port, log)
-    base = f"http://127.0.0.1:{port}"
+    ws = make_workspace(fixtures=not real)
+    names = link_models(ws, args) if real else {}
+    adapters = {} if real else workflow_fixtures.write_tiny_adapters_quietly(ws / "models" / "iqa_adapter")
+    host = HostServer(ws, log_path=out / "host.log", gpu=real and not args.cpu, threads=None if real else 1)
     try:
-        wait_ready(base, proc, log)
-        entry = run_prompt(base, prompt, args.timeout)
-        images = []
-        for node_out in entry["outputs"].values():
-            for im in node_out.get("images", []):
-                src = ws / "output" / im.get("subfolder", "") / im["filename"]
-                images.append(Path(shutil.copy2(src, out / im["filename"])))
-        if not images:
-            raise SystemExit("The prompt finished without images")
-        table = write_scores(out, prompt, sorted(images))
-    finally:
-        proc.terminate()
+        host.start()
+        data = json.loads(workflow_path.read_text())
+        prompt = workflow_to_api.convert(data, host.object_info()) if "nodes" in data else data
+        if real:
+            prompt = real_prompt(prompt, names, args.score_metric)
+            note = f"{workflow_path.stem}, real weights: {names['checkpoint']} + {names['adapter']}"
+        else:
+            opts = workflow_fixtures.TinyOptions(size=128, steps=8, adapters=adapters,
+                                                 score_metric=args.score_metric or workflow_fixtures.WEIGHTLESS_METRIC)
+            prompt = workflow_fixtures.tiny_prompt(prompt, opts)
+            note = (f"{workflow_path.stem} on the tiny built-in model with a random adapter; IQA Score uses "
+                    f"{opts.score_metric}. Pass --models for the real SDXL workflow")
+        (out / "prompt.json").write_text(json.dumps(prompt, indent=2) + "\n")
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(ws, ignore_errors=True)
+            entry = host.run(prompt, args.timeout)
+        except PromptRejected as e:
+            raise SystemExit(f"The host rejected the prompt (HTTP {e.status}): {json.dumps(e.body)[:3000]}")
+        except PromptFailed as e:
+            raise SystemExit(f"The prompt failed: {e}. Host log: {out / 'host.log'}")
+        images, plots = collect(host, prompt, entry, out)
+        if not images:
+            raise SystemExit("The prompt finished without saved images")
+        table = write_scores(out, prompt, entry, images, note)
+    finally:
+        host.stop()
+        remove_workspace(ws)
     print(table.read_text())
-    print(f"{len(images)} images and scores.md written to {out}")
+    print(f"{len(images)} images, {len(plots)} score plots and scores.md written to {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

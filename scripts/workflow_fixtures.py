@@ -123,3 +123,22 @@ def write_tiny_adapters(folder: Path, names: Optional[list[str]] = None, layout:
 
 def adapters_in(prompt: Mapping[str, Any]) -> list[str]:
     return sorted({n["inputs"]["adapter_name"] for n in prompt.values() if n["class_type"] == "IQAAdapterLoader"})
+
+
+def write_tiny_adapters_quietly(folder: Path, layout: str = "sdxl") -> dict[str, str]:
+    """write_tiny_adapters in a child process (it imports torch and the host, which log to the console)."""
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, __file__, "write-adapters", str(folder), layout], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"Writing the tiny adapters failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":  # python scripts/workflow_fixtures.py write-adapters FOLDER [LAYOUT]
+    import json
+
+    if len(sys.argv) < 3 or sys.argv[1] != "write-adapters":
+        raise SystemExit("usage: workflow_fixtures.py write-adapters FOLDER [sdxl|sd15]")
+    print(json.dumps(write_tiny_adapters(Path(sys.argv[2]), layout=sys.argv[3] if len(sys.argv) > 3 else "sdxl")))

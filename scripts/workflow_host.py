@@ -82,8 +82,9 @@ class HostServer:
 
     # -- process ---------------------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> "HostServer":
-        threads = str(self.threads or os.environ.get("OMP_NUM_THREADS") or 2)
-        env = dict(os.environ, OMP_NUM_THREADS=threads, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+        if self.threads:  # tiny models gain nothing from threads and lose a lot to oversubscription
+            env["OMP_NUM_THREADS"] = str(self.threads)
         env.setdefault("TORCH_HOME", str(self.workspace / "torch_home"))
         # --disable-known-models: this host (the PyPI fork) would otherwise offer, and fetch, well-known
         # checkpoints by name; nothing here may download behind the user's back.

@@ -1,20 +1,84 @@
-"""The README's main job, end to end: the real host's HTTP server and prompt queue, in a subprocess."""
+"""The README's main job, end to end: scripts/demo.sh starts the real host's HTTP server, queues the quality
+sweep example through the prompt queue and writes images, a score plot and a scores table; with real
+weights (here: files under the real names) the same command queues the real SDXL graph instead."""
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+FIXTURE_TYPES = {"IQATestTinyCheckpoint", "IQATestTinyVAE", "IQATestPatternImage", "IQATestRandomIQAModel"}
+
+
+def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "scripts" / "demo.sh"), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def table_rows(path: Path) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in path.read_text().splitlines()
+            if line.startswith("| ") and line[2].isdigit()]
 
 
 def test_main_job_runs_the_sweep_through_the_prompt_queue(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "run_workflow.py"), "--out", str(out), "--timeout", "300"],
-                          capture_output=True, text=True, timeout=600)
+    proc = run("--out", str(out), "--timeout", "300")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     images = sorted(out.glob("iqa_sweep_*.png"))
     assert len(images) == 5
-    rows = [line for line in (out / "scores.md").read_text().splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [r.split("|")[2].strip() for r in rows] == ["1", "25", "50", "75", "99"]
+    assert list(out.glob("score_plot_*.png")), "the IQA Score plot is collected"
+    rows = table_rows(out / "scores.md")
+    assert [r[1] for r in rows] == [f"{t} (percentile)" for t in (1, 25, 50, 75, 99)]
+    scores = [float(r[2].split("/")[0]) for r in rows]  # PIQE, a real metric that needs no weight file
+    assert all(math.isfinite(s) and 0 <= s <= 100 for s in scores), scores
+    assert "piqe" in (out / "scores.md").read_text()
+    assert [r[-1] for r in rows] == [p.name for p in images]
+    prompt = json.loads((out / "prompt.json").read_text())
+    assert {n["class_type"] for n in prompt.values()} >= {"IQAQualityCondition", "IQAScore", "KSampler", "VAEDecode", "SaveImage"}
     assert str(out) in proc.stdout
+
+
+def _placeholder_models(root: Path) -> Path:
+    models = root / "models"
+    for folder, name in (("checkpoints", "sd_xl_base_1.0.safetensors"), ("iqa_adapter", "iqa_adapter_sdxl_topiq_laion.safetensors")):
+        (models / folder).mkdir(parents=True)
+        (models / folder / name).write_bytes(b"")
+    return models
+
+
+def test_with_real_weights_the_same_command_queues_the_real_graph(tmp_path):
+    """Empty files under the real names: the real graph passes the host's validation and is queued; loading
+    the (empty) checkpoint then fails, and the main job says so with the node and the host log."""
+    out = tmp_path / "real"
+    proc = run("--models", str(_placeholder_models(tmp_path)), "--score-metric", "piqe", "--cpu", "--out", str(out), "--timeout", "300")
+    assert proc.returncode != 0
+    assert "The prompt failed" in proc.stderr and "CheckpointLoaderSimple" in proc.stderr, proc.stderr[-3000:]
+    prompt = json.loads((out / "prompt.json").read_text())
+    kinds = {n["class_type"] for n in prompt.values()}
+    assert not kinds & FIXTURE_TYPES and "CheckpointLoaderSimple" in kinds
+    ckpt = next(n for n in prompt.values() if n["class_type"] == "CheckpointLoaderSimple")
+    assert ckpt["inputs"]["ckpt_name"] == "sd_xl_base_1.0.safetensors"
+    assert next(n for n in prompt.values() if n["class_type"] == "EmptyLatentImage")["inputs"]["width"] == 1024
+
+
+def test_real_weights_given_as_file_paths(tmp_path):
+    models = _placeholder_models(tmp_path)
+    ckpt = models / "checkpoints" / "sd_xl_base_1.0.safetensors"
+    adapter = tmp_path / "elsewhere" / "my_adapter.safetensors"
+    adapter.parent.mkdir()
+    adapter.write_bytes(b"")
+    out = tmp_path / "paths"
+    proc = run("--checkpoint", str(ckpt), "--adapter", str(adapter), "--score-metric", "piqe", "--cpu", "--out", str(out))
+    assert proc.returncode != 0 and "The prompt failed" in proc.stderr, proc.stderr[-3000:]
+    prompt = json.loads((out / "prompt.json").read_text())
+    loader = next(n for n in prompt.values() if n["class_type"] == "IQAAdapterLoader")
+    assert loader["inputs"]["adapter_name"] == "my_adapter.safetensors"
+
+
+def test_bad_arguments_fail_fast(tmp_path):
+    proc = run("--adapter", "not-a-file.safetensors", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "--models" in proc.stderr
+    proc = run("--workflow", "no_such_workflow", "--out", str(tmp_path / "y"))
+    assert proc.returncode != 0 and "sdxl_quality_sweep" in proc.stderr
