@@ -1,8 +1,9 @@
 """How IQA Score shows its results: a text table and a small plot of score against batch index.
 
 Plain numpy and PIL, so that a quality sweep (e.g. targets 1/25/50/75/99 across a batch) reads at a glance.
-The plot's vertical range covers the metric's typical range and every score; where the metric has CC3M
-statistics, dashed lines mark the 1st, 50th and 99th percentiles of the training distribution.
+The plot's vertical range covers every score (and at least a tenth of the metric's typical range); where
+the metric has CC3M statistics, dashed lines mark the 1st, 50th and 99th percentiles of its training
+distribution.
 """
 from __future__ import annotations
 
@@ -49,10 +50,15 @@ def plot_scores(name: str, scores: Sequence[float], score_range: tuple[float, fl
     font = ImageFont.load_default()
     values = [float(s) for s in scores if math.isfinite(float(s))]
     guides = [] if stats is None else [(p, stats.raw_from_percentile(p)) for p in (1.0, 50.0, 99.0)]
-    lo, hi = min([score_range[0], *values, *(g for _, g in guides)]), max([score_range[1], *values, *(g for _, g in guides)])
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
-    pad = 0.05 * (hi - lo)
+    # Zoom to the scores (and the percentile lines), but never below a tenth of the metric's typical range,
+    # so that near-identical scores do not look like a wide spread.
+    span_min = 0.1 * (score_range[1] - score_range[0]) or 1.0
+    pool = values + [g for _, g in guides] or list(score_range)
+    lo, hi = min(pool), max(pool)
+    if hi - lo < span_min:
+        mid = (hi + lo) / 2
+        lo, hi = mid - span_min / 2, mid + span_min / 2
+    pad = 0.08 * (hi - lo)
     lo, hi = lo - pad, hi + pad
     x0, x1, y0, y1 = left, w - right, top, h - bottom
     n = len(scores)
