@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -105,3 +105,29 @@ def build_targets(items: Sequence[dict[str, float]], mode: str, metrics: Sequenc
     else:
         values = torch.tensor([[table.get(m).raw_from_z(v) for m, v in zip(metrics, row)] for row in zs], dtype=torch.float32)
     return TargetBatch(values, z, tuple(metrics))
+
+
+def items_from_scores(scores: Mapping[str, Sequence[float]], metrics: Sequence[str]) -> list[dict[str, float]]:
+    """Targets matching a reference: raw scores per metric (one per reference image) -> one item per image.
+
+    `scores` is an IQA_SCORES value from IQA Score, {metric: [raw score per image]}; chain one IQA Score per
+    metric of the adapter. A metric with one score applies it to every item.
+    """
+    missing = [m for m in metrics if m not in scores]
+    if missing:
+        raise IQAAdapterError(
+            f"reference_scores has no scores for {', '.join(missing)} (it has {', '.join(scores) or 'none'}). "
+            "Score the reference with one IQA Score node per adapter metric, chained through previous_scores."
+        )
+    lengths = {len(scores[m]) for m in metrics} - {1}
+    if len(lengths) > 1:
+        raise IQAAdapterError(f"reference_scores hold different numbers of images per metric ({sorted(lengths)}); score the same images.")
+    n = lengths.pop() if lengths else 1
+    items = []
+    for i in range(n):
+        row = {}
+        for m in metrics:
+            values = scores[m]
+            row[m] = _number(str(values[i if len(values) > 1 else 0]), f"score of '{m}' for reference {i + 1}")
+        items.append(row)
+    return items

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from ..adapter import (TARGET_MODES, IQAAdapter, IQAAdapterError, attach_quality_tokens, build_targets, check_model,
-                       default_norm_table, parse_targets, quality_tokens, sigma_window)
+                       default_norm_table, items_from_scores, parse_targets, quality_tokens, sigma_window)
 from . import host
 
 UNCOND_MODES = ("zeros", "negative quality")
@@ -63,17 +63,28 @@ class QualityCondition:
                 "negative_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 2.0, "step": 0.05,
                                                 "tooltip": "k in -k x target, used only with uncond = negative quality (official 0.5)."}),
             },
+            "optional": {
+                "reference_scores": ("IQA_SCORES", {
+                    "tooltip": "Quality matching: take the targets from a reference image's scores (IQA Score's iqa_scores "
+                               "output; chain one IQA Score per adapter metric). When connected, targets and target_mode are "
+                               "ignored and each scored image gives one batch item at its raw scores.",
+                }),
+            },
         }
 
     def apply(self, model, iqa_adapter: IQAAdapter, targets: str, target_mode: str, scale: float,
-              start_percent: float, end_percent: float, uncond: str = "zeros", negative_strength: float = 0.5):
+              start_percent: float, end_percent: float, uncond: str = "zeros", negative_strength: float = 0.5,
+              reference_scores: dict | None = None):
         check_schedule(scale, start_percent, end_percent)
         if uncond not in UNCOND_MODES:
             raise IQAAdapterError(f"uncond must be one of {UNCOND_MODES}, got {uncond!r}.")
         if iqa_adapter.metadata.kind != "quality":
             raise IQAAdapterError(f"{iqa_adapter.name} is a {iqa_adapter.metadata.kind} adapter; use it with Reference Quality Transfer.")
         meta, table = iqa_adapter.metadata, default_norm_table()
-        batch = build_targets(parse_targets(targets, meta.metrics), target_mode, meta.metrics, meta.normalized, table)
+        if reference_scores is not None:
+            batch = build_targets(items_from_scores(reference_scores, meta.metrics), "raw", meta.metrics, meta.normalized, table)
+        else:
+            batch = build_targets(parse_targets(targets, meta.metrics), target_mode, meta.metrics, meta.normalized, table)
         if scale == 0.0:
             check_model(model, iqa_adapter.spec, iqa_adapter.name)  # same errors as a real patch, no patch
             return (model.clone(),)

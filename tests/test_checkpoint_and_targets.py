@@ -195,3 +195,15 @@ def test_model_mismatch_raises_before_anything_is_patched(tmp_path):
     with pytest.raises(Err, match="trained for SD1.5.*model is SDXL"):
         pack.nodes.quality_condition.QualityCondition().apply(model, adapter, "99", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)
     assert repr(model.model_options) == before
+
+
+def test_targets_from_reference_scores():
+    m = ("topiq_nr", "laion_aes")
+    items = A.items_from_scores({"topiq_nr": [0.7, 0.4], "laion_aes": [5.5], "musiq": [50.0]}, m)
+    assert items == [{"topiq_nr": 0.7, "laion_aes": 5.5}, {"topiq_nr": 0.4, "laion_aes": 5.5}]
+    batch = A.build_targets(items, "raw", m, True, A.default_norm_table())
+    assert batch.values[0, 0].item() == pytest.approx(A.default_norm_table().get("topiq_nr").z_from_raw(0.7))
+    with pytest.raises(Err, match="no scores for laion_aes.*chained through previous_scores"):
+        A.items_from_scores({"topiq_nr": [0.7]}, m)
+    with pytest.raises(Err, match="finite"):
+        A.items_from_scores({"topiq_nr": [float("nan")], "laion_aes": [5.0]}, m)
