@@ -69,11 +69,12 @@ def _adapter_and_condition(g: Graph, model, targets: str, title=None):
 
 
 def _score(g: Graph, xy, image, metric: str = "topiq_nr", iqa=None, title=None):
-    """Load IQA Model (unless one is given) -> IQA Score on an IMAGE batch -> preview of the score plot."""
+    """Load IQA Model (unless one is given) -> IQA Score on an IMAGE batch -> preview of the score plot. The
+    preview is what makes the host run IQA Score (only output nodes and what they read are executed)."""
     if iqa is None:
         iqa = g.add("IQALoadModel", xy, size=(315, 110), color=PACK, metric=metric, allow_download=False, device="auto")
     score = g.add("IQAScore", (xy[0] + 360, xy[1]), size=(315, 150), title=title, color=PACK, image=image.out(0),
-                  iqa_model=iqa.out(0), batch_size=1)
+                  iqa_model=iqa.out(0))
     g.add("PreviewImage", (xy[0] + 720, xy[1]), size=(420, 320), title="Score plot", images=score.out("plot"))
     return iqa
 
@@ -174,6 +175,41 @@ def quality_condition_with_guidance(g: Graph) -> None:
     g.group("Scores: index 0 condition only, 1 with guidance", (COL["c"] - 20, 810, 1240, 780), color="#3f789e")
 
 
+def reference_quality_transfer(g: Graph) -> None:
+    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(340, 130), title="Load IQA-Adapter (reference-based)", color=PACK,
+                   adapter_name=REFERENCE_ADAPTER, metadata_override="")
+    iqa = g.add("IQALoadModel", (COL["a"], 250), size=(340, 110), title="Load IQA Model (the adapter's embedding metric)",
+                color=PACK, metric="topiq_nr", allow_download=False, device="auto")
+    ref = g.add("LoadImage", (COL["a"], 420), size=(340, 380), title="Reference photo", image="example.png")
+    ckpt = g.add("CheckpointLoaderSimple", (COL["a"], 1160), size=(340, 100), ckpt_name=CHECKPOINT)
+    blur = g.add("ImageBlur", (COL["b"], 380), size=(400, 90), title="Distort the reference (blur)", image=ref.out("IMAGE"),
+                 blur_radius=9, sigma=4.0)
+    rqt = g.add("IQAReferenceQualityTransfer", (COL["b"], 60), size=(400, 250), color=PACK, model=ckpt.out("MODEL"),
+                iqa_adapter=loader.out(0), reference=blur.out(0), iqa_model=iqa.out(0), scale=1.0, start_percent=0.0,
+                end_percent=1.0)
+    g.add("PreviewImage", (COL["b"], 520), size=(400, 320), title="Distorted reference", images=blur.out(0))
+    pos = g.add("CLIPTextEncode", (COL["b"], 900), size=(400, 200), title="Positive prompt", color="green", text=PROMPT,
+                clip=ckpt.out("CLIP"))
+    neg = g.add("CLIPTextEncode", (COL["b"], 1160), size=(400, 200), title="Negative prompt", color="red", text="",
+                clip=ckpt.out("CLIP"))
+    g.group("Reference Quality Transfer", (COL["a"] - 20, 0, 840, 860), color="#a1309b")
+    content = g.add("LoadImage", (COL["c"], 60), size=(315, 380), title="Content photo (img2img)", image="example.png")
+    scaled = g.add("ImageScale", (COL["c"], 500), size=(315, 150), image=content.out("IMAGE"), upscale_method="lanczos",
+                   width=1024, height=1024, crop="center")
+    latent = g.add("VAEEncode", (COL["c"], 700), size=(315, 50), pixels=scaled.out(0), vae=ckpt.out("VAE"))
+    sampler = _sampler(g, (COL["c"], 820), rqt.out(0), pos, neg, latent.out(0), title="KSampler (img2img, denoise 0.6)",
+                       denoise=0.6)
+    image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    g.add("SaveImage", (COL["e"], 60), size=(560, 600), title="Content with the reference's quality", images=image.out(0),
+          filename_prefix="iqa_reference_transfer")
+    _score(g, (COL["c"], 700), image, iqa=iqa, title="IQA Score (output)")
+    _score(g, (COL["c"], 1080), blur, iqa=iqa, title="IQA Score (distorted reference)")
+    g.note((COL["d"], 200), "img2img of the content photo, conditioned on the quality traits of a different, deliberately "
+           "distorted reference (blur here; try ImageQuantize or a JPEG-damaged file). The adapter transfers the blur, "
+           "not the reference's content; the two IQA Scores should come out close. A reference-based adapter carries its "
+           "embedding spec (metric, taps, pooling) in its metadata.", size=(300, 260))
+
+
 _QC = ("IQAAdapterLoader", "IQAQualityCondition")
 _SCORE = ("IQALoadModel", "IQAScore")
 # name -> (builder, this pack's node types it needs)
@@ -181,6 +217,7 @@ WORKFLOWS: dict[str, tuple[Callable[[Graph], None], tuple[str, ...]]] = {
     "sdxl_quality_condition_t2i": (quality_condition_t2i, _QC),
     "sdxl_quality_sweep": (quality_sweep, _QC + _SCORE),
     "sdxl_degradation": (degradation, _QC + _SCORE),
+    "sdxl_reference_quality_transfer": (reference_quality_transfer, ("IQAAdapterLoader", "IQAReferenceQualityTransfer") + _SCORE),
     "sdxl_gradient_guidance": (gradient_guidance, _SCORE + ("IQAGradientGuidance",)),
     "sdxl_quality_condition_with_guidance": (quality_condition_with_guidance, _QC + _SCORE + ("IQAGradientGuidance",)),
 }

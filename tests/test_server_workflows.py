@@ -111,7 +111,14 @@ def placeholder_files(tmp_path):
         folder_paths.add_model_folder_path(folder, str(d))
         folder_paths.invalidate_cache(folder)
         added.append((folder, str(d)))
+    example = Path(folder_paths.get_input_directory()) / "example.png"  # what the examples' Load Image nodes name
+    made = not example.exists()
+    if made:
+        example.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), (120, 140, 160)).save(example)
     yield
+    if made:
+        example.unlink()
     for folder, d in added:
         folder_paths.folder_names_and_paths[folder][0].remove(d)
         folder_paths.invalidate_cache(folder)
