@@ -1,0 +1,56 @@
+"""Packaging for the Comfy Registry and the Manager: pyproject metadata, requirements that do not fight a
+user's ComfyUI install, the install command the README gives, and no pip calls at run time."""
+from __future__ import annotations
+
+import re
+import tomllib
+
+import conftest
+
+REPO = conftest.REPO
+# Packages a ComfyUI install owns: a node pack must not pin or pull them.
+HOST_OWNED = {"torch", "torchvision", "torchaudio", "transformers", "tokenizers", "huggingface-hub", "huggingface_hub",
+              "protobuf", "opencv-python", "safetensors==", "numpy==", "pillow", "comfyui"}
+
+
+def requirement_lines() -> list[str]:
+    return [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_pyproject_is_ready_for_the_registry():
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project, comfy = data["project"], data["tool"]["comfy"]
+    assert "comfyui" not in project["name"].lower(), "registry names leave out 'ComfyUI'"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    assert (REPO / project["license"]["file"]).is_file() and "GNU GENERAL PUBLIC LICENSE" in (REPO / "LICENSE").read_text()[:200]
+    assert project["urls"]["Repository"].startswith("https://")
+    assert {"PublisherId", "DisplayName", "Icon", "requires-comfyui"} <= set(comfy)
+    assert comfy["DisplayName"] == "IQA-Adapter"
+    assert project["dependencies"] == requirement_lines(), "pyproject dependencies and requirements.txt differ"
+
+
+def test_requirements_leave_the_host_alone():
+    for line in requirement_lines():
+        name = re.split(r"[<>=!~ \[]", line, maxsplit=1)[0].lower()
+        assert name not in HOST_OWNED and not any(line.lower().startswith(h) for h in HOST_OWNED if h.endswith("==")), line
+        assert "==" not in line, f"{line}: exact pins fight other packs; use a lower bound"
+        assert name != "pyiqa", "pyiqa goes in with --no-deps (its declared dependencies upgrade transformers & co.)"
+
+
+def test_readme_install_command_matches_the_tested_versions():
+    """The --no-deps line users run installs the versions requirements/iqa.txt tests with."""
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (REPO / "requirements" / "iqa.txt").read_text(), flags=re.M))
+    readme = (REPO / "README.md").read_text()
+    line = next(l for l in readme.splitlines() if "pip install --no-deps" in l)
+    for pkg in ("pyiqa", "facexlib"):
+        assert f"{pkg}=={pinned[pkg]}" in line, (pkg, line)
+    assert line.split("#")[0].strip() in (REPO / "requirements.txt").read_text()
+
+
+def test_no_pip_calls_at_run_time():
+    """Shipped code never installs anything: no pip, no subprocess package managers."""
+    shipped = [REPO / "__init__.py"] + [p for d in ("adapter", "guidance", "nodes") for p in (REPO / d).rglob("*.py")]
+    pattern = re.compile(r"pip\s+install|pip\._internal|ensurepip|[\"']-m[\"'],\s*[\"']pip[\"']|subprocess", re.I)
+    offenders = [str(p.relative_to(REPO)) for p in shipped if pattern.search(p.read_text())]
+    assert offenders == []
