@@ -15,15 +15,17 @@ class IQAScore:
         "alpha and greyscale is repeated to RGB; values are clamped to [0, 1]."
     )
     CATEGORY = "IQA-Adapter"
-    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "STRING", "IMAGE")
-    RETURN_NAMES = ("scores", "percentiles", "z_scores", "table", "plot")
-    OUTPUT_IS_LIST = (True, True, True, False, False)
+    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "STRING", "IMAGE", "IQA_SCORES")
+    RETURN_NAMES = ("scores", "percentiles", "z_scores", "table", "plot", "iqa_scores")
+    OUTPUT_IS_LIST = (True, True, True, False, False, False)
     OUTPUT_TOOLTIPS = (
         "Raw metric score of each image (list, one per image, in batch order).",
         "Percentile (0-100) of each score in the CC3M distribution; NaN if the metric has no statistics.",
         "z-score of each score against the CC3M mean and std; NaN if the metric has no statistics.",
         "The scores, percentiles and z-scores as a tab-separated table.",
         "Plot of score against batch index (with CC3M p1/p50/p99 lines where known).",
+        "{metric: raw scores} of this node and every IQA Score chained into previous_scores; feeds Quality "
+        "Condition's reference_scores (quality matching from a reference image).",
     )
     FUNCTION = "score"
 
@@ -35,6 +37,10 @@ class IQAScore:
                 "iqa_model": ("IQA_MODEL", {"tooltip": "From Load IQA Model."}),
             },
             "optional": {
+                "previous_scores": ("IQA_SCORES", {
+                    "tooltip": "iqa_scores of another IQA Score node, to collect several metrics of the same images "
+                               "(one IQA Score per metric of a Quality Condition adapter).",
+                }),
                 "batch_size": ("INT", {
                     "default": 4, "min": 1, "max": 256,
                     "tooltip": "Images per metric call (the progress bar moves after each call). Larger batches are usually faster "
@@ -43,7 +49,7 @@ class IQAScore:
             },
         }
 
-    def score(self, image, iqa_model: IQAModel, batch_size: int = 4):
+    def score(self, image, iqa_model: IQAModel, batch_size: int = 4, previous_scores: dict | None = None):
         if not isinstance(iqa_model, IQAModel):
             raise IQAAdapterError(f"iqa_model is a {type(iqa_model).__name__}; connect Load IQA Model.")
         n = int(image.shape[0]) if getattr(image, "ndim", 0) == 4 else 1
@@ -54,7 +60,8 @@ class IQAScore:
         table = score_table(iqa_model.name, scores, pct, z, iqa_model.lower_better)
         plot = plot_scores(iqa_model.name, scores, iqa_model.score_range, iqa_model.lower_better, iqa_model.stats)
         return {"ui": {"text": [table]},
-                "result": (scores, finite_or_nan(pct, len(scores)), finite_or_nan(z, len(scores)), table, plot)}
+                "result": (scores, finite_or_nan(pct, len(scores)), finite_or_nan(z, len(scores)), table, plot,
+                           {**(previous_scores or {}), iqa_model.name: scores})}
 
 
 NODE_CLASS_MAPPINGS = {"IQAScore": IQAScore}

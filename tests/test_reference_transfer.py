@@ -88,3 +88,21 @@ def test_full_sampling_run_through_the_executor(ref_adapter):
     plain = execute(sampling_graph("sd15", None, batch=2))
     out = run.output("image")
     assert out.shape == (2, 64, 64, 3) and (out - plain.output("image")).abs().max() > 1e-3
+
+
+def test_quality_matching_takes_targets_from_a_reference_score(adapter_dir):
+    """IQA Score -> iqa_scores -> Quality Condition.reference_scores: targets are the reference's raw scores."""
+    tiny.write_adapter(adapter_dir / "match_sd15.safetensors", "sd15", {"metrics": ["topiq_nr"], "use_flag": True})
+    graph = sampling_graph("sd15", "match_sd15.safetensors", targets="1", batch=1)
+    graph["ref_img"] = {"class_type": "IQATestPatternImage", "inputs": {"width": 96, "height": 96, "seed": 2}}
+    graph["iqa"] = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "topiq_nr"}}
+    graph["score"] = {"class_type": "IQAScore", "inputs": {"image": ["ref_img", 0], "iqa_model": ["iqa", 0], "batch_size": 1}}
+    graph["qc"]["inputs"]["reference_scores"] = ["score", 5]
+    run = execute(graph)
+    assert run.ok, run.error_message
+    scored = run.executor.outputs["score"][5][0]
+    raw = scored["topiq_nr"][0]
+    # The same graph with the score typed in as a raw target gives the same image.
+    typed = sampling_graph("sd15", "match_sd15.safetensors", targets=repr(raw), mode="raw", batch=1)
+    assert torch.equal(execute(typed).output("image"), run.output("image"))
+    assert not torch.equal(execute(sampling_graph("sd15", "match_sd15.safetensors", targets="1", batch=1)).output("image"), run.output("image"))
