@@ -73,6 +73,11 @@ class IQAModel:
     def net(self) -> torch.nn.Module:
         return self.metric.net
 
+    def __deepcopy__(self, memo: dict) -> "IQAModel":
+        # A handle to a shared network: the host deep-copies model_options on every clone, and a hook that
+        # holds an IQA_MODEL must not duplicate the network (nor can it copy the lock).
+        return self
+
     def __repr__(self) -> str:
         w = "random weights" if self.random_weights else f"{len(self.files)} weight file(s)"
         return f"IQAModel({self.name}, {w}, {'lower' if self.lower_better else 'higher'} is better)"

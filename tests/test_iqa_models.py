@@ -403,6 +403,9 @@ def test_calls_move_to_the_compute_device_and_back(monkeypatch):
     moves.clear()
     model.with_device("cpu").score(torch.rand(1, 3, 64, 64))
     assert moves == [] and model.compute is None, "views share the network but not the device choice"
+    import copy
+
+    assert copy.deepcopy({"m": gpu})["m"] is gpu, "host clones share the IQA_MODEL rather than copy the network"
     assert all(p.device.type == "cpu" and not p.is_inference() for p in model.net.parameters())
 
 
