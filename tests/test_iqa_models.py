@@ -245,6 +245,30 @@ def test_neural_checkpoint_from_the_iqa_folder_needs_no_backbone_file(iqa_dir, n
     assert network_attempts == []
 
 
+def test_arniqa_files_from_the_iqa_folder_torch_hub_and_torchscript(iqa_dir, network_attempts):
+    """ARNIQA reads three files through three loaders (torchvision's hub weights, torch.hub's ARNIQA encoder,
+    pyiqa's TorchScript regressor): stand-ins in models/iqa are found, and its gradients flow."""
+    import torchvision
+
+    resnet = torchvision.models.resnet50(weights=None)
+    encoder = torch.nn.Sequential(*list(resnet.children())[:-1])
+    files = {"resnet50-0676ba61.pth": lambda p: torch.save(resnet.state_dict(), p),
+             "ARNIQA.pth": lambda p: torch.save({f"model.{k}": v for k, v in encoder.state_dict().items()}, p),
+             "regressor_koniq10k.pth": lambda p: torch.jit.save(torch.jit.script(torch.nn.Linear(4096, 1)), str(p))}
+    for name, write in files.items():
+        write(iqa_dir / name)
+    try:
+        model = iqa.build_iqa_model("arniqa", search_dirs=[str(iqa_dir)])
+        assert sorted(Path(p).name for p, _ in model.files) == sorted(files)
+        x = torch.rand(1, 3, 64, 64, requires_grad=True)
+        model.quality(x).sum().backward()
+        assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    finally:
+        for name in files:
+            (iqa_dir / name).unlink()
+    assert network_attempts == []
+
+
 def test_raw_downloaders_refuse_inside_the_gate(tmp_path, network_attempts):
     """Beneath the lookups, any fetch path the gate does not know still cannot download."""
     import timm.models._hub as timm_hub
