@@ -311,7 +311,7 @@ def test_neural_metrics_score_a_batch_with_finite_input_gradients(name, network_
 
 def test_random_builds_leave_real_caches_alone():
     before = sorted(Path(weights.pyiqa_cache_dir()).glob("liqe_text_feat*"))
-    random_model("liqe")
+    iqa.build_iqa_model("liqe", random_weights=True)  # uncached: a fresh build computes LIQE's text features
     assert sorted(Path(weights.pyiqa_cache_dir()).glob("liqe_text_feat*")) == before
 
 
