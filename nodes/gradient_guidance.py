@@ -9,7 +9,7 @@ from ..adapter import IQAAdapterError, default_norm_table, sigma_window
 from ..guidance.differentiable_copies import pyiqa_term, vae_decoder
 from ..guidance.gradient_guidance import (DIRECTIONS, NORMALIZATIONS, SIGMA_WEIGHTINGS, GradientGuidance,
                                           GuidanceConfig, ScoreTerm)
-from .quality_condition import check_schedule
+from .schedule import check_schedule
 
 log = logging.getLogger(__name__)
 

@@ -1,24 +1,12 @@
 """Quality Condition: condition a MODEL on target quality scores through an IQA-Adapter."""
 from __future__ import annotations
 
-import math
-
 from ..adapter import (TARGET_MODES, IQAAdapter, IQAAdapterError, attach_quality_tokens, build_targets, check_model,
                        default_norm_table, items_from_scores, parse_targets, quality_tokens, sigma_window)
 from . import host
+from .schedule import MODEL_INPUT, check_schedule, schedule_inputs
 
 UNCOND_MODES = ("zeros", "negative quality")
-
-
-def check_schedule(scale: float, start_percent: float, end_percent: float) -> None:
-    """Shared input checks for nodes that attach tokens over part of the schedule."""
-    for name, x in (("scale", scale), ("start_percent", start_percent), ("end_percent", end_percent)):
-        if not math.isfinite(x):
-            raise IQAAdapterError(f"{name} is {x}; give a finite number.")
-    if not (0.0 <= start_percent <= end_percent <= 1.0):
-        raise IQAAdapterError(
-            f"start_percent {start_percent} and end_percent {end_percent} must satisfy 0 <= start <= end <= 1."
-        )
 
 
 class QualityCondition:
@@ -36,7 +24,7 @@ class QualityCondition:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The SD1.5 or SDXL model to condition. It is cloned, never changed."}),
+                "model": MODEL_INPUT,
                 "iqa_adapter": ("IQA_ADAPTER", {"tooltip": "From Load IQA-Adapter; must match the model's family."}),
                 "targets": ("STRING", {
                     "default": "99", "multiline": True,
@@ -49,12 +37,7 @@ class QualityCondition:
                     "tooltip": "percentile: 0-100 of the CC3M training distribution (99 = high quality, 1 = degraded). "
                                "z-score: standard deviations from the CC3M mean. raw: the metric's own score.",
                 }),
-                "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.05,
-                                    "tooltip": "Weight of the quality attention term (official default 1.0). 0 turns it off."}),
-                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                            "tooltip": "Fraction of the schedule where the condition starts (0 = first step)."}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                          "tooltip": "Fraction of the schedule where it stops (1 = last step)."}),
+                **schedule_inputs("quality"),
                 "uncond": (list(UNCOND_MODES), {
                     "default": "zeros",
                     "tooltip": "CFG negative branch. zeros: the unconditional input, as trained (default). "

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..adapter import IQAAdapter, IQAAdapterError, attach_quality_tokens, condition_from_vectors, sigma_window
 from ..guidance.reference_embedding import embed_reference
 from . import host
-from .quality_condition import check_schedule
+from .schedule import MODEL_INPUT, check_schedule, schedule_inputs
 
 
 class ReferenceQualityTransfer:
@@ -22,17 +22,12 @@ class ReferenceQualityTransfer:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The SD1.5 or SDXL model to condition. It is cloned, never changed."}),
+                "model": MODEL_INPUT,
                 "iqa_adapter": ("IQA_ADAPTER", {"tooltip": "A reference-based IQA-Adapter (metadata kind 'reference' with an embedding spec)."}),
                 "reference": ("IMAGE", {"tooltip": "Reference image(s). One applies to every latent; a batch maps one to one. "
                                                     "RGBA drops alpha, greyscale repeats to RGB; at least 32 px a side."}),
                 "iqa_model": ("IQA_MODEL", {"tooltip": "From Load IQA Model: the metric the adapter's embedding spec names."}),
-                "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.05,
-                                    "tooltip": "Weight of the reference attention term. 0 turns it off."}),
-                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                            "tooltip": "Fraction of the schedule where the condition starts."}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                          "tooltip": "Fraction of the schedule where it stops."}),
+                **schedule_inputs("reference"),
             },
         }
 
