@@ -139,7 +139,9 @@ def write_scores(out: Path, prompt: dict, entry: dict, images: list[Path], mode_
         if node["class_type"] == "IQAScore" and node_id in entry.get("outputs", {}):
             header, rows = parse_score_text("\n".join(entry["outputs"][node_id].get("text", [])))
             title = node.get("_meta", {}).get("title", "IQA Score")
-            score_cols.append((f"{header or title}", rows))
+            source = prompt.get(node["inputs"]["iqa_model"][0], {}) if isinstance(node["inputs"].get("iqa_model"), list) else {}
+            random = " (random weights)" if source.get("class_type") == "IQATestRandomIQAModel" else ""
+            score_cols.append((f"{title}, {header}{random}" if header else title, rows))
     lines = [f"# Scores ({mode_note})", ""]
     if score_cols:
         head = ["item", "target"] + [f"{h}: score / CC3M percentile / z" for h, _ in score_cols] + ["file"]
@@ -212,8 +214,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             opts = workflow_fixtures.TinyOptions(size=128, steps=8, adapters=adapters,
                                                  score_metric=args.score_metric or workflow_fixtures.WEIGHTLESS_METRIC)
             prompt = workflow_fixtures.tiny_prompt(prompt, opts)
-            note = (f"{workflow_path.stem} on the tiny built-in model with a random adapter; IQA Score uses "
-                    f"{opts.score_metric}. Pass --models for the real SDXL workflow")
+            note = (f"{workflow_path.stem} on the tiny built-in model with a random adapter; IQA Score nodes that only "
+                    f"score use {opts.score_metric}, metrics that also steer the model run with random weights. "
+                    "Pass --models for the real SDXL workflow")
         (out / "prompt.json").write_text(json.dumps(prompt, indent=2) + "\n")
         try:
             entry = host.run(prompt, args.timeout)
