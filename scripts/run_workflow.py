@@ -47,7 +47,7 @@ def resolve_workflow(name_or_path: str) -> Path:
     raise SystemExit(f"No workflow '{name_or_path}'. Give a file, or one of: {names}")
 
 
-def link_models(ws: Path, args: argparse.Namespace) -> dict[str, str]:
+def link_models(ws: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Real mode: WS/models/<folder> linked to the user's folders, single files linked in; returns the
     file names to put into the graph ({'checkpoint': ..., 'adapter': ...})."""
     models = ws / "models"
@@ -76,17 +76,21 @@ def link_models(ws: Path, args: argparse.Namespace) -> dict[str, str]:
             names[key] = path.name
         else:
             names[key] = given or default
+    names["adapter_given"] = bool(args.adapter)
     return names
 
 
-def real_prompt(prompt: dict, names: dict[str, str], score_metric: Optional[str]) -> dict:
-    """The real graph with the user's file names (every checkpoint loader and quality-adapter loader)."""
+def real_prompt(prompt: dict, names: dict[str, Any], score_metric: Optional[str]) -> dict:
+    """The real graph with the user's file names: every checkpoint loader, and the adapter loader (the only
+    one, or the ones that name the example's quality adapter)."""
+    loaders = [n for n in prompt.values() if n["class_type"] == "IQAAdapterLoader"]
     for node in prompt.values():
         inputs = node["inputs"]
         if node["class_type"] == "CheckpointLoaderSimple":
             inputs["ckpt_name"] = names["checkpoint"]
-        elif node["class_type"] == "IQAAdapterLoader" and inputs.get("adapter_name") == QUALITY_ADAPTER:
-            inputs["adapter_name"] = names["adapter"]
+        elif node["class_type"] == "IQAAdapterLoader" and (len(loaders) == 1 or inputs.get("adapter_name") == QUALITY_ADAPTER):
+            if names.get("adapter_given") or inputs.get("adapter_name") == QUALITY_ADAPTER:
+                inputs["adapter_name"] = names["adapter"]
         elif node["class_type"] == "IQALoadModel" and score_metric:
             consumers = {n["class_type"] for n in prompt.values() for v in n["inputs"].values()
                          if isinstance(v, list) and len(v) == 2 and prompt.get(v[0]) is node}
