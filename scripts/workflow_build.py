@@ -243,7 +243,8 @@ def dumps(data: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true", help="rewrite the files (default: only report differences)")
-    ap.add_argument("--no-thumbnails", action="store_true")
+    ap.add_argument("--thumbnails", action="store_true",
+                    help="redraw every thumbnail from the layout (default: only draw missing ones, so editor screenshots stay)")
     args = ap.parse_args()
     from workflow_host import HostServer, make_workspace, remove_workspace
     from workflow_thumbnail import write_thumbnail
@@ -264,7 +265,7 @@ def main() -> int:
                 if args.write:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(text)
-        if args.write and not args.no_thumbnails:
+        if args.write and (args.thumbnails or not (EXAMPLES / f"{name}.jpg").exists()):
             write_thumbnail(EXAMPLES / f"{name}.json", info)
     for line in changed:
         print(("wrote " if args.write else "differs: ") + line)
