@@ -64,10 +64,15 @@ class QualityCondition:
         if iqa_adapter.metadata.kind != "quality":
             raise IQAAdapterError(f"{iqa_adapter.name} is a {iqa_adapter.metadata.kind} adapter; use it with Reference Quality Transfer.")
         meta, table = iqa_adapter.metadata, default_norm_table()
-        if reference_scores is not None:
-            batch = build_targets(items_from_scores(reference_scores, meta.metrics), "raw", meta.metrics, meta.normalized, table)
-        else:
-            batch = build_targets(parse_targets(targets, meta.metrics), target_mode, meta.metrics, meta.normalized, table)
+        source = "reference_scores" if reference_scores is not None else "targets"
+        try:  # name the input in every target error, as the host shows only the message
+            if reference_scores is not None:
+                items, mode = items_from_scores(reference_scores, meta.metrics), "raw"
+            else:
+                items, mode = parse_targets(targets, meta.metrics), target_mode
+            batch = build_targets(items, mode, meta.metrics, meta.normalized, table)
+        except IQAAdapterError as exc:
+            raise IQAAdapterError(f"{source}: {exc}") from None
         if scale == 0.0:
             check_model(model, iqa_adapter.spec, iqa_adapter.name)  # same errors as a real patch, no patch
             return (model.clone(),)

@@ -71,3 +71,8 @@ def test_nodes_have_tooltips_and_descriptions():
         for group in cls.INPUT_TYPES().values():
             for name, spec in group.items():
                 assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_target_errors_name_the_input(adapters):
+    run = execute(sampling_graph("sd15", adapters["sd15"], targets="150"))
+    assert not run.ok and run.error_message.startswith("targets: ")
