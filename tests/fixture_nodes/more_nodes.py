@@ -120,14 +120,10 @@ class PatternImage:
 
 
 def _pack_iqa_models():
-    """The pack's guidance.iqa_models, from the package the host loaded (marked IQA_ADAPTER_PACK)."""
-    import importlib
-    import sys
-
-    for name, mod in list(sys.modules.items()):
-        if getattr(mod, "__dict__", {}).get("IQA_ADAPTER_PACK") is True:
-            return importlib.import_module(name + ".guidance.iqa_models")
-    raise RuntimeError("The IQA-Adapter pack is not loaded in this host.")
+    module = tiny_models.loaded_pack_module("guidance.iqa_models")
+    if module is None:
+        raise RuntimeError("The IQA-Adapter pack is not loaded in this host.")
+    return module
 
 
 class RandomIQAModel:

@@ -104,14 +104,23 @@ def write_adapter(path: Path, layout: str, metadata: dict | None, input_dim: int
     return path
 
 
-def _adapter_core():
-    """The pack's adapter/ package: the host-loaded one if present, else imported from the repo by path."""
-    import importlib.util
-    import sys
+def loaded_pack_module(submodule: str):
+    """A submodule of the IQA-Adapter pack the host loaded (marked IQA_ADAPTER_PACK), or None if not loaded."""
+    import importlib
 
     for name, mod in list(sys.modules.items()):
         if getattr(mod, "__dict__", {}).get("IQA_ADAPTER_PACK") is True:
-            return importlib.import_module(name + ".adapter")
+            return importlib.import_module(f"{name}.{submodule}")
+    return None
+
+
+def _adapter_core():
+    """The pack's adapter/ package: the host-loaded one if present, else imported from the repo by path."""
+    import importlib.util
+
+    loaded = loaded_pack_module("adapter")
+    if loaded is not None:
+        return loaded
     if "iqa_adapter_core" not in sys.modules:
         root = Path(__file__).resolve().parents[2] / "adapter"
         spec = importlib.util.spec_from_file_location("iqa_adapter_core", root / "__init__.py", submodule_search_locations=[str(root)])
