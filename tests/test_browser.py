@@ -1,0 +1,262 @@
+"""The example workflows in the host's own web editor, in a real headless browser (issue 9).
+
+Most users never touch the API: they drop a workflow file on the ComfyUI editor, look at the nodes, change a
+widget and press Queue Prompt. This module does exactly that, in Debian's Chromium driven by Playwright, with
+the editor that the real (PyPI) host serves on its HTTP port (tests/browser_editor.py):
+
+1. one host server for the module (tests/server_host.py): this pack, the test-only fixture pack, tiny random
+   adapters, and empty files under the model names the examples ask for, so that every file widget shows a
+   name the host lists;
+2. every file in example_workflows/ is dropped on the canvas (the app's drop handler -> loadGraphData): no
+   "missing node types" dialog or loading error, every node and link arrives, every widget holds its saved
+   value and every file widget a listed name, every pack node shows the widgets and input slots the README's
+   node reference documents, and the editor's own conversion is the API twin in scripts/prompts/; the graph
+   is screenshotted to out/screenshots/<name>.png (with IQA_WRITE_THUMBNAILS=1 also example_workflows/<name>.jpg);
+3. the same graph with its model loaders swapped for the tiny stand-ins (scripts/workflow_fixtures.py's
+   substitution, written back as a UI graph) is dropped and queued with the Queue Prompt button; the run is
+   followed through the page's websocket events and queue size until it ends, without errors, with every
+   output node's images in the page (screenshot out/screenshots/<name>_run.png);
+4. for every kind of pack node, hovering its title, a widget and an input slot shows the DESCRIPTION and the
+   inputs' tooltips, and its context menu opens the node help page (web/iqa_adapter_help.js, web/docs/).
+
+Without Chromium or Playwright the browser tests skip with the reason (scripts/install_browser.sh installs
+both; scripts/test.sh runs it when CI=true or IQA_BROWSER_TESTS=1). The thumbnail check at the end needs no
+browser: the README's pictures must be this suite's screenshots of the current workflow files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+import browser_editor as be
+import conftest
+import server_host
+
+sys.path.insert(0, str(conftest.REPO / "scripts"))
+import workflow_build  # noqa: E402
+import workflow_docs  # noqa: E402
+import workflow_to_api as w2a  # noqa: E402
+
+NAMES = server_host.example_names()
+REASON = be.browser_unavailable()
+needs_browser = pytest.mark.skipif(REASON is not None, reason=f"browser tests skipped: {REASON}")
+WRITE_THUMBNAILS = os.environ.get("IQA_WRITE_THUMBNAILS") == "1"
+PACK_KINDS = sorted(conftest.pack.NODE_CLASS_MAPPINGS)
+DOCUMENTED = workflow_docs.parse_readme((conftest.REPO / "README.md").read_text())
+OUTPUT_KINDS = ("SaveImage", "PreviewImage")
+# Files the examples name, created empty in the host's folders (the editor lists them; nothing reads them).
+PLACEHOLDERS = {"checkpoints": [workflow_build.CHECKPOINT],
+                "vae_approx": ["taesdxl_encoder.safetensors", "taesdxl_decoder.safetensors"],
+                "iqa_adapter": [workflow_build.QUALITY_ADAPTER, workflow_build.REFERENCE_ADAPTER]}
+IGNORED_CONSOLE = ("favicon.ico",)  # the host ships no icon
+
+
+def _comparable(prompt: dict, info: dict) -> dict:
+    """A prompt without what the host ignores: the _meta titles that the API twins carry (the 2024 editor
+    sends none) and editor-only widget values (the 2024 editor sends LoadImage's upload button as an input)."""
+    out = {}
+    for node_id, node in prompt.items():
+        real = {n for g in ("required", "optional") for n in (info[node["class_type"]]["input"].get(g) or {})}
+        out[node_id] = {"class_type": node["class_type"], "inputs": {k: v for k, v in node["inputs"].items() if k in real}}
+    return out
+
+
+def _words(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    with server_host.running_host(tmp_path_factory.mktemp("browser")) as h:
+        models = h.workspace / "models"
+        for folder, files in PLACEHOLDERS.items():
+            (models / folder).mkdir(parents=True, exist_ok=True)
+            for f in files:
+                (models / folder / f).touch()
+        Image.new("RGB", (64, 64), (120, 140, 160)).save(h.workspace / "input" / "example.png")
+        yield h
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = be.launch(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def editor(browser, host):
+    ed = be.Editor(browser, host.base).open()
+    yield ed
+    ed.close()
+
+
+@pytest.fixture(autouse=True)
+def _page_stays_clean(request):
+    """No JavaScript error, console error or failed request in the page during any browser test."""
+    if "editor" not in request.fixturenames:
+        yield
+        return
+    ed = request.getfixturevalue("editor")
+    ed.page_errors.clear(), ed.console_errors.clear(), ed.failed_requests.clear()
+    yield
+    console = [e for e in ed.console_errors if not any(i in e for i in IGNORED_CONSOLE)]
+    assert (ed.page_errors, console, ed.failed_requests) == ([], [], []), "errors in the page"
+
+
+def _check_loaded(state: dict, workflow: dict) -> None:
+    assert state["missing"] == [], f"missing node types: {state['missing']}"
+    assert state["dialogs"] == [], f"the editor showed a dialog: {state['dialogs']}"
+    assert state["loadErrors"] == []
+    by_id = {n["id"]: n for n in state["nodes"]}
+    assert sorted(by_id) == sorted(n["id"] for n in workflow["nodes"])
+    assert state["links"] == len(workflow["links"])
+    for saved in workflow["nodes"]:
+        shown = by_id[saved["id"]]
+        assert shown["type"] == saved["type"]
+        # every saved value is on a widget, in order: a missing or extra widget would shift or drop values
+        assert shown["widgets_values"] == saved.get("widgets_values", []), f"node #{saved['id']} ({saved['type']})"
+        for w in shown["widgets"]:
+            if w["type"] == "combo" and w["values"] is not None and w["name"] != "control_after_generate":
+                assert w["value"] in w["values"], f"node #{saved['id']} {w['name']}={w['value']!r} is not a listed choice"
+
+
+@needs_browser
+def test_the_editor_opens_with_the_pack(editor, host):
+    types = editor.page.evaluate("() => Object.keys(LiteGraph.registered_node_types)")
+    assert set(PACK_KINDS) <= set(types)
+    extensions = host.get("/extensions")
+    assert any(e.endswith("/iqa_adapter_help.js") for e in extensions), extensions
+    assert editor.page.evaluate("() => app.extensions.some((e) => e.name === 'IQAAdapter.TooltipsAndHelp')")
+    assert editor.page.locator(".iqa-adapter-tooltip").count() == 1
+
+
+@needs_browser
+@pytest.mark.parametrize("name", NAMES)
+def test_example_loads_like_a_drop(editor, host, name):
+    workflow = json.loads((be.EXAMPLES / f"{name}.json").read_text())
+    state = editor.drop_workflow(f"{name}.json", workflow)
+    _check_loaded(state, workflow)
+    for node in state["nodes"]:
+        if node["type"] not in DOCUMENTED:
+            continue
+        definition = host.info[node["type"]]
+        inputs = w2a.editor_inputs(definition)
+        documented = DOCUMENTED[node["type"]]
+        widgets = {w["name"] for w in node["widgets"]} & set(inputs)
+        slots = {i["name"] for i in node["inputs"]}
+        assert widgets == {n for n in documented if w2a.is_widget_input(inputs[n])}, f"{node['type']} widgets"
+        assert slots == {n for n in documented if not w2a.is_widget_input(inputs[n])}, f"{node['type']} slots"
+    twin = json.loads((conftest.REPO / "scripts" / "prompts" / f"{name}.json").read_text())
+    assert _comparable(editor.editor_prompt(), host.info) == _comparable(twin, host.info), "the editor converts the graph differently"
+    shot = editor.screenshot_graph(be.SCREENSHOTS / f"{name}.png")
+    if WRITE_THUMBNAILS:
+        marker = be.thumbnail_marker(name, be.pack_nodes_digest(conftest.pack.NODE_CLASS_MAPPINGS,
+                                                                conftest.pack.NODE_DISPLAY_NAME_MAPPINGS))
+        be.write_thumbnail(shot, be.EXAMPLES / f"{name}.jpg", marker)
+
+
+@needs_browser
+@pytest.mark.parametrize("name", NAMES)
+def test_example_runs_from_the_queue_button(editor, host, name):
+    workflow = json.loads((be.EXAMPLES / f"{name}.json").read_text())
+    ui, tiny = be.tiny_ui_workflow(workflow, host.info, host.adapters)
+    state = editor.drop_workflow(f"{name}.json", ui)
+    _check_loaded(state, ui)
+    assert _comparable(editor.editor_prompt(), host.info) == _comparable(tiny, host.info), "the editor's prompt is not the tiny substitution"
+    started = time.time()
+    run = editor.queue_and_wait(timeout=240)
+    assert run["queued"]["ok"], f"the host refused the prompt: {run['queued']}"
+    assert run["queued"]["res"]["node_errors"] == {}
+    errors = [e["detail"] for e in run["events"] if e["type"] in ("execution_error", "execution_interrupted")]
+    assert errors == [], errors
+    assert run["queue_text"] == "Queue size: 0"
+    state = editor.state()
+    assert not state["lastNodeErrors"] and state["dialogs"] == []
+    entry = host.get(f"/history/{run['prompt_id']}")[run["prompt_id"]]
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    shown = {e["detail"]["node"] for e in run["events"] if e["type"] == "executed" and e["detail"].get("output", {}).get("images")}
+    outputs = {k for k, v in tiny.items() if v["class_type"] in OUTPUT_KINDS}
+    assert outputs and outputs <= shown, f"output nodes without images in the page: {sorted(outputs - shown)}"
+    editor.page.wait_for_function("""(ids) => ids.every((id) => {
+        const n = app.graph.getNodeById(Number(id));
+        return n.imgs?.length && n.imgs.every((im) => im.complete && im.naturalWidth > 0);
+    })""", arg=sorted(outputs), timeout=30_000)
+    editor.screenshot_graph(be.SCREENSHOTS / f"{name}_run.png")
+    print(f"{name}: ran in {time.time() - started:.1f} s from the Queue Prompt button")
+
+
+def _first_example_with(kind: str) -> tuple[str, int]:
+    for name in NAMES:
+        workflow = json.loads((be.EXAMPLES / f"{name}.json").read_text())
+        for node in workflow["nodes"]:
+            if node["type"] == kind:
+                return name, node["id"]
+    raise AssertionError(f"no example workflow shows {kind}")
+
+
+@needs_browser
+def test_tooltips_and_help_for_every_pack_node_kind(editor, host):
+    """Hover a node's title, a widget and an input slot; open its help: DESCRIPTION, tooltips, the help page."""
+    by_example: dict[str, list[tuple[str, int]]] = {}
+    for kind in PACK_KINDS:
+        name, node_id = _first_example_with(kind)
+        by_example.setdefault(name, []).append((kind, node_id))
+    for name, nodes in by_example.items():
+        workflow = json.loads((be.EXAMPLES / f"{name}.json").read_text())
+        _check_loaded(editor.drop_workflow(f"{name}.json", workflow), workflow)
+        for kind, node_id in nodes:
+            info = host.info[kind]
+            inputs = w2a.editor_inputs(info)
+            tips = {n: spec[1]["tooltip"] for n, spec in inputs.items() if len(spec) > 1 and spec[1].get("tooltip")}
+            editor.focus_node(node_id)
+            title = editor.hover_tooltip(node_id, "title")
+            assert (title["nodeType"], title["kind"], title["text"]) == (kind, "title", info["description"])
+            node = next(n for n in editor.state()["nodes"] if n["id"] == node_id)
+            drawn = [w["name"] for w in node["widgets"] if not w["dom"] and w["name"] in tips]
+            html = [w["name"] for w in node["widgets"] if w["dom"] and w["name"] in tips]
+            assert drawn, f"{kind} shows no canvas widget with a tooltip"
+            for i, widget in enumerate(drawn[:1] + html[:1]):  # one drawn on the canvas, one HTML (multiline)
+                shot = be.SCREENSHOTS / f"tooltip_{kind}.png" if i == 0 else None
+                shown = editor.hover_tooltip(node_id, "widget", widget, screenshot=shot)
+                assert (shown["kind"], shown["name"], shown["text"]) == ("widget", widget, tips[widget])
+            slot = next((n for n in DOCUMENTED[kind] if not w2a.is_widget_input(inputs[n])), None)
+            if slot is not None:
+                shown = editor.hover_tooltip(node_id, "input", slot)
+                assert (shown["kind"], shown["name"], shown["text"]) == ("input", slot, tips[slot])
+            page = editor.open_help(node_id, screenshot=be.SCREENSHOTS / f"help_{kind}.png")
+            assert page["type"] == kind
+            text = _words(page["text"])
+            assert info["display_name"] in text and _words(info["description"]) in text, text[:400]
+            for documented in DOCUMENTED[kind]:
+                assert documented in text, f"{kind} help does not list {documented}"
+            assert "<table>" in page["html"]
+            assert editor.state()["dialogs"] == [], "the help dialog did not close"
+
+
+def test_thumbnails_are_editor_screenshots_of_the_current_graphs():
+    """The README's pictures (example_workflows/<name>.jpg) are this suite's screenshots of these very files."""
+    digest = be.pack_nodes_digest(conftest.pack.NODE_CLASS_MAPPINGS, conftest.pack.NODE_DISPLAY_NAME_MAPPINGS)
+    hint = "refresh them: IQA_WRITE_THUMBNAILS=1 scripts/test.sh tests/test_browser.py"
+    stale = []
+    for name in NAMES:
+        thumb = be.EXAMPLES / f"{name}.jpg"
+        assert thumb.is_file(), f"no thumbnail {thumb.name}: {hint}"
+        assert thumb.stat().st_size < be.THUMB_MAX_BYTES, f"{thumb.name} is {thumb.stat().st_size} bytes"
+        with Image.open(thumb) as im:
+            assert im.format == "JPEG" and im.width >= 640
+        if be.thumbnail_comment(thumb) != be.thumbnail_marker(name, digest):
+            stale.append(thumb.name)
+    assert stale == [], f"not a screenshot of the current workflow and nodes: {stale}; {hint}"
+    readme = (conftest.REPO / "README.md").read_text()
+    pictures = set(re.findall(r"!\[[^\]]*\]\((example_workflows/[^)]+\.jpg)\)", readme))
+    assert pictures == {f"example_workflows/{n}.jpg" for n in NAMES}, "the README shows every example's screenshot"
