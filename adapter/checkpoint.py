@@ -65,8 +65,11 @@ def load_state_dict(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     except IQAAdapterError:
         raise
     except Exception as exc:  # corrupt, truncated or not a tensor file at all
+        detail = f"{type(exc).__name__}: {exc}"
+        if "Weights only load failed" in str(exc):  # not torch's advice to retry with weights_only=False: that runs code
+            detail = "it holds pickled Python objects besides tensors, which are never loaded because a pickle can run code"
         raise IQAAdapterError(
-            f"Could not read {path.name} as an IQA-Adapter checkpoint ({type(exc).__name__}: {exc}). "
+            f"Could not read {path.name} as an IQA-Adapter checkpoint ({detail}). "
             "The file is truncated, corrupt or not a checkpoint: download it again."
         ) from exc
     if isinstance(obj, Mapping) and "image_proj" in obj and "ip_adapter" in obj:

@@ -111,7 +111,7 @@ class IQAModel:
     def check_images(self, images: torch.Tensor) -> None:
         """Errors for what the metric cannot score (call after to_rgb_nchw)."""
         if images.shape[0] == 0:
-            raise IQAAdapterError(f"No images to score with '{self.name}': the batch is empty.")
+            raise IQAAdapterError(f"No images to score with '{self.name}': the batch is empty. Connect a node that gives at least one image.")
         h, w = images.shape[-2:]
         if min(h, w) < self.spec.min_side:
             raise IQAAdapterError(
@@ -311,8 +311,11 @@ def _build_error(name: str, source: WeightSource, e: Exception) -> IQAAdapterErr
     if not source.used_files:
         return IQAAdapterError(f"Building IQA metric '{name}' failed: {type(e).__name__}: {e}")
     path, url = source.used_files[-1]
+    detail = f"{type(e).__name__}: {str(e)[:300]}"
+    if "Weights only load failed" in str(e):  # not torch's advice to retry with weights_only=False: that runs code
+        detail = "it holds pickled Python objects besides tensors, which are never loaded because a pickle can run code"
     return IQAAdapterError(
-        f"Could not load IQA metric '{name}' from '{path}' ({type(e).__name__}: {str(e)[:300]}). The file is corrupt, "
+        f"Could not load IQA metric '{name}' from '{path}' ({detail}). The file is corrupt, "
         f"truncated (an interrupted download?) or not this metric's. Replace it with a fresh copy"
         f"{' from ' + url if url else ''}. Files read: {', '.join(p for p, _ in source.used_files)}."
     )

@@ -337,10 +337,18 @@ def weight_gate(source: WeightSource) -> Iterator[WeightSource]:
         if openai_clip is not None:
             add(openai_clip._download, refuse_url)
 
+    def weights_only_load(*args: Any, **kwargs: Any) -> Any:
+        # pyiqa 0.1.16 reads its checkpoints (arch_util.load_pretrained_network), BRISQUE's SVM and cached
+        # prompts with weights_only=False: a pickle in models/iqa would run code. Never during a build.
+        kwargs["weights_only"] = True
+        return real_torch_load(*args, **kwargs)
+
     with _BUILD_LOCK:
         tmp = None
+        real_torch_load = torch.load
         try:
             swaps.swap(table)
+            swaps.set(torch, "load", weights_only_load)
             if source.random:
                 # LIQE caches text features computed from its (here random) CLIP in pyiqa's cache dir:
                 # point it at a throwaway folder so a random build can never poison a real cache.
