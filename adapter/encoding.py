@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from .errors import IQAAdapterError
+
 
 def encoded_dim(num_metrics: int, use_flag: bool, pos_encode_L: int) -> int:
     """Size of the encoded vector, which must equal the checkpoint's input_dim."""
@@ -45,4 +47,6 @@ def negative_quality_vector(encoded: torch.Tensor, strength: float) -> torch.Ten
 
     The official inference code scales the vector it feeds to the projection, i.e. the encoded one.
     """
+    if not math.isfinite(strength):  # the API can send NaN past the widget's min/max; NaN tokens blank the image
+        raise IQAAdapterError(f"negative_strength is {strength}; give a finite number (official 0.5).")
     return -float(strength) * encoded

@@ -24,6 +24,7 @@ HEADER_KEY = "iqa_adapter"
 MAX_JSON_BYTES = 64 * 1024
 MANIFEST = Path(__file__).resolve().parent.parent / "weights" / "known_adapters.json"
 KINDS = ("quality", "reference")
+_EXAMPLE = 'e.g. {"metrics": ["topiq_nr", "laion_aes"], "use_flag": false, "pos_encode_L": 0}'
 _FIELDS = {"kind", "metrics", "use_flag", "pos_encode_L", "normalized", "base_model", "embedding"}
 
 
@@ -48,7 +49,8 @@ class AdapterMetadata:
 def parse_json_text(text: str, where: str) -> dict[str, Any]:
     """Parse a metadata JSON object with a size limit and a clear error."""
     if len(text.encode("utf-8", "replace")) > MAX_JSON_BYTES:
-        raise IQAAdapterError(f"IQA-Adapter metadata in {where} is over {MAX_JSON_BYTES // 1024} KiB; it is not metadata.")
+        raise IQAAdapterError(f"IQA-Adapter metadata in {where} is over {MAX_JSON_BYTES // 1024} KiB; it is not metadata. "
+                              f"Give a small JSON object instead (sidecar JSON or the node's metadata_override), {_EXAMPLE}.")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -111,7 +113,8 @@ def _sidecar_metadata(path: Path) -> dict[str, Any] | None:
     if not side.is_file():
         return None
     if side.stat().st_size > MAX_JSON_BYTES:
-        raise IQAAdapterError(f"Sidecar {side.name} is over {MAX_JSON_BYTES // 1024} KiB; it is not IQA-Adapter metadata.")
+        raise IQAAdapterError(f"Sidecar {side.name} is over {MAX_JSON_BYTES // 1024} KiB; it is not IQA-Adapter metadata. "
+                              f"Replace it with a small JSON object, {_EXAMPLE}, or remove it.")
     return parse_json_text(side.read_text(encoding="utf-8", errors="replace"), f"sidecar {side.name}")
 
 

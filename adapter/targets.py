@@ -113,6 +113,11 @@ def items_from_scores(scores: Mapping[str, Sequence[float]], metrics: Sequence[s
     `scores` is an IQA_SCORES value from IQA Score, {metric: [raw score per image]}; chain one IQA Score per
     metric of the adapter. A metric with one score applies it to every item.
     """
+    if not isinstance(scores, Mapping) or not all(isinstance(v, Sequence) and not isinstance(v, str) for v in scores.values()):
+        raise IQAAdapterError(
+            f"reference_scores must be IQA scores ({{metric: [score per image]}}), got a {type(scores).__name__}. "
+            "Connect the iqa_scores output of an IQA Score node."
+        )
     missing = [m for m in metrics if m not in scores]
     if missing:
         raise IQAAdapterError(

@@ -111,8 +111,8 @@ class IQAGradientGuidance:
               iqa_model_3: Optional[Any] = None, weight_3: float = 1.0):
         check_schedule(scale, start_percent, end_percent)
         for name, x in (("target_z", target_z), ("clip", clip), ("weight_2", weight_2), ("weight_3", weight_3)):
-            if not math.isfinite(x):
-                raise IQAAdapterError(f"{name} is {x}; give a finite number.")
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):  # optional ones may arrive unvalidated
+                raise IQAAdapterError(f"{name} is {x!r}; give a finite number.")
         if scale < 0 or clip < 0 or weight_2 < 0 or weight_3 < 0:
             raise IQAAdapterError("scale, clip and the weights must be >= 0 (use direction 'target z-score' with a low target to degrade).")
         if int(every_n_steps) < 1 or int(max_decode_size) < 0:

@@ -52,6 +52,10 @@ class IQAScore:
     def score(self, image, iqa_model: IQAModel, batch_size: int = 4, previous_scores: dict | None = None):
         if not isinstance(iqa_model, IQAModel):
             raise IQAAdapterError(f"iqa_model is a {type(iqa_model).__name__}; connect Load IQA Model.")
+        if isinstance(batch_size, float) and batch_size.is_integer():
+            batch_size = int(batch_size)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:  # optional: may arrive unvalidated
+            raise IQAAdapterError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
         n = int(image.shape[0]) if getattr(image, "ndim", 0) == 4 else 1
         bar = host.progress_bar(max(n, 1))
         raw = iqa_model.score(to_rgb_nchw(image, channels_last=True), batch_size=batch_size, progress=bar.update)

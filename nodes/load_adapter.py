@@ -1,7 +1,7 @@
 """Load IQA-Adapter: a checkpoint from models/iqa_adapter, with its metadata, as IQA_ADAPTER."""
 from __future__ import annotations
 
-from ..adapter import IQAAdapter
+from ..adapter import IQAAdapter, IQAAdapterError
 from ..adapter.metadata import parse_json_text
 from . import host
 
@@ -36,6 +36,9 @@ class LoadIQAAdapter:
         }
 
     def load(self, adapter_name: str, metadata_override: str = ""):
+        if not isinstance(metadata_override, str):  # optional inputs may reach here unvalidated (API, older hosts)
+            raise IQAAdapterError(f"metadata_override must be JSON text, got {type(metadata_override).__name__} "
+                                  f"{str(metadata_override)[:80]!r}. Leave it empty to use the file's own metadata.")
         path = host.model_file_path(host.ADAPTER_FOLDER, adapter_name)
         override = parse_json_text(metadata_override, "the node's metadata_override") if metadata_override.strip() else None
         return (IQAAdapter.load(path, override),)
