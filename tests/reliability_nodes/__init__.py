@@ -1,0 +1,171 @@
+"""Test-only node pack for the reliability tests: the odd inputs a real graph can hand this pack's nodes.
+
+The host's own nodes cannot make some of them (an empty or greyscale IMAGE, NaN pixels, a model with a
+16-channel latent, an IQA_SCORES value), so these nodes do, through the same prompt queue as everything
+else. Never shipped to users: the reliability tests put this folder into a test host's custom_nodes/.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+IMAGE_KINDS = ("rgb", "rgba", "grey", "grey_alpha", "grey_rgb", "empty", "nan", "inf", "over_range", "clamped")
+
+
+def rgb_pattern(width: int, height: int, seed: int, batch: int = 1) -> torch.Tensor:
+    """A deterministic [B, H, W, 3] picture in [0, 1]: a colour ramp, discs and stripes."""
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    out = []
+    for _ in range(batch):
+        img = torch.stack([0.2 + 0.6 * x, 0.3 + 0.4 * y, 0.7 - 0.4 * x * y], -1)
+        for _ in range(4):
+            cx, cy, r = torch.rand(3, generator=g).tolist()
+            disc = ((x - cx) ** 2 + (y - cy) ** 2 < (0.05 + 0.2 * r) ** 2).unsqueeze(-1)
+            img = torch.where(disc, torch.rand(3, generator=g), img)
+        img = img + 0.06 * torch.sin(2 * math.pi * 9 * (x + 0.3 * y)).unsqueeze(-1)
+        out.append(img.clamp(0, 1))
+    return torch.stack(out)
+
+
+def odd_image(kind: str, width: int, height: int, seed: int, batch: int) -> torch.Tensor:
+    rgb = rgb_pattern(width, height, seed, batch)
+    grey = rgb.mean(-1, keepdim=True)
+    alpha = torch.linspace(0, 1, width).expand(batch, height, width).unsqueeze(-1)
+    if kind == "rgb":
+        return rgb
+    if kind == "rgba":
+        return torch.cat([rgb, alpha], -1)
+    if kind == "grey":
+        return grey
+    if kind == "grey_alpha":
+        return torch.cat([grey, alpha], -1)
+    if kind == "grey_rgb":  # what greyscale should be scored as
+        return grey.expand(-1, -1, -1, 3).contiguous()
+    if kind == "clamped":  # what over_range should be scored as
+        return (rgb * 3.0 - 1.0).clamp(0, 1)
+    if kind == "empty":
+        return rgb[:0]
+    if kind == "nan":
+        rgb = rgb.clone()
+        rgb[:, height // 2, width // 2, 0] = float("nan")
+        return rgb
+    if kind == "inf":
+        rgb = rgb.clone()
+        rgb[:, 0, 0, :] = float("inf")
+        return rgb
+    if kind == "over_range":
+        return rgb * 3.0 - 1.0
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+class OddImage:
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "make"
+    DESCRIPTION = "An IMAGE of an odd kind (RGBA, greyscale, empty, NaN pixels, ...) for reliability tests."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"kind": (list(IMAGE_KINDS),),
+                             "width": ("INT", {"default": 64, "min": 1, "max": 1024}),
+                             "height": ("INT", {"default": 64, "min": 1, "max": 1024}),
+                             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "batch": ("INT", {"default": 1, "min": 1, "max": 16})}}
+
+    def make(self, kind, width, height, seed, batch):
+        return (odd_image(kind, width, height, seed, batch),)
+
+
+def _tiny_models():
+    """The fixture pack's tiny_models module (the copy the host loaded, else imported by path)."""
+    for name, mod in list(sys.modules.items()):
+        if name.endswith("tiny_models") and hasattr(mod, "write_adapter"):
+            return mod
+    path = Path(__file__).resolve().parent.parent / "fixture_nodes" / "tiny_models.py"
+    spec = importlib.util.spec_from_file_location("iqa_reliability_tiny_models", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_model_16ch(seed: int = 0):
+    """A tiny SD1.5-layout UNet whose latents have 16 channels (SD3's latent format): no 4-channel VAE fits it."""
+    import comfy.latent_formats
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models_base as smb
+
+    tiny = _tiny_models()
+
+    class Config16(smb.BASE):
+        unet_config = {}
+        unet_extra_config = {}
+        latent_format = comfy.latent_formats.SD3
+        sampling_settings = {}
+
+    cfg = dict(tiny.unet_config("sd15"), in_channels=16, out_channels=16)
+    with torch.inference_mode(False):
+        model = comfy.model_base.BaseModel(Config16(cfg), device=torch.device("cpu"))
+        tiny.fill_(model.diffusion_model, seed)
+    model.eval()
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+class TinyModel16:
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "build"
+    DESCRIPTION = "A tiny random SD1.5-layout UNet with a 16-channel latent (decoder-mismatch tests)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    def build(self, seed):
+        return (tiny_model_16ch(seed),)
+
+
+class Scores:
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ("IQA_SCORES",)
+    FUNCTION = "make"
+    DESCRIPTION = "An IQA_SCORES value from JSON {metric: [raw score per image]} (reference_scores tests)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"scores": ("STRING", {"default": "{}", "multiline": True})}}
+
+    def make(self, scores):
+        return ({str(k): [float(v) for v in vals] for k, vals in json.loads(scores).items()},)
+
+
+class Probe:
+    """Fails unless the MODEL it gets carries no attention patch and no sampler hook: what a plain model is."""
+
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "check"
+    DESCRIPTION = "Passes a MODEL through after checking that it carries no patch (leak tests)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "nonce": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    def check(self, model, nonce):  # nonce: a new value makes the host run the check again
+        opts = model.model_options
+        replace = opts.get("transformer_options", {}).get("patches_replace", {})
+        hooks = [k for k in ("sampler_post_cfg_function", "sampler_pre_cfg_function", "sampler_cfg_function") if opts.get(k)]
+        if any(replace.values()) or hooks:
+            raise RuntimeError(f"patched model leaked: attn replace {sorted(replace)} hooks {hooks}")
+        return (model,)
+
+
+NODE_CLASS_MAPPINGS = {"IQARelOddImage": OddImage, "IQARelTinyModel16": TinyModel16, "IQARelScores": Scores,
+                       "IQARelPlainModelProbe": Probe}
