@@ -56,6 +56,9 @@ class IQAScore:
             batch_size = int(batch_size)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:  # optional: may arrive unvalidated
             raise IQAAdapterError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
+        if previous_scores is not None and not isinstance(previous_scores, dict):  # optional: may arrive unvalidated
+            raise IQAAdapterError(f"previous_scores must be the iqa_scores of another IQA Score node, got a {type(previous_scores).__name__}. "
+                                  "Connect an IQA Score's iqa_scores output, or nothing.")
         n = int(image.shape[0]) if getattr(image, "ndim", 0) == 4 else 1
         bar = host.progress_bar(max(n, 1))
         raw = iqa_model.score(to_rgb_nchw(image, channels_last=True), batch_size=batch_size, progress=bar.update)

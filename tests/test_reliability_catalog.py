@@ -295,6 +295,8 @@ CASES = [
          ("VAE", "not an IQA model"), r"connect Load IQA Model"),
     Case("reference_scores_from_an_image", lambda: set_in(dict(base(), im=image("rgb")), "qc", reference_scores=["im", 0]), "failed",
          "IQAQualityCondition", ("reference_scores", "Tensor"), r"connect the iqa_scores output"),
+    Case("score_previous_scores_from_an_image", lambda: set_in(scoring("rgb"), "score_0", previous_scores=["img_0", 0]), "failed", "IQAScore",
+         ("previous_scores", "Tensor"), r"connect an IQA Score's iqa_scores output"),
     Case("iqa_device_unknown", lambda: set_in(scoring("rgb"), "iqa", device="gpu"), "failed", "IQALoadModel", ("device", "gpu"), r"one of \('auto', 'cpu'\)"),
     # Images: empty, tiny, NaN; RGBA, greyscale and out-of-range pixels are accepted as documented.
     Case("score_empty_batch", score_case("empty"), "failed", "IQAScore", ("empty",), r"connect|give"),
