@@ -25,6 +25,12 @@ os.environ["COMFYUI_CWD"] = str(_workspace)
 os.environ.setdefault("TORCH_HOME", str(_workspace / "torch_home"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Host subprocesses (HTTP server tests, the main job) get the network audit hook of tests/netguard: any
+# non-loopback connection or lookup they attempt is refused and logged; the session fails if one is logged.
+NETGUARD_LOG = _workspace / "netguard"
+NETGUARD_LOG.mkdir()
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "netguard")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+os.environ["IQA_NETGUARD_DIR"] = str(NETGUARD_LOG)
 
 _real_connect = socket.socket.connect
 
@@ -47,6 +53,13 @@ from comfy.nodes.package import import_all_nodes_in_workspace  # noqa: E402
 HOST_NODES = import_all_nodes_in_workspace()
 pack = sys.modules[PACK_NAME]
 fixtures = sys.modules[FIXTURES_NAME]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network_attempts_by_host_processes():
+    yield
+    attempts = [line for f in sorted(NETGUARD_LOG.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert not attempts, f"host processes tried to reach the network: {attempts[:3]}"
 
 
 @pytest.fixture(scope="session")
