@@ -36,7 +36,7 @@ class ReferenceQualityTransfer:
         spec = iqa_adapter.embedding_spec
         if spec is None:
             raise IQAAdapterError(f"{iqa_adapter.name} is a score-based adapter; use it with Quality Condition, not Reference Quality Transfer.")
-        embedding = embed_reference(iqa_model.with_device(host.compute_device()), reference, spec)
+        embedding = embed_reference(iqa_model, reference, spec)  # on the device Load IQA Model chose
         s_start, s_end = sigma_window(model, start_percent, end_percent)
         tokens = condition_from_vectors(iqa_adapter, embedding, scale, s_start, s_end,
                                         label=f"Reference Quality Transfer ({iqa_adapter.name})", rows_name="references")
