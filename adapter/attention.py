@@ -6,12 +6,18 @@ q is shared; the host applies the layer's own to_out afterwards. One DecoupledCr
 on each attn2 key and holds a tuple of contributions, so stacked adapters (two Quality Conditions, a
 Reference Quality Transfer) share it. A replace patch that was already on the key - another pack's - is
 kept as `inner` and computes the base term, so it still runs.
+
+The quality term attends over 2-4 keys. It runs through torch's scaled_dot_product_attention on K/V cached
+already split into heads, and is added to the base output in one kernel (torch.add with alpha, or addcmul
+with the per-item sigma mask). On a GPU a sampling step of SDXL is close to bound by kernel launches, so
+the number of kernels per layer, not arithmetic, is the cost (bench/gpu.py measures it).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
+import torch.nn.functional as F
 
 from .errors import IQAAdapterError
 from .model import LayerKV
@@ -34,6 +40,7 @@ class QualityTokens:
         self.cond, self.uncond, self.scale = cond, uncond, float(scale)
         self.sigma_start, self.sigma_end, self.label, self.rows_name = sigma_start, sigma_end, label, rows_name
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._weight: Optional[tuple] = None  # (sigmas tensor, dtype, device, weight) of the last call
 
     def __deepcopy__(self, memo: dict) -> "QualityTokens":
         return self
@@ -53,16 +60,22 @@ class QualityTokens:
             f"Use a batch of {k.shape[0]} latents (e.g. Empty Latent Image batch_size={k.shape[0]}) or a single one."
         )
 
-    def kv(self, layer: int, cond_or_uncond: tuple[int, ...], batch: int, device: torch.device, dtype: torch.dtype):
-        """K_ip, V_ip for a host batch made of len(cond_or_uncond) equal chunks."""
-        key = (layer, cond_or_uncond, batch, device, dtype)
+    def kv(self, layer: int, cond_or_uncond: tuple[int, ...], batch: int, device: torch.device, dtype: torch.dtype,
+           heads: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """K_ip, V_ip for a host batch made of len(cond_or_uncond) equal chunks: [B, T, C], or with heads > 0
+        split into [B, heads, T, C/heads] as scaled_dot_product_attention takes them."""
+        key = (layer, cond_or_uncond, batch, device, dtype, heads)
         hit = self._cache.get(key)
         if hit is None:
-            per_chunk = batch // len(cond_or_uncond)
-            parts = [self._rows(self.uncond if c == 1 else self.cond, layer, per_chunk) for c in cond_or_uncond]
-            k = torch.cat([p[0] for p in parts]).to(device=device, dtype=dtype)
-            v = torch.cat([p[1] for p in parts]).to(device=device, dtype=dtype)
-            hit = self._cache[key] = (k, v)
+            if heads:
+                k, v = self.kv(layer, cond_or_uncond, batch, device, dtype)
+                hit = tuple(t.view(batch, t.shape[1], heads, -1).transpose(1, 2) for t in (k, v))
+            else:
+                per_chunk = batch // len(cond_or_uncond)
+                parts = [self._rows(self.uncond if c == 1 else self.cond, layer, per_chunk) for c in cond_or_uncond]
+                hit = (torch.cat([p[0] for p in parts]).to(device=device, dtype=dtype),
+                       torch.cat([p[1] for p in parts]).to(device=device, dtype=dtype))
+            self._cache[key] = hit
         return hit
 
     def sigma_mask(self, extra_options: dict, dtype: torch.dtype) -> Optional[torch.Tensor]:
@@ -78,6 +91,19 @@ class QualityTokens:
         if self.sigma_end is not None:
             active &= sigmas >= self.sigma_end
         return active.to(dtype)[:, None, None]
+
+    def weight(self, extra_options: dict, dtype: torch.dtype, device: torch.device) -> Union[float, torch.Tensor]:
+        """scale, or scale * sigma mask as [B,1,1,1] when windowed. The mask is made once per model call:
+        every layer of one call sees the same sigmas tensor, so it is reused while that object is current."""
+        if not self.windowed or extra_options.get("sigmas") is None:
+            return self.scale
+        sigmas = extra_options["sigmas"]
+        last = self._weight
+        if last is not None and last[0] is sigmas and last[1] == dtype and last[2] == device:
+            return last[3]
+        w = (self.sigma_mask(extra_options, dtype) * self.scale).to(device)[..., None]
+        self._weight = (sigmas, dtype, device, w)
+        return w
 
 
 class DecoupledCrossAttention:
@@ -95,20 +121,20 @@ class DecoupledCrossAttention:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         heads = extra_options["n_heads"]
-        precision = extra_options.get("attn_precision")
         if self.inner is not None:
             out = self.inner(q, k, v, extra_options)
         else:
-            out = self.attention(q, k, v, heads, attn_precision=precision)
+            out = self.attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
+        b, n, c = q.shape
+        qh = q.view(b, n, heads, c // heads).transpose(1, 2)  # a view: [B, heads, N, d]
+        acc = out.view(b, n, heads, c // heads)
         layout = tuple(extra_options.get("cond_or_uncond") or (0,))
         for tokens, layer in self.contributions:
-            k_ip, v_ip = tokens.kv(layer, layout, q.shape[0], q.device, q.dtype)
-            term = self.attention(q, k_ip, v_ip, heads, attn_precision=precision)
-            mask = tokens.sigma_mask(extra_options, term.dtype)
-            if mask is not None:
-                term = term * mask.to(term.device)
-            out = out + tokens.scale * term
-        return out
+            k_ip, v_ip = tokens.kv(layer, layout, b, q.device, q.dtype, heads)
+            term = F.scaled_dot_product_attention(qh, k_ip, v_ip).transpose(1, 2)  # [B, N, heads, d]
+            w = tokens.weight(extra_options, term.dtype, term.device)
+            acc = torch.add(acc, term, alpha=w) if isinstance(w, float) else torch.addcmul(acc, term, w)
+        return acc.reshape(b, n, c)
 
     def to(self, *args, **kwargs) -> "DecoupledCrossAttention":
         """The host moves patches with .to(device) / .to(dtype); K/V are cast lazily per device and dtype."""

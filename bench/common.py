@@ -35,8 +35,8 @@ def start_host():
     return sys.modules[PACK_NAME]
 
 
-def real_size_model(kind: str):
-    """A host ModelPatcher around a real-size UNet (random weights, float32, CPU)."""
+def real_size_model(kind: str, device: str = "cpu", dtype: str = "float32"):
+    """A host ModelPatcher around a real-size UNet (random weights; float32 on the CPU unless told)."""
     import torch
     import comfy.latent_formats
     import comfy.model_base
@@ -50,28 +50,30 @@ def real_size_model(kind: str):
         sampling_settings = {}
 
     cfg = dict(image_size=32, in_channels=4, out_channels=4, use_spatial_transformer=True, legacy=False, use_checkpoint=False,
-               use_temporal_attention=False, use_temporal_resblock=False, dtype=torch.float32, **CONFIGS[kind])
+               use_temporal_attention=False, use_temporal_resblock=False, dtype=getattr(torch, dtype), **CONFIGS[kind])
+    dev = torch.device(device)
     with torch.inference_mode(False):
-        model = comfy.model_base.BaseModel(Config(cfg), device=torch.device("cpu"))
-        g = torch.Generator().manual_seed(0)
+        model = comfy.model_base.BaseModel(Config(cfg), device=dev)
+        g = torch.Generator(device=dev).manual_seed(0)
         with torch.no_grad():
             for p in model.parameters():
                 bound = 1.0 / max(1, p[0].numel()) ** 0.5 if p.ndim > 1 else 0.02
                 p.uniform_(-bound, bound, generator=g)
-    return comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
+    return comfy.model_patcher.ModelPatcher(model, dev, dev)
 
 
 def unet_step(model, kind: str, latent: int, batch: int = 2) -> Callable[[], None]:
-    """One UNet forward with the cfg batch (uncond, cond), as the sampler calls it."""
+    """One UNet forward with the cfg batch (uncond, cond), as the sampler calls it, on the model's device/dtype."""
     import torch
 
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, 4, latent, latent, generator=g)
-    ctx = torch.randn(batch, 77, CONFIGS[kind]["context_dim"], generator=g)
-    y = torch.randn(batch, 2816, generator=g) if kind == "sdxl" else None
-    t = torch.full((batch,), 500.0)
     dm = model.get_model_object("diffusion_model")
-    to = dict(model.model_options["transformer_options"], cond_or_uncond=[1, 0], sigmas=torch.full((batch,), 5.0))
+    p = next(dm.parameters())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 4, latent, latent, generator=g).to(p.device, p.dtype)
+    ctx = torch.randn(batch, 77, CONFIGS[kind]["context_dim"], generator=g).to(p.device, p.dtype)
+    y = torch.randn(batch, 2816, generator=g).to(p.device, p.dtype) if kind == "sdxl" else None
+    t = torch.full((batch,), 500.0, device=p.device)
+    to = dict(model.model_options["transformer_options"], cond_or_uncond=[1, 0], sigmas=torch.full((batch,), 5.0, device=p.device))
 
     def step():
         with torch.inference_mode():

@@ -40,8 +40,10 @@ def write_random_adapter(path: Path, sites, cross_dim: int, input_dim: int = 3, 
 class PerCallProjection:
     """Baseline attn2 patch: projects the quality tokens through to_k_ip/to_v_ip at every call."""
 
-    def __init__(self, tokens_cond, tokens_uncond, wk, wv, attention):
-        self.tc, self.tu, self.wk, self.wv, self.attention = tokens_cond, tokens_uncond, wk, wv, attention
+    def __init__(self, tokens_cond, tokens_uncond, wk, wv, attention, device="cpu", dtype=None):
+        # weights already on the compute device and in its dtype: only the per-call projection is measured
+        tc, tu, wk, wv = (t.to(device, dtype) for t in (tokens_cond, tokens_uncond, wk, wv))
+        self.tc, self.tu, self.wk, self.wv, self.attention = tc, tu, wk, wv, attention
 
     def __call__(self, q, k, v, extra):
         import torch
@@ -51,6 +53,23 @@ class PerCallProjection:
         toks = torch.cat([(self.tu if c == 1 else self.tc).expand(per, -1, -1) for c in extra["cond_or_uncond"]]).to(q.dtype)
         out = self.attention(q, k, v, heads)
         return out + self.attention(q, toks @ self.wk.to(q.dtype).T, toks @ self.wv.to(q.dtype).T, heads)
+
+
+class HostAttentionTerm:
+    """Baseline attn2 patch: the pack's cached K/V, but the quality term through the host's attention
+    function, then scaled and added as separate ops (the pack's hot path before it was tuned on a GPU)."""
+
+    def __init__(self, contributions, attention):
+        self.contributions, self.attention = contributions, attention
+
+    def __call__(self, q, k, v, extra):
+        heads = extra["n_heads"]
+        out = self.attention(q, k, v, heads)
+        layout = tuple(extra.get("cond_or_uncond") or (0,))
+        for tokens, layer in self.contributions:
+            k_ip, v_ip = tokens.kv(layer, layout, q.shape[0], q.device, q.dtype)
+            out = out + tokens.scale * self.attention(q, k_ip, v_ip, heads)
+        return out
 
 
 def rss() -> int:

@@ -1,13 +1,20 @@
 """Differentiable copies of host decoders and IQA networks, made outside torch.inference_mode.
 
 The prompt runs under torch.inference_mode, so weights loaded by loader nodes are inference tensors and
-cannot be saved for backward. materialize() deep-copies a module under inference_mode(False): the copy's
-tensors (parameters, buffers and plain tensor attributes alike) are ordinary tensors. The copy never gets
-parameter gradients (requires_grad False), and the original is not touched.
+cannot be saved for backward. materialize() copies a module under inference_mode(False): every parameter and
+buffer is converted straight to the target device, dtype and memory format (one copy, no intermediate one on
+the source device), and the module structure is deep-copied around them. The copy never gets parameter
+gradients (requires_grad False), and the original is not touched.
+
+Reduced-precision copies (bfloat16/float16) also use channels_last, the layout that the fast low-precision
+convolution kernels want. float32 copies keep the default layout: on this project's CPU, channels_last made
+the fp32 gradient 1.12-1.22x faster (bench/guidance_precision.py) but moved it 7e-4 (relative) away from a
+float64 reference, against 1.3e-6 in the default layout, and fp32 is the exact mode.
 """
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 from typing import Any, Iterable, Optional
 
 import torch
@@ -17,29 +24,48 @@ from .gradient_guidance import DecoderSource, ImageFn, ScoreTerm
 # Submodules a decode never runs; left out of the copy (the KL VAE's encoder is 34M parameters).
 _ENCODER_NAMES = ("encoder", "taesd_encoder", "quant_conv")
 
+# "auto": decoder in the VAE's own dtype (the host picks it per device: float32 on CPU, bf16/fp16 on most
+# GPUs), metric in float32. "float32": both in float32. "bfloat16": decoder copy in bfloat16, metric under
+# autocast to bfloat16 (about 3x faster on CPUs with AMX; the gradient direction moves by a few percent).
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def _converted(t: torch.Tensor, device: Optional[torch.device], dtype: Optional[torch.dtype], channels_last: bool) -> torch.Tensor:
+    """A normal (non-inference) copy of t on device/dtype (dtype only for floating tensors), 4-D in channels_last."""
+    fmt = torch.channels_last if channels_last and t.dim() == 4 else torch.preserve_format
+    return t.detach().to(device=device, dtype=dtype if t.is_floating_point() else None, copy=True, memory_format=fmt)
+
 
 def materialize(module: torch.nn.Module, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
-                drop: Iterable[str] = ()) -> torch.nn.Module:
+                drop: Iterable[str] = (), channels_last: bool = False) -> torch.nn.Module:
     """A copy of `module` usable by autograd under the host's inference mode; `drop` names children that
     the copy does without (they become None in it, so they are neither copied nor shared)."""
     memo: dict[int, Any] = {}
+    skipped: set[int] = set()
     for name in drop:
         child = getattr(module, name, None)
         if isinstance(child, torch.nn.Module):
             memo[id(child)] = None  # deepcopy returns the memo entry: the copy's child is None
+            skipped.update(id(t) for t in list(child.parameters()) + list(child.buffers()))
     with torch.inference_mode(False):
-        out = copy.deepcopy(module, memo)
-        if device is not None or dtype is not None:
-            out = out.to(device=device, dtype=dtype)
-        for p in out.parameters():
-            p.requires_grad_(False)
+        for p in module.parameters():
+            if id(p) not in skipped and id(p) not in memo:
+                memo[id(p)] = torch.nn.Parameter(_converted(p, device, dtype, channels_last), requires_grad=False)
+        for b in module.buffers():
+            if id(b) not in skipped and id(b) not in memo:
+                memo[id(b)] = _converted(b, device, dtype, channels_last)
+        out = copy.deepcopy(module, memo)  # structure and plain attributes; tensors come from the memo
         bad = [n for n, t in list(out.named_parameters()) + list(out.named_buffers()) if t.is_inference()]
     if bad:
         raise RuntimeError(f"Could not re-materialize {type(module).__name__} outside inference mode: {bad[:3]}")
     return out.eval()
 
 
-def vae_decoder(vae: Any, latent_format: Any) -> DecoderSource:
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def vae_decoder(vae: Any, latent_format: Any, precision: str = "auto") -> DecoderSource:
     """The graph's VAE (KL or TAESD, both load as the host's VAE class) as a differentiable decoder.
 
     The host's VAE.decode runs without grad and clamps; this calls first_stage_model.decode directly on
@@ -48,13 +74,16 @@ def vae_decoder(vae: Any, latent_format: Any) -> DecoderSource:
     user will see, and the clamp passes gradients for every pixel inside the range.
     """
     fsm = vae.first_stage_model
-    dtype = getattr(vae, "vae_dtype", None) or next(fsm.parameters()).dtype
+    own = getattr(vae, "vae_dtype", None) or next(fsm.parameters()).dtype
+    dtype = {"auto": own, "float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
+    cl = dtype in (torch.bfloat16, torch.float16)
 
     def build(device: torch.device) -> ImageFn:
-        net = materialize(fsm, device=device, dtype=dtype, drop=_ENCODER_NAMES)
+        net = materialize(fsm, device=device, dtype=dtype, drop=_ENCODER_NAMES, channels_last=cl)
 
         def decode(x0: torch.Tensor) -> torch.Tensor:
-            y = net.decode(latent_format.process_out(x0).to(dtype)).float()
+            z = latent_format.process_out(x0).to(dtype)
+            y = net.decode(_channels_last(z) if cl else z).float()
             return ((y + 1.0) / 2.0).clamp(0.0, 1.0)
         return decode
 
@@ -63,22 +92,25 @@ def vae_decoder(vae: Any, latent_format: Any) -> DecoderSource:
 
 
 def pyiqa_term(metric: Any, weight: float = 1.0, stats: Optional[tuple[float, float]] = None,
-               name: Optional[str] = None) -> ScoreTerm:
+               name: Optional[str] = None, precision: str = "auto") -> ScoreTerm:
     """A pyiqa InferenceModel (as built by pyiqa.create_metric) as a differentiable score term.
 
     Calls the metric's network directly, as pyiqa's as_loss mode does (its forward otherwise runs under
-    no_grad and asserts the input range), and returns its raw score per image.
+    no_grad and asserts the input range), and returns its raw score per image. Weights stay float32;
+    precision "bfloat16" runs the forward under autocast.
     """
     net = metric.net
+    low = precision == "bfloat16"
 
     def build(device: torch.device) -> ImageFn:
-        copy_ = materialize(net, device=device)
+        copy_ = materialize(net, device=device, channels_last=low)
 
         def score(images: torch.Tensor) -> torch.Tensor:
-            out = copy_(images)
+            with torch.autocast(device.type, dtype=torch.bfloat16) if low else nullcontext():
+                out = copy_(_channels_last(images) if low else images)
             if isinstance(out, (tuple, list)):
                 out = out[0]
-            return out.reshape(images.shape[0], -1).mean(1)
+            return out.float().reshape(images.shape[0], -1).mean(1)
         return score
 
     return ScoreTerm(name or metric.metric_name, build, bool(metric.lower_better), float(weight), stats)
