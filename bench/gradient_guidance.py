@@ -129,6 +129,8 @@ class Clock:
     def parts(self) -> dict[str, tuple[float, float]]:
         """Each part as (wall, cpu) seconds; "rest of hook" is the hook total less the named parts."""
         def span(a: str, b: str) -> tuple[float, float]:
+            if a not in self.marks or b not in self.marks:  # copies are made at a run's first guided step only
+                return (0.0, 0.0)
             return (self.marks[b][0] - self.marks[a][0], self.marks[b][1] - self.marks[a][1])
 
         def add(*spans):

@@ -10,7 +10,10 @@ One guided model evaluation:
   g = g / rms(g) per item, then clamp(g, -clip, clip)
   denoised' = denoised + scale * w(sigma) * g
 The whole thing runs under inference_mode(False) + enable_grad on networks re-materialized outside
-inference mode (the prompt runs under torch.inference_mode), and the copies are dropped after the step.
+inference mode (the prompt runs under torch.inference_mode). The copies are made at the first guided step
+of a run and kept for its later steps: on a GPU, copying topiq_nr took longer than decoding and scoring
+(bench/gpu.py). They are dropped when the run ends (the model's last sigma), when the sigma window is
+left, when a new run starts, and on any error.
 """
 from __future__ import annotations
 
@@ -68,6 +71,7 @@ class GuidanceConfig:
     normalization: str = "rms"
     clip: float = 0.0  # elementwise clip of the normalized gradient; 0 = off
     sigma_weighting: str = "constant"
+    final_sigma: float = 0.0  # the model's smallest sigma: a guided step at or below it ends the run, copies are dropped
 
 
 def objective(raw_scores: Sequence[torch.Tensor], terms: Sequence[ScoreTerm], direction: str, target_z: float) -> torch.Tensor:
@@ -144,13 +148,16 @@ class RunState:
     guided: int = 0
     skipped_nonfinite: int = 0
     history: list = field(default_factory=list)  # (sigma, per-item objective) of guided calls, for logs/tests
+    copies: dict = field(default_factory=dict)  # device -> (decoder fn, scorer fns), kept for the run
+    copies_made: int = 0
 
     def observe(self, sigma: float) -> bool:
         """Record a call; True if it starts a new run (state reset)."""
         new_run = self.last_sigma is None or sigma > self.last_sigma * (1 + 1e-6) + 1e-12
         if new_run:
-            self.calls_in_window, self.guided, self.skipped_nonfinite = 0, 0, 0
+            self.calls_in_window, self.guided, self.skipped_nonfinite, self.copies_made = 0, 0, 0, 0
             self.history = []
+            self.copies.clear()
         self.last_sigma = sigma
         return new_run
 
@@ -181,6 +188,8 @@ class GradientGuidance:
         if st.observe(sigma):
             log.debug("IQA gradient guidance: new run at sigma %.4g", sigma)
         if self.cfg.scale == 0.0 or not self.in_window(sigma):
+            if sigma < self.cfg.sigma_end:
+                st.copies.clear()  # past the window: no more guided steps in this run
             return denoised
         index = st.calls_in_window
         st.calls_in_window += 1
@@ -188,16 +197,22 @@ class GradientGuidance:
             return denoised
         return self._guide(denoised, sigma)
 
+    def _copies(self, device: torch.device) -> tuple[ImageFn, list[ImageFn]]:
+        """The differentiable decoder and scorers for this run on `device`, made at its first guided step."""
+        st = self.state
+        built = st.copies.get(device)
+        if built is None:
+            built = st.copies[device] = (self.decoder.build(device), [t.build(device) for t in self.terms])
+            st.copies_made += 1
+        return built
+
     def _guide(self, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
         st, cfg = self.state, self.cfg
-        device = denoised.device
-        holder: dict[str, Any] = {}
+        done = True
         try:
             with torch.inference_mode(False), torch.enable_grad():
-                holder["decoder"] = self.decoder.build(device)
-                holder["scorers"] = [t.build(device) for t in self.terms]
-                grad, per_item, raws = guidance_gradient(denoised, holder["decoder"], holder["scorers"], self.terms,
-                                                         cfg, self.decoder.upscale_ratio)
+                decoder, scorers = self._copies(denoised.device)
+                grad, per_item, raws = guidance_gradient(denoised, decoder, scorers, self.terms, cfg, self.decoder.upscale_ratio)
                 g = normalize_gradient(grad, cfg.normalization, cfg.clip)
             ok = torch.isfinite(g).flatten(1).all(1) & torch.isfinite(per_item)
             if not bool(ok.all()):
@@ -209,6 +224,8 @@ class GradientGuidance:
             st.guided += 1
             st.history.append((sigma, per_item.cpu(), [r.cpu() for r in raws]))
             log.debug("IQA gradient guidance: step %d at sigma %.4g, objective %s", st.guided, sigma, per_item.tolist())
+            done = sigma <= cfg.final_sigma * (1 + 1e-4)  # the run's last step
             return denoised + (step * g).to(denoised.dtype)
         finally:
-            holder.clear()  # drop the re-materialized decoder and metric copies now
+            if done:  # the run ended, or this step failed: drop the copies now
+                st.copies.clear()

@@ -46,6 +46,15 @@ def score_term(iqa_model: Any, weight: float, direction: str, precision: str = "
     return pyiqa_term(metric, weight, stats, name, precision)
 
 
+def final_sigma(model: Any) -> float:
+    """The model's smallest sigma, where full schedules take their last step (0 if unknown)."""
+    sigma_min = getattr(model.get_model_object("model_sampling"), "sigma_min", None)
+    try:
+        return float(sigma_min) if sigma_min is not None else 0.0
+    except (TypeError, ValueError, RuntimeError):
+        return 0.0
+
+
 class IQAGradientGuidance:
     DESCRIPTION = (
         "Steers sampling with the gradient of an IQA score (the paper's gradient-guidance baseline). At every "
@@ -142,7 +151,7 @@ class IQAGradientGuidance:
         cfg = GuidanceConfig(scale=float(scale), sigma_start=float("inf") if s_start is None else s_start,
                              sigma_end=0.0 if s_end is None else s_end, every_n_steps=int(every_n_steps), direction=direction,
                              target_z=float(target_z), max_decode_size=int(max_decode_size), normalization=normalization,
-                             clip=float(clip), sigma_weighting=sigma_weighting)
+                             clip=float(clip), sigma_weighting=sigma_weighting, final_sigma=final_sigma(model))
         patched = model.clone()
         if scale > 0:
             patched.set_model_sampler_post_cfg_function(GradientGuidance(cfg, decoder, terms))

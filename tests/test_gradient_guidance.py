@@ -5,6 +5,8 @@ IQA_MODEL objects shaped like pyiqa metrics (a sharpness score, a NaN score, or 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 from pathlib import Path
@@ -185,6 +187,24 @@ def test_hook_runs_only_inside_the_window_and_every_n(taesd):
     # a second run on the same patched model starts counting again (sigma went up)
     _sample(patched, steps=6, size=64)
     assert len(hook.state.history) == len(expected)
+
+
+def test_copies_are_made_once_per_run_and_dropped_at_its_end(taesd):
+    """The differentiable copies live for one sampling run: made at its first guided step, reused, and gone
+    after the last step (the model's smallest sigma) or when the window is left early."""
+    model, vae = tiny.tiny_model("sd15"), _load_vae(taesd)
+    for end, steps in ((1.0, 5), (0.5, 6)):
+        patched = GG().apply(model, make_metric("sharpness"), vae, 0.3, 0.0, end, 1, "maximize", 0.0, 64)[0]
+        hook = patched.model_options["sampler_post_cfg_function"][0]
+        builds = []
+        real = hook.decoder.build
+        hook.decoder = dataclasses.replace(hook.decoder, build=lambda d: builds.append(d) or real(d))
+        seen = []
+        for run in range(2):
+            _sample(patched, steps=steps, size=64)
+            seen.append((len(builds), hook.state.guided, dict(hook.state.copies)))
+        assert [b for b, _, _ in seen] == [1, 2], seen  # one build per run, however many guided steps
+        assert all(guided >= 2 for _, guided, _ in seen) and all(copies == {} for _, _, copies in seen)
 
 
 def test_cfg_one_and_batch_items_get_their_own_gradient(taesd):
