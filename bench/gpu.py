@@ -92,6 +92,26 @@ def interleaved(variants: dict[str, Callable[[], None]], rounds: int, timer: Tim
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def ops_and_launch(fn: Callable[[], None]) -> tuple[int, float]:
+    """(GPU operations one call enqueues, host seconds to enqueue them): when the host needs about as long to
+    enqueue a step as the GPU needs to run it, the step is bound by launches, and every extra op counts."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    launch = []
+    for _ in range(5):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        launch.append(time.perf_counter() - t0)
+        torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    ops = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    return ops, statistics.median(launch)
+
+
 def section_qc(pack, args, timer: Timer) -> None:
     """Quality Condition step / plain step, two stacked, per-call projection; device memory with 4 clones."""
     import torch
@@ -138,6 +158,12 @@ def section_qc(pack, args, timer: Timer) -> None:
             row = [kind, f"{latent * 8}px ({latent}x{latent})", f"{p * 1000:.1f} ms", f"{med['plain (again)'] / p:.4f}",
                    f"{med['quality'] / p:.4f}", f"{med['windowed'] / p:.4f}", f"{med['stacked'] / p:.4f}", f"{med['host path'] / p:.4f}",
                    f"{med['per_call'] / p:.4f}"]
+            if dev.type == "cuda":
+                try:
+                    (ops_p, launch_p), (ops_q, _) = (ops_and_launch(common.unet_step(m, kind, latent)) for m in (model, patched))
+                    row += [f"{ops_p} -> {ops_q} (+{ops_q - ops_p}, {len(sites)} attn2 layers)", f"{launch_p / p:.2f}"]
+                except Exception as e:  # the profiler is a diagnosis; its failure must not lose the timings
+                    row += [f"n/a ({type(e).__name__}: {e})", ""]
             rows.append(row)
             RESULTS.setdefault("qc", []).append(dict(kind=kind, latent=latent, ms={k: v * 1000 for k, v in med.items()}))
             print("qc", row, flush=True)
@@ -147,14 +173,14 @@ def section_qc(pack, args, timer: Timer) -> None:
             torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()
             clones = [QC().apply(model.clone(), adapter, t, "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)[0] for t in ("25", "50", "75", "90")]
-            for c in clones:
-                common.unet_step(c, kind, latents[0])()
+            for clone in clones:
+                common.unet_step(clone, kind, latents[0])()
             torch.cuda.synchronize()
             grown = torch.cuda.memory_allocated() - base
             mem_rows.append([kind, f"{size / 2**20:.0f} MiB", f"{model_bytes / 2**30:.2f} GiB", f"{load_patch_s:.2f} s",
                              f"{grown / 2**20:.2f} MiB", f"{(model_bytes + grown) / model_bytes:.5f}", f"{1 + size / model_bytes + 0.02:.4f}"])
             print("mem", mem_rows[-1], flush=True)
-            del clones
+            del clones, clone  # the loop variable would keep the last clone (and its UNet) alive
         del model, patched, stacked, windowed, naive, adapter, host_path
         gc.collect()
         if dev.type == "cuda":
@@ -162,7 +188,9 @@ def section_qc(pack, args, timer: Timer) -> None:
     common.print_table(f"Quality Condition, step time ratio to the plain model ({args.device}, {args.dtype}, cfg batch 2, "
                        f"median of {args.rounds} interleaved rounds)",
                        ["UNet", "image", "plain step", "plain (again)", "Quality Condition", "with sigma window", "two stacked",
-                        "cached K/V, host attention + scale + add", "per-call projection"], rows)
+                        "cached K/V, host attention + scale + add", "per-call projection"]
+                       + (["GPU ops per step, plain -> Quality Condition", "host enqueue time / GPU time, plain"]
+                          if dev.type == "cuda" else []), rows)
     if mem_rows:
         common.print_table("Device memory: 4 conditioned clones after one step each, vs the plain model's weights",
                            ["UNet", "adapter file", "UNet weights", "load + patch", "device memory added", "ratio", "bound"], mem_rows)

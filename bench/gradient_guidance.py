@@ -16,11 +16,13 @@ printed with the results. Every ratio is against the unguided call measured in t
 wall-clock time and in this process's CPU time.
 
 Where the time goes is read from the same guided calls: the node's decoder and metric sources are wrapped
-so that their copies, the decode and the metric forward are timed, and gradient hooks on the decoded
+so that their copies (made once per run: every timed call repeats the same sigma, so they all belong to the
+run that the warm-up call started, and the copy time is read from that call), the decode and the metric
+forward are timed, and gradient hooks on the decoded
 image and on the decoder's input time the two halves of the backward. The wrappers add only clock reads.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/gradient_guidance.py [--rounds 3] [--latent 64]
-        [--configs taesd:256 taesd:512 vae:384 vae:512] [--cheap-configs taesd:512] [--quiet-wait 15] [--mem-wait 180]
+        [--configs taesd:256 taesd:512 vae:384 vae:512 vae:512:bfloat16] [--cheap-configs taesd:512] [--quiet-wait 15] [--mem-wait 180]
 """
 from __future__ import annotations
 
@@ -273,11 +275,11 @@ def instrument(patched, clock: Clock) -> None:
     hooks[-1] = timed
 
 
-def guided_model(pack, model, metric, vae, cap: int):
-    """The node's output model: IQA Gradient Guidance with its defaults except the decode cap."""
+def guided_model(pack, model, metric, vae, cap: int, precision: str = "auto"):
+    """The node's output model: IQA Gradient Guidance with its defaults except the decode cap and precision."""
     node = pack.nodes.gradient_guidance.IQAGradientGuidance()
     return node.apply(model=model, iqa_model=metric, vae=vae, scale=SCALE, start_percent=0.0, end_percent=1.0,
-                      every_n_steps=1, direction="maximize", target_z=2.0, max_decode_size=cap)[0]
+                      every_n_steps=1, direction="maximize", target_z=2.0, max_decode_size=cap, precision=precision)[0]
 
 
 class PeakRSS:
@@ -308,23 +310,24 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
-def parse_config(text: str) -> tuple[str, int]:
-    decoder, cap = text.split(":")
+def parse_config(text: str) -> tuple[str, int, str]:
+    """decoder:cap[:precision] -> (decoder, cap, precision)."""
+    decoder, cap, precision = (text.split(":") + ["auto"])[:3]
     if decoder not in DECODER_NAMES:
-        raise SystemExit(f"unknown decoder {decoder!r} in {text!r}; use taesd:CAP or vae:CAP")
-    return decoder, int(cap)
+        raise SystemExit(f"unknown decoder {decoder!r} in {text!r}; use taesd:CAP[:PRECISION] or vae:CAP[:PRECISION]")
+    return decoder, int(cap), precision
 
 
-def label(decoder: str, cap: int, metric: str) -> str:
-    return f"{DECODER_NAMES[decoder]} @{cap}, {metric}"
+def label(decoder: str, cap: int, metric: str, precision: str = "auto") -> str:
+    return f"{DECODER_NAMES[decoder]} @{cap}, {metric}" + ("" if precision == "auto" else f", {precision}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latent", type=int, default=64)
-    ap.add_argument("--configs", nargs="+", default=["taesd:256", "taesd:512", "vae:384", "vae:512"],
-                    help=f"decoder:cap pairs guided with {METRIC}")
+    ap.add_argument("--configs", nargs="+", default=["taesd:256", "taesd:512", "vae:384", "vae:512", "vae:512:bfloat16"],
+                    help=f"decoder:cap[:precision] guided with {METRIC}")
     ap.add_argument("--cheap-configs", nargs="*", default=["taesd:512"],
                     help=f"decoder:cap pairs also guided with {CHEAP_METRIC}")
     ap.add_argument("--quiet-wait", type=float, default=15.0,
@@ -349,9 +352,9 @@ def main() -> None:
     variants: dict[str, Callable[[], None]] = {"unguided": sampler_call(model, args.latent)}
     needs = {"unguided": 2.0 * 2**30}  # bytes available before a call; replaced by the warm-up's measured peak
     records: dict[str, list[dict[str, float]]] = {}
-    for (decoder, cap), metric in runs:
-        name = label(decoder, cap, metric)
-        patched = guided_model(pack, model, metrics[metric], vaes[decoder], cap)
+    for (decoder, cap, precision), metric in runs:
+        name = label(decoder, cap, metric, precision)
+        patched = guided_model(pack, model, metrics[metric], vaes[decoder], cap, precision)
         clock = Clock()
         instrument(patched, clock)
         call = sampler_call(patched, args.latent)
@@ -373,16 +376,19 @@ def main() -> None:
     # medians per part over the timed rounds (record 0 is the warm-up), so parts need not add up exactly
     parts = {k: {p: tuple(statistics.median(r[p][i] for r in rec[1:]) for i in (0, 1)) for p in Clock.PARTS}
              for k, rec in records.items()}
+    for k, rec in records.items():  # the copies are made once per run: at the warm-up call, the run's first guided step
+        parts[k]["copies"] = rec[0]["copies"]
 
     threads = torch.get_num_threads()
     where = f"CPU, {threads} threads, SD1.5 UNet, {args.latent}x{args.latent} latent, cfg batch 2"
     how = f"medians of {args.rounds} interleaved rounds"
-    cols = [label(d, c, METRIC) for (d, c), m in runs if m == METRIC]
+    cols = [label(d, c, METRIC, pr) for (d, c, pr), m in runs if m == METRIC]
 
     def cell(w: float, c: float) -> str:
         return f"{w:.2f} s ({w / pw:.2f}x; CPU {c / pc:.2f}x)"
     rows = [["plain step (unguided call)"] + [cell(pw, pc) for _ in cols]]
-    rows += [[p] + [cell(*parts[c][p]) for c in cols] for p in Clock.PARTS]
+    rows += [[p if p != "copies" else "copies of decoder + metric (once per run)"] + [cell(*parts[c][p]) for c in cols]
+             for p in Clock.PARTS]
     rows.append(["guided step"] + [cell(wall[c], cpu[c]) for c in cols])
     common.print_table(f"Where the time goes in one guided step: wall seconds (ratio to the plain step; CPU: the same "
                        f"ratio in process CPU time) ({where}; {how})", ["part"] + cols, rows)
@@ -390,8 +396,8 @@ def main() -> None:
     def verdict(ratio: float, goal: float) -> str:
         return "met" if ratio <= goal else f"missed by {ratio / goal:.2f}x"
     rows = []
-    for (decoder, cap), metric in runs:
-        name = label(decoder, cap, metric)
+    for (decoder, cap, precision), metric in runs:
+        name = label(decoder, cap, metric, precision)
         goal = GOALS.get((decoder, cap)) if metric == METRIC else None
         rows.append([name, f"{wall[name]:.2f} s", f"{wall[name] / pw:.2f}", f"{cpu[name] / pc:.2f}", per_round[name],
                      "" if goal is None else f"<= {goal}: wall {verdict(wall[name] / pw, goal)}, CPU {verdict(cpu[name] / pc, goal)}"])

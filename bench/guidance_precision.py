@@ -1,7 +1,7 @@
 """Benchmark helper: what the guidance gradient would cost with channels_last and bf16 copies (CPU).
 
-A measurement for a proposed change, not a feature: the pack's differentiable copies run in the VAE's dtype
-(float32 on a CPU host) and in the default memory format. This times the pack's own guidance_gradient (copy
+The measurement behind IQA Gradient Guidance's `precision` option and the memory format of its copies
+(`auto`: the VAE's dtype, float32 on a CPU host, default memory format). This times the pack's own guidance_gradient (copy
 decoder and metric, decode, score, gradient w.r.t. x0) with three builds of the same networks:
   - shipped:   the pack's vae_decoder and pyiqa term as they are;
   - fp32 CL:   the same copies in channels_last memory format;

@@ -227,6 +227,29 @@ def test_cfg_one_and_batch_items_get_their_own_gradient(taesd):
     assert not torch.allclose(g_all[0], g_all[1])
 
 
+def test_precision_modes(taesd):
+    """auto is the host's VAE dtype (float32 on a CPU host): the exact gradient. bfloat16 gives another,
+    close gradient, and a bfloat16 run still raises the score."""
+    vae, lf = _load_vae(taesd), tiny.tiny_model().get_model_object("latent_format")
+    metric, cpu = make_metric("sharpness"), torch.device("cpu")
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    cfg = gg_core.GuidanceConfig(max_decode_size=64)
+    grads = {}
+    for precision in ("auto", "float32", "bfloat16"):
+        decoder = pack.guidance.differentiable_copies.vae_decoder(vae, lf, precision)
+        term = pack.nodes.gradient_guidance.score_term(metric, 1.0, "maximize", precision)
+        with torch.inference_mode():
+            with torch.inference_mode(False), torch.enable_grad():
+                grads[precision] = gg_core.guidance_gradient(x, decoder.build(cpu), [term.build(cpu)], [term], cfg, 8)[0]
+    assert torch.equal(grads["auto"], grads["float32"])
+    cos = torch.nn.functional.cosine_similarity(grads["bfloat16"].flatten(1), grads["float32"].flatten(1))
+    assert (cos > 0.9).all() and not torch.equal(grads["bfloat16"], grads["float32"]), cos
+    plain = execute(guided_graph(taesd, batch=2))
+    low = execute(guided_graph(taesd, batch=2, guidance={"scale": 0.5, "precision": "bfloat16"}))
+    assert low.ok, low.error_message
+    assert (sharpness_of(low.output("image")) > sharpness_of(plain.output("image"))).all()
+
+
 def test_composes_with_quality_condition(taesd, adapters):
     qc_only = execute(guided_graph(taesd, adapter=adapters["sd15"]))
     both = execute(guided_graph(taesd, adapter=adapters["sd15"], guidance={"scale": 0.5}))
@@ -279,6 +302,7 @@ def test_no_grad_state_left_behind(taesd):
     ({"metric": "piqe"}, "not differentiable"),
     ({"guidance": {"start_percent": 0.8, "end_percent": 0.2}}, "start <= end"),
     ({"guidance": {"direction": "target z-score"}}, "normalization statistics of 'sharpness'"),
+    ({"guidance": {"precision": "float8"}}, "precision must be one of"),
 ])
 def test_bad_input_is_an_execution_error(taesd, change, match):
     guidance = {"scale": 0.5, **change.get("guidance", {})}
