@@ -238,25 +238,13 @@ def section_guide(pack, args, timer: Timer) -> None:
     vaes = ggb.random_vaes()
     metric = ggb.random_metric(ggb.METRIC)
     metric.net.to(args.device)  # Load IQA Model puts the metric on the compute device
-    GG = pack.nodes.gradient_guidance.IQAGradientGuidance
     variants = {"unguided": sampler_call(model, kind, latent)}
     records = {}
     for text in args.guide_configs:
-        decoder, cap, precision = (text.split(":") + ["auto"])[:3]
+        decoder, cap, precision = ggb.parse_config(text)
         name = f"{ggb.DECODER_NAMES[decoder]} @{cap or 'full'}, {precision}"
-        patched = GG().apply(model=model, iqa_model=metric, vae=vaes[decoder], scale=ggb.SCALE, start_percent=0.0,
-                             end_percent=1.0, every_n_steps=1, direction="maximize", target_z=2.0, max_decode_size=int(cap),
-                             precision=precision)[0]
-        clock = SyncClock()
-        ggb.instrument(patched, clock)
-        call = sampler_call(patched, kind, latent)
-        records[name] = []
-
-        def run(call=call, clock=clock, rec=records[name]):
-            clock.marks.clear()
-            call()
-            rec.append(clock.parts())
-        variants[name] = run
+        patched = ggb.guided_model(pack, model, metric, vaes[decoder], cap, precision)
+        variants[name], records[name] = ggb.clocked(patched, SyncClock(), lambda p: sampler_call(p, kind, latent))
     peaks = {}
     if args.device != "cpu":
         for name, fn in variants.items():  # peak device memory of one call each

@@ -275,6 +275,18 @@ def instrument(patched, clock: Clock) -> None:
     hooks[-1] = timed
 
 
+def clocked(patched, clock: Clock, make_call: Callable) -> tuple[Callable[[], None], list]:
+    """(a call of the instrumented model, the list that each call appends its part times to)."""
+    instrument(patched, clock)
+    call, records = make_call(patched), []
+
+    def run() -> None:
+        clock.marks.clear()
+        call()
+        records.append(clock.parts())
+    return run, records
+
+
 def guided_model(pack, model, metric, vae, cap: int, precision: str = "auto"):
     """The node's output model: IQA Gradient Guidance with its defaults except the decode cap and precision."""
     node = pack.nodes.gradient_guidance.IQAGradientGuidance()
@@ -355,16 +367,7 @@ def main() -> None:
     for (decoder, cap, precision), metric in runs:
         name = label(decoder, cap, metric, precision)
         patched = guided_model(pack, model, metrics[metric], vaes[decoder], cap, precision)
-        clock = Clock()
-        instrument(patched, clock)
-        call = sampler_call(patched, args.latent)
-        records[name] = []
-
-        def run(call=call, clock=clock, rec=records[name]):
-            clock.marks.clear()
-            call()
-            rec.append(clock.parts())
-        variants[name] = run
+        variants[name], records[name] = clocked(patched, Clock(), lambda p: sampler_call(p, args.latent))
         # a first guess for the warm-up: the full VAE's backward at 512 px took ~7.5 GiB here, TAESD's < 1 GiB
         needs[name] = (1.0 + (7.5 if decoder == "vae" else 1.0) * (cap / 512) ** 2) * 2**30
 
