@@ -78,30 +78,22 @@ class QualityTokens:
             self._cache[key] = hit
         return hit
 
-    def sigma_mask(self, extra_options: dict, dtype: torch.dtype) -> Optional[torch.Tensor]:
-        """[B,1,1] 1/0 mask of items whose sigma lies in [sigma_end, sigma_start]; None when unwindowed."""
-        if not self.windowed:
-            return None
+    def weight(self, extra_options: dict, dtype: torch.dtype, device: torch.device) -> Union[float, torch.Tensor]:
+        """scale, or when windowed scale * (1 if the item's sigma lies in [sigma_end, sigma_start] else 0)
+        as [B,1,1,1]. Made once per model call: every layer of one call sees the same sigmas tensor, so the
+        result is reused while that object is current."""
         sigmas = extra_options.get("sigmas")
-        if sigmas is None:
-            return None
+        if not self.windowed or sigmas is None:
+            return self.scale
+        last = self._weight
+        if last is not None and last[0] is sigmas and last[1] == dtype and last[2] == device:
+            return last[3]
         active = torch.ones_like(sigmas, dtype=torch.bool)
         if self.sigma_start is not None:
             active &= sigmas <= self.sigma_start
         if self.sigma_end is not None:
             active &= sigmas >= self.sigma_end
-        return active.to(dtype)[:, None, None]
-
-    def weight(self, extra_options: dict, dtype: torch.dtype, device: torch.device) -> Union[float, torch.Tensor]:
-        """scale, or scale * sigma mask as [B,1,1,1] when windowed. The mask is made once per model call:
-        every layer of one call sees the same sigmas tensor, so it is reused while that object is current."""
-        if not self.windowed or extra_options.get("sigmas") is None:
-            return self.scale
-        sigmas = extra_options["sigmas"]
-        last = self._weight
-        if last is not None and last[0] is sigmas and last[1] == dtype and last[2] == device:
-            return last[3]
-        w = (self.sigma_mask(extra_options, dtype) * self.scale).to(device)[..., None]
+        w = (active.to(dtype) * self.scale).to(device).view(-1, 1, 1, 1)
         self._weight = (sigmas, dtype, device, w)
         return w
 

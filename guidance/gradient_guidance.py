@@ -149,13 +149,12 @@ class RunState:
     skipped_nonfinite: int = 0
     history: list = field(default_factory=list)  # (sigma, per-item objective) of guided calls, for logs/tests
     copies: dict = field(default_factory=dict)  # device -> (decoder fn, scorer fns), kept for the run
-    copies_made: int = 0
 
     def observe(self, sigma: float) -> bool:
         """Record a call; True if it starts a new run (state reset)."""
         new_run = self.last_sigma is None or sigma > self.last_sigma * (1 + 1e-6) + 1e-12
         if new_run:
-            self.calls_in_window, self.guided, self.skipped_nonfinite, self.copies_made = 0, 0, 0, 0
+            self.calls_in_window, self.guided, self.skipped_nonfinite = 0, 0, 0
             self.history = []
             self.copies.clear()
         self.last_sigma = sigma
@@ -203,7 +202,6 @@ class GradientGuidance:
         built = st.copies.get(device)
         if built is None:
             built = st.copies[device] = (self.decoder.build(device), [t.build(device) for t in self.terms])
-            st.copies_made += 1
         return built
 
     def _guide(self, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
