@@ -1,13 +1,13 @@
-"""Benchmark helper: what the guidance gradient would cost with channels_last and bf16 copies (CPU).
+"""Benchmark: the guidance gradient in float32, float32 channels_last and bfloat16 (CPU).
 
-The measurement behind IQA Gradient Guidance's `precision` option and the memory format of its copies
-(`auto`: the VAE's dtype, float32 on a CPU host, default memory format). This times the pack's own guidance_gradient (copy
-decoder and metric, decode, score, gradient w.r.t. x0) with three builds of the same networks:
-  - shipped:   the pack's vae_decoder and pyiqa term as they are;
-  - fp32 CL:   the same copies in channels_last memory format;
-  - bf16 CL:   decoder copy in bfloat16 and metric under CPU autocast to bfloat16, both channels_last.
-and reports each time as a ratio to "shipped", measured in the same run with the variants interleaved, and
-the cosine between the variant's gradient and the shipped one (guidance uses only the normalized direction).
+The measurement behind IQA Gradient Guidance's `precision` option and the memory format of its copies. It
+times the pack's own guidance_gradient (copy decoder and metric, decode, score, gradient w.r.t. x0) with
+three builds of the same networks:
+  - float32:    the pack's `precision` float32 (what `auto` is on a CPU host);
+  - float32 CL: the same copies in channels_last memory format (not adopted; built here by hand);
+  - bfloat16:   the pack's `precision` bfloat16 (decoder in bf16, metric under autocast, channels_last).
+and reports each time as a ratio to float32, measured in the same run with the variants interleaved, and
+the cosine between the variant's gradient and the float32 one (guidance uses only the normalized direction).
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/guidance_precision.py [--rounds 3] [--configs taesd:512 vae:512]
 """
@@ -23,42 +23,26 @@ import common
 import gradient_guidance as gg_bench
 
 
-def decoder_variant(dc, vae, latent_format, dtype, channels_last: bool):
-    """The pack's vae_decoder with the copy made in `dtype` and, optionally, channels_last."""
+def channels_last_float32(dc, src, term, vae, metric, latent_format):
+    """The pack's float32 decoder and metric term, with copies and inputs in channels_last."""
     import torch
 
-    src = dc.vae_decoder(vae, latent_format)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    def to_cl(x):
+        return x.contiguous(memory_format=torch.channels_last)
 
-    def build(device):
-        net = dc.materialize(vae.first_stage_model, device=device, dtype=dtype, drop=dc._ENCODER_NAMES)
-        net = net.to(memory_format=fmt)
+    def build_decoder(device):
+        net = dc.materialize(vae.first_stage_model, device=device, drop=dc._ENCODER_NAMES, channels_last=True)
+        return lambda x0: ((net.decode(to_cl(latent_format.process_out(x0))).float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
-        def decode(x0):
-            z = latent_format.process_out(x0).to(dtype).contiguous(memory_format=fmt)
-            y = net.decode(z).float()
-            return ((y + 1.0) / 2.0).clamp(0.0, 1.0)
-        return decode
-    return dataclasses.replace(src, build=build)
-
-
-def term_variant(dc, term, metric, dtype, channels_last: bool):
-    """The pack's pyiqa term with the copy in channels_last and the forward under CPU autocast to `dtype`."""
-    import torch
-
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-
-    def build(device):
-        net = dc.materialize(metric.net, device=device).to(memory_format=fmt)
+    def build_term(device):
+        net = dc.materialize(metric.net, device=device, channels_last=True)
 
         def score(images):
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                out = net(images.contiguous(memory_format=fmt))
-            if isinstance(out, (tuple, list)):
-                out = out[0]
+            out = net(to_cl(images))
+            out = out[0] if isinstance(out, (tuple, list)) else out
             return out.float().reshape(images.shape[0], -1).mean(1)
         return score
-    return dataclasses.replace(term, build=build)
+    return dataclasses.replace(src, build=build_decoder), dataclasses.replace(term, build=build_term)
 
 
 def main() -> None:
@@ -84,21 +68,20 @@ def main() -> None:
     metrics = {m: gg_bench.random_metric(m) for m in args.metrics}
     cpu = torch.device("cpu")
     x0 = torch.randn(1, 4, args.latent, args.latent, generator=torch.Generator().manual_seed(3))
-    flavours = {"shipped": None, "fp32 CL": (torch.float32, True), "bf16 CL": (torch.bfloat16, True)}
+    flavours = ("float32", "float32 CL", "bfloat16")
 
     rows = []
     for text in args.configs:
-        decoder, cap = gg_bench.parse_config(text)
+        decoder, cap, _ = gg_bench.parse_config(text)
         for mname in args.metrics:
-            base_term = score_term(metrics[mname], 1.0, "maximize")
             cfg = core.GuidanceConfig(max_decode_size=cap)
             grads, variants = {}, {}
-            for flavour, spec in flavours.items():
-                if spec is None:
-                    src, term = dc.vae_decoder(vaes[decoder], latent_format), base_term
-                else:
-                    src = decoder_variant(dc, vaes[decoder], latent_format, *spec)
-                    term = term_variant(dc, base_term, metrics[mname], *spec)
+            for flavour in flavours:
+                precision = "bfloat16" if flavour == "bfloat16" else "float32"
+                src = dc.vae_decoder(vaes[decoder], latent_format, precision)
+                term = score_term(metrics[mname], 1.0, "maximize", precision)
+                if flavour == "float32 CL":
+                    src, term = channels_last_float32(dc, src, term, vaes[decoder], metrics[mname], latent_format)
 
                 def run(src=src, term=term, flavour=flavour):
                     with torch.inference_mode():  # as inside a prompt; the hook leaves it the same way
@@ -107,17 +90,17 @@ def main() -> None:
                                                                     src.upscale_ratio)[0]
                 variants[flavour] = run
             med = common.interleaved_medians(variants, args.rounds)
-            ref = grads["shipped"].flatten()
-            row = [gg_bench.label(decoder, cap, mname), f"{med['shipped']:.2f} s"]
-            for flavour in list(flavours)[1:]:
+            ref = grads["float32"].flatten()
+            row = [gg_bench.label(decoder, cap, mname), f"{med['float32']:.2f} s"]
+            for flavour in flavours[1:]:
                 cos = float(torch.nn.functional.cosine_similarity(grads[flavour].flatten(), ref, dim=0))
-                row.append(f"{med[flavour]:.2f} s (speed-up {med['shipped'] / med[flavour]:.2f}x, cos {cos:.4f})")
+                row.append(f"{med[flavour]:.2f} s (speed-up {med['float32'] / med[flavour]:.2f}x, cos {cos:.4f})")
             rows.append(row)
     amx = torch.cpu._is_amx_tile_supported() if hasattr(torch.cpu, "_is_amx_tile_supported") else "unknown"
-    common.print_table(f"Guidance gradient (copies + decode + IQA + backward), shipped vs proposed builds (CPU "
+    common.print_table(f"Guidance gradient (copies + decode + IQA + backward), float32, channels_last and bfloat16 (CPU "
                        f"{torch.backends.cpu.get_cpu_capability()}, AMX tiles: {amx}, {torch.get_num_threads()} threads, "
                        f"{args.latent}x{args.latent} latent, median of {args.rounds} interleaved rounds)",
-                       ["decoder @ cap, metric", "shipped (fp32)"] + list(flavours)[1:], rows)
+                       ["decoder @ cap, metric", "float32"] + list(flavours[1:]), rows)
     print(f"\nwhole run: {time.perf_counter() - wall0:.0f} s; 1-min load average {load0:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs (other processes share them)")
 

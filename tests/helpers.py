@@ -6,11 +6,18 @@ projection and layer table (BRIEF §2), applied by replacing each attn2 module's
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import conftest
+
+# NIQE parameters (BRIEF §5): scripts/prepare_test_data.sh converts them into .venv/test-data (never committed);
+# IQA_TEST_NIQE_MAT overrides.
+NIQE_FILE = "niqe_modelparameters.mat"
+NIQE_MAT = Path(os.environ.get("IQA_TEST_NIQE_MAT", conftest.REPO / ".venv" / "test-data" / NIQE_FILE))
 
 tiny = conftest.fixtures.tiny_models
 pack = conftest.pack

@@ -6,23 +6,18 @@ IQA_MODEL objects shaped like pyiqa metrics (a sharpness score, a NaN score, or 
 from __future__ import annotations
 
 import dataclasses
-
 import logging
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
 import conftest
-from helpers import pack, tiny
+from helpers import NIQE_MAT, pack, tiny
 from host_run import execute, sampling_graph
 
 gg_core = pack.guidance.gradient_guidance
 GG = pack.nodes.gradient_guidance.IQAGradientGuidance
 META = {"metrics": ["topiq_nr", "laion_aes"], "use_flag": True, "pos_encode_L": 0}
-# NIQE parameters (BRIEF §5), converted by scripts/prepare_test_data.sh; IQA_TEST_NIQE_MAT overrides.
-NIQE_MAT = Path(os.environ.get("IQA_TEST_NIQE_MAT", conftest.REPO / "tests" / "data" / "niqe_modelparameters.mat"))
 
 
 class Sharpness(torch.nn.Module):

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 import conftest
+from helpers import NIQE_FILE, NIQE_MAT
 
 pack = conftest.pack
 iqa = pack.guidance.iqa_models
@@ -39,8 +40,6 @@ REFERENCE = {
     "piqe": (100.0, 21.6242, 35.8646, 41.147, 76.9485),
     "entropy": (6.9511, 6.9661, 7.5309, 7.5565, 5.7629),
 }
-NIQE_FILE = "niqe_modelparameters.mat"
-NIQE_MAT = Path(os.environ.get("IQA_TEST_NIQE_MAT", conftest.REPO / ".venv" / "test-data" / NIQE_FILE))
 TABLE = json.loads((conftest.REPO / "weights" / "cc3m_norm_stats.json").read_text())["metrics"]
 LOCAL = ("127.0.0.1", "::1", "localhost", "", None)
 
