@@ -10,11 +10,11 @@ from .errors import IQAAdapterError
 from .metadata import AdapterMetadata, resolve_metadata
 from .model import IQAAdapter
 from .norm_table import NormTable, default_norm_table
-from .patching import attach_quality_tokens, check_model, sigma_window
+from .patching import attach_quality_tokens, final_sigma, sigma_window
 from .targets import TARGET_MODES, build_targets, items_from_scores, parse_targets
 
 __all__ = [
     "AdapterMetadata", "AdapterSpec", "DecoupledCrossAttention", "IQAAdapter", "IQAAdapterError", "NormTable",
-    "QualityTokens", "TARGET_MODES", "attach_quality_tokens", "check_model", "condition_from_vectors", "build_targets", "default_norm_table", "infer_spec", "items_from_scores",
+    "QualityTokens", "TARGET_MODES", "attach_quality_tokens", "final_sigma", "condition_from_vectors", "build_targets", "default_norm_table", "infer_spec", "items_from_scores",
     "load_state_dict", "parse_targets", "quality_tokens", "resolve_metadata", "sigma_window",
 ]

@@ -15,7 +15,7 @@ from typing import Mapping
 
 import torch
 
-from .errors import IQAAdapterError
+from .errors import IQAAdapterError, load_error_detail
 
 # Families by their number of cross-attention layers; the tests reproduce both layouts at tiny width.
 FAMILIES_BY_LAYER_COUNT = {70: "sdxl", 16: "sd15"}
@@ -65,9 +65,7 @@ def load_state_dict(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     except IQAAdapterError:
         raise
     except Exception as exc:  # corrupt, truncated or not a tensor file at all
-        detail = f"{type(exc).__name__}: {exc}"
-        if "Weights only load failed" in str(exc):  # not torch's advice to retry with weights_only=False: that runs code
-            detail = "it holds pickled Python objects besides tensors, which are never loaded because a pickle can run code"
+        detail = load_error_detail(exc)
         raise IQAAdapterError(
             f"Could not read {path.name} as an IQA-Adapter checkpoint ({detail}). "
             "The file is truncated, corrupt or not a checkpoint: download it again."

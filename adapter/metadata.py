@@ -13,9 +13,9 @@ import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
-from .embedding_spec import check_spec_fits, spec_from_dict
+from .embedding_spec import EmbeddingSpec, check_spec_fits, spec_from_dict
 from .encoding import encoded_dim
 from .errors import IQAAdapterError
 from .norm_table import NormTable
@@ -142,8 +142,7 @@ def resolve_metadata(path: str | Path, override: Mapping[str, Any] | None = None
     if found is None and not override:
         raise IQAAdapterError(
             f"No metadata for {path.name}: the file does not say which metrics it was trained on. Add a sidecar "
-            f"'{path.with_suffix('.json').name}' beside it, e.g. "
-            '{"metrics": ["topiq_nr", "laion_aes"], "use_flag": false, "pos_encode_L": 0}, '
+            f"'{path.with_suffix('.json').name}' beside it, {_EXAMPLE}, "
             "or paste that JSON into the node's metadata_override input."
         )
     merged = dict(found or {})
@@ -153,16 +152,18 @@ def resolve_metadata(path: str | Path, override: Mapping[str, Any] | None = None
     return metadata_from_dict(merged, where or "node override")
 
 
-def validate_metadata(meta: AdapterMetadata, input_dim: int, table: NormTable, name: str) -> None:
-    """Check the metadata against the checkpoint's input_dim and the known metrics."""
+def validate_metadata(meta: AdapterMetadata, input_dim: int, table: NormTable, name: str) -> Optional[EmbeddingSpec]:
+    """Check the metadata against the checkpoint's input_dim and the known metrics; returns the embedding
+    spec of a reference-based adapter (None for a score-based one)."""
     if meta.kind == "reference":
         if not meta.embedding:
             raise IQAAdapterError(
                 f"{name}: a reference-based adapter needs an 'embedding' spec in its metadata ({meta.source}), e.g. "
                 '{"kind": "reference", "embedding": {"spec": "topiq_nr_resnet50_meanstd"}}.'
             )
-        check_spec_fits(spec_from_dict(meta.embedding, meta.source), input_dim, name)
-        return
+        embedding = spec_from_dict(meta.embedding, meta.source)
+        check_spec_fits(embedding, input_dim, name)
+        return embedding
     if not meta.metrics:
         raise IQAAdapterError(f"{name}: metadata ({meta.source}) lists no metrics. Give 'metrics' in the adapter's training order.")
     for m in meta.metrics:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 
 from .checkpoint import AdapterSpec, infer_spec, layer_weights, load_state_dict
-from .embedding_spec import spec_from_dict
+from .embedding_spec import EmbeddingSpec
 from .metadata import AdapterMetadata, resolve_metadata, validate_metadata
 from .norm_table import NormTable, default_norm_table
 from .projection import QualityProjection
@@ -35,10 +35,11 @@ class LayerKV:
 class IQAAdapter:
     """A loaded IQA-Adapter. Immutable after loading; shared, never deep-copied (see __deepcopy__)."""
 
-    def __init__(self, spec: AdapterSpec, metadata: AdapterMetadata, state: Mapping[str, Mapping[str, torch.Tensor]], name: str):
+    def __init__(self, spec: AdapterSpec, metadata: AdapterMetadata, state: Mapping[str, Mapping[str, torch.Tensor]], name: str,
+                 embedding_spec: Optional[EmbeddingSpec] = None):
         self.spec, self.metadata, self.name = spec, metadata, name
         self.projection = QualityProjection.from_state_dict(spec, state["image_proj"])
-        self.embedding_spec = spec_from_dict(metadata.embedding, metadata.source) if metadata.kind == "reference" else None
+        self.embedding_spec = embedding_spec  # checked against the checkpoint by validate_metadata
         self._ip = [layer_weights(state, n) for n in range(spec.num_layers)]
 
     def __deepcopy__(self, memo: dict) -> "IQAAdapter":
@@ -53,8 +54,8 @@ class IQAAdapter:
         state = load_state_dict(path)
         spec = infer_spec(state, path.name)
         meta = resolve_metadata(path, override)
-        validate_metadata(meta, spec.input_dim, table or default_norm_table(), path.name)
-        return cls(spec, meta, state, path.name)
+        embedding = validate_metadata(meta, spec.input_dim, table or default_norm_table(), path.name)
+        return cls(spec, meta, state, path.name, embedding)
 
     @torch.inference_mode(False)
     @torch.no_grad()

@@ -33,14 +33,22 @@ def sigma_window(model: Any, start_percent: float, end_percent: float) -> tuple[
     return s, e
 
 
+def final_sigma(model: Any) -> float:
+    """The model's smallest sigma, where full schedules take their last step."""
+    return float(model.get_model_object("model_sampling").sigma_min)
+
+
 def attach_quality_tokens(model: Any, spec: AdapterSpec, tokens: QualityTokens, attention: AttentionFn, name: str) -> Any:
     """Validate the adapter against the model, then return a clone with the tokens on every attn2 layer.
 
     The input model is never changed. An IQA patch already on a layer gains a contribution; a foreign
-    patch (keyed by the full site key or by (block, number) alone) is wrapped and still called.
+    patch (keyed by the full site key or by (block, number) alone) is wrapped and still called. Scale 0
+    returns an unpatched clone (after the same checks), so "off" costs nothing per step.
     """
     sites = check_model(model, spec, name)  # raises before anything is cloned or patched
     patched = model.clone()
+    if tokens.scale == 0.0:
+        return patched
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
     for n, site in enumerate(sites):
         current = existing.get(site.key, existing.get(site.key[:2]))

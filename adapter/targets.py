@@ -33,13 +33,14 @@ class TargetBatch:
     metrics: tuple[str, ...]
 
 
-def _number(text: str, where: str) -> float:
+def _number(value: object, where: str) -> float:
+    """A finite float from typed text or a score (float, 0-d tensor), or an error naming where it came from."""
     try:
-        x = float(text)
-    except ValueError:
-        raise IQAAdapterError(f"Target {where}: '{text}' is not a number.") from None
+        x = float(value)
+    except (TypeError, ValueError):
+        raise IQAAdapterError(f"Target {where}: '{value}' is not a number.") from None
     if not math.isfinite(x):
-        raise IQAAdapterError(f"Target {where} is {text}: targets must be finite numbers.")
+        raise IQAAdapterError(f"Target {where} is {value}: targets must be finite numbers.")
     return x
 
 
@@ -115,24 +116,24 @@ def items_from_scores(scores: Mapping[str, Sequence[float]], metrics: Sequence[s
     """
     if not isinstance(scores, Mapping) or not all(isinstance(v, Sequence) and not isinstance(v, str) for v in scores.values()):
         raise IQAAdapterError(
-            f"reference_scores must be IQA scores ({{metric: [score per image]}}), got a {type(scores).__name__}. "
+            f"expected IQA scores ({{metric: [score per image]}}), got a {type(scores).__name__}. "
             "Connect the iqa_scores output of an IQA Score node."
         )
     missing = [m for m in metrics if m not in scores]
     if missing:
         raise IQAAdapterError(
-            f"reference_scores has no scores for {', '.join(missing)} (it has {', '.join(scores) or 'none'}). "
+            f"no scores for {', '.join(missing)} (there are scores for {', '.join(scores) or 'none'}). "
             "Score the reference with one IQA Score node per adapter metric, chained through previous_scores."
         )
     lengths = {len(scores[m]) for m in metrics} - {1}
     if len(lengths) > 1:
-        raise IQAAdapterError(f"reference_scores hold different numbers of images per metric ({sorted(lengths)}); score the same images.")
+        raise IQAAdapterError(f"the scores hold different numbers of images per metric ({sorted(lengths)}); score the same images.")
     n = lengths.pop() if lengths else 1
     items = []
     for i in range(n):
         row = {}
         for m in metrics:
             values = scores[m]
-            row[m] = _number(str(values[i if len(values) > 1 else 0]), f"score of '{m}' for reference {i + 1}")
+            row[m] = _number(values[i if len(values) > 1 else 0], f"score of '{m}' for reference {i + 1}")
         items.append(row)
     return items

@@ -18,9 +18,8 @@ left, when a new run starts, and on any error.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -186,7 +185,7 @@ class GradientGuidance:
         st = self.state
         if st.observe(sigma):
             log.debug("IQA gradient guidance: new run at sigma %.4g", sigma)
-        if self.cfg.scale == 0.0 or not self.in_window(sigma):
+        if not self.in_window(sigma):
             if sigma < self.cfg.sigma_end:
                 st.copies.clear()  # past the window: no more guided steps in this run
             return denoised

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from ..adapter.errors import IQAAdapterError
+from ..adapter.errors import IQAAdapterError, load_error_detail
 from ..adapter.norm_table import MetricStats, default_norm_table
 from .metric_specs import MetricSpec, get_spec
 from .weights import WeightSource, file_fingerprint, weight_gate
@@ -311,9 +311,7 @@ def _build_error(name: str, source: WeightSource, e: Exception) -> IQAAdapterErr
     if not source.used_files:
         return IQAAdapterError(f"Building IQA metric '{name}' failed: {type(e).__name__}: {e}")
     path, url = source.used_files[-1]
-    detail = f"{type(e).__name__}: {str(e)[:300]}"
-    if "Weights only load failed" in str(e):  # not torch's advice to retry with weights_only=False: that runs code
-        detail = "it holds pickled Python objects besides tensors, which are never loaded because a pickle can run code"
+    detail = load_error_detail(e)
     return IQAAdapterError(
         f"Could not load IQA metric '{name}' from '{path}' ({detail}). The file is corrupt, "
         f"truncated (an interrupted download?) or not this metric's. Replace it with a fresh copy"

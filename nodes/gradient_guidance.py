@@ -5,7 +5,7 @@ import logging
 import math
 from typing import Any, Optional
 
-from ..adapter import IQAAdapterError, default_norm_table, sigma_window
+from ..adapter import IQAAdapterError, default_norm_table, final_sigma, sigma_window
 from ..guidance.differentiable_copies import PRECISIONS, pyiqa_term, vae_decoder
 from ..guidance.gradient_guidance import (DIRECTIONS, NORMALIZATIONS, SIGMA_WEIGHTINGS, GradientGuidance,
                                           GuidanceConfig, ScoreTerm)
@@ -44,15 +44,6 @@ def score_term(iqa_model: Any, weight: float, direction: str, precision: str = "
         raise IQAAdapterError(f"direction 'target z-score' needs the normalization statistics of '{name}', which the "
                               f"table does not have (it has: {', '.join(table.names())}). Use direction 'maximize'.")
     return pyiqa_term(metric, weight, stats, name, precision)
-
-
-def final_sigma(model: Any) -> float:
-    """The model's smallest sigma, where full schedules take their last step (0 if unknown)."""
-    sigma_min = getattr(model.get_model_object("model_sampling"), "sigma_min", None)
-    try:
-        return float(sigma_min) if sigma_min is not None else 0.0
-    except (TypeError, ValueError, RuntimeError):
-        return 0.0
 
 
 class IQAGradientGuidance:
@@ -127,8 +118,8 @@ class IQAGradientGuidance:
         for name, x in (("target_z", target_z), ("clip", clip), ("weight_2", weight_2), ("weight_3", weight_3)):
             if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):  # optional ones may arrive unvalidated
                 raise IQAAdapterError(f"{name} is {x!r}; give a finite number.")
-        if scale < 0 or clip < 0 or weight_2 < 0 or weight_3 < 0:
-            raise IQAAdapterError("scale, clip and the weights must be >= 0 (use direction 'target z-score' with a low target to degrade).")
+        if clip < 0 or weight_2 < 0 or weight_3 < 0:
+            raise IQAAdapterError("clip and the weights must be >= 0 (use direction 'target z-score' with a low target to degrade).")
         if int(every_n_steps) < 1 or int(max_decode_size) < 0:
             raise IQAAdapterError(f"every_n_steps must be >= 1 and max_decode_size >= 0, got {every_n_steps} and {max_decode_size}.")
         for name, value, allowed in (("direction", direction, DIRECTIONS), ("normalization", normalization, NORMALIZATIONS),

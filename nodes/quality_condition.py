@@ -1,7 +1,7 @@
 """Quality Condition: condition a MODEL on target quality scores through an IQA-Adapter."""
 from __future__ import annotations
 
-from ..adapter import (TARGET_MODES, IQAAdapter, IQAAdapterError, attach_quality_tokens, build_targets, check_model,
+from ..adapter import (TARGET_MODES, IQAAdapter, IQAAdapterError, attach_quality_tokens, build_targets,
                        default_norm_table, items_from_scores, parse_targets, quality_tokens, sigma_window)
 from . import host
 from .schedule import MODEL_INPUT, check_schedule, schedule_inputs
@@ -73,9 +73,6 @@ class QualityCondition:
             batch = build_targets(items, mode, meta.metrics, meta.normalized, table)
         except IQAAdapterError as exc:
             raise IQAAdapterError(f"{source}: {exc}") from None
-        if scale == 0.0:
-            check_model(model, iqa_adapter.spec, iqa_adapter.name)  # same errors as a real patch, no patch
-            return (model.clone(),)
         s_start, s_end = sigma_window(model, start_percent, end_percent)
         negative = negative_strength if uncond == "negative quality" else None
         tokens = quality_tokens(iqa_adapter, batch, scale, s_start, s_end, negative)

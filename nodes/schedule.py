@@ -21,10 +21,12 @@ def schedule_inputs(term: str) -> dict:
 
 
 def check_schedule(scale: float, start_percent: float, end_percent: float) -> None:
-    """Finite values and 0 <= start <= end <= 1 (the API can send what the widgets would not allow)."""
+    """Finite values, scale >= 0 and 0 <= start <= end <= 1 (the API can send what the widgets would not allow)."""
     for name, x in (("scale", scale), ("start_percent", start_percent), ("end_percent", end_percent)):
         if not math.isfinite(x):
             raise IQAAdapterError(f"{name} is {x}; give a finite number.")
+    if scale < 0:
+        raise IQAAdapterError(f"scale is {scale}; it must be >= 0 (0 turns the term off).")
     if not (0.0 <= start_percent <= end_percent <= 1.0):
         raise IQAAdapterError(
             f"start_percent {start_percent} and end_percent {end_percent} must satisfy 0 <= start <= end <= 1."
