@@ -120,8 +120,9 @@ class IQAModel:
             )
 
     def score(self, images: torch.Tensor, *, grad: bool = False, device: torch.device | str | None = None,
-              batch_size: int = 0, progress: Callable[[int], None] | None = None) -> torch.Tensor:
-        """Raw metric scores, one per image, of NCHW images in [0, 1] (see to_rgb_nchw for host IMAGEs).
+              batch_size: int = 0, progress: Callable[[int], None] | None = None, channels_last: bool = False) -> torch.Tensor:
+        """Raw metric scores, one per image, of images in [0, 1]: NCHW, or host IMAGEs [B, H, W, C] with
+        channels_last=True (converted here, once, by to_rgb_nchw).
 
         grad=False runs under inference_mode and returns scores on the CPU. grad=True keeps the graph (the
         images may be part of one) and returns scores on the compute device; it needs a differentiable metric.
@@ -136,10 +137,8 @@ class IQAModel:
         mode = torch.inference_mode(False) if grad else torch.inference_mode()
         out = []
         with self.on_device(device) as metric, mode, torch.set_grad_enabled(grad):
-            images = to_rgb_nchw(images, channels_last=False)
+            images = to_rgb_nchw(images, channels_last=channels_last)
             self.check_images(images)
-            if grad and images.is_inference():
-                images = images.clone()
             step = batch_size if batch_size and batch_size > 0 else images.shape[0]
             dev = metric.dummy_param.device
             for i in range(0, images.shape[0], step):
@@ -168,7 +167,8 @@ class IQAModel:
     # -- activations ---------------------------------------------------------------------------------------
     def activations(self, images: torch.Tensor, layers: Sequence[str] | None = None, *, grad: bool = False,
                     device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        """Outputs of the named submodules of metric.net (default: the spec's taps) for NCHW images.
+        """Outputs of the named submodules of metric.net (default: the spec's taps) for NCHW images, prepared
+        by the caller (to_rgb_nchw, resizing, any normalization: they reach the network as given).
 
         The metric's own forward runs (its own resizing and normalization), with forward hooks on the taps;
         it stops as soon as every tap has fired, so early taps cost only the early layers.
@@ -182,6 +182,7 @@ class IQAModel:
                 close = difflib.get_close_matches(path, list(modules), n=3)
                 hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
                 raise IQAAdapterError(f"IQA metric '{self.name}' has no layer '{path}'.{hint}")
+        self.check_images(images)
         captured: dict[str, torch.Tensor] = {}
 
         def hook_for(path: str):
@@ -197,9 +198,7 @@ class IQAModel:
             mode = torch.inference_mode(False) if grad else torch.inference_mode()
             try:
                 with mode, torch.set_grad_enabled(grad):
-                    x = to_rgb_nchw(images, channels_last=False)
-                    self.check_images(x)
-                    x = x.clone() if grad and x.is_inference() else x
+                    x = images.clone() if grad and images.is_inference() else images
                     try:
                         metric(x.to(metric.dummy_param.device))
                     except _TapsDone:

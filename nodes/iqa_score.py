@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..adapter.errors import IQAAdapterError
-from ..guidance.iqa_models import IQAModel, finite_or_nan, to_rgb_nchw
+from ..guidance.iqa_models import IQAModel, finite_or_nan
 from ..guidance.score_report import plot_scores, score_table
 from . import host
 
@@ -61,7 +61,7 @@ class IQAScore:
                                   "Connect an IQA Score's iqa_scores output, or nothing.")
         n = int(image.shape[0]) if getattr(image, "ndim", 0) == 4 else 1
         bar = host.progress_bar(max(n, 1))
-        raw = iqa_model.score(to_rgb_nchw(image, channels_last=True), batch_size=batch_size, progress=bar.update)
+        raw = iqa_model.score(image, channels_last=True, batch_size=batch_size, progress=bar.update)
         scores = [float(s) for s in raw]
         pct, z = iqa_model.percentiles(scores), iqa_model.z_scores(scores)
         table = score_table(iqa_model.name, scores, pct, z, iqa_model.lower_better)

@@ -94,3 +94,18 @@ def test_reference_adapter_without_spec_and_unknown_tap(tmp_path, topiq):
     bad = A.embedding_spec.spec_from_dict({"metric": "topiq_nr", "taps": ["semantic_model.layer9"], "channels": [8]}, "t")
     with pytest.raises(A.IQAAdapterError, match="no layer 'semantic_model.layer9'.*Did you mean"):
         embedding.embed_reference(topiq, references(1), bad)
+
+
+def test_imagenet_normalization_reaches_the_network(topiq):
+    """normalize 'imagenet' is applied once, before the network, and not clamped back to [0, 1] on the way."""
+    spec = A.embedding_spec.spec_from_dict({"spec": "topiq_nr_resnet50_meanstd", "normalize": "imagenet"}, "test")
+    seen = []
+    handle = topiq.net.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    try:
+        embedding.embed_reference(topiq, references(n=1), spec)
+    finally:
+        handle.remove()
+    x = references(n=1).permute(0, 3, 1, 2)
+    expected = embedding.preprocess(x, spec)
+    assert seen[0].min() < 0 and seen[0].max() > 1  # ImageNet-normalized values, not clamped images
+    torch.testing.assert_close(seen[0], expected, atol=1e-6, rtol=1e-6)
