@@ -20,6 +20,7 @@ from typing import Any, Iterable, Optional
 import torch
 
 from .gradient_guidance import DecoderSource, ImageFn, ScoreTerm
+from .iqa_models import hidden_modules
 
 # Submodules a decode never runs; left out of the copy (the KL VAE's encoder is 34M parameters).
 _ENCODER_NAMES = ("encoder", "taesd_encoder", "quant_conv")
@@ -47,15 +48,18 @@ def materialize(module: torch.nn.Module, device: Optional[torch.device] = None, 
         if isinstance(child, torch.nn.Module):
             memo[id(child)] = None  # deepcopy returns the memo entry: the copy's child is None
             skipped.update(id(t) for t in list(child.parameters()) + list(child.buffers()))
+    roots = [module, *hidden_modules(module)]  # pyiqa keeps CLIP models in plain lists, out of .parameters()
     with torch.inference_mode(False):
-        for p in module.parameters():
-            if id(p) not in skipped and id(p) not in memo:
-                memo[id(p)] = torch.nn.Parameter(_converted(p, device, dtype, channels_last), requires_grad=False)
-        for b in module.buffers():
-            if id(b) not in skipped and id(b) not in memo:
-                memo[id(b)] = _converted(b, device, dtype, channels_last)
+        for root in roots:
+            for p in root.parameters():
+                if id(p) not in skipped and id(p) not in memo:
+                    memo[id(p)] = torch.nn.Parameter(_converted(p, device, dtype, channels_last), requires_grad=False)
+            for b in root.buffers():
+                if id(b) not in skipped and id(b) not in memo:
+                    memo[id(b)] = _converted(b, device, dtype, channels_last)
         out = copy.deepcopy(module, memo)  # structure and plain attributes; tensors come from the memo
-        bad = [n for n, t in list(out.named_parameters()) + list(out.named_buffers()) if t.is_inference()]
+        bad = [n for r in [out, *hidden_modules(out)] for n, t in list(r.named_parameters()) + list(r.named_buffers())
+               if t.is_inference()]
     if bad:
         raise RuntimeError(f"Could not re-materialize {type(module).__name__} outside inference mode: {bad[:3]}")
     return out.eval()

@@ -12,8 +12,9 @@ One guided model evaluation:
 The whole thing runs under inference_mode(False) + enable_grad on networks re-materialized outside
 inference mode (the prompt runs under torch.inference_mode). The copies are made at the first guided step
 of a run and kept for its later steps: on a GPU, copying topiq_nr took longer than decoding and scoring
-(bench/gpu.py). They are dropped when the run ends (the model's last sigma), when the sigma window is
-left, when a new run starts, and on any error.
+(bench/gpu.py). They are dropped after the run's last call (the schedule's last sigma where the host
+passes the schedule, else the model's smallest sigma), when the sigma window is left, when a new run
+starts, and on any error.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class ScoreTerm:
     """One IQA metric in the objective.
 
     build(device) returns a differentiable raw-score function images [B,3,H,W] in [0,1] -> [B]; it is
-    called once per guided step, outside inference mode, so it may (and should) re-materialize weights.
+    called once per sampling run, outside inference mode, so it may (and should) re-materialize weights.
     """
 
     name: str
@@ -50,7 +51,7 @@ class ScoreTerm:
 
 @dataclass(frozen=True)
 class DecoderSource:
-    """A differentiable latent -> image map (images in [0,1]); build(device) is called per guided step."""
+    """A differentiable latent -> image map (images in [0,1]); build(device) is called once per sampling run."""
 
     build: Callable[[torch.device], ImageFn]
     latent_channels: int
@@ -70,7 +71,7 @@ class GuidanceConfig:
     normalization: str = "rms"
     clip: float = 0.0  # elementwise clip of the normalized gradient; 0 = off
     sigma_weighting: str = "constant"
-    final_sigma: float = 0.0  # the model's smallest sigma: a guided step at or below it ends the run, copies are dropped
+    final_sigma: float = 0.0  # the model's smallest sigma: a call at or below it ends the run and drops the copies
 
 
 def objective(raw_scores: Sequence[torch.Tensor], terms: Sequence[ScoreTerm], direction: str, target_z: float) -> torch.Tensor:
@@ -144,16 +145,18 @@ class RunState:
 
     last_sigma: Optional[float] = None
     calls_in_window: int = 0
-    guided: int = 0
-    skipped_nonfinite: int = 0
-    history: list = field(default_factory=list)  # (sigma, per-item objective) of guided calls, for logs/tests
+    history: list = field(default_factory=list)  # (sigma, per-item objective, raw scores per term) of guided calls
     copies: dict = field(default_factory=dict)  # device -> (decoder fn, scorer fns), kept for the run
+
+    @property
+    def guided(self) -> int:
+        return len(self.history)
 
     def observe(self, sigma: float) -> bool:
         """Record a call; True if it starts a new run (state reset)."""
         new_run = self.last_sigma is None or sigma > self.last_sigma * (1 + 1e-6) + 1e-12
         if new_run:
-            self.calls_in_window, self.guided, self.skipped_nonfinite = 0, 0, 0
+            self.calls_in_window = 0
             self.history = []
             self.copies.clear()
         self.last_sigma = sigma
@@ -185,15 +188,27 @@ class GradientGuidance:
         st = self.state
         if st.observe(sigma):
             log.debug("IQA gradient guidance: new run at sigma %.4g", sigma)
-        if not self.in_window(sigma):
-            if sigma < self.cfg.sigma_end:
-                st.copies.clear()  # past the window: no more guided steps in this run
-            return denoised
-        index = st.calls_in_window
-        st.calls_in_window += 1
-        if index % max(1, self.cfg.every_n_steps):
-            return denoised
-        return self._guide(denoised, sigma)
+        try:
+            if not self.in_window(sigma):
+                return denoised
+            index = st.calls_in_window
+            st.calls_in_window += 1
+            if index % max(1, self.cfg.every_n_steps):
+                return denoised
+            return self._guide(denoised, sigma)
+        finally:
+            if sigma < self.cfg.sigma_end or sigma <= self._last_sigma(args) * (1 + 1e-4):
+                st.copies.clear()  # past the window, or the run's last step: no more guided steps in this run
+
+    def _last_sigma(self, args: dict) -> float:
+        """The run's last sigma: the schedule's last non-zero one where the host passes it
+        (transformer_options["sample_sigmas"], upstream ComfyUI), else the model's smallest sigma."""
+        sigmas = args.get("model_options", {}).get("transformer_options", {}).get("sample_sigmas")
+        if torch.is_tensor(sigmas):
+            nonzero = sigmas[sigmas > 0]
+            if nonzero.numel():
+                return float(nonzero[-1])
+        return self.cfg.final_sigma
 
     def _copies(self, device: torch.device) -> tuple[ImageFn, list[ImageFn]]:
         """The differentiable decoder and scorers for this run on `device`, made at its first guided step."""
@@ -205,7 +220,6 @@ class GradientGuidance:
 
     def _guide(self, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
         st, cfg = self.state, self.cfg
-        done = True
         try:
             with torch.inference_mode(False), torch.enable_grad():
                 decoder, scorers = self._copies(denoised.device)
@@ -213,16 +227,13 @@ class GradientGuidance:
                 g = normalize_gradient(grad, cfg.normalization, cfg.clip)
             ok = torch.isfinite(g).flatten(1).all(1) & torch.isfinite(per_item)
             if not bool(ok.all()):
-                st.skipped_nonfinite += int((~ok).sum())
                 log.warning("IQA gradient guidance: non-finite gradient or score for batch item(s) %s at sigma %.4g; "
                             "their correction is skipped this step.", (~ok).nonzero().flatten().tolist(), sigma)
                 g = torch.where(ok.view(-1, *([1] * (g.ndim - 1))), g, torch.zeros_like(g))
             step = cfg.scale * sigma_weight(sigma, cfg.sigma_weighting)
-            st.guided += 1
             st.history.append((sigma, per_item.cpu(), [r.cpu() for r in raws]))
-            log.debug("IQA gradient guidance: step %d at sigma %.4g, objective %s", st.guided, sigma, per_item.tolist())
-            done = sigma <= cfg.final_sigma * (1 + 1e-4)  # the run's last step
+            log.debug("IQA gradient guidance: step %d at sigma %.4g, objective %s", st.guided, sigma, st.history[-1][1].tolist())
             return denoised + (step * g).to(denoised.dtype)
-        finally:
-            if done:  # the run ended, or this step failed: drop the copies now
-                st.copies.clear()
+        except BaseException:
+            st.copies.clear()  # a failed step leaves nothing behind
+            raise

@@ -251,7 +251,7 @@ def to_rgb_nchw(images: torch.Tensor, channels_last: bool = True) -> torch.Tenso
     return images.float().clamp(0.0, 1.0)
 
 
-def _hidden_modules(root: torch.nn.Module) -> list[torch.nn.Module]:
+def hidden_modules(root: torch.nn.Module) -> list[torch.nn.Module]:
     """Modules that pyiqa keeps in plain lists (so that .to() and state_dict skip them)."""
     found: dict[int, torch.nn.Module] = {}
     for m in root.modules():
@@ -288,7 +288,7 @@ def build_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_downloa
     if source.skip_backbone and source.strict_checkpoint_loads == 0:
         raise RuntimeError(f"IQA metric '{spec.name}' is marked backbone_in_checkpoint, but its checkpoint was not "
                            "loaded strictly into the whole network; its backbone would stay random. Fix its spec.")
-    hidden = _hidden_modules(metric.net)
+    hidden = hidden_modules(metric.net)
     with torch.inference_mode(False):
         for m in [metric, *hidden]:
             m.eval()

@@ -372,3 +372,30 @@ def _score_after(model, vae) -> torch.Tensor:
     samples = _sample(model, steps=3, size=64, batch=2)
     with torch.inference_mode():
         return sharpness_of(vae.decode(samples))
+
+
+def test_copies_convert_modules_kept_in_plain_lists():
+    """pyiqa keeps CLIP models in plain lists (outside .parameters()); the copy converts them too, once."""
+    materialize = pack.guidance.differentiable_copies.materialize
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(2, 2)
+            self.clip_model = [torch.nn.Linear(2, 2)]
+
+    with torch.inference_mode():
+        net = Net()
+    copy_ = materialize(net, dtype=torch.bfloat16)
+    hidden = copy_.clip_model[0]
+    assert hidden is not net.clip_model[0] and hidden.weight.dtype == torch.bfloat16 and not hidden.weight.is_inference()
+    assert copy_.head.weight.dtype == torch.bfloat16 and net.clip_model[0].weight.dtype == torch.float32
+
+
+def test_copies_are_dropped_after_the_last_step_when_it_is_skipped(taesd):
+    """every_n_steps can skip the run's last call; the copies go all the same."""
+    model, vae = tiny.tiny_model("sd15"), _load_vae(taesd)
+    patched = GG().apply(model, make_metric("sharpness"), vae, 0.3, 0.0, 1.0, 2, "maximize", 0.0, 64)[0]
+    hook = patched.model_options["sampler_post_cfg_function"][0]
+    _sample(patched, steps=6, size=64)
+    assert hook.state.guided == 3 and hook.state.copies == {}
