@@ -81,17 +81,50 @@ def unet_step(model, kind: str, latent: int, batch: int = 2) -> Callable[[], Non
     return step
 
 
-def interleaved_medians(variants: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
-    """Median seconds per variant, the variants interleaved round by round so drift hits all alike."""
+def wall_seconds(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved_medians(variants: dict[str, Callable[[], None]], rounds: int,
+                        timer: Callable[[Callable[[], None]], float] = wall_seconds, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per variant (as `timer` measures one call), the variants interleaved round by round so
+    drift hits all alike, after `warmup` calls of each."""
     times: dict[str, list[float]] = {k: [] for k in variants}
     for fn in variants.values():
-        fn()  # warm-up
+        for _ in range(warmup):
+            fn()
     for _ in range(rounds):
         for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(timer(fn))
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def sampler_call(patcher, kind: str, latent: int, sigma: float = 1.0, cfg: float = 7.0) -> Callable[[], None]:
+    """One model evaluation as the host's samplers make it (cond+uncond batched, CFG, post-CFG hooks)."""
+    import torch
+    import comfy.conds
+    import comfy.samplers
+
+    p = next(patcher.model.diffusion_model.parameters())
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(1, 4, latent, latent, generator=g) * sigma).to(p.device)
+    ctx_dim = CONFIGS[kind]["context_dim"]
+
+    def cond():
+        c = {"c_crossattn": comfy.conds.CONDCrossAttn(torch.randn(1, 77, ctx_dim, generator=g).to(p.device))}
+        if kind == "sdxl":
+            c["y"] = comfy.conds.CONDRegular(torch.randn(1, 2816, generator=g).to(p.device))
+        return [{"model_conds": c}]
+    pos, neg = cond(), cond()
+    s = torch.full((1,), float(sigma), device=p.device)
+
+    def call():
+        with torch.inference_mode():
+            comfy.samplers.sampling_function(patcher.model, x, s, neg, pos, cfg, patcher.model_options, seed=0)
+    return call
+
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

@@ -70,26 +70,13 @@ class Timer:
         import torch
 
         if not self.cuda:
-            t0 = time.perf_counter()
-            fn()
-            return time.perf_counter() - t0
+            return common.wall_seconds(fn)
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         fn()
         b.record()
         b.synchronize()
         return a.elapsed_time(b) / 1000.0
-
-
-def interleaved(variants: dict[str, Callable[[], None]], rounds: int, timer: Timer, warmup: int = 3) -> dict[str, float]:
-    for fn in variants.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            times[name].append(timer(fn))
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def ops_and_launch(fn: Callable[[], None]) -> tuple[int, float]:
@@ -148,12 +135,12 @@ def section_qc(pack, args, timer: Timer) -> None:
         for key, patch in patched.model_options["transformer_options"]["patches_replace"]["attn2"].items():
             host_path.set_model_attn2_replace(qcb.HostAttentionTerm(patch.contributions, host.host_attention), *key)
         for latent in latents:
-            med = interleaved({"plain": common.unet_step(model, kind, latent), "quality": common.unet_step(patched, kind, latent),
+            med = common.interleaved_medians({"plain": common.unet_step(model, kind, latent), "quality": common.unet_step(patched, kind, latent),
                                "plain (again)": common.unet_step(model, kind, latent),
                                "host path": common.unet_step(host_path, kind, latent),
                                "stacked": common.unet_step(stacked, kind, latent),
                                "windowed": common.unet_step(windowed, kind, latent),
-                               "per_call": common.unet_step(naive, kind, latent)}, args.rounds, timer)
+                               "per_call": common.unet_step(naive, kind, latent)}, args.rounds, timer, warmup=3)
             p = med["plain"]
             row = [kind, f"{latent * 8}px ({latent}x{latent})", f"{p * 1000:.1f} ms", f"{med['plain (again)'] / p:.4f}",
                    f"{med['quality'] / p:.4f}", f"{med['windowed'] / p:.4f}", f"{med['stacked'] / p:.4f}", f"{med['host path'] / p:.4f}",
@@ -196,31 +183,6 @@ def section_qc(pack, args, timer: Timer) -> None:
                            ["UNet", "adapter file", "UNet weights", "load + patch", "device memory added", "ratio", "bound"], mem_rows)
 
 
-def sampler_call(patcher, kind: str, latent: int, sigma: float = 1.0, cfg: float = 7.0) -> Callable[[], None]:
-    """One model evaluation as the host's samplers make it (cond+uncond batched, CFG, post-CFG hooks)."""
-    import torch
-    import comfy.conds
-    import comfy.samplers
-
-    p = next(patcher.model.diffusion_model.parameters())
-    g = torch.Generator().manual_seed(2)
-    x = (torch.randn(1, 4, latent, latent, generator=g) * sigma).to(p.device)
-    ctx_dim = common.CONFIGS[kind]["context_dim"]
-
-    def cond():
-        c = {"c_crossattn": comfy.conds.CONDCrossAttn(torch.randn(1, 77, ctx_dim, generator=g).to(p.device))}
-        if kind == "sdxl":
-            c["y"] = comfy.conds.CONDRegular(torch.randn(1, 2816, generator=g).to(p.device))
-        return [{"model_conds": c}]
-    pos, neg = cond(), cond()
-    s = torch.full((1,), float(sigma), device=p.device)
-
-    def call():
-        with torch.inference_mode():
-            comfy.samplers.sampling_function(patcher.model, x, s, neg, pos, cfg, patcher.model_options, seed=0)
-    return call
-
-
 def section_guide(pack, args, timer: Timer) -> None:
     """Guided step / unguided step and where the time goes, SDXL at 1024 px (latent 128)."""
     import torch
@@ -238,13 +200,13 @@ def section_guide(pack, args, timer: Timer) -> None:
     vaes = ggb.random_vaes()
     metric = ggb.random_metric(ggb.METRIC)
     metric.net.to(args.device)  # Load IQA Model puts the metric on the compute device
-    variants = {"unguided": sampler_call(model, kind, latent)}
+    variants = {"unguided": common.sampler_call(model, kind, latent)}
     records = {}
     for text in args.guide_configs:
         decoder, cap, precision = ggb.parse_config(text)
         name = f"{ggb.DECODER_NAMES[decoder]} @{cap or 'full'}, {precision}"
         patched = ggb.guided_model(pack, model, metric, vaes[decoder], cap, precision)
-        variants[name], records[name] = ggb.clocked(patched, SyncClock(), lambda p: sampler_call(p, kind, latent))
+        variants[name], records[name] = ggb.clocked(patched, SyncClock(), lambda p: common.sampler_call(p, kind, latent))
     peaks = {}
     if args.device != "cpu":
         for name, fn in variants.items():  # peak device memory of one call each
@@ -254,7 +216,7 @@ def section_guide(pack, args, timer: Timer) -> None:
             fn()
             torch.cuda.synchronize()
             peaks[name] = (torch.cuda.max_memory_allocated() - before) / 2**30
-    med = interleaved(variants, max(3, args.rounds // 3), timer, warmup=1)
+    med = common.interleaved_medians(variants, max(3, args.rounds // 3), timer)
     base = med["unguided"]
     parts = {k: {p: statistics.median(r[p][0] for r in rec[-max(3, args.rounds // 3):]) for p in ggb.Clock.PARTS}
              for k, rec in records.items()}

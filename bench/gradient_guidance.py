@@ -97,26 +97,6 @@ def random_metric(name: str):
     return pyiqa.create_metric(name, device=torch.device("cpu"), **kw)
 
 
-def sampler_call(patcher, latent: int, sigma: float = SIGMA, cfg: float = CFG) -> Callable[[], None]:
-    """One model evaluation as the host's samplers make it: sampling_function (cond+uncond batched, CFG,
-    post-CFG hooks) on one image, under inference mode like a prompt."""
-    import torch
-    import comfy.conds
-    import comfy.samplers
-
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(1, 4, latent, latent, generator=g) * sigma
-    ctx = common.CONFIGS["sd15"]["context_dim"]
-    cond = [{"model_conds": {"c_crossattn": comfy.conds.CONDCrossAttn(torch.randn(1, 77, ctx, generator=g))}}]
-    uncond = [{"model_conds": {"c_crossattn": comfy.conds.CONDCrossAttn(torch.randn(1, 77, ctx, generator=g))}}]
-    s = torch.full((1,), float(sigma))
-
-    def call():
-        with torch.inference_mode():
-            comfy.samplers.sampling_function(patcher.model, x, s, uncond, cond, cfg, patcher.model_options, seed=0)
-    return call
-
-
 class Clock:
     """Named marks of one guided call, set by the wrappers below: (wall-clock, process CPU) seconds each."""
 
@@ -361,13 +341,13 @@ def main() -> None:
         metrics[CHEAP_METRIC] = random_metric(CHEAP_METRIC)
 
     runs = [(parse_config(c), METRIC) for c in args.configs] + [(parse_config(c), CHEAP_METRIC) for c in args.cheap_configs]
-    variants: dict[str, Callable[[], None]] = {"unguided": sampler_call(model, args.latent)}
+    variants: dict[str, Callable[[], None]] = {"unguided": common.sampler_call(model, "sd15", args.latent, SIGMA, CFG)}
     needs = {"unguided": 2.0 * 2**30}  # bytes available before a call; replaced by the warm-up's measured peak
     records: dict[str, list[dict[str, float]]] = {}
     for (decoder, cap, precision), metric in runs:
         name = label(decoder, cap, metric, precision)
         patched = guided_model(pack, model, metrics[metric], vaes[decoder], cap, precision)
-        variants[name], records[name] = clocked(patched, Clock(), lambda p: sampler_call(p, args.latent))
+        variants[name], records[name] = clocked(patched, Clock(), lambda p: common.sampler_call(p, "sd15", args.latent, SIGMA, CFG))
         # a first guess for the warm-up: the full VAE's backward at 512 px took ~7.5 GiB here, TAESD's < 1 GiB
         needs[name] = (1.0 + (7.5 if decoder == "vae" else 1.0) * (cap / 512) ** 2) * 2**30
 

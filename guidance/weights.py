@@ -110,7 +110,13 @@ def _find_in_tree(root: str, file_name: str) -> str | None:
         return direct
     if not os.path.isdir(root):
         return None
+    seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop (or a second link to a folder already searched)
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames.sort()
         if file_name in filenames:
             return os.path.join(dirpath, file_name)

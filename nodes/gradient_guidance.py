@@ -7,22 +7,18 @@ from typing import Any, Optional
 
 from ..adapter import IQAAdapterError, default_norm_table, final_sigma, sigma_window
 from ..guidance.differentiable_copies import PRECISIONS, pyiqa_term, vae_decoder
+from ..guidance.metric_specs import METRICS
 from ..guidance.gradient_guidance import (DIRECTIONS, NORMALIZATIONS, SIGMA_WEIGHTINGS, GradientGuidance,
                                           GuidanceConfig, ScoreTerm)
 from .schedule import check_schedule
 
 log = logging.getLogger(__name__)
 
-# pyiqa metrics whose forward is not differentiable (numpy/skimage inside, or integer histograms).
-NON_DIFFERENTIABLE = ("piqe", "entropy", "nrqm", "pi", "ilniqe", "niqe_matlab", "brisque_matlab", "qalign")
-
-
 def _pyiqa_metric(iqa_model: Any) -> Any:
-    """The pyiqa InferenceModel inside an IQA_MODEL (the object itself if it is one)."""
-    for attr in ("metric", "model", "inference_model"):
-        inner = getattr(iqa_model, attr, None)
-        if inner is not None and hasattr(inner, "net"):
-            return inner
+    """The pyiqa InferenceModel inside an IQA_MODEL (a bare pyiqa metric is taken as it is)."""
+    inner = getattr(iqa_model, "metric", None)
+    if inner is not None and hasattr(inner, "net"):
+        return inner
     if hasattr(iqa_model, "net") and hasattr(iqa_model, "lower_better"):
         return iqa_model
     raise IQAAdapterError(f"iqa_model is a {type(iqa_model).__name__}, not an IQA model; connect Load IQA Model.")
@@ -33,13 +29,17 @@ def score_term(iqa_model: Any, weight: float, direction: str, precision: str = "
     metric = _pyiqa_metric(iqa_model)
     name = str(getattr(iqa_model, "name", None) or getattr(metric, "metric_name", "metric"))
     differentiable = getattr(iqa_model, "differentiable", None)
-    if differentiable is False or (differentiable is None and name in NON_DIFFERENTIABLE):
+    if differentiable is None:  # a bare pyiqa metric: the pack's metric table knows
+        spec = METRICS.get(name)
+        differentiable = spec.differentiable if spec is not None else True
+    if not differentiable:
         raise IQAAdapterError(f"IQA metric '{name}' is not differentiable, so it cannot guide sampling. "
                               "Use a differentiable metric (niqe, brisque, topiq_nr, musiq, clipiqa, liqe, laion_aes, ...).")
     if getattr(metric, "metric_mode", "NR") != "NR":
         raise IQAAdapterError(f"IQA metric '{name}' needs a reference image; gradient guidance needs a no-reference metric.")
     table = default_norm_table()
-    stats = (table.get(name).mean, table.get(name).std) if name in table else None
+    found = getattr(iqa_model, "stats", None) or (table.get(name) if name in table else None)
+    stats = (found.mean, found.std) if found is not None else None
     if direction == "target z-score" and stats is None:
         raise IQAAdapterError(f"direction 'target z-score' needs the normalization statistics of '{name}', which the "
                               f"table does not have (it has: {', '.join(table.names())}). Use direction 'maximize'.")

@@ -16,7 +16,8 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
 fi
 [[ -x "$venv/bin/python" ]] || "$py" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
-# torch first and pinned, so that nothing ever lets pip resolve an unpinned (CUDA, multi-GB) torch.
+# torch first and pinned, so that no later requirement lets pip pick another torch. (PyPI's Linux wheel is
+# the CUDA build, several GB with its nvidia-* wheels; it runs on the CPU as well.)
 "${pip[@]}" torch==2.14.1 torchvision==0.29.1 >&2
 "${pip[@]}" --no-deps -r "$root/requirements/host.txt" >&2
 "${pip[@]}" --no-deps -r "$root/requirements/iqa.txt" >&2

@@ -206,7 +206,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ws = make_workspace(fixtures=not real)
     names = link_models(ws, args) if real else {}
     adapters = {} if real else workflow_fixtures.write_tiny_adapters_quietly(ws / "models" / "iqa_adapter")
-    host = HostServer(ws, log_path=out / "host.log", gpu=real and not args.cpu, threads=None if real else 1)
+    host = HostServer(ws, log_path=out / "host.log", gpu=real and not args.cpu, threads=None if real else 1, isolated=not real)
     try:
         host.start()
         data = json.loads(workflow_path.read_text())

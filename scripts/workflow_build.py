@@ -1,12 +1,14 @@
 """Author the example workflows: UI-format JSON in example_workflows/ (what the editor loads and the
-template browser lists), a .jpg thumbnail of each graph, and the API-format twin of each in
-scripts/prompts/ (what POST /prompt takes), all derived from one description per workflow below.
+template browser lists) and the API-format twin of each in scripts/prompts/ (what POST /prompt takes),
+all derived from one description per workflow below. The .jpg thumbnails beside the examples are editor
+screenshots, written by the browser tests (IQA_WRITE_THUMBNAILS=1 scripts/test.sh tests/test_browser.py).
 
     scripts/demo.sh ... is the user-facing command; this one is for maintainers:
     .venv/bin/python scripts/workflow_build.py            # check: report what would change
     .venv/bin/python scripts/workflow_build.py --write    # rewrite the files
 
-It starts the real host headless to read /object_info, so widget order and slots match the running host.
+It loads the real host's node definitions in-process (workflow_docs.local_object_info, the same data as
+/object_info), so widget order and slots match the running host.
 A workflow whose nodes the host does not have yet is skipped and reported.
 """
 from __future__ import annotations
@@ -243,18 +245,10 @@ def dumps(data: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true", help="rewrite the files (default: only report differences)")
-    ap.add_argument("--thumbnails", action="store_true",
-                    help="redraw every thumbnail from the layout (default: only draw missing ones, so editor screenshots stay)")
     args = ap.parse_args()
-    from workflow_host import HostServer, make_workspace, remove_workspace
-    from workflow_thumbnail import write_thumbnail
+    from workflow_docs import local_object_info
 
-    ws = make_workspace()
-    try:
-        with HostServer(ws) as host:
-            info = host.object_info()
-    finally:
-        remove_workspace(ws)
+    info = local_object_info()
     built, skipped = build_all(info)
     changed = []
     for name, workflow in built.items():
@@ -265,10 +259,10 @@ def main() -> int:
                 if args.write:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(text)
-        if args.write and (args.thumbnails or not (EXAMPLES / f"{name}.jpg").exists()):
-            write_thumbnail(EXAMPLES / f"{name}.json", info)
     for line in changed:
         print(("wrote " if args.write else "differs: ") + line)
+    if changed and args.write:
+        print("the thumbnails are editor screenshots: refresh them with IQA_WRITE_THUMBNAILS=1 scripts/test.sh tests/test_browser.py")
     for line in skipped:
         print("skipped " + line)
     return 0 if args.write or not changed else 1

@@ -148,23 +148,22 @@ def local_object_info() -> dict:
     """Node definitions of the real host with this pack loaded, in-process (as /object_info gives them,
     plus output tooltips, which this host's /object_info leaves out)."""
     import os
-    import tempfile
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from workflow_host import make_workspace, remove_workspace
     from workflow_to_api import object_info_from_classes
 
-    ws = Path(tempfile.mkdtemp(prefix="iqa-docs-"))
-    (ws / "custom_nodes").mkdir()
-    (ws / "custom_nodes" / "comfyui_iqa_adapter").symlink_to(REPO)
+    ws = make_workspace()
     os.environ["COMFYUI_CWD"] = str(ws)
     argv, sys.argv = sys.argv, sys.argv[:1]  # the host parses the command line when imported
     try:
         from comfy.nodes.package import import_all_nodes_in_workspace
 
         nodes = import_all_nodes_in_workspace()
+        return object_info_from_classes(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
     finally:
         sys.argv = argv
-    return object_info_from_classes(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+        remove_workspace(ws)
 
 
 def main() -> int:

@@ -121,8 +121,6 @@ def write_tiny_adapters(folder: Path, names: Optional[list[str]] = None, layout:
     return mapping
 
 
-def adapters_in(prompt: Mapping[str, Any]) -> list[str]:
-    return sorted({n["inputs"]["adapter_name"] for n in prompt.values() if n["class_type"] == "IQAAdapterLoader"})
 
 
 def write_tiny_adapters_quietly(folder: Path, layout: str = "sdxl") -> dict[str, str]:

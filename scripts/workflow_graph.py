@@ -45,7 +45,6 @@ class Node:
     values: dict[str, Any]
     size: Optional[tuple[float, float]] = None
     color: Optional[str] = None
-    bgcolor: Optional[str] = None
     output_links: dict[int, list[int]] = field(default_factory=dict)
 
     @property

@@ -71,8 +71,12 @@ def make_workspace(root: Optional[Path] = None, fixtures: bool = False, models: 
 class HostServer:
     """One host process serving one workspace. Use as a context manager; stop() always reaps the process."""
 
-    def __init__(self, workspace: Path, log_path: Optional[Path] = None, gpu: bool = False, threads: Optional[int] = None):
+    def __init__(self, workspace: Path, log_path: Optional[Path] = None, gpu: bool = False, threads: Optional[int] = None,
+                 isolated: bool = True):
+        """isolated: offline Hugging Face hub and a torch cache inside the workspace (tests, tiny runs); a real
+        run leaves the user's environment alone, so pyiqa's cache ($TORCH_HOME/hub/pyiqa) is found."""
         self.workspace = Path(workspace)
+        self.isolated = isolated
         self.log_path = Path(log_path) if log_path else self.workspace / "host.log"
         self.gpu = gpu
         self.threads = threads
@@ -82,10 +86,12 @@ class HostServer:
 
     # -- process ---------------------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> "HostServer":
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        if self.isolated:
+            env["HF_HUB_OFFLINE"] = "1"
+            env.setdefault("TORCH_HOME", str(self.workspace / "torch_home"))
         if self.threads:  # tiny models gain nothing from threads and lose a lot to oversubscription
             env["OMP_NUM_THREADS"] = str(self.threads)
-        env.setdefault("TORCH_HOME", str(self.workspace / "torch_home"))
         # --disable-known-models: this host (the PyPI fork) would otherwise offer, and fetch, well-known
         # checkpoints by name; nothing here may download behind the user's back.
         cmd = [sys.executable, "-m", "comfy.cmd.main", "--listen", "127.0.0.1", "--port", str(self.port),

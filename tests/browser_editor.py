@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -249,9 +248,6 @@ class Editor:
         """The editor's own conversion of the loaded graph (what Queue Prompt sends)."""
         return self.page.evaluate("async () => (await app.graphToPrompt()).output")
 
-    def close_dialogs(self) -> None:
-        self.page.evaluate("() => document.querySelectorAll('.comfy-modal').forEach((el) => el.style.display = 'none')")
-
     # -- running -------------------------------------------------------------------------------------------
     def queue_and_wait(self, timeout: float = 240.0) -> dict:
         """Press Queue Prompt; wait until the page has seen the run end (the executing event with no node
@@ -376,12 +372,3 @@ class Editor:
         self.page.locator(".comfy-modal button", has_text="Close").first.click()
         return info
 
-
-def wait_until(predicate, timeout: float, poll: float = 0.1):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise TimeoutError("condition not met in time")

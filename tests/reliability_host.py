@@ -60,10 +60,6 @@ class Host:
     def __getattr__(self, name):  # queue, wait, run, request, get, alive, output_images, workspace, proc ...
         return getattr(self.server, name)
 
-    @property
-    def models(self) -> Path:
-        return self.server.workspace / "models"
-
     def network_attempts(self) -> list[dict]:
         out = []
         for f in sorted(self.netlog.glob("*.jsonl")):

@@ -449,3 +449,13 @@ def test_score_runs_through_the_real_executor(iqa_dir, niqe_params, workspace):
     assert run.executor.outputs["s"][0] == [pytest.approx(REFERENCE["niqe"][0], abs=2e-3)]
     shown = [d for e, d in run.messages if e == "executed" and d.get("node") == "s"]
     assert shown and "niqe (lower is better)" in shown[0]["output"]["text"][0]
+
+
+def test_folder_search_survives_a_symlink_loop(tmp_path):
+    """A link back up the tree in models/iqa must not make the weight lookup walk forever."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "up").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "z").mkdir()
+    (tmp_path / "z" / "w.pth").write_bytes(b"x")
+    assert weights._find_in_tree(str(tmp_path), "w.pth") == str(tmp_path / "z" / "w.pth")
+    assert weights._find_in_tree(str(tmp_path), "missing.pth") is None

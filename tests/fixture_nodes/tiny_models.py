@@ -5,6 +5,7 @@ cross-attention layers, the middle block included) is exercised in seconds on a 
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -65,11 +66,15 @@ def tiny_model(layout: str = "sd15", seed: int = 0):
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-def adapter_state(layout: str, input_dim: int, num_tokens: int = 2, proj: str = "linear", seed: int = 0,
-                  hidden_sizes: list[int] | None = None) -> dict[str, torch.Tensor]:
-    """A random IQA-Adapter state dict (flat keys) that fits tiny_model(layout)."""
+@functools.lru_cache(maxsize=None)
+def site_hiddens(layout: str) -> tuple[int, ...]:
+    """Hidden size of each attn2 site of tiny_model(layout), in checkpoint order (built once per layout)."""
     model = tiny_model(layout, seed=0)
-    sites = _adapter_core().layers.find_attn2_sites(model.get_model_object("diffusion_model"))
+    return tuple(s.hidden for s in _adapter_core().layers.find_attn2_sites(model.get_model_object("diffusion_model")))
+
+
+def adapter_state(layout: str, input_dim: int, num_tokens: int = 2, proj: str = "linear", seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random IQA-Adapter state dict (flat keys) that fits tiny_model(layout)."""
     cross = LAYOUTS[layout]["context_dim"]
     g = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
@@ -83,9 +88,9 @@ def adapter_state(layout: str, input_dim: int, num_tokens: int = 2, proj: str = 
         sd["image_proj.proj.2.bias"] = torch.randn(num_tokens * cross, generator=g) * 0.1
     sd["image_proj.norm.weight"] = 1.0 + 0.1 * torch.randn(cross, generator=g)
     sd["image_proj.norm.bias"] = 0.1 * torch.randn(cross, generator=g)
-    for n, site in enumerate(sites):
+    for n, hidden in enumerate(site_hiddens(layout)):
         for kv in ("k", "v"):
-            sd[f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight"] = torch.randn(site.hidden, cross, generator=g) / cross ** 0.5
+            sd[f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight"] = torch.randn(hidden, cross, generator=g) / cross ** 0.5
     return sd
 
 
