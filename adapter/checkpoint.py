@@ -106,6 +106,12 @@ def infer_spec(state: Mapping[str, Mapping[str, torch.Tensor]], name: str = "che
             )
         return t
 
+    if any(k == "latents" or k.startswith(("proj_in.", "layers.")) for k in proj):
+        raise IQAAdapterError(
+            f"{name} is an IP-Adapter Plus file (its image projection is a resampler: keys "
+            f"{', '.join(sorted(proj)[:3])}, ...), not an IQA-Adapter. Use it with an IP-Adapter node pack, and pick an "
+            "IQA-Adapter file here."
+        )
     norm_w = need(proj, "norm.weight", 1)
     cross_dim = norm_w.shape[0]
     inner = None
@@ -140,11 +146,25 @@ def infer_spec(state: Mapping[str, Mapping[str, torch.Tensor]], name: str = "che
     shapes = []
     for k in expected:
         kv = found[k]
-        if set(kv) != {"k", "v"} or kv["k"].shape != kv["v"].shape or kv["k"].ndim != 2:
-            raise IQAAdapterError(f"{name}: layer key {k} needs to_k_ip and to_v_ip weights of the same 2-D shape.")
+        key_k, key_v = f"ip_adapter.{k}.to_k_ip.weight", f"ip_adapter.{k}.to_v_ip.weight"
+        for have, lacks in (("k", key_v), ("v", key_k)):
+            if set(kv) == {have}:
+                raise IQAAdapterError(
+                    f"{name}: '{lacks}' is missing (its partner is {list(kv[have].shape)}). Each layer needs both "
+                    "to_k_ip and to_v_ip: the file is incomplete, download it again."
+                )
+        if kv["k"].ndim != 2 or kv["k"].shape != kv["v"].shape:
+            raise IQAAdapterError(
+                f"{name}: '{key_k}' is {list(kv['k'].shape)} but '{key_v}' is {list(kv['v'].shape)}; both must be "
+                f"[hidden, {cross_dim}] of the same shape. The file is damaged or not an IQA-Adapter: download it again."
+            )
         hidden, cd = kv["k"].shape
         if cd != cross_dim:
-            raise IQAAdapterError(f"{name}: layer key {k} reads width {cd} but the tokens are {cross_dim} wide.")
+            raise IQAAdapterError(
+                f"{name}: '{key_k}' is {list(kv['k'].shape)}, reading width {cd}, but the quality tokens are "
+                f"{cross_dim} wide ('image_proj.norm.weight' is [{cross_dim}]). The file is damaged or mixes two "
+                "adapters: download it again."
+            )
         shapes.append((int(hidden), int(cd)))
     return AdapterSpec(proj_type, out_dim // cross_dim, int(input_dim), int(cross_dim), tuple(shapes), inner)
 

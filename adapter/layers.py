@@ -78,6 +78,7 @@ def match_sites(spec: AdapterSpec, sites: list[AttnSite], name: str) -> None:
     for n, (site, (hidden, cd)) in enumerate(zip(sites, spec.layer_shapes)):
         if (site.hidden, site.context_dim) != (hidden, cd):
             raise IQAAdapterError(
-                f"{name}: layer {n} (key {2 * n + 1}) is [{hidden}, {cd}] but the model's {site.key} cross-attention "
-                f"is [{site.hidden}, {site.context_dim}]. The adapter was made for a different UNet."
+                f"{name}: 'ip_adapter.{2 * n + 1}.to_k_ip.weight' (layer {n}) is [{hidden}, {cd}] but the model's "
+                f"{site.key} cross-attention to_k is [{site.hidden}, {site.context_dim}]. The adapter was made for a "
+                "different UNet: use an IQA-Adapter made for this base model."
             )

@@ -67,9 +67,18 @@ def metadata_from_dict(obj: Mapping[str, Any], where: str) -> AdapterMetadata:
         raise IQAAdapterError(f"IQA-Adapter metadata in {where} has unknown fields {sorted(unknown)}; known: {sorted(_FIELDS)}.")
     metrics = obj.get("metrics", [])
     if isinstance(metrics, str):
-        metrics = metrics.replace(",", " ").split()
+        raise IQAAdapterError(
+            f"IQA-Adapter metadata in {where}: 'metrics' is the text {metrics!r}; it must be a JSON list of pyiqa "
+            'metric names in the adapter\'s training order, e.g. "metrics": ["topiq_nr", "laion_aes"].'
+        )
     if not isinstance(metrics, list) or not all(isinstance(m, str) and m for m in metrics):
         raise IQAAdapterError(f"IQA-Adapter metadata in {where}: 'metrics' must be a list of pyiqa metric names.")
+    repeated = sorted({m for m in metrics if metrics.count(m) > 1})
+    if repeated:
+        raise IQAAdapterError(
+            f"IQA-Adapter metadata in {where}: 'metrics' names {', '.join(repeated)} more than once. "
+            "List each metric once, in the adapter's training order."
+        )
     kind = obj.get("kind", "quality")
     if kind not in KINDS:
         raise IQAAdapterError(f"IQA-Adapter metadata in {where}: 'kind' must be one of {KINDS}, got {kind!r}.")
@@ -152,6 +161,22 @@ def resolve_metadata(path: str | Path, override: Mapping[str, Any] | None = None
     return metadata_from_dict(merged, where or "node override")
 
 
+def _encoding_hint(d: int, input_dim: int) -> str:
+    """What would fit input_dim: other flags for these d metrics, and another number of metrics."""
+    settings = [(f, L) for f in (False, True) for L in (0, 10)]
+    flags = lambda f, L: f"use_flag={str(f).lower()}, pos_encode_L={L}"  # noqa: E731
+    hints = []
+    same = [flags(f, L) for f, L in settings if encoded_dim(d, f, L) == input_dim]
+    if same:
+        hints.append(f"with {d} metrics, {' or '.join(same)} would fit")
+    others = [(n, f, L) for f, L in settings for n in range(1, 33) if n != d and encoded_dim(n, f, L) == input_dim]
+    if others:
+        n, f, L = others[0]  # the plainest encoding first
+        hints.append(f"{n} metrics with {flags(f, L)} would fit: check that 'metrics' lists every metric the adapter "
+                     "was trained on, in order")
+    return f" ({'; or '.join(hints)})." if hints else "."
+
+
 def validate_metadata(meta: AdapterMetadata, input_dim: int, table: NormTable, name: str) -> Optional[EmbeddingSpec]:
     """Check the metadata against the checkpoint's input_dim and the known metrics; returns the embedding
     spec of a reference-based adapter (None for a score-based one)."""
@@ -173,15 +198,9 @@ def validate_metadata(meta: AdapterMetadata, input_dim: int, table: NormTable, n
             raise IQAAdapterError(f"{name}: unknown metric '{m}' in metadata ({meta.source}).{hint}")
     if meta.input_dim != input_dim:
         d = len(meta.metrics)
-        options = [
-            f"use_flag={str(f).lower()}, pos_encode_L={L}"
-            for f in (False, True)
-            for L in (0, 10)
-            if encoded_dim(d, f, L) == input_dim
-        ]
-        hint = f" With {d} metrics, {' or '.join(options)} would fit." if options else ""
+        hint = _encoding_hint(d, input_dim)
         raise IQAAdapterError(
             f"{name}: metadata ({meta.source}) encodes {d} metrics with use_flag={str(meta.use_flag).lower()}, "
             f"pos_encode_L={meta.pos_encode_L} into {meta.input_dim} values, but the checkpoint's projection "
-            f"takes {input_dim}.{hint} Fix the metadata (sidecar JSON or the node's override)."
+            f"takes {input_dim}{hint} Fix the metadata (sidecar JSON or the node's override)."
         )

@@ -33,11 +33,20 @@ class TargetBatch:
     metrics: tuple[str, ...]
 
 
+_PERCENTILE_SPELLING = re.compile(r"^\s*(?:[pP]\s*)?(\d+(?:\.\d*)?|\.\d+)\s*%?\s*$")  # "p99", "99%"
+
+
 def _number(value: object, where: str) -> float:
     """A finite float from typed text or a score (float, 0-d tensor), or an error naming where it came from."""
     try:
         x = float(value)
     except (TypeError, ValueError):
+        written = _PERCENTILE_SPELLING.match(value) if isinstance(value, str) else None
+        if written:
+            raise IQAAdapterError(
+                f"Target {where}: '{value.strip()}' is not a number. Write {written.group(1)}, with target_mode "
+                "'percentile': the mode says what the numbers are."
+            ) from None
         raise IQAAdapterError(f"Target {where}: '{value}' is not a number.") from None
     if not math.isfinite(x):
         raise IQAAdapterError(f"Target {where} is {value}: targets must be finite numbers.")
@@ -58,6 +67,11 @@ def parse_targets(text: str, metrics: Sequence[str]) -> list[dict[str, float]]:
         row: dict[str, float] = {}
         for pair in item.split(","):
             name, _, val = (p.strip() for p in pair.partition("="))
+            if name in row:
+                raise IQAAdapterError(
+                    f"Target line {i} names metric '{name}' twice. Give each metric one value, e.g. "
+                    + ", ".join(f"{m}=99" for m in metrics) + "."
+                )
             if name not in metrics:
                 raise IQAAdapterError(
                     f"Target line {i} names metric '{name}', but this adapter was trained on {', '.join(metrics)}. "

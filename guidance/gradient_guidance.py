@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -141,9 +141,17 @@ def guidance_gradient(x0: torch.Tensor, decoder: ImageFn, scorers: Sequence[Imag
 
 @dataclass
 class RunState:
-    """Per-run bookkeeping of one hook: a run starts at the first call or when sigma goes up."""
+    """Per-run bookkeeping of one hook.
+
+    A run starts at the first call, when sigma goes up, or when the sampler's conditioning list is another
+    object than on the last call. The host builds that list anew for every sampling run (CFGGuider.sample
+    copies the conds), so a run that was interrupted, failed or stopped on a partial schedule cannot leak
+    its step count into the next one, even when the next run starts at the same sigma. The list is held
+    (not just its id, which Python reuses) until the next run replaces it.
+    """
 
     last_sigma: Optional[float] = None
+    run_token: Any = None  # the conditioning list of the current run, compared by identity
     calls_in_window: int = 0
     history: list = field(default_factory=list)  # (sigma, per-item objective, raw scores per term) of guided calls
     copies: dict = field(default_factory=dict)  # device -> (decoder fn, scorer fns), kept for the run
@@ -152,9 +160,11 @@ class RunState:
     def guided(self) -> int:
         return len(self.history)
 
-    def observe(self, sigma: float) -> bool:
+    def observe(self, sigma: float, run_token: Any = None) -> bool:
         """Record a call; True if it starts a new run (state reset)."""
-        new_run = self.last_sigma is None or sigma > self.last_sigma * (1 + 1e-6) + 1e-12
+        new_run = (self.last_sigma is None or sigma > self.last_sigma * (1 + 1e-6) + 1e-12
+                   or (run_token is not None and run_token is not self.run_token))
+        self.run_token = run_token
         if new_run:
             self.calls_in_window = 0
             self.history = []
@@ -186,7 +196,7 @@ class GradientGuidance:
         denoised: torch.Tensor = args["denoised"]
         sigma = float(torch.as_tensor(args["sigma"]).detach().flatten().max())
         st = self.state
-        if st.observe(sigma):
+        if st.observe(sigma, args.get("cond")):
             log.debug("IQA gradient guidance: new run at sigma %.4g", sigma)
         try:
             if not self.in_window(sigma):

@@ -230,6 +230,11 @@ def to_rgb_nchw(images: torch.Tensor, channels_last: bool = True) -> torch.Tenso
     """
     if not torch.is_tensor(images):
         raise IQAAdapterError(f"Expected an image tensor, got {type(images).__name__}.")
+    if images.ndim == 3 and channels_last and images.shape[-1] not in (1, 2, 3, 4):
+        raise IQAAdapterError(
+            f"Got a tensor of shape {list(images.shape)}, which is a MASK ([B, H, W]), not an IMAGE ([B, H, W, C]). "
+            "Connect an image, or turn the mask into one with a Convert Mask to Image node."
+        )
     if images.ndim == 3:
         images = images.unsqueeze(0)
     if images.ndim != 4:
@@ -243,7 +248,8 @@ def to_rgb_nchw(images: torch.Tensor, channels_last: bool = True) -> torch.Tenso
     if c == 1:
         images = images.expand(-1, 3, -1, -1)
     elif c != 3:
-        raise IQAAdapterError(f"Images have {c} channels; give RGB, RGBA or greyscale images.")
+        raise IQAAdapterError(f"Images of shape {list(images.movedim(1, -1).shape if channels_last else images.shape)} have "
+                              f"{c} channels; give RGB, RGBA or greyscale images ([B, H, W, C] with C = 1-4).")
     if not images.is_floating_point():
         images = images.float()
     if images.numel() and not torch.isfinite(images.detach()).all():
