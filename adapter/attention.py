@@ -5,7 +5,8 @@
 q is shared; the host applies the layer's own to_out afterwards. One DecoupledCrossAttention object sits
 on each attn2 key and holds a tuple of contributions, so stacked adapters (two Quality Conditions, a
 Reference Quality Transfer) share it. A replace patch that was already on the key - another pack's - is
-kept as `inner` and computes the base term, so it still runs.
+kept as `inner` and computes the base term, so it still runs; one that another node registers later under
+the (block, id) key is found at call time (patch_watch.py) and runs the same way.
 
 The quality term attends over 2-4 keys. It runs through torch's scaled_dot_product_attention on K/V cached
 already split into heads, and is added to the base output in one kernel (torch.add with alpha, or addcmul
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 from .errors import IQAAdapterError
 from .model import LayerKV
+from .patch_watch import later_block_patch
 
 AttentionFn = Callable[..., torch.Tensor]
 
@@ -113,8 +115,9 @@ class DecoupledCrossAttention:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         heads = extra_options["n_heads"]
-        if self.inner is not None:
-            out = self.inner(q, k, v, extra_options)
+        base = later_block_patch(extra_options, self.inner) or self.inner
+        if base is not None:
+            out = base(q, k, v, extra_options)
         else:
             out = self.attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
         b, n, c = q.shape

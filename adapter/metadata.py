@@ -157,8 +157,8 @@ def resolve_metadata(path: str | Path, override: Mapping[str, Any] | None = None
     merged = dict(found or {})
     merged.update(override or {})
     if override:
-        where = f"{where} + node override" if where else "node override"
-    return metadata_from_dict(merged, where or "node override")
+        where = f"{where} + metadata_override" if where else "metadata_override"
+    return metadata_from_dict(merged, where or "metadata_override")
 
 
 def _encoding_hint(d: int, input_dim: int) -> str:

@@ -1,7 +1,7 @@
 """The binding point between the core and the host's model patcher.
 
 Uses only what every host version has: ModelPatcher.clone(), .model_options["transformer_options"],
-.set_model_attn2_replace(patch, block, number, transformer_index) and
+.set_model_attn2_replace(patch, block, number, transformer_index), .set_model_input_block_patch(patch) and
 .get_model_object("diffusion_model" | "model_sampling"). Nothing here imports the host.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any, Optional
 from .attention import AttentionFn, DecoupledCrossAttention, QualityTokens
 from .checkpoint import AdapterSpec
 from .layers import AttnSite, find_attn2_sites, match_sites
+from .patch_watch import install_watch
 
 
 def model_sites(model: Any) -> list[AttnSite]:
@@ -42,7 +43,8 @@ def attach_quality_tokens(model: Any, spec: AdapterSpec, tokens: QualityTokens, 
     """Validate the adapter against the model, then return a clone with the tokens on every attn2 layer.
 
     The input model is never changed. An IQA patch already on a layer gains a contribution; a foreign
-    patch (keyed by the full site key or by (block, number) alone) is wrapped and still called. Scale 0
+    patch (keyed by the full site key or by (block, number) alone) is wrapped and still called, and so is
+    one registered later by (block, number) (see patch_watch.py). Scale 0
     returns an unpatched clone (after the same checks), so "off" costs nothing per step.
     """
     sites = check_model(model, spec, name)  # raises before anything is cloned or patched
@@ -57,4 +59,5 @@ def attach_quality_tokens(model: Any, spec: AdapterSpec, tokens: QualityTokens, 
         else:
             patch = DecoupledCrossAttention(((tokens, n),), attention, inner=current)
         patched.set_model_attn2_replace(patch, site.key[0], site.key[1], site.key[2])
+    install_watch(patched, tuple(site.key for site in sites))
     return patched

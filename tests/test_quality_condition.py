@@ -210,3 +210,66 @@ def test_half_precision_kv_follow_the_query_dtype(make_adapter):
     q = torch.randn(2, 4, 32, dtype=torch.bfloat16)
     out = patch.to(torch.bfloat16)(q, q, q, {"n_heads": 2, "cond_or_uncond": [1, 0]})
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+FOREIGN_CALLS: list[tuple] = []  # module level: host clones deep-copy patch objects, and their counters with them
+
+
+class ForeignPatch:
+    """Another pack's attn2 replace patch: plain attention plus a constant, so its effect is unmistakable."""
+
+    def __call__(self, q, k, v, extra_options):
+        FOREIGN_CALLS.append(extra_options["block"])
+        return pack.nodes.host.host_attention(q, k, v, extra_options["n_heads"]) + 0.25
+
+
+@pytest.mark.parametrize("key_form", ["full", "block"])
+@pytest.mark.parametrize("order", ["foreign first", "quality first"])
+def test_stacking_with_a_foreign_attn2_patch_in_either_order(order, key_form, make_adapter, caplog):
+    """Both terms run in every order the host allows. The one it does not (a later full-key patch replaces
+    the pack's) is logged with the other patch's name and the order that works."""
+    adapter, _ = make_adapter("sd15")
+    site = EXPECTED_SITES["sd15"][3]
+    key = site if key_form == "full" else site[:2]
+    foreign = ForeignPatch()
+
+    def add_foreign(model):
+        model = model.clone()
+        model.set_model_attn2_replace(foreign, *key)
+        return model
+
+    x, ctx = inputs("sd15", 1)
+    plain = tiny.tiny_model("sd15")
+    quality_only = run_unet(condition(plain, adapter), x, ctx)
+    foreign_only = run_unet(add_foreign(plain), x, ctx)
+    stacked = condition(add_foreign(plain), adapter) if order == "foreign first" else add_foreign(condition(plain, adapter))
+    FOREIGN_CALLS.clear()
+    with caplog.at_level("WARNING"):
+        out = run_unet(stacked, x, ctx)
+    warnings = [r.getMessage() for r in caplog.records if "replaced the IQA-Adapter patch" in r.getMessage()]
+    assert FOREIGN_CALLS == [site[:2]]  # the foreign patch ran, once, on its layer
+    assert (out - quality_only).abs().max() > 1e-3 and (out - foreign_only).abs().max() > 1e-3
+    on_layer = attn2_patches(stacked)[site]
+    if order == "quality first" and key_form == "full":  # the host calls only the later patch on that layer
+        assert on_layer is not None and not getattr(on_layer, "is_iqa_adapter_patch", False)
+        assert len(warnings) == 1 and "ForeignPatch" in warnings[0] and "Apply that node first" in warnings[0], warnings
+        assert "1 of 16" in warnings[0]
+        return
+    assert not warnings, warnings
+    # Both terms on that layer: the pack's patch there equals the foreign base plus the pack's own term.
+    q = torch.randn(1, 4, 64)
+    alone = {"n_heads": 4, "cond_or_uncond": [0], "block": site[:2]}
+    opts = dict(alone, **{pack.adapter.patch_watch.LIVE_ATTN2_KEY: attn2_patches(stacked)})  # as the watch hands it on
+    plain_ip = pack.adapter.DecoupledCrossAttention(on_layer.contributions, pack.nodes.host.host_attention)(q, q, q, alone)
+    base = pack.nodes.host.host_attention(q, q, q, 4)
+    FOREIGN_CALLS.clear()
+    torch.testing.assert_close(on_layer(q, q, q, opts), plain_ip + 0.25, atol=1e-5, rtol=1e-4)
+    assert FOREIGN_CALLS == [site[:2]] and (plain_ip - base).abs().max() > 1e-3
+
+
+def test_the_watch_is_installed_once_and_shared_by_clones(make_adapter):
+    adapter, _ = make_adapter("sd15")
+    twice = condition(condition(tiny.tiny_model("sd15"), adapter), adapter).clone()
+    watches = [p for p in twice.model_options["transformer_options"]["patches"]["input_block_patch"]
+               if getattr(p, "is_iqa_adapter_watch", False)]
+    assert len(watches) == 1 and watches[0].site_keys == tuple(EXPECTED_SITES["sd15"])

@@ -53,6 +53,20 @@ def _adapter_with_header(path: Path, header_text: Optional[str], input_dim: int 
               metadata=None if header_text is None else {"iqa_adapter": header_text})
 
 
+def _write_flat(path: Path, state: dict, header_text: str) -> None:
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"iqa_adapter": header_text})
+
+
+def _plus_state(tiny) -> dict:
+    """An IP-Adapter Plus layout: a resampler image projection (latents, proj_in, layers, proj_out, norm_out)."""
+    state = {k: v for k, v in tiny.adapter_state(rh.LAYOUT, 2, seed=3).items() if k.startswith("ip_adapter.")}
+    width = state["ip_adapter.1.to_k_ip.weight"].shape[1]
+    state.update({"image_proj.latents": torch.randn(1, 4, width), "image_proj.proj_in.weight": torch.randn(width, 32),
+                  "image_proj.proj_in.bias": torch.zeros(width), "image_proj.layers.0.0.norm1.weight": torch.ones(width),
+                  "image_proj.proj_out.weight": torch.randn(width, width), "image_proj.norm_out.weight": torch.ones(width)})
+    return state
+
+
 def write_bad_files(ws: Path) -> None:
     folder = ws / "models" / "iqa_adapter"
     tiny = rh.tiny_models()
@@ -80,6 +94,14 @@ def write_bad_files(ws: Path) -> None:
     _adapter_with_header(folder / "unknown_metric.safetensors", json.dumps(dict(rh.QUALITY_META, metrics=["topiq", "laion_aes"])))
     _adapter_with_header(folder / "unknown_field.safetensors", json.dumps(dict(rh.QUALITY_META, metricz=["topiq_nr"])))
     _adapter_with_header(folder / "ref_spec_mismatch.safetensors", json.dumps(rh.REFERENCE_META), input_dim=100)
+    (folder / "repeated_sidecar.json").write_text(json.dumps(dict(rh.QUALITY_META, metrics=["topiq_nr", "topiq_nr"])))
+    _adapter_with_header(folder / "repeated_sidecar.safetensors", None)
+    _write_flat(folder / "plus.safetensors", _plus_state(tiny), meta)
+    state = tiny.adapter_state(rh.LAYOUT, 2, seed=3)
+    _write_flat(folder / "no_to_v.safetensors", {k: v for k, v in state.items() if k != "ip_adapter.3.to_v_ip.weight"}, meta)
+    bad_shape = dict(state)
+    bad_shape["ip_adapter.3.to_v_ip.weight"] = state["ip_adapter.3.to_v_ip.weight"][:-8]
+    _write_flat(folder / "v_shape.safetensors", bad_shape, meta)
     # A valid adapter outside the adapter folder: only path traversal could reach it.
     tiny.write_adapter(ws / "models" / "outside.safetensors", rh.LAYOUT, rh.QUALITY_META)
     # IQA weights: an unsafe pickle under the name of TOPIQ's checkpoint.
@@ -254,6 +276,18 @@ CASES = [
     Case("garbage_sidecar", loader("bad_sidecar.safetensors"), "failed", LOADER, ("bad_sidecar.json", "not valid JSON"), r"fix or remove"),
     Case("unknown_metric_in_metadata", loader("unknown_metric.safetensors"), "failed", LOADER, ("unknown metric 'topiq'",), r"did you mean topiq_nr"),
     Case("unknown_metadata_field", loader("unknown_field.safetensors"), "failed", LOADER, ("metricz",), r"known: \["),
+    Case("metric_repeated_in_sidecar", loader("repeated_sidecar.safetensors"), "failed", LOADER,
+         ("repeated_sidecar.json", "topiq_nr", "more than once"), r"list each metric once"),
+    Case("metric_repeated_in_override", loader(rh.QUALITY, '{"metrics": ["topiq_nr", "topiq_nr"]}'), "failed", LOADER,
+         ("metadata_override", "topiq_nr", "more than once"), r"list each metric once"),
+    Case("metrics_as_text", loader(rh.QUALITY, '{"metrics": "topiq_nr"}'), "failed", LOADER, ("'metrics'", "'topiq_nr'", "text"),
+         r'must be a JSON list .*\["topiq_nr", "laion_aes"\]'),
+    Case("ip_adapter_plus_file", loader("plus.safetensors"), "failed", LOADER, ("plus.safetensors", "IP-Adapter Plus", "resampler"),
+         r"use it with an IP-Adapter node pack"),
+    Case("layer_missing_to_v_ip", loader("no_to_v.safetensors"), "failed", LOADER, ("ip_adapter.3.to_v_ip.weight", "missing"),
+         r"download it again"),
+    Case("layer_to_v_ip_wrong_shape", loader("v_shape.safetensors"), "failed", LOADER,
+         ("ip_adapter.3.to_k_ip.weight", "ip_adapter.3.to_v_ip.weight", "[32, 48]", "[24, 48]"), r"download it again"),
     Case("override_garbage_json", loader(rh.QUALITY, "{metrics: topiq_nr}"), "failed", LOADER, ("metadata_override", "not valid JSON"), r"fix or remove"),
     Case("override_oversized", loader(rh.QUALITY, json.dumps({"comment": "y" * 70 * KIB})), "failed", LOADER, ("metadata_override", "64 KiB"), r"sidecar|override"),
     Case("override_disagrees_with_weights", loader(rh.QUALITY, '{"metrics": ["topiq_nr", "laion_aes", "musiq"]}'), "failed", LOADER,
@@ -280,6 +314,9 @@ CASES = [
     Case("target_zscore_out_of_range", qc(targets="40", target_mode="z-score"), "failed", "IQAQualityCondition", ("40", "z-score"), r"use a value inside"),
     Case("target_not_a_number", qc(targets="high"), "failed", "IQAQualityCondition", ("'high'", "not a number"), r"target"),
     Case("target_empty", qc(targets=" ; \n"), "failed", "IQAQualityCondition", ("no targets",), r"write e\.g\. '99'"),
+    Case("target_metric_twice", qc(targets="topiq_nr=50, topiq_nr=60, laion_aes=50"), "failed", "IQAQualityCondition",
+         ("topiq_nr", "twice"), r"give each metric one value"),
+    Case("target_written_p99", qc(targets="p99"), "failed", "IQAQualityCondition", ("'p99'", "not a number"), r"write 99\b"),
     Case("target_unknown_metric", qc(targets="musiq=99"), "failed", "IQAQualityCondition", ("musiq",), r"name only the adapter's metrics"),
     Case("guidance_target_z_nan", gg_case(target_z=float("nan")), "failed", "IQAGradientGuidance", ("target_z", "nan"), r"finite number"),
     Case("guidance_scale_nan", gg_case(scale=float("nan")), "failed", "IQAGradientGuidance", ("scale", "nan"), r"finite number"),
@@ -303,6 +340,8 @@ CASES = [
     Case("score_tiny_image", score_case("rgb", size=8), "failed", "IQAScore", ("8x8", "16 px"), r"upscale"),
     Case("score_nan_pixels", score_case("nan"), "failed", "IQAScore", ("NaN",), r"check the node that made them"),
     Case("score_inf_pixels", score_case("inf"), "failed", "IQAScore", ("infinite",), r"check the node that made them"),
+    Case("score_a_mask", lambda: dict(scoring("rgb"), img_0={"class_type": "SolidMask", "inputs": {"value": 0.5, "width": 64, "height": 64}}),
+         "failed", "IQAScore", ("MASK", "[1, 64, 64]"), r"convert mask to image"),
     Case("score_rgba_is_its_rgb", score_case("rgba", "rgb"), "accepted", check=same_scores),
     Case("score_grey_alpha_is_grey_rgb", score_case("grey_alpha", "grey_rgb"), "accepted", check=same_scores),
     Case("score_greyscale_is_grey_rgb", score_case("grey", "grey_rgb"), "accepted", check=same_scores),
