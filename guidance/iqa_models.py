@@ -17,6 +17,7 @@ import difflib
 import logging
 import math
 import threading
+import zlib
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -271,7 +272,8 @@ def hidden_modules(root: torch.nn.Module) -> list[torch.nn.Module]:
 
 def build_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_download: bool = False,
                     random_weights: bool = False, home: torch.device | str = CPU) -> IQAModel:
-    """Build a metric (uncached). Weights: search_dirs first, then pyiqa's cache, the network only if allowed."""
+    """Build a metric (uncached). Weights: search_dirs first, then pyiqa's cache, the network only if allowed.
+    random_weights=True (tests, benchmarks) reads no file and gives the same weights on every build."""
     spec = get_spec(name)
     if random_weights and not spec.random_ok:
         raise IQAAdapterError(f"IQA metric '{spec.name}' cannot be built with random weights ({spec.note}).")
@@ -285,7 +287,7 @@ def build_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_downloa
     )
     kwargs = dict(spec.random_kwargs) if random_weights else {}
     try:
-        with torch.inference_mode(False), weight_gate(source):
+        with torch.inference_mode(False), weight_gate(source), _seeded_for(spec.name, random_weights):
             metric = pyiqa.create_metric(spec.name, as_loss=True, loss_reduction="none", device=CPU, **kwargs)
     except IQAAdapterError:
         raise
@@ -310,6 +312,19 @@ def build_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_downloa
         model.home = home
     log.info("Built %r", model)
     return model
+
+
+@contextmanager
+def _seeded_for(name: str, random_weights: bool) -> Iterator[None]:
+    """Random weights are a function of the metric's name alone, whoever builds it first: the cache hands
+    one build to every caller, so a build from the global RNG state would make later results depend on
+    which test or benchmark ran before. The caller's RNG state is left as it was."""
+    if not random_weights:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(name.encode()))
+        yield
 
 
 def _build_error(name: str, source: WeightSource, e: Exception) -> IQAAdapterError:

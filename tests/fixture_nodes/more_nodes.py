@@ -137,9 +137,7 @@ class RandomIQAModel:
         return {"required": {"metric": ("STRING", {"default": "topiq_nr"})}}
 
     def load(self, metric: str):
-        with torch.random.fork_rng():  # the same random network in every process (the pack caches it per process)
-            torch.manual_seed(zlib.crc32(metric.encode()))
-            return (_pack_iqa_models().load_iqa_model(metric, random_weights=True),)
+        return (_pack_iqa_models().load_iqa_model(metric, random_weights=True),)  # seeded by the metric's name
 
 
 NODE_CLASS_MAPPINGS = {"IQATestTinyCheckpoint": TinyCheckpoint, "IQATestTinyVAE": TinyVAE,
