@@ -95,6 +95,29 @@ def run_unet(model, x, context, cond_or_uncond=(0,), sigma=1.0):
         return model.get_model_object("diffusion_model")(x, t, context=context, transformer_options=to)
 
 
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """||got - want|| / ||want|| over the whole tensor, in float64."""
+    got, want = got.detach().double(), want.detach().double()
+    return float((got - want).norm() / want.norm())
+
+
+# Bound for relative_error between float32 runs of the tiny UNets that take different code paths or batch
+# shapes (pack vs reference attention, a batch vs its items, one row vs another of one batch). Rounding
+# differs with the kernels' SIMD width, blocking and summation order, and over the UNet's ~30 layers it
+# adds up to 1e-6 of the output's norm (measured 4e-8..2e-6 with torch's AVX-512, AVX2 and default kernels,
+# oneDNN at AVX2, MKL at AVX2). 1e-4 leaves 50x for other CPUs; what the tests detect (a missing, wrong
+# or mixed-up quality term) moves the output by 0.5-0.95 of its norm, 5000x the bound.
+UNET_REL_TOL = 1e-4
+
+
+def assert_relatively_close(got: torch.Tensor, want: torch.Tensor, bound: float = UNET_REL_TOL, what: str = "") -> None:
+    """A norm-relative comparison: elementwise tolerances fail on elements near zero, whose rounding error
+    is set by the magnitude of the terms summed into them, not by their own magnitude."""
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    err = relative_error(got, want)
+    assert err <= bound, f"{what}: ||got - want|| / ||want|| = {err:.2e} > {bound:.0e}"
+
+
 def inputs(layout: str, batch: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     ctx = tiny.LAYOUTS[layout]["context_dim"]

@@ -58,7 +58,14 @@ def execute(prompt: dict, executor=None) -> Run:
 
 def sampling_graph(layout: str, adapter_name: str | None, targets: str = "99", batch: int = 1, seed: int = 3,
                    scale: float = 1.0, steps: int = 3, cfg: float = 4.0, mode: str = "percentile", extra: dict | None = None) -> dict:
-    """Tiny model -> (Load IQA-Adapter -> Quality Condition) -> KSampler -> image -> preview."""
+    """Tiny model -> (Load IQA-Adapter -> Quality Condition) -> KSampler -> image -> preview.
+
+    The positive and negative prompts have the same token count, so the host runs cond and uncond as one
+    batch when psutil reports more free RAM than BaseModel.memory_required (1.2 GB for two 64 px latents, 1.8 GB for one at 192 px),
+    and one after the other below that. Tests that compare two runs bit for bit assume both are on the same
+    side of that line. The sub-quadratic attention's chunk sizes, also set from free RAM, give one chunk at
+    these sizes unless less than about 10 MB is free.
+    """
     g = {
         "model": {"class_type": "IQATestTinyModel", "inputs": {"layout": layout, "seed": 0}},
         "pos": {"class_type": "IQATestTinyConditioning", "inputs": {"layout": layout, "seed": 1, "tokens": 6}},

@@ -29,6 +29,7 @@ def test_sampling_with_quality_condition_runs_and_changes_the_image(layout, adap
     assert (a - b).abs().max() > 1e-3
     assert (b[0] - b[1]).abs().max() > 1e-3  # p1 and p99 items differ on the same seed
     again = execute(sampling_graph(layout, adapters[layout], targets="1; 99", batch=2))
+    # Bitwise: the same process, prompt, code and shapes (see host_run.sampling_graph on free memory).
     assert torch.equal(again.output("image"), b)  # deterministic, and nothing leaked between prompts
     assert torch.equal(execute(sampling_graph(layout, None, batch=2)).output("image"), a)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import conftest
-from helpers import NIQE_MAT, pack, tiny
+from helpers import NIQE_MAT, pack, relative_error, tiny
 from host_run import execute, sampling_graph
 
 gg_core = pack.guidance.gradient_guidance
@@ -153,7 +153,7 @@ def test_maximize_raises_the_score_and_scale_zero_is_unguided(taesd):
     guided = execute(guided_graph(taesd, batch=2, guidance={"scale": 0.5}))
     assert plain.ok and zero.ok and guided.ok, guided.error_message
     a, z, b = plain.output("image"), zero.output("image"), guided.output("image")
-    assert torch.equal(a, z)
+    assert torch.equal(a, z)  # bitwise: scale 0 adds 0 * (finite gradient) to the same denoised values
     assert torch.isfinite(b).all()
     gain = sharpness_of(b) - sharpness_of(a)
     assert (gain > 0.01 * sharpness_of(a)).all(), gain  # measured: +2.7 % and +6.8 % at scale 0.5, 3 steps
@@ -218,8 +218,14 @@ def test_cfg_one_and_batch_items_get_their_own_gradient(taesd):
             dec, score = decoder.build(torch.device("cpu")), term.build(torch.device("cpu"))
             g_all = gg_core.guidance_gradient(x, dec, [score], [term], cfg, 8)[0]
             g_one = torch.cat([gg_core.guidance_gradient(x[i:i + 1], dec, [score], [term], cfg, 8)[0] for i in range(3)])
-    torch.testing.assert_close(g_all, g_one, rtol=1e-4, atol=1e-6)
-    assert not torch.allclose(g_all[0], g_all[1])
+    # Per item, by norm. Rounding alone puts a batch and its items 4e-7 of the norm apart, but the gradient
+    # has kinks (TAESD's ReLUs, |.| in Sharpness, the clamp to [0, 1]): a kernel that rounds one input onto
+    # the other side of one moves the gradient by up to ~1 % (measured: one |.| sign flip 0.6-1.1 %; relative
+    # noise of 1e-7..1e-6 on the latents or the decoder weights, as other kernels give, up to 0.4 %).
+    # 2e-2 covers that; the gradient of the batch mean (off by 0.67) or of another item (1.5) is 30x more.
+    errors = [relative_error(g_all[i], g_one[i]) for i in range(len(x))]
+    assert max(errors) < 2e-2, errors
+    assert relative_error(g_all[0], g_all[1]) > 0.5  # the items' gradients differ (measured 1.5)
 
 
 def test_precision_modes(taesd):
@@ -236,7 +242,7 @@ def test_precision_modes(taesd):
         with torch.inference_mode():
             with torch.inference_mode(False), torch.enable_grad():
                 grads[precision] = gg_core.guidance_gradient(x, decoder.build(cpu), [term.build(cpu)], [term], cfg, 8)[0]
-    assert torch.equal(grads["auto"], grads["float32"])
+    assert torch.equal(grads["auto"], grads["float32"])  # bitwise: auto is float32 here, the same computation
     cos = torch.nn.functional.cosine_similarity(grads["bfloat16"].flatten(1), grads["float32"].flatten(1))
     assert (cos > 0.9).all() and not torch.equal(grads["bfloat16"], grads["float32"]), cos
     plain = execute(guided_graph(taesd, batch=2))
@@ -279,6 +285,8 @@ def test_nan_score_skips_that_item_with_a_warning(taesd, caplog):
     assert run.ok, run.error_message
     out, ref = run.output("image"), plain.output("image")
     assert torch.isfinite(out).all()
+    # Bitwise: item 0 gets no correction and sits in the same batch row in both runs; rows do not mix in the
+    # UNet's kernels, so item 1's other values do not change its arithmetic.
     assert torch.equal(out[0], ref[0]) and not torch.equal(out[1], ref[1])
     assert "non-finite" in caplog.text
 
@@ -322,11 +330,17 @@ def test_real_niqe_guidance_lowers_niqe(taesd):
 
     Measured through this graph (CPU, scale 0.1, 4 euler steps), NIQE unguided -> guided for seeds 3..8:
     6.24->6.08, 6.20->5.72, 6.65->6.07, 6.35->5.90, 6.46->5.26, 6.10->5.77: gains 0.16-1.19, mean 0.53.
-    At scale 0.2 two of six seeds got worse (NIQE is rough; large steps overshoot). Asserted on seeds
-    3, 4, 5: every gain above NIQE_MARGIN and their mean above NIQE_MEAN_MARGIN.
+    At scale 0.2 two of six seeds got worse (NIQE is rough; large steps overshoot).
+
+    One seed's gain depends on the CPU: NIQE's gradient is rough (it rounds grey levels, see
+    test_iqa_models.NIQE_TOL), so rounding differences of the kernels steer the guided runs apart. With
+    torch's AVX-512, AVX2 and default kernels and oneDNN at AVX2, seed 4 gained 0.02-0.48 and seed 3
+    0.10-0.38, while the mean over seeds 3..8 stayed at 0.46-0.57 and no gain was negative. So this asserts
+    on all six seeds: at least NIQE_MIN_IMPROVED of them improve and the mean gain is above NIQE_MEAN_MARGIN
+    (half the smallest mean measured; no guidance gives 0, guidance the wrong way a negative mean).
     """
-    gains = [_niqe_gain(taesd, seed) for seed in (3, 4, 5)]
-    assert min(gains) > NIQE_MARGIN and sum(gains) / len(gains) > NIQE_MEAN_MARGIN, gains
+    gains = [_niqe_gain(taesd, seed) for seed in (3, 4, 5, 6, 7, 8)]
+    assert sum(g > 0 for g in gains) >= NIQE_MIN_IMPROVED and sum(gains) / len(gains) > NIQE_MEAN_MARGIN, gains
 
 
 def _niqe_gain(taesd: str, seed: int) -> float:
@@ -346,7 +360,7 @@ def _niqe_gain(taesd: str, seed: int) -> float:
     return before - after
 
 
-NIQE_MARGIN, NIQE_MEAN_MARGIN = 0.1, 0.3
+NIQE_MIN_IMPROVED, NIQE_MEAN_MARGIN = 5, 0.23
 
 
 # -- helpers running the host sampler directly (for tests that need the hook object) -------------------------
@@ -399,3 +413,56 @@ def test_copies_are_dropped_after_the_last_step_when_it_is_skipped(taesd):
     hook = patched.model_options["sampler_post_cfg_function"][0]
     _sample(patched, steps=6, size=64)
     assert hook.state.guided == 3 and hook.state.copies == {}
+
+
+def _stop_after_first_call(monkeypatch, stop) -> None:
+    """Make the guidance hook call `stop()` right after its first call (the run's first step)."""
+    real, calls = gg_core.GradientGuidance.__call__, []
+
+    def once(self, args):
+        out = real(self, args)
+        calls.append(1)
+        if len(calls) == 1:
+            stop()
+        return out
+    monkeypatch.setattr(gg_core.GradientGuidance, "__call__", once)
+
+
+def _interrupt() -> None:
+    import comfy.model_management
+
+    comfy.model_management.interrupt_current_processing(True)  # what POST /interrupt does
+
+
+def _fail() -> None:
+    raise RuntimeError("a later hook failed")
+
+
+@pytest.mark.parametrize("ending", ["interrupted", "failed", "partial schedule"])
+def test_a_run_that_ended_early_leaves_nothing_for_the_next_one(taesd, ending, monkeypatch):
+    """every_n_steps counts per run. A run that stopped after its first step must not shift the count of
+    the next run on the same cached model, which starts at the same sigma: the next prompt's image equals
+    what a fresh executor makes of it."""
+    from comfy.cmd.execution import PromptExecutor
+
+    from host_run import Recorder
+
+    graph = guided_graph(taesd, steps=4, guidance={"scale": 0.5, "every_n_steps": 2})
+    want = execute(graph)
+    assert want.ok, want.error_message
+    executor = PromptExecutor(Recorder())
+    if ending == "partial schedule":
+        first = dict(graph, sampler={"class_type": "KSamplerAdvanced", "inputs": {
+            "model": ["gg", 0], "add_noise": "enable", "noise_seed": 3, "steps": 4, "cfg": 4.0, "sampler_name": "euler",
+            "scheduler": "normal", "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
+            "start_at_step": 0, "end_at_step": 1, "return_with_leftover_noise": "enable"}})
+        assert execute(first, executor).ok
+    else:
+        with monkeypatch.context() as m:
+            _stop_after_first_call(m, _interrupt if ending == "interrupted" else _fail)
+            stopped = execute(graph, executor)
+        assert not stopped.ok
+    again = execute(graph, executor)
+    assert again.ok, again.error_message
+    assert "gg" not in [d.get("node") for e, d in again.messages if e == "executing"]  # the guided model came from the cache
+    assert torch.equal(again.output("image"), want.output("image"))  # same process, inputs and path: bitwise

@@ -40,6 +40,16 @@ REFERENCE = {
     "piqe": (100.0, 21.6242, 35.8646, 41.147, 76.9485),
     "entropy": (6.9511, 6.9661, 7.5309, 7.5565, 5.7629),
 }
+# How far each image's NIQE may sit from the reference on any CPU. NIQE rounds 255 * Y to integer grey levels,
+# Y = 0.299 R + 0.587 G + 0.114 B in float32, and where 299 R + 587 G + 114 B ends in 500 the exact value is a
+# .5 tie: which way it rounds depends on the kernel's summation order and FMA use. I03 has 162 such pixels,
+# I06 9, I08 4, I04 and I19 none (all later steps are float64). Measured on I03, with Y evaluated in all 12
+# float32 orders (with and without FMA): 15.6502-15.6562 (15.6532, 15.6538 and 15.6558 seen on real CPUs);
+# all ties up/down: 15.6701/15.6744, exact Y 15.6701. 0.025 covers all of that; it is 0.16 % of the value
+# and 7x tighter than pyiqa's own calibration check (atol = rtol = 1e-2). I06: its 9 ties, summing the effect of
+# each flip, stay within 2.6e-3. The rest differ from pyiqa's figures by <= 5.4e-4 on every CPU (the parameter file
+# and the reference's 4 decimals), so 2e-3 stays.
+NIQE_TOL = (0.025, 2e-3, 3e-3, 2e-3, 2e-3)
 TABLE = json.loads((conftest.REPO / "weights" / "cc3m_norm_stats.json").read_text())["metrics"]
 LOCAL = ("127.0.0.1", "::1", "localhost", "", None)
 
@@ -85,6 +95,12 @@ def niqe_params() -> Path:
     if not NIQE_MAT.is_file():
         pytest.fail(f"NIQE parameters missing at {NIQE_MAT}: run scripts/prepare_test_data.sh (scripts/test.sh does).")
     return NIQE_MAT
+
+
+def assert_niqe_matches_reference(scores, first: int = len(IMAGES)) -> None:
+    """The NIQE scores of the first `first` calibration images, each within its NIQE_TOL of pyiqa's figure."""
+    want, tol = REFERENCE["niqe"][:first], NIQE_TOL[:first]
+    assert len(scores) == first and all(abs(s - w) <= t for s, w, t in zip(scores, want, tol)), (list(scores), want, tol)
 
 
 def calibration_batch() -> torch.Tensor:
@@ -151,9 +167,10 @@ def test_niqe_through_the_nodes_reproduces_pyiqa_reference(iqa_dir, niqe_params,
     assert [p for p, _ in model.files] == [str(iqa_dir / NIQE_FILE)]
     out = score_node(calibration_batch(), model, batch_size=2)
     scores, pct, z, table, plot = out["result"][:5]
-    assert scores == pytest.approx(REFERENCE["niqe"], abs=2e-3)
+    assert_niqe_matches_reference(scores)
     assert all(math.isnan(v) for v in pct + z), "niqe has no CC3M statistics"
-    assert out["ui"]["text"] == [table] and "niqe (lower is better)" in table and "15.65" in table
+    # the table shows the score the node returned (its digits depend on the CPU, see NIQE_TOL)
+    assert out["ui"]["text"] == [table] and "niqe (lower is better)" in table and f"\t{scores[0]:.6g}\t" in table
     assert plot.shape == (1, 320, 512, 3) and 0.0 <= plot.min() and plot.max() <= 1.0 and plot.std() > 0.05
     assert network_attempts == []
 
@@ -161,6 +178,7 @@ def test_niqe_through_the_nodes_reproduces_pyiqa_reference(iqa_dir, niqe_params,
 @pytest.mark.parametrize("name", ["piqe", "entropy"])
 def test_file_free_metrics_reproduce_pyiqa_reference(name, network_attempts):
     scores = score_node(calibration_batch(), load(name))["result"][0]
+    # Both round Y too (see NIQE_TOL), but every float32 order of Y moves them by < 3e-5 (measured).
     assert scores == pytest.approx(REFERENCE[name], abs=2e-3)
     assert network_attempts == []
 
@@ -174,7 +192,7 @@ def test_niqe_gradients_and_quality_sign(iqa_dir, niqe_params):
             x = image.clone().requires_grad_(True)
             q = model.quality(x)
             q.sum().backward()
-    assert q.detach().tolist() == pytest.approx([-v for v in REFERENCE["niqe"][:2]], abs=2e-3)
+    assert_niqe_matches_reference([-v for v in q.detach().tolist()], first=2)
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
@@ -369,6 +387,8 @@ def test_greyscale_and_rgba_are_converted(network_attempts):
     rgb = calibration_batch()[:2, :128, :128]
     grey = rgb.mean(-1, keepdim=True)
     ref_rgb = score_node(rgb, model)["result"][0]
+    # Exact: to_rgb_nchw turns each pair into the same values in the same memory layout, so entropy runs the
+    # same kernels on both.
     assert score_node(torch.cat([rgb, torch.rand(2, 128, 128, 1)], -1), model)["result"][0] == ref_rgb  # alpha ignored
     assert score_node(grey, model)["result"][0] == score_node(grey.expand(-1, -1, -1, 3), model)["result"][0]
     with pytest.raises(IQAAdapterError, match="5 channels"):
@@ -446,7 +466,7 @@ def test_score_runs_through_the_real_executor(iqa_dir, niqe_params, workspace):
         "p": {"class_type": "PreviewImage", "inputs": {"images": ["s", 4]}},
     })
     assert run.ok, run.error_message
-    assert run.executor.outputs["s"][0] == [pytest.approx(REFERENCE["niqe"][0], abs=2e-3)]
+    assert_niqe_matches_reference(run.executor.outputs["s"][0], first=1)  # I03 alone
     shown = [d for e, d in run.messages if e == "executed" and d.get("node") == "s"]
     assert shown and "niqe (lower is better)" in shown[0]["output"]["text"][0]
 

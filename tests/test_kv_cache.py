@@ -21,6 +21,7 @@ def test_cached_kv_equal_per_call_projection(make_adapter):
     wk = sd["ip_adapter.9.to_k_ip.weight"]
     toks = adapter.tokens(pack.adapter.encoding.encode_quality_vector(torch.tensor([[2.0, 2.0]]), True, 0))
     k_cached, _ = tokens.kv(4, (0,), 1, torch.device("cpu"), torch.float32)
+    # Tight, and safe: the cache computed the very same matmul on tokens of the same shape (bitwise here).
     torch.testing.assert_close(k_cached, toks @ wk.T, atol=1e-6, rtol=1e-6)
 
 

@@ -6,7 +6,7 @@ import importlib
 import pytest
 import torch
 
-from helpers import inputs, pack, run_unet, tiny
+from helpers import assert_relatively_close, inputs, pack, run_unet, tiny
 from host_run import execute, sampling_graph
 
 A = pack.adapter
@@ -43,8 +43,11 @@ def test_reference_batch_maps_one_to_one_or_broadcasts(ref_adapter, topiq):
     paired = run_unet(transfer(model, ref_adapter, two, topiq), x, ctx)
     assert (paired[0] - paired[1]).abs().max() > 1e-4
     first_only = run_unet(transfer(model, ref_adapter, two[:1], topiq), x, ctx)
-    assert torch.equal(first_only[0], first_only[1])  # one reference applies to every latent
-    torch.testing.assert_close(first_only[0], paired[0], atol=1e-5, rtol=1e-5)
+    # One reference applies to every latent. Rows of one batch may go through different GEMM tiles, and the
+    # paired run embeds its references as a batch of two (other conv shapes than one alone): rounding-level
+    # differences, compared by norm (helpers.UNET_REL_TOL); another reference moves the output 5e-2 of its norm.
+    assert_relatively_close(first_only[1], first_only[0], what="one reference, latents 1 and 2")
+    assert_relatively_close(first_only[0], paired[0], what="reference 1 alone vs in a batch of two")
     with pytest.raises(A.IQAAdapterError, match="3 references but the latent batch is 2"):
         run_unet(transfer(model, ref_adapter, refs(3), topiq), x, ctx)
     assert not torch.equal(run_unet(model, x, ctx), paired)
@@ -104,5 +107,6 @@ def test_quality_matching_takes_targets_from_a_reference_score(adapter_dir):
     raw = scored["topiq_nr"][0]
     # The same graph with the score typed in as a raw target gives the same image.
     typed = sampling_graph("sd15", "match_sd15.safetensors", targets=repr(raw), mode="raw", batch=1)
+    # Bitwise: repr() round-trips the float, so both graphs sample with the same targets, code and shapes.
     assert torch.equal(execute(typed).output("image"), run.output("image"))
     assert not torch.equal(execute(sampling_graph("sd15", "match_sd15.safetensors", targets="1", batch=1)).output("image"), run.output("image"))

@@ -465,6 +465,8 @@ def test_bad_input(hosts, i):
     assert "IQAQualityCondition" in catalog.get("/object_info/IQAQualityCondition")
     entry = run(catalog, rh.graph(GOOD_SEED + i))
     got = {k: [rh.image_digest(p) for p in v] for k, v in catalog.output_images(entry).items()}
+    # Bitwise across the two processes: same machine, same kernels, one thread each, and rh.graph keeps the
+    # host's free-RAM batching out of play.
     assert got == expected_images(fresh, i), "the next good prompt differs from a fresh host's"
 
 
