@@ -8,6 +8,7 @@ output/, temp/ and user/ at the workspace, so the ComfyUI folder itself is never
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -45,6 +46,14 @@ class Host:
             cmd = [self.python, "-m", "comfy.cmd.main", "--listen", "127.0.0.1", "--port", str(port),
                    "--cwd", str(workspace), "--disable-known-models"]
         return cmd if gpu else cmd + ["--cpu"]
+
+    def version(self) -> Optional[str]:
+        """Upstream's version (comfyui_version.py, which /system_stats also reports); None for the fork."""
+        if not self.upstream:
+            return None
+        text = (self.folder / "comfyui_version.py").read_text() if (self.folder / "comfyui_version.py").is_file() else ""
+        found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", text)
+        return found.group(1) if found else None
 
     def helper_command(self, script: Path, *args: str) -> tuple[list[str], dict[str, str]]:
         """argv and environment that run one of our scripts with this host's `comfy` importable. Upstream's
