@@ -12,6 +12,6 @@ export IQA_TEST_DATA="$data" IQA_TEST_NIQE_MAT="$data/niqe_modelparameters.mat"
 cd "$root"
 export IQA_HOST=upstream OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
 if [[ $# -eq 0 ]]; then
-  set -- tests/test_server_api.py tests/test_server_workflows.py tests/test_reliability_catalog.py tests/test_soak.py
+  set -- tests/test_server_api.py tests/test_server_workflows.py tests/test_main_job.py tests/test_reliability_catalog.py tests/test_soak.py
 fi
 exec "$venv/bin/python" -m pytest -q "$@"
