@@ -56,7 +56,8 @@ def parse_json_text(text: str, where: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise IQAAdapterError(f"IQA-Adapter metadata in {where} is not valid JSON: {exc}. Fix or remove it.") from None
     if not isinstance(obj, dict):
-        raise IQAAdapterError(f"IQA-Adapter metadata in {where} must be a JSON object, got {type(obj).__name__}.")
+        raise IQAAdapterError(f"IQA-Adapter metadata in {where} must be a JSON object, got {type(obj).__name__}. "
+                              f"Write one, {_EXAMPLE}, or remove it.")
     return obj
 
 

@@ -14,6 +14,11 @@ graph. With real weights, the same command runs the real SDXL workflow:
 
 Other workflows: --workflow sdxl_degradation (any name in example_workflows/, or a path to a UI- or
 API-format JSON file).
+
+Hosts: the PyPI fork in this venv (default), upstream ComfyUI with --host upstream (COMFYUI_DIR=your
+checkout, else the shared archive set up by scripts/upstream_host.sh), or a server that is already running
+with --server http://127.0.0.1:8188 (this pack in its custom_nodes/; real weights, by the file names in its
+models folders; nothing is started or stopped).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import comfy_host  # noqa: E402
 import workflow_fixtures  # noqa: E402
 import workflow_to_api  # noqa: E402
 from workflow_build import CHECKPOINT, QUALITY_ADAPTER  # noqa: E402
@@ -170,17 +176,21 @@ def write_scores(out: Path, prompt: dict, entry: dict, images: list[Path], mode_
 
 
 def collect(host: HostServer, prompt: dict, entry: dict, out: Path) -> tuple[list[Path], list[Path]]:
-    """Copy saved images and the score plots (previews of IQA Score's plot output) into `out`."""
-    files = host.output_images(entry)
+    """Save the saved images and the score plots (previews of IQA Score's plot output) into `out`, fetched
+    over HTTP (/view), so that a server on another machine works the same."""
     images, plots = [], []
-    for node_id, paths in files.items():
+    for node_id, refs in host.image_refs(entry).items():
         node = prompt.get(node_id, {})
         is_plot = node.get("class_type") == "PreviewImage" and prompt.get(node["inputs"]["images"][0], {}).get("class_type") == "IQAScore"
-        for i, src in enumerate(paths):
+        for i, ref in enumerate(refs):
             if node.get("class_type") == "SaveImage":
-                images.append(Path(shutil.copy2(src, out / src.name)))
+                target = out / Path(ref["filename"]).name
             elif is_plot:
-                plots.append(Path(shutil.copy2(src, out / f"score_plot_node{node_id}_{i}.png")))
+                target = out / f"score_plot_node{node_id}_{i}.png"
+            else:
+                continue
+            target.write_bytes(host.fetch_image(ref))
+            (images if node.get("class_type") == "SaveImage" else plots).append(target)
     return sorted(images), plots
 
 
@@ -194,23 +204,32 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--score-metric", help="metric for the IQA Score nodes (tiny runs: piqe, no weights needed; real runs: the graph's own)")
     ap.add_argument("--cpu", action="store_true", help="real runs: force the CPU (default: the host's GPU if it has one)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the prompt")
+    ap.add_argument("--host", choices=comfy_host.KINDS, default="fork",
+                    help="which ComfyUI to start: the PyPI fork in this venv (default) or upstream (COMFYUI_DIR, "
+                         "else the shared archive, set up by scripts/upstream_host.sh)")
+    ap.add_argument("--server", metavar="URL", help="queue on a ComfyUI server that is already running (e.g. "
+                    "http://127.0.0.1:8188, this pack in its custom_nodes/) instead of starting one; real runs only")
     args = ap.parse_args(argv)
+    if args.server:
+        return run_on_server(ap, args)
     real = bool(args.models or args.checkpoint or args.adapter)
     if real and not args.models and not (args.checkpoint and Path(args.checkpoint).expanduser().is_file()
                                          and args.adapter and Path(args.adapter).expanduser().is_file()):
         ap.error("real runs need --models DIR, or --checkpoint and --adapter as paths to the files")
     workflow_path = resolve_workflow(args.workflow)
-    out = Path(args.out).resolve()
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    try:
+        kind = comfy_host.named(args.host)
+    except RuntimeError as e:
+        raise SystemExit(str(e))
+    out = fresh_folder(args.out)
     ws = make_workspace(fixtures=not real)
     names = link_models(ws, args) if real else {}
-    adapters = {} if real else workflow_fixtures.write_tiny_adapters_quietly(ws / "models" / "iqa_adapter")
-    host = HostServer(ws, log_path=out / "host.log", gpu=real and not args.cpu, threads=None if real else 1, isolated=not real)
+    adapters = {} if real else workflow_fixtures.write_tiny_adapters_quietly(ws / "models" / "iqa_adapter", host=kind)
+    host = HostServer(ws, log_path=out / "host.log", gpu=real and not args.cpu, threads=None if real else 1,
+                      isolated=not real, host=kind)
     try:
         host.start()
-        data = json.loads(workflow_path.read_text())
-        prompt = workflow_to_api.convert(data, host.object_info()) if "nodes" in data else data
+        prompt = api_prompt(host, workflow_path)
         if real:
             prompt = real_prompt(prompt, names, args.score_metric)
             note = f"{workflow_path.stem}, real weights: {names['checkpoint']} + {names['adapter']}"
@@ -221,22 +240,65 @@ def main(argv: Optional[list[str]] = None) -> int:
             note = (f"{workflow_path.stem} on the tiny built-in model with a random adapter; IQA Score nodes that only "
                     f"score use {opts.score_metric}, metrics that also steer the model run with random weights. "
                     "Pass --models for the real SDXL workflow")
-        (out / "prompt.json").write_text(json.dumps(prompt, indent=2) + "\n")
-        try:
-            entry = host.run(prompt, args.timeout)
-        except PromptRejected as e:
-            raise SystemExit(f"The host rejected the prompt (HTTP {e.status}): {json.dumps(e.body)[:3000]}")
-        except PromptFailed as e:
-            raise SystemExit(f"The prompt failed: {e}. Host log: {out / 'host.log'}")
-        images, plots = collect(host, prompt, entry, out)
-        if not images:
-            raise SystemExit("The prompt finished without saved images")
-        table = write_scores(out, prompt, entry, images, note)
+        finish(host, prompt, out, args.timeout, note, log_hint=str(out / "host.log"))
     finally:
         host.stop()
         remove_workspace(ws)
+    return 0
+
+
+def fresh_folder(path: str) -> Path:
+    out = Path(path).resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    return out
+
+
+def api_prompt(host: HostServer, workflow_path: Path) -> dict:
+    """The workflow as an API prompt: UI files are converted with the server's own /object_info."""
+    data = json.loads(workflow_path.read_text())
+    return workflow_to_api.convert(data, host.object_info()) if "nodes" in data else data
+
+
+def finish(host: HostServer, prompt: dict, out: Path, timeout: float, note: str, log_hint: str) -> None:
+    """Queue the prompt, wait, collect images and plots into `out`, write and print the scores table."""
+    (out / "prompt.json").write_text(json.dumps(prompt, indent=2) + "\n")
+    try:
+        entry = host.run(prompt, timeout)
+    except PromptRejected as e:
+        raise SystemExit(f"The host rejected the prompt (HTTP {e.status}): {json.dumps(e.body)[:3000]}")
+    except PromptFailed as e:
+        raise SystemExit(f"The prompt failed: {e}. Host log: {log_hint}")
+    images, plots = collect(host, prompt, entry, out)
+    if not images:
+        raise SystemExit("The prompt finished without saved images")
+    table = write_scores(out, prompt, entry, images, note)
     print(table.read_text())
     print(f"{len(images)} images, {len(plots)} score plots and scores.md written to {out}")
+
+
+def run_on_server(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """--server URL: the real workflow on a server someone else started. Its models are its own, so
+    --checkpoint and --adapter are file names in its folders (default: the example's names); tiny runs need
+    the test fixtures and adapters inside the host, which only a host started here has."""
+    if args.models or args.host != "fork":
+        ap.error("--server uses that server's own models and ComfyUI: leave out --models and --host")
+    for key in ("checkpoint", "adapter"):
+        value = getattr(args, key)
+        if value and (Path(value).is_absolute() or value.startswith("~") or Path(value).is_file()):
+            ap.error(f"--server: give --{key} as a file name the server lists (its models folder), not a path here ({value})")
+    workflow_path = resolve_workflow(args.workflow)
+    host = HostServer.attach(args.server)
+    try:
+        host.start()
+    except RuntimeError as e:
+        raise SystemExit(str(e))
+    out = fresh_folder(args.out)
+    names = {"checkpoint": args.checkpoint or CHECKPOINT, "adapter": args.adapter or QUALITY_ADAPTER,
+             "adapter_given": bool(args.adapter)}
+    prompt = real_prompt(api_prompt(host, workflow_path), names, args.score_metric)
+    note = f"{workflow_path.stem}, real weights on {host.base}: {names['checkpoint']} + {names['adapter']}"
+    finish(host, prompt, out, args.timeout, note, log_hint=f"the console of the server at {host.base}")
     return 0
 
 

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import comfy_host  # noqa: E402
 from workflow_build import QUALITY_ADAPTER, REFERENCE_ADAPTER  # noqa: E402
 
 # Metadata of the tiny stand-in for each adapter the example graphs name (what the real file would carry).
@@ -122,21 +123,25 @@ def write_tiny_adapters(folder: Path, names: Optional[list[str]] = None, layout:
 
 
 
-
-def write_tiny_adapters_quietly(folder: Path, layout: str = "sdxl") -> dict[str, str]:
-    """write_tiny_adapters in a child process (it imports torch and the host, which log to the console)."""
+def write_tiny_adapters_quietly(folder: Path, layout: str = "sdxl", host: Optional[comfy_host.Host] = None) -> dict[str, str]:
+    """write_tiny_adapters in a child process of the host's Python (it imports torch and the host, which
+    log to the console; the adapters must fit that host's UNet). host: default, this venv's fork."""
     import json
     import subprocess
 
-    proc = subprocess.run([sys.executable, __file__, "write-adapters", str(folder), layout], capture_output=True, text=True)
+    argv, env = (host or comfy_host.fork()).helper_command(Path(__file__), "write-adapters", str(folder), layout)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"Writing the tiny adapters failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-if __name__ == "__main__":  # python scripts/workflow_fixtures.py write-adapters FOLDER [LAYOUT]
+if __name__ == "__main__":  # python scripts/workflow_fixtures.py write-adapters FOLDER [LAYOUT] [--cpu]
     import json
 
-    if len(sys.argv) < 3 or sys.argv[1] != "write-adapters":
-        raise SystemExit("usage: workflow_fixtures.py write-adapters FOLDER [sdxl|sd15]")
-    print(json.dumps(write_tiny_adapters(Path(sys.argv[2]), layout=sys.argv[3] if len(sys.argv) > 3 else "sdxl")))
+    args = [a for a in sys.argv[1:] if a != "--cpu"]
+    if len(args) < 2 or args[0] != "write-adapters":
+        raise SystemExit("usage: workflow_fixtures.py write-adapters FOLDER [sdxl|sd15] [--cpu]")
+    if "--cpu" in sys.argv:  # upstream ComfyUI on its path: keep its import from initializing CUDA
+        comfy_host.cpu_only_upstream()
+    print(json.dumps(write_tiny_adapters(Path(args[1]), layout=args[2] if len(args) > 2 else "sdxl")))

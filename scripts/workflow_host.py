@@ -1,8 +1,9 @@
 """The real ComfyUI host as a headless HTTP server in a subprocess, and a small client for its prompt queue.
 
 Used by the main job (scripts/run_workflow.py), the workflow builder and the server-level tests. The host
-is started the way a user starts it (`python -m comfy.cmd.main --listen 127.0.0.1 --port N --cwd WS`), with
-this pack (and, for tiny runs, the test-only fixture pack) symlinked into WS/custom_nodes.
+(the PyPI fork or an upstream ComfyUI folder, scripts/comfy_host.py) is started the way a user starts it,
+serving a workspace WS with this pack (and, for tiny runs, the test-only fixture pack) symlinked into
+WS/custom_nodes. HostServer.attach(url) talks to a server that is already running instead.
 """
 from __future__ import annotations
 
@@ -16,9 +17,15 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import comfy_host  # noqa: E402
+from comfy_host import Host  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "comfyui_iqa_adapter"
@@ -69,35 +76,50 @@ def make_workspace(root: Optional[Path] = None, fixtures: bool = False, models: 
 
 
 class HostServer:
-    """One host process serving one workspace. Use as a context manager; stop() always reaps the process."""
+    """One host process serving one workspace, or (attach) a server someone else started. Use as a context
+    manager; stop() always reaps the process it started, and leaves an attached server running."""
 
-    def __init__(self, workspace: Path, log_path: Optional[Path] = None, gpu: bool = False, threads: Optional[int] = None,
-                 isolated: bool = True):
+    def __init__(self, workspace: Optional[Path], log_path: Optional[Path] = None, gpu: bool = False,
+                 threads: Optional[int] = None, isolated: bool = True, host: Optional[Host] = None, url: Optional[str] = None):
         """isolated: offline Hugging Face hub and a torch cache inside the workspace (tests, tiny runs); a real
-        run leaves the user's environment alone, so pyiqa's cache ($TORCH_HOME/hub/pyiqa) is found."""
-        self.workspace = Path(workspace)
+        run leaves the user's environment alone, so pyiqa's cache ($TORCH_HOME/hub/pyiqa) is found.
+        host: which ComfyUI to start (default: the PyPI fork in this venv). url: use attach() instead."""
+        self.workspace = Path(workspace) if workspace is not None else None
+        self.host = host or comfy_host.fork()
         self.isolated = isolated
-        self.log_path = Path(log_path) if log_path else self.workspace / "host.log"
+        self.log_path = Path(log_path) if log_path else (self.workspace / "host.log" if self.workspace else None)
         self.gpu = gpu
         self.threads = threads
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         self.proc: Optional[subprocess.Popen] = None
+        self.attached = url is not None
+        if url is None:
+            self.port = free_port()
+            self.base = f"http://127.0.0.1:{self.port}"
+        else:
+            parsed = urllib.parse.urlparse(url if "://" in url else f"http://{url}")
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError(f"Server address {url!r}: give it as http://HOST:PORT")
+            self.port = parsed.port
+            self.base = f"{parsed.scheme}://{parsed.netloc}"
+
+    @classmethod
+    def attach(cls, url: str) -> "HostServer":
+        """A server that is already running at `url` (http://host:port): nothing is started or stopped, and
+        images come back over HTTP (fetch_image), since its folders may be on another machine."""
+        return cls(None, isolated=False, url=url)
 
     # -- process ---------------------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> "HostServer":
+        if self.attached:
+            self._wait_ready(timeout=10.0)
+            return self
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         if self.isolated:
             env["HF_HUB_OFFLINE"] = "1"
             env.setdefault("TORCH_HOME", str(self.workspace / "torch_home"))
         if self.threads:  # tiny models gain nothing from threads and lose a lot to oversubscription
             env["OMP_NUM_THREADS"] = str(self.threads)
-        # --disable-known-models: this host (the PyPI fork) would otherwise offer, and fetch, well-known
-        # checkpoints by name; nothing here may download behind the user's back.
-        cmd = [sys.executable, "-m", "comfy.cmd.main", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--cwd", str(self.workspace), "--disable-known-models"]
-        if not self.gpu:
-            cmd.append("--cpu")
+        cmd = self.host.server_command(self.workspace, self.port, gpu=self.gpu)
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(cmd, cwd=self.workspace, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready(timeout)
@@ -106,6 +128,14 @@ class HostServer:
     def _wait_ready(self, timeout: float) -> None:
         end = time.time() + timeout
         while time.time() < end:
+            if self.attached:
+                try:
+                    info = self.get("/object_info/IQAAdapterLoader", timeout=5)
+                except (urllib.error.URLError, ConnectionError, OSError) as e:
+                    raise RuntimeError(f"No ComfyUI server answers at {self.base} ({e}); start it, or leave out --server") from None
+                if "IQAAdapterLoader" not in info:
+                    raise RuntimeError(f"The server at {self.base} has not loaded this pack: put it into that ComfyUI's custom_nodes/ and restart it")
+                return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"The host exited early (code {self.proc.returncode}); see {self.log_path}:\n{self.log_tail()}")
             try:
@@ -117,6 +147,11 @@ class HostServer:
         raise RuntimeError(f"The host did not answer within {timeout:.0f} s; see {self.log_path}")
 
     def alive(self) -> bool:
+        if self.attached:
+            try:
+                return self.request("/system_stats", timeout=10)[0] == 200
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return False
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
@@ -131,6 +166,8 @@ class HostServer:
             self._log.close()
 
     def log_tail(self, chars: int = 3000) -> str:
+        if self.log_path is None:
+            return f"(the server at {self.base} was started elsewhere: see its own console)"
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
@@ -178,7 +215,7 @@ class HostServer:
         end = time.time() + timeout
         while time.time() < end:
             if not self.alive():
-                raise RuntimeError(f"The host died while running the prompt; see {self.log_path}:\n{self.log_tail()}")
+                raise RuntimeError(f"The host died while running the prompt; see {self.log_path or self.base}:\n{self.log_tail()}")
             hist = self.get(f"/history/{prompt_id}")
             if prompt_id in hist:
                 entry = hist[prompt_id]
@@ -194,13 +231,30 @@ class HostServer:
         return self.wait(self.queue(prompt), timeout)
 
     def output_images(self, entry: dict) -> dict[str, list[Path]]:
-        """Image files each output node of a history entry wrote, by node id (saved and temp previews)."""
+        """Image files each output node of a history entry wrote, by node id (saved and temp previews).
+        Only for a server this process started; for any server, see image_refs and fetch_image."""
+        if self.workspace is None:
+            raise RuntimeError(f"The files of the server at {self.base} are not local: use image_refs and fetch_image")
         out: dict[str, list[Path]] = {}
         for node_id, node_out in (entry.get("outputs") or {}).items():
             for im in node_out.get("images", []) or []:
                 folder = {"output": "output", "temp": "temp", "input": "input"}.get(im.get("type", "output"), "output")
                 out.setdefault(node_id, []).append(self.workspace / folder / im.get("subfolder", "") / im["filename"])
         return out
+
+
+    @staticmethod
+    def image_refs(entry: dict) -> dict[str, list[dict]]:
+        """The image entries ({filename, subfolder, type}) each output node of a history entry recorded."""
+        return {node_id: list(node_out.get("images", []) or []) for node_id, node_out in (entry.get("outputs") or {}).items()
+                if node_out.get("images")}
+
+    def fetch_image(self, ref: dict, timeout: float = 60.0) -> bytes:
+        """One image's bytes through GET /view, which every host serves (local or not)."""
+        query = urllib.parse.urlencode({"filename": ref["filename"], "subfolder": ref.get("subfolder", ""),
+                                        "type": ref.get("type", "output")})
+        with urllib.request.urlopen(f"{self.base}/view?{query}", timeout=timeout) as r:
+            return r.read()
 
 
 def remove_workspace(ws: Path) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 import conftest
-import server_host  # noqa: F401  (puts scripts/ on sys.path)
+import server_host  # (also puts scripts/ on sys.path)
 from workflow_host import HostServer, PromptFailed, PromptRejected, make_workspace  # noqa: F401
 
 TESTS = Path(__file__).resolve().parent
@@ -110,7 +110,7 @@ def running_hosts(*roots: Path) -> Iterator[list[Host]]:
         root = Path(root)
         netlog = root / "netguard"
         netlog.mkdir(parents=True, exist_ok=True)
-        hosts.append(Host(HostServer(root / "ws", log_path=root / "host.log", threads=1), netlog))
+        hosts.append(Host(HostServer(root / "ws", log_path=root / "host.log", threads=1, host=server_host.host()), netlog))
     errors: list[BaseException] = []
 
     def start(h: Host) -> None:

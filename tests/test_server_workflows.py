@@ -5,6 +5,9 @@ widget counts in the editor's order), converts to an API prompt whose every widg
 equals its API twin in scripts/prompts/, is what scripts/workflow_build.py generates, has a thumbnail,
 and validates on the real host: with placeholder files under the names it asks for, and with the tiny
 fixtures substituted. Running them through the HTTP prompt queue is tests/test_server_api.py.
+
+With IQA_HOST=upstream the node definitions come from an upstream server's /object_info and validation
+is that server's POST /prompt (a valid prompt is then run, or fails on the empty placeholder files).
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import pytest
 from PIL import Image
 
 import conftest
+import server_host
+from server_host import PromptFailed
 
 sys.path.insert(0, str(conftest.REPO / "scripts"))
 
@@ -28,7 +33,19 @@ NAMES = [p.stem for p in EXAMPLES]
 
 
 @pytest.fixture(scope="module")
-def info() -> dict:
+def server(tmp_path_factory):
+    """An upstream server when IQA_HOST=upstream; None on the fork, which is checked in-process."""
+    if not server_host.host().upstream:
+        yield None
+        return
+    with server_host.running_host(tmp_path_factory.mktemp("workflows")) as h:
+        yield h
+
+
+@pytest.fixture(scope="module")
+def info(server) -> dict:
+    if server is not None:
+        return server.info
     nodes = conftest.HOST_NODES
     return w2a.object_info_from_classes(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
 
@@ -37,11 +54,21 @@ def load(name: str) -> dict:
     return json.loads((conftest.REPO / "example_workflows" / f"{name}.json").read_text())
 
 
-def validate(prompt: dict):
-    from comfy.cmd.execution import validate_prompt
+def validate(prompt: dict, server=None):
+    """(valid, error, node_errors) from the host's own validation: in-process on the fork; on a server, its
+    POST /prompt, waiting for a queued prompt to end so that the next one is judged on an idle host."""
+    if server is None:
+        from comfy.cmd.execution import validate_prompt
 
-    valid, error, outputs, node_errors = validate_prompt(prompt)
-    return valid, error, node_errors
+        valid, error, outputs, node_errors = validate_prompt(prompt)
+        return valid, error, node_errors
+    status, body = server.request("/prompt", {"prompt": prompt, "client_id": "validation"})
+    if status == 200:
+        try:
+            server.wait(body["prompt_id"], timeout=300)
+        except PromptFailed:  # placeholder model files are empty: loading them fails after validation passed
+            pass
+    return status == 200 and not body.get("node_errors"), body.get("error"), body.get("node_errors")
 
 
 def test_every_planned_workflow_exists_once_its_nodes_do(info):
@@ -94,14 +121,32 @@ def test_thumbnail_exists(name):
         assert im.format == "JPEG" and im.width >= 640
 
 
+PLACEHOLDERS = {"checkpoints": [workflow_build.CHECKPOINT],
+                "vae_approx": ["taesdxl_encoder.safetensors", "taesdxl_decoder.safetensors"],
+                "iqa_adapter": [workflow_build.QUALITY_ADAPTER, workflow_build.REFERENCE_ADAPTER]}
+
+
+def _server_placeholders(ws: Path) -> None:
+    """The same empty files in a server's own model folders (it lists them on the next request)."""
+    for folder, files in PLACEHOLDERS.items():
+        (ws / "models" / folder).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            if not (ws / "models" / folder / f).exists():
+                (ws / "models" / folder / f).write_bytes(b"")
+    if not (ws / "input" / "example.png").exists():
+        Image.new("RGB", (64, 64), (120, 140, 160)).save(ws / "input" / "example.png")
+
+
 @pytest.fixture()
-def placeholder_files(tmp_path):
+def placeholder_files(tmp_path, server):
     """Empty files under every model name the examples use, in extra model folders, for validation only."""
+    if server is not None:
+        _server_placeholders(server.workspace)
+        yield
+        return
     from comfy.cmd import folder_paths
 
-    names = {"checkpoints": [workflow_build.CHECKPOINT],
-             "vae_approx": ["taesdxl_encoder.safetensors", "taesdxl_decoder.safetensors"],
-             "iqa_adapter": [workflow_build.QUALITY_ADAPTER, workflow_build.REFERENCE_ADAPTER]}
+    names = PLACEHOLDERS
     added = []
     for folder, files in names.items():
         d = tmp_path / folder
@@ -125,18 +170,18 @@ def placeholder_files(tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_real_prompt_validates_on_the_host(name, info, placeholder_files):
+def test_real_prompt_validates_on_the_host(name, info, placeholder_files, server):
     """With files under the names it uses, the converted prompt passes the host's own validation."""
-    valid, error, node_errors = validate(w2a.convert(load(name), info))
+    valid, error, node_errors = validate(w2a.convert(load(name), info), server)
     assert valid, (error, node_errors)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_tiny_prompt_validates_on_the_host(name, info, adapter_dir):
-    adapters = workflow_fixtures.write_tiny_adapters(adapter_dir)
+def test_tiny_prompt_validates_on_the_host(name, info, adapter_dir, server):
+    adapters = server.adapters if server is not None else workflow_fixtures.write_tiny_adapters(adapter_dir)
     prompt = workflow_fixtures.tiny_prompt(w2a.convert(load(name), info), workflow_fixtures.TinyOptions(adapters=adapters))
     assert not {n["class_type"] for n in prompt.values()} & {"CheckpointLoaderSimple", "VAELoader", "LoadImage"}
-    valid, error, node_errors = validate(prompt)
+    valid, error, node_errors = validate(prompt, server)
     assert valid, (error, node_errors)
 
 

@@ -22,21 +22,33 @@ from . import tiny_models
 
 
 class TinyCLIP:
-    """What CLIPTextEncode needs from a CLIP: tokenize() and encode_from_tokens(). The embedding is a
-    seeded function of the text, so different prompts give different (but repeatable) conditioning."""
+    """What the host's CLIPTextEncode needs from a CLIP: tokenize() and, depending on the host version,
+    encode_from_tokens() (the 2024 fork) or encode_from_tokens_scheduled() (upstream since late 2024). The
+    embedding is a seeded function of the text, so different prompts give different (but repeatable)
+    conditioning."""
 
     def __init__(self, layout: str, tokens: int = 8):
         self.context_dim = tiny_models.LAYOUTS[layout]["context_dim"]
         self.tokens = tokens
 
-    def tokenize(self, text: str) -> str:
+    def tokenize(self, text: str, return_word_ids: bool = False, **kwargs) -> str:
         return text
 
-    def encode_from_tokens(self, tokens: str, return_pooled: bool = False):
+    def encode_from_tokens(self, tokens: str, return_pooled: bool | str = False, return_dict: bool = False):
         g = torch.Generator().manual_seed(zlib.crc32(tokens.encode("utf-8")))
         cond = torch.randn(1, self.tokens, self.context_dim, generator=g)
         pooled = cond.mean(1)
+        if return_dict:
+            return {"cond": cond, "pooled_output": pooled}
         return (cond, pooled) if return_pooled else cond
+
+    def encode_from_tokens_scheduled(self, tokens: str, unprojected: bool = False, add_dict: dict | None = None,
+                                     show_pbar: bool = True) -> list:
+        """A CONDITIONING list: one [cond, {"pooled_output": ...}] entry (no hooks, so no schedule)."""
+        out = self.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
+        cond = out.pop("cond")
+        out.update(add_dict or {})
+        return [[cond, out]]
 
 
 @functools.lru_cache(maxsize=4)

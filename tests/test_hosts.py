@@ -1,0 +1,92 @@
+"""Choosing the host (scripts/comfy_host.py, scripts/upstream_host.sh) without starting one: each host is
+started the way its users start it, and a missing upstream ComfyUI is an error that says what to do."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import conftest
+import server_host  # noqa: F401  (puts scripts/ on sys.path)
+
+import comfy_host  # noqa: E402
+from workflow_host import HostServer  # noqa: E402
+
+SETUP = conftest.REPO / "scripts" / "upstream_host.sh"
+
+
+def fake_upstream(root: Path) -> Path:
+    """A folder shaped like a ComfyUI checkout with a venv: enough for the setup script to accept it."""
+    folder = root / "ComfyUI"
+    (folder / "comfy").mkdir(parents=True)
+    (folder / "main.py").write_text("")
+    (folder / "comfyui_version.py").write_text('__version__ = "9.8.7"\n')
+    (folder / ".venv" / "bin").mkdir(parents=True)
+    python = folder / ".venv" / "bin" / "python"  # this venv's Python (a wrapper: a symlink would lose the venv)
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    return folder
+
+
+def test_fork_starts_as_the_package_console_entry(tmp_path):
+    cmd = comfy_host.fork().server_command(tmp_path, 8190)
+    assert cmd[1:3] == ["-m", "comfy.cmd.main"] and cmd[cmd.index("--cwd") + 1] == str(tmp_path)
+    assert "--disable-known-models" in cmd and "--cpu" in cmd
+    assert "--cpu" not in comfy_host.fork().server_command(tmp_path, 8190, gpu=True)
+
+
+def test_upstream_starts_main_py_on_the_workspace_with_its_own_python(tmp_path, monkeypatch):
+    monkeypatch.delenv("COMFYUI_PYTHON", raising=False)
+    folder = fake_upstream(tmp_path)
+    host = comfy_host.upstream(folder)
+    assert host.python == str(folder / ".venv" / "bin" / "python") and host.version() == "9.8.7"
+    cmd = host.server_command(tmp_path / "ws", 8191)
+    assert cmd[:2] == [host.python, str(folder / "main.py")]
+    assert cmd[cmd.index("--base-directory") + 1] == str(tmp_path / "ws"), "custom_nodes, models, input, output in the workspace"
+    assert {"--cpu", "--disable-api-nodes", "--disable-auto-launch"} <= set(cmd)
+    assert str(tmp_path / "ws") in cmd[cmd.index("--database-url") + 1], "not the shared folder's database"
+    argv, env = host.helper_command(Path("helper.py"), "x")
+    assert argv[0] == host.python and argv[-1] == "--cpu" and env["PYTHONPATH"].split(os.pathsep)[0] == str(folder)
+
+
+def test_setup_script_uses_comfyui_dir_as_given(tmp_path):
+    folder = fake_upstream(tmp_path)
+    env = dict(os.environ, COMFYUI_DIR=str(folder))
+    proc = subprocess.run(["bash", str(SETUP)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(folder)
+    assert not (conftest.REPO / ".hosts" / "ComfyUI").exists()
+
+
+@pytest.mark.parametrize("given, says", [("missing_archive", "is missing. Set COMFYUI_DIR"),
+                                         ("not_a_checkout", "not a ComfyUI checkout"),
+                                         ("no_venv", "set COMFYUI_PYTHON")])
+def test_setup_script_says_what_to_do(tmp_path, given, says):
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_DIR", "COMFYUI_PYTHON")}
+    if given == "missing_archive":
+        env["COMFYUI_TARBALL"] = str(tmp_path / "comfyui-0.0.0-missing.tar.gz")
+    elif given == "not_a_checkout":
+        env["COMFYUI_DIR"] = str(tmp_path)
+    else:
+        folder = fake_upstream(tmp_path)
+        (folder / ".venv" / "bin" / "python").unlink()
+        env["COMFYUI_DIR"] = str(folder)
+    proc = subprocess.run(["bash", str(SETUP)], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and says in proc.stderr, proc.stderr
+
+
+def test_unknown_host_name_is_refused(monkeypatch):
+    monkeypatch.setenv("IQA_HOST", "comfy-2")
+    with pytest.raises(ValueError, match="use one of fork, upstream"):
+        comfy_host.from_env()
+
+
+def test_attach_takes_an_address_and_starts_nothing():
+    server = HostServer.attach("127.0.0.1:8188")
+    assert server.base == "http://127.0.0.1:8188" and server.attached and server.workspace is None
+    server.stop()  # a no-op: nothing was started
+    with pytest.raises(ValueError, match="http://HOST:PORT"):
+        HostServer.attach("ftp://somewhere")
