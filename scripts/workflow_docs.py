@@ -4,8 +4,9 @@ INPUT_TYPES, tooltips, DESCRIPTION and outputs, so the documentation cannot drif
     .venv/bin/python scripts/workflow_docs.py            # check: exit 1 if README or web/docs are stale
     .venv/bin/python scripts/workflow_docs.py --write    # rewrite them
 
-The README block sits between the BEGIN/END markers below; help pages are web/docs/<NodeId>.md (the
-ComfyUI frontend shows them in the node library when the pack's WEB_DIRECTORY is ./web).
+The README block sits between the BEGIN/END markers below; help pages are web/docs/<NodeId>/en.md and
+web/docs/<NodeId>.md (the ComfyUI frontend shows them in the node library when the pack's WEB_DIRECTORY
+is ./web).
 parse_readme() reads the block back: the server tests compare it with the host's /object_info.
 """
 from __future__ import annotations
@@ -140,8 +141,19 @@ def render_all(object_info: Mapping[str, Mapping[str, Any]], readme_text: str) -
         if not m:
             raise ValueError("README.md has neither the node reference markers nor a '## Nodes' table to replace")
         new = readme_text[:m.start(2)] + block + "\n" + readme_text[m.end(2):]
-    pages = {HELP_DIR / f"{node_id}.md": help_page(node_id, object_info[node_id]) for node_id in pack_nodes(object_info)}
+    pages = {}
+    for node_id in pack_nodes(object_info):
+        text = help_page(node_id, object_info[node_id])
+        for path in help_paths(node_id):
+            pages[path] = text
     return new, pages
+
+
+def help_paths(node_id: str) -> tuple[Path, Path]:
+    """Where the frontends look for a node's help: the current one asks for docs/<NodeId>/<locale>.md first
+    (English: en.md) and falls back to docs/<NodeId>.md, which older frontends and the classic editor's
+    help menu (web/iqa_adapter_help.js) read. The same generated text goes to both."""
+    return HELP_DIR / node_id / "en.md", HELP_DIR / f"{node_id}.md"
 
 
 def local_object_info() -> dict:
@@ -174,11 +186,12 @@ def main() -> int:
     readme, pages = render_all(info, README.read_text())
     stale = [README] if readme != README.read_text() else []
     stale += [p for p, text in pages.items() if not p.exists() or p.read_text() != text]
-    extra = [p for p in HELP_DIR.glob("*.md") if p not in pages] if HELP_DIR.is_dir() else []
+    extra = [p for p in [*HELP_DIR.glob("*.md"), *HELP_DIR.glob("*/*.md")] if p not in pages] if HELP_DIR.is_dir() else []
     if args.write:
         README.write_text(readme)
         HELP_DIR.mkdir(parents=True, exist_ok=True)
         for p, text in pages.items():
+            p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text)
         for p in extra:
             p.unlink()
