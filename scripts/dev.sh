@@ -22,5 +22,7 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" --no-deps -r "$root/requirements/host.txt" >&2
 "${pip[@]}" --no-deps -r "$root/requirements/iqa.txt" >&2
 "${pip[@]}" -r "$root/requirements/dev.txt" >&2
+# Training tools and the toy world (python -m training, toy/); constrained so nothing the host pins moves.
+"${pip[@]}" -r "$root/requirements/train.txt" -c "$root/requirements/host.txt" >&2
 echo "$want" > "$stamp"
 echo "$venv"
