@@ -33,29 +33,35 @@ def _transformers(block: nn.Module) -> Iterable[nn.Module]:
             yield module
 
 
-def _sites_in(name: str, index: int, block: nn.Module) -> list[AttnSite]:
-    sites = []
+def _layers_in(name: str, index: int, block: nn.Module) -> list[tuple[AttnSite, nn.Module]]:
+    layers = []
     for transformer in _transformers(block):
         for depth, tb in enumerate(transformer.transformer_blocks):
             attn2 = getattr(tb, "attn2", None)
             if attn2 is None:
                 continue
             w = attn2.to_k.weight
-            sites.append(AttnSite((name, index, depth), int(w.shape[0]), int(w.shape[1])))
-    return sites
+            layers.append((AttnSite((name, index, depth), int(w.shape[0]), int(w.shape[1])), attn2))
+    return layers
+
+
+def find_attn2_layers(diffusion_model: nn.Module) -> list[tuple[AttnSite, nn.Module]]:
+    """Every cross-attention site of a host UNet with its attn2 module, in checkpoint order (input,
+    output, middle). Training reads to_k/to_v from the modules to initialise to_k_ip/to_v_ip."""
+    layers: list[tuple[AttnSite, nn.Module]] = []
+    for i, block in enumerate(getattr(diffusion_model, "input_blocks", [])):
+        layers += _layers_in("input", i, block)
+    for i, block in enumerate(getattr(diffusion_model, "output_blocks", [])):
+        layers += _layers_in("output", i, block)
+    middle = getattr(diffusion_model, "middle_block", None)
+    if middle is not None:
+        layers += _layers_in("middle", 0, middle)
+    return layers
 
 
 def find_attn2_sites(diffusion_model: nn.Module) -> list[AttnSite]:
     """All cross-attention sites of a host UNet, in checkpoint order (input, output, middle)."""
-    sites: list[AttnSite] = []
-    for i, block in enumerate(getattr(diffusion_model, "input_blocks", [])):
-        sites += _sites_in("input", i, block)
-    for i, block in enumerate(getattr(diffusion_model, "output_blocks", [])):
-        sites += _sites_in("output", i, block)
-    middle = getattr(diffusion_model, "middle_block", None)
-    if middle is not None:
-        sites += _sites_in("middle", 0, middle)
-    return sites
+    return [site for site, _ in find_attn2_layers(diffusion_model)]
 
 
 def _describe_sites(sites: list[AttnSite]) -> str:

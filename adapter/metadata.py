@@ -21,7 +21,9 @@ from .errors import IQAAdapterError
 from .norm_table import NormTable
 
 HEADER_KEY = "iqa_adapter"
+TABLE_HEADER_KEY = "iqa_adapter_norm_table"  # the training set's normalisation table (python -m training export)
 MAX_JSON_BYTES = 64 * 1024
+MAX_TABLE_BYTES = 1024 * 1024
 MANIFEST = Path(__file__).resolve().parent.parent / "weights" / "known_adapters.json"
 KINDS = ("quality", "reference")
 _EXAMPLE = 'e.g. {"metrics": ["topiq_nr", "laion_aes"], "use_flag": false, "pos_encode_L": 0}'
@@ -104,7 +106,7 @@ def metadata_from_dict(obj: Mapping[str, Any], where: str) -> AdapterMetadata:
     )
 
 
-def _header_metadata(path: Path) -> dict[str, Any] | None:
+def _header_text(path: Path, key: str) -> str | None:
     if path.suffix != ".safetensors":
         return None
     from safetensors import safe_open
@@ -114,8 +116,34 @@ def _header_metadata(path: Path) -> dict[str, Any] | None:
             header = f.metadata() or {}
     except Exception:
         return None  # unreadable files are reported by the checkpoint loader
-    text = header.get(HEADER_KEY)
+    return header.get(key)
+
+
+def _header_metadata(path: Path) -> dict[str, Any] | None:
+    text = _header_text(path, HEADER_KEY)
     return None if text is None else parse_json_text(text, f"the safetensors header of {path.name}")
+
+
+def header_norm_table(path: str | Path) -> NormTable | None:
+    """The adapter's own normalisation table (its training set's), when its header carries one.
+
+    Percentile targets on such an adapter refer to its own training distribution; files without one use
+    the CC3M table of the paper."""
+    path = Path(path)
+    text = _header_text(path, TABLE_HEADER_KEY)
+    if text is None:
+        return None
+    where = f"the safetensors header of {path.name} ({TABLE_HEADER_KEY})"
+    if len(text.encode("utf-8", "replace")) > MAX_TABLE_BYTES:
+        raise IQAAdapterError(f"{where} is over {MAX_TABLE_BYTES // 1024} KiB; it is not a normalisation table. "
+                              "Export the adapter again with `python -m training export`.")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IQAAdapterError(f"{where} is not valid JSON: {exc}. Export the adapter again.") from None
+    if not isinstance(doc, dict):
+        raise IQAAdapterError(f"{where} must be a JSON object. Export the adapter again.")
+    return NormTable.from_dict(doc, where)
 
 
 def _sidecar_metadata(path: Path) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import AdapterSpec, infer_spec, layer_weights, load_state_dict
 from .embedding_spec import EmbeddingSpec
-from .metadata import AdapterMetadata, resolve_metadata, validate_metadata
+from .metadata import AdapterMetadata, header_norm_table, resolve_metadata, validate_metadata
 from .norm_table import NormTable, default_norm_table
 from .projection import QualityProjection
 
@@ -36,8 +36,9 @@ class IQAAdapter:
     """A loaded IQA-Adapter. Immutable after loading; shared, never deep-copied (see __deepcopy__)."""
 
     def __init__(self, spec: AdapterSpec, metadata: AdapterMetadata, state: Mapping[str, Mapping[str, torch.Tensor]], name: str,
-                 embedding_spec: Optional[EmbeddingSpec] = None):
+                 embedding_spec: Optional[EmbeddingSpec] = None, norm_table: Optional[NormTable] = None):
         self.spec, self.metadata, self.name = spec, metadata, name
+        self.norm_table = norm_table or default_norm_table()  # what percentile targets refer to
         self.projection = QualityProjection.from_state_dict(spec, state["image_proj"])
         self.embedding_spec = embedding_spec  # checked against the checkpoint by validate_metadata
         self._ip = [layer_weights(state, n) for n in range(spec.num_layers)]
@@ -54,8 +55,9 @@ class IQAAdapter:
         state = load_state_dict(path)
         spec = infer_spec(state, path.name)
         meta = resolve_metadata(path, override)
-        embedding = validate_metadata(meta, spec.input_dim, table or default_norm_table(), path.name)
-        return cls(spec, meta, state, path.name, embedding)
+        table = table or header_norm_table(path) or default_norm_table()
+        embedding = validate_metadata(meta, spec.input_dim, table, path.name)
+        return cls(spec, meta, state, path.name, embedding, table)
 
     @torch.inference_mode(False)
     @torch.no_grad()

@@ -89,15 +89,29 @@ class NormTable:
 
     @classmethod
     def from_json(cls, path: Path) -> "NormTable":
-        doc = json.loads(Path(path).read_text())
+        return cls.from_dict(json.loads(Path(path).read_text()), str(path))
+
+    @classmethod
+    def from_dict(cls, doc: Mapping, where: str) -> "NormTable":
+        """A table in the pack's format ("iqa-adapter-norm-table/1"): per metric mean, std, min, max and
+        percentiles {"1": raw, ...}. Other per-metric fields (such as the z-score statistics that
+        `python -m training score` adds) are ignored here."""
         stats = {}
-        for name, m in doc["metrics"].items():
-            pts = [(0.0, float(m["min"]))]
-            pts += sorted((float(p), float(v)) for p, v in m["percentiles"].items())
-            pts.append((100.0, float(m["max"])))
-            if not (math.isfinite(m["std"]) and m["std"] > 0):
-                raise IQAAdapterError(f"Normalization table {path}: metric '{name}' has std {m['std']}.")
-            stats[name] = MetricStats(name, float(m["mean"]), float(m["std"]), tuple(pts))
+        try:
+            for name, m in doc["metrics"].items():
+                pts = [(0.0, float(m["min"]))]
+                pts += sorted((float(p), float(v)) for p, v in m["percentiles"].items())
+                pts.append((100.0, float(m["max"])))
+                if not (math.isfinite(m["std"]) and m["std"] > 0):
+                    raise IQAAdapterError(f"Normalization table {where}: metric '{name}' has std {m['std']}.")
+                stats[name] = MetricStats(name, float(m["mean"]), float(m["std"]), tuple(pts))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, IQAAdapterError):
+                raise
+            raise IQAAdapterError(
+                f"Normalization table {where} is not in the pack's format ({type(exc).__name__}: {exc}): each metric "
+                "needs mean, std, min, max and percentiles. Write it with `python -m training score`."
+            ) from None
         return cls(stats, doc.get("source", ""))
 
 

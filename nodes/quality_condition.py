@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..adapter import (TARGET_MODES, IQAAdapter, IQAAdapterError, attach_quality_tokens, build_targets,
-                       default_norm_table, items_from_scores, parse_targets, quality_tokens, sigma_window)
+                       items_from_scores, parse_targets, quality_tokens, sigma_window)
 from . import host
 from .schedule import MODEL_INPUT, check_schedule, schedule_inputs
 
@@ -63,7 +63,7 @@ class QualityCondition:
             raise IQAAdapterError(f"uncond must be one of {UNCOND_MODES}, got {uncond!r}.")
         if iqa_adapter.metadata.kind != "quality":
             raise IQAAdapterError(f"{iqa_adapter.name} is a {iqa_adapter.metadata.kind} adapter; use it with Reference Quality Transfer.")
-        meta, table = iqa_adapter.metadata, default_norm_table()
+        meta, table = iqa_adapter.metadata, iqa_adapter.norm_table
         source = "reference_scores" if reference_scores is not None else "targets"
         try:  # name the input in every target error, as the host shows only the message
             if reference_scores is not None:

@@ -1,0 +1,181 @@
+"""The training loop behind `python -m training train` (arguments and checkpoint files: training/train.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.errors import TrainingError
+
+SETTINGS = ("metrics", "proj", "num_tokens", "use_flag", "pos_encode_L", "normalized", "base", "base_family",
+            "resolution", "batch_size", "grad_accum", "lr", "weight_decay", "seed", "world_size", "norm_table")
+
+
+def _settings(args: argparse.Namespace, family: str, world: int, table_path: Path) -> dict[str, Any]:
+    return {"metrics": list(args.metrics), "proj": args.proj, "num_tokens": args.num_tokens, "use_flag": bool(args.use_flag),
+            "pos_encode_L": args.pos_encode_L, "normalized": not args.no_normalize, "base": str(args.base),
+            "base_family": family, "resolution": args.resolution, "batch_size": args.batch_size,
+            "grad_accum": args.grad_accum, "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
+            "world_size": world, "norm_table": str(table_path)}
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("batch_size", "grad_accum", "steps", "resolution", "num_tokens", "checkpoint_every", "log_every"):
+        if getattr(args, name) < 1:
+            raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    if not 0 <= args.pos_encode_L <= 32:
+        raise TrainingError(f"--pos-encode-L must be 0-32, got {args.pos_encode_L}.")
+    if len(set(args.metrics)) != len(args.metrics):
+        raise TrainingError(f"--metrics names a metric twice ({' '.join(args.metrics)}); list each once.")
+
+
+def prepare_image(image: Any, resolution: int) -> torch.Tensor:
+    """A PIL image -> [resolution, resolution, 3] float in [0, 1]: shorter side resized, then center-cropped."""
+    from PIL import Image
+    import numpy as np
+
+    image = image.convert("RGB")
+    w, h = image.size
+    s = resolution / min(w, h)
+    image = image.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.BICUBIC)
+    w, h = image.size
+    left, top = (w - resolution) // 2, (h - resolution) // 2
+    image = image.crop((left, top, left + resolution, top + resolution))
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+
+
+def train(args: argparse.Namespace) -> None:
+    from accelerate import Accelerator
+
+    from adapter.encoding import encode_quality_vector, encoded_dim
+    from adapter.layers import find_attn2_layers
+    from adapter.live_tokens import LiveQualityTokens
+    from adapter.norm_table import NormTable
+    from training import datasets, host
+    from training.batches import micro_batches
+    from training.autograd_safety import make_autograd_safe
+    from training.checkpointing import enable_gradient_checkpointing
+    from training.diffusion_loss import adapter_patches, eps_loss
+    from training.draws import sample_draws
+    from training.loss_log import LossLog
+    from training.scores_table import read_scores
+    from training.trainable import TrainableAdapter
+    from training.train import latest_checkpoint, read_state, write_checkpoint
+
+    _check_args(args)
+    out = Path(args.out)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum)
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    table_path = Path(args.norm_table) if args.norm_table else Path(args.scores).with_suffix(".norm.json")
+    if not table_path.is_file():
+        raise TrainingError(f"No normalisation table at {table_path}. `python -m training score` writes it beside the "
+                            "scores file; give it with --norm-table.")
+    table = NormTable.from_json(table_path)
+    scores = read_scores(Path(args.scores), args.metrics, None if args.no_normalize else table, args.caption_column)
+
+    host.import_host(args.comfyui_dir)
+    base = host.load_base(args.base)
+    device = accelerator.device
+    unet = base.unet.requires_grad_(False).eval().to(device)
+    dtype = base.patcher.model.get_dtype()
+    layers = find_attn2_layers(unet)
+    sites = [site for site, _ in layers]
+    input_dim = encoded_dim(len(args.metrics), args.use_flag, args.pos_encode_L)
+    if args.init_adapter:
+        adapter = TrainableAdapter.from_file(Path(args.init_adapter), sites)
+        if adapter.spec.input_dim != input_dim:
+            raise TrainingError(f"--init-adapter {args.init_adapter} takes {adapter.spec.input_dim} inputs, but --metrics "
+                                f"{' '.join(args.metrics)} with use_flag={args.use_flag}, pos_encode_L={args.pos_encode_L} "
+                                f"encode to {input_dim}. Give the metrics and flags it was trained with.")
+    else:
+        adapter = TrainableAdapter.from_base(layers, args.proj, args.num_tokens, input_dim)
+    make_autograd_safe(unet)
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(unet)
+    frozen = sum(p.numel() for p in unet.parameters() if p.requires_grad)
+    if frozen:
+        raise TrainingError(f"internal: {frozen} UNet parameters would train; only the adapter may.")
+    expected = sum(p.numel() for p in adapter.parameters())
+    if adapter.num_trainable() != expected:  # a frozen copy of to_k/to_v would silently train only the projection
+        raise TrainingError(f"internal: {adapter.num_trainable()} of {expected} adapter parameters are trainable.")
+
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    adapter, optimizer = accelerator.prepare(adapter, optimizer)
+    live = LiveQualityTokens()
+    patches = adapter_patches(sites, live, host.attention_function())
+
+    step = 0
+    if args.resume:
+        ckpt = latest_checkpoint(out) if args.resume == "latest" else Path(args.resume)
+        if ckpt is None:
+            raise TrainingError(f"--resume latest: {out / 'checkpoints'} has no checkpoint yet. Start without --resume.")
+        state = read_state(ckpt)
+        for key in ("metrics", "proj", "num_tokens", "use_flag", "pos_encode_L", "batch_size", "grad_accum", "seed", "world_size"):
+            now = _settings(args, "", world, table_path)[key]
+            if state.get(key) != now:
+                raise TrainingError(f"--resume {ckpt}: it was trained with {key}={state.get(key)!r}, this run has {now!r}. "
+                                    "Resume with the same settings (a different setting is a new run: use another --out).")
+        accelerator.load_state(str(ckpt))
+        step = int(state["step"])
+    settings = _settings(args, type(base.patcher.model.model_config).__name__.lower(), world, table_path)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text(json.dumps(settings, indent=1))
+
+    dataset = datasets.open_dataset(args.data, captions=scores.captions)
+    size = dataset.count()
+    if size is not None and size < args.batch_size * world:
+        raise TrainingError(f"--data {args.data} has {size} images, fewer than one batch across all processes "
+                            f"({args.batch_size} x {world} processes). Add images or lower --batch-size.")
+    per_rank_step = args.batch_size * args.grad_accum
+
+    def prepare(sample: Any) -> tuple[torch.Tensor, str, torch.Tensor]:
+        caption = sample.require_caption()
+        return prepare_image(sample.image, args.resolution), caption, scores.vector(sample.key, sample.source)
+
+    stream = datasets.train_stream(dataset, rank=rank, world=world, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
+                                   start=step * per_rank_step)
+    batches = micro_batches(stream, args.batch_size, rank, world, step * per_rank_step, prepare)
+    log = LossLog(out, accelerator.is_main_process, resume_step=step)
+    ms = base.model_sampling
+    num_timesteps = int(ms.sigmas.shape[0])
+    started = time.time()
+    while step < args.steps:
+        total = torch.zeros((), device=device)
+        for _ in range(args.grad_accum):
+            batch = next(batches)
+            with accelerator.accumulate(adapter):
+                images = batch.images.to(device)
+                latents = host.encode_images(base, images).to(device)
+                draws = sample_draws(args.seed, batch.positions, tuple(latents.shape[1:]), num_timesteps)
+                captions = ["" if drop else c for c, drop in zip(batch.captions, draws.drop_text.tolist())]
+                context, pooled = host.encode_text(base.clip, captions)
+                y = host.adm_vector(base, pooled, args.resolution, args.resolution)
+                vectors = encode_quality_vector(batch.vectors, args.use_flag, args.pos_encode_L)
+                vectors = torch.where(draws.drop_quality[:, None], torch.zeros_like(vectors), vectors).to(device)
+                with accelerator.autocast():
+                    loss = eps_loss(unet, ms, dtype, adapter, live, patches, vectors, latents, context.to(device),
+                                    None if y is None else y.to(device), draws)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                total += loss.detach() / args.grad_accum
+        step += 1
+        mean = accelerator.reduce(total, reduction="mean").item()
+        log.add(step, mean, args.lr, step * per_rank_step * world, time.time() - started)
+        if step % args.log_every == 0 and accelerator.is_main_process:
+            print(f"step {step}/{args.steps} loss {mean:.5f}", flush=True)
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            log.flush()
+            write_checkpoint(accelerator, adapter, out, step, settings, args.keep_checkpoints)
+    log.close()
+    if args.export and accelerator.is_main_process:
+        from training.export import export_checkpoint
+
+        export_checkpoint(latest_checkpoint(out), Path(args.export))
+    accelerator.wait_for_everyone()

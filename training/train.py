@@ -1,0 +1,103 @@
+"""`python -m training train`: the paper's training of an IQA-Adapter on a frozen base model.
+
+Frozen: the base UNet, its VAE and text encoder. Trained: the quality projection and every attn2 layer's
+to_k_ip/to_v_ip (initialised from that layer's to_k/to_v). Condition dropout as the official script:
+quality 1 %, text 5 %, both 1 %; a dropped quality vector is zeros after encoding (the inference uncond).
+AdamW; mixed precision, gradient accumulation and DDP from accelerate; gradient checkpointing on request.
+
+Checkpoints (out/checkpoints/step-NNNNNN/) hold accelerate's state (adapter, optimizer, RNG) and
+state.json (step, run settings); --resume continues exactly where the run stopped, because every random
+draw is a function of the seed and the sample's stream position (training/draws.py).
+Run under `accelerate launch` for several processes, GPUs or machines; see docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from training.errors import TrainingError
+
+STATE_FILE = "state.json"
+ADAPTER_FILE = "adapter.safetensors"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inputs")
+    g.add_argument("--base", required=True, help="single-file base checkpoint (SD1.5, SDXL, or a toy checkpoint)")
+    g.add_argument("--data", required=True, help="image folder (caption sidecars NAME.txt) or webdataset shards")
+    g.add_argument("--scores", required=True, help="Parquet file from `python -m training score`")
+    g.add_argument("--norm-table", help="its normalisation table (default: the scores file with .norm.json)")
+    g.add_argument("--metrics", nargs="+", required=True, help="pyiqa metric names, in the adapter's input order")
+    g.add_argument("--caption-column", help="take captions from this column of the scores file, not from the dataset")
+    g.add_argument("--comfyui-dir", help="an upstream ComfyUI folder to import the host from (default: the installed one)")
+    a = p.add_argument_group("adapter")
+    a.add_argument("--proj", choices=("linear", "mlp"), default="linear", help="projection type (default linear, the paper's)")
+    a.add_argument("--num-tokens", type=int, default=2, help="quality tokens (default 2, the published config)")
+    a.add_argument("--use-flag", action="store_true", help="append the constant 1 feature (the official script's default; "
+                                                             "the published config has it off)")
+    a.add_argument("--pos-encode-L", type=int, default=0, help="sin/cos frequencies of the input (0 = off)")
+    a.add_argument("--no-normalize", action="store_true", help="train on raw scores instead of z-scores")
+    a.add_argument("--init-adapter", help="fine-tune this IQA-Adapter file instead of starting new")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--resolution", type=int, default=512, help="training image size (square center crop)")
+    o.add_argument("--batch-size", type=int, default=4, help="images per process per micro-batch")
+    o.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    o.add_argument("--steps", type=int, required=True, help="optimizer steps to train to (total, counting resumed ones)")
+    o.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (official script 1e-4; the paper ran 1e-5)")
+    o.add_argument("--weight-decay", type=float, default=1e-2)
+    o.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
+    o.add_argument("--gradient-checkpointing", action="store_true", help="recompute UNet activations in the backward pass")
+    o.add_argument("--shuffle-buffer", type=int, default=1000, help="streaming shuffle buffer (1 = dataset order)")
+    o.add_argument("--seed", type=int, default=0)
+    r = p.add_argument_group("output")
+    r.add_argument("--out", required=True, help="run folder: checkpoints/, loss.csv, loss.png")
+    r.add_argument("--checkpoint-every", type=int, default=500)
+    r.add_argument("--keep-checkpoints", type=int, default=3)
+    r.add_argument("--resume", help="a checkpoint folder, or 'latest' (the newest in --out/checkpoints)")
+    r.add_argument("--log-every", type=int, default=10)
+    r.add_argument("--export", help="also write the final adapter here (as `python -m training export` does)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.loop import train
+
+    train(args)
+    return 0
+
+
+def latest_checkpoint(out: Path) -> Optional[Path]:
+    found = sorted((out / "checkpoints").glob("step-*"))
+    return found[-1] if found else None
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    path = Path(checkpoint) / STATE_FILE
+    if not path.is_file():
+        raise TrainingError(f"{checkpoint} is not a training checkpoint (it has no {STATE_FILE}). Give a folder "
+                            "out/checkpoints/step-NNNNNN written by `python -m training train`.")
+    return json.loads(path.read_text())
+
+
+def write_checkpoint(accelerator: Any, adapter: Any, out: Path, step: int, settings: dict, keep: int) -> Path:
+    """Save atomically: into a temporary folder, renamed when complete, so a crash never leaves half a checkpoint."""
+    from safetensors.torch import save_file
+
+    final = out / "checkpoints" / f"step-{step:06d}"
+    tmp = out / "checkpoints" / f".tmp-step-{step:06d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        save_file(accelerator.unwrap_model(adapter).flat_state(), str(tmp / ADAPTER_FILE))
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **settings}, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in sorted((out / "checkpoints").glob("step-*"))[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
