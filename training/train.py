@@ -86,6 +86,10 @@ def write_checkpoint(accelerator: Any, adapter: Any, out: Path, step: int, setti
     """Save atomically: into a temporary folder, renamed when complete, so a crash never leaves half a checkpoint."""
     from safetensors.torch import save_file
 
+    checksums = rank_checksums(accelerator, accelerator.unwrap_model(adapter))
+    if len(set(checksums)) != 1:
+        raise TrainingError(f"At step {step} the processes hold different adapter weights (checksums {checksums}): "
+                            "gradient synchronisation failed. Check the launch (accelerate launch, same arguments on every node).")
     final = out / "checkpoints" / f"step-{step:06d}"
     tmp = out / "checkpoints" / f".tmp-step-{step:06d}"
     if accelerator.is_main_process:
@@ -94,10 +98,24 @@ def write_checkpoint(accelerator: Any, adapter: Any, out: Path, step: int, setti
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
         save_file(accelerator.unwrap_model(adapter).flat_state(), str(tmp / ADAPTER_FILE))
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **settings}, indent=1))
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **settings, "rank_checksums": checksums}, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         for old in sorted((out / "checkpoints").glob("step-*"))[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def rank_checksums(accelerator: Any, adapter: Any) -> list[int]:
+    """A hash of the adapter's weights on every process (equal when DDP kept them in step)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(adapter.flat_state().items()):
+        digest.update(name.encode())
+        digest.update(tensor.float().cpu().numpy().tobytes())
+    mine = torch.tensor([int.from_bytes(digest.digest()[:7], "little")], dtype=torch.int64, device=accelerator.device)
+    return [int(v) for v in accelerator.gather(mine).cpu()]
