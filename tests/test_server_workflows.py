@@ -259,3 +259,17 @@ def test_v3_combo_inputs_are_widgets_too():
     info = {"LatentBatchSeedBehavior": v3}
     assert w2a.check_against_definitions({"nodes": [node], "links": []}, info) == []
     assert w2a.convert({"nodes": [node], "links": []}, info)["1"]["inputs"] == {"seed_behavior": "fixed"}
+
+
+@pytest.mark.parametrize("name", ["sdxl_quality_sweep", "sdxl_degradation"])
+def test_same_noise_examples_convert_alike_with_upstreams_v3_definition(name, info):
+    """With LatentBatchSeedBehavior described the V3 way (as upstream 0.3.64 serves it), the example still
+    matches the definitions, converts to its API twin, and the builder makes the same file."""
+    v3 = dict(info)
+    v3["LatentBatchSeedBehavior"] = {**info["LatentBatchSeedBehavior"], "input": {"required": {
+        "samples": ["LATENT", {}], "seed_behavior": ["COMBO", {"default": "fixed", "multiselect": False, "options": ["random", "fixed"]}]}}}
+    workflow = load(name)
+    assert w2a.check_against_definitions(workflow, v3) == []
+    twin = json.loads((conftest.REPO / "scripts" / "prompts" / f"{name}.json").read_text())
+    assert w2a.convert(workflow, v3) == twin
+    assert workflow_build.build_all(v3)[0][name] == workflow
