@@ -64,8 +64,8 @@ def _same_noise(g: Graph, latent):
     """Every item of the latent batch starts from the same initial noise, so that the items differ only by
     their targets (the paper's sweeps). Host node: with seed_behavior "fixed" it gives every item the first
     item's batch_index, and the host's KSampler then draws one noise tensor for the seed and repeats it."""
-    return g.add("LatentBatchSeedBehavior", (latent.pos[0], latent.pos[1] + 170), size=(400, 82), title="Same noise for every item", samples=latent.out(0),
-                 seed_behavior="fixed")
+    return g.add("LatentBatchSeedBehavior", (latent.pos[0], latent.pos[1] + 170), size=(400, 82),
+                 title="Same noise for every item", samples=latent.out(0), seed_behavior="fixed")
 
 
 def _adapter_and_condition(g: Graph, model, targets: str, title=None):
