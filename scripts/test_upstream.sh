@@ -20,4 +20,4 @@ for arg in "$@"; do
   prev="$arg"
 done
 exec "$venv/bin/python" -m pytest -q "$@" tests/test_server_api.py tests/test_server_workflows.py tests/test_main_job.py \
-  tests/test_reliability_catalog.py tests/test_soak.py
+  tests/test_reliability_catalog.py tests/test_soak.py tests/test_same_noise_sweep.py

@@ -60,6 +60,14 @@ def _sampler(g: Graph, xy, model, pos, neg, latent, title=None, denoise: float =
                  denoise=denoise)
 
 
+def _same_noise(g: Graph, latent):
+    """Every item of the latent batch starts from the same initial noise, so that the items differ only by
+    their targets (the paper's sweeps). Host node: with seed_behavior "fixed" it gives every item the first
+    item's batch_index, and the host's KSampler then draws one noise tensor for the seed and repeats it."""
+    return g.add("LatentBatchSeedBehavior", (latent.pos[0], latent.pos[1] + 170), size=(400, 82),
+                 title="Same noise for every item", samples=latent.out(0), seed_behavior="fixed")
+
+
 def _adapter_and_condition(g: Graph, model, targets: str, title=None):
     loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(340, 130), color=PACK, adapter_name=QUALITY_ADAPTER,
                    metadata_override="")
@@ -95,14 +103,16 @@ def quality_condition_t2i(g: Graph) -> None:
 def quality_sweep(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g, batch=5)
     qc = _adapter_and_condition(g, ckpt.out("MODEL"), "1\n25\n50\n75\n99", title="Quality Condition (sweep p1..p99)")
-    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, latent.out(0))
+    same = _same_noise(g, latent)
+    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, same.out(0))
     image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
     g.add("SaveImage", (COL["e"], 60), title="Sweep p1 / p25 / p50 / p75 / p99 (the batch shows as a grid)", size=(640, 620),
           images=image.out(0), filename_prefix="iqa_sweep")
     _score(g, (COL["c"], 760), image, "topiq_nr")
     g.note((COL["c"], 400), "The paper's quality sweep: one prompt and one seed, five latents in one batch, each "
-           "conditioned on its own target (one line per batch item: percentiles 1, 25, 50, 75, 99). Quality should "
-           "rise from the first image to the last; IQA Score measures it (scores, CC3M percentiles, a plot).", size=(315, 200))
+           "conditioned on its own target (one line per batch item: percentiles 1, 25, 50, 75, 99). Batch Latent Seed "
+           "Behavior (fixed) gives all five the same initial noise, so they differ only by their targets. Quality should "
+           "rise from the first image to the last; IQA Score measures it (scores, CC3M percentiles, a plot).", size=(315, 240))
     g.group("Scores", (COL["c"] - 20, 700, 1240, 420), color="#3f789e")
 
 
@@ -110,14 +120,16 @@ def degradation(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g, batch=3)
     qc = _adapter_and_condition(g, ckpt.out("MODEL"), "topiq_nr=1, laion_aes=50\ntopiq_nr=50, laion_aes=1\n1",
                                 title="Quality Condition (low targets)")
-    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, latent.out(0))
+    same = _same_noise(g, latent)
+    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, same.out(0))
     image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
     g.add("SaveImage", (COL["e"], 60), title="Degraded: technical / aesthetic / both", size=(600, 600), images=image.out(0),
           filename_prefix="iqa_degraded")
     _score(g, (COL["c"], 760), image, "topiq_nr")
     g.note((COL["c"], 400), "Low targets turn the adapter into a controllable degradation model. Item 1 lowers only "
            "the technical metric (TOPIQ at percentile 1, aesthetics at the median), item 2 only the aesthetic one, "
-           "item 3 both. Each line names every metric of the adapter, or gives one number for all.", size=(315, 200))
+           "item 3 both. Each line names every metric of the adapter, or gives one number for all. All three start "
+           "from the same noise (Batch Latent Seed Behavior, fixed).", size=(315, 240))
     g.group("Scores", (COL["c"] - 20, 700, 1240, 420), color="#3f789e")
 
 

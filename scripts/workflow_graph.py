@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from workflow_to_api import editor_inputs, is_widget_input, widget_default, widget_slots
+from workflow_to_api import editor_inputs, is_combo, is_widget_input, widget_default, widget_slots
 
 TITLE_H, SLOT_H, WIDGET_H, MULTILINE_H = 30, 20, 24, 110
 
@@ -117,7 +117,7 @@ class Graph:
             is_widget = is_widget_input(spec)
             if is_widget and not isinstance(value, Out):
                 continue
-            slot = {"name": name, "type": "COMBO" if isinstance(kind, list) else kind,
+            slot = {"name": name, "type": "COMBO" if is_combo(spec) else kind,
                     "link": link_ids.get((node.id, name))}
             if is_widget:
                 slot["widget"] = {"name": name}

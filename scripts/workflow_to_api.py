@@ -6,7 +6,9 @@ type]. So the conversion needs each node's definition: the host's /object_info, 
 from node classes in-process with object_info_from_classes(). Both give the same data.
 
 The widget order reproduces the editor's rules (scripts/app.js registerNodeDef, scripts/widgets.js):
-required inputs then optional ones; a list type is a combo; INT, FLOAT, STRING and BOOLEAN are widgets;
+required inputs then optional ones; a list type is a combo, and so is "COMBO" with an "options" list (how
+upstream ComfyUI's V3 nodes, such as LatentBatchSeedBehavior in 0.3.64, describe one); INT, FLOAT, STRING
+and BOOLEAN are widgets;
 an INT named seed/noise_seed (or with control_after_generate) is followed by an editor-only
 "control_after_generate" value; a combo with control_after_generate by two (control and filter list);
 an IMAGE input flagged image_upload gets an "upload" button widget at the end of the required inputs.
@@ -41,6 +43,17 @@ def _options(spec: Any) -> dict:
     return spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
 
 
+def is_combo(spec: Any) -> bool:
+    """A dropdown: the V1 form (a list of choices) or the V3 form ("COMBO", {"options": [...]})."""
+    kind = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
+    return isinstance(kind, list) or kind == "COMBO"
+
+
+def combo_options(spec: Any) -> list:
+    """A combo's choices in either form."""
+    return list(spec[0]) if isinstance(spec[0], list) else list(_options(spec).get("options") or [])
+
+
 def editor_inputs(node_def: Mapping[str, Any]) -> dict[str, Any]:
     """A node's inputs as the editor sees them: required (plus the upload button), then new optional keys."""
     inputs = node_def.get("input", {})
@@ -59,7 +72,7 @@ def widget_slots(node_def: Mapping[str, Any]) -> list[tuple[Optional[str], str]]
     slots: list[tuple[Optional[str], str]] = []
     for name, spec in editor_inputs(node_def).items():
         kind, opts = spec[0], _options(spec)
-        if isinstance(kind, list):
+        if is_combo(spec):
             slots.append((name, "value"))
             if opts.get("control_after_generate"):
                 slots += [(None, "control"), (None, "filter")]
@@ -80,7 +93,7 @@ def widget_names(node_def: Mapping[str, Any]) -> list[Optional[str]]:
 def is_widget_input(spec: Any) -> bool:
     """Whether the editor shows an input as a widget (rather than a connection slot) by default."""
     kind = spec[0]
-    return isinstance(kind, list) or kind in WIDGET_TYPES or kind == "IMAGEUPLOAD"
+    return is_combo(spec) or kind in WIDGET_TYPES or kind == "IMAGEUPLOAD"
 
 
 def socket_inputs(node_def: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -97,8 +110,9 @@ def widget_default(spec: Any) -> Any:
     kind, opts = spec[0], _options(spec)
     if "default" in opts:
         return opts["default"]
-    if isinstance(kind, list):
-        return kind[0] if kind else ""
+    if is_combo(spec):
+        choices = combo_options(spec)
+        return choices[0] if choices else ""
     return {"INT": opts.get("min", 0), "FLOAT": opts.get("min", 0.0), "STRING": "", "BOOLEAN": False}.get(kind)
 
 
@@ -216,7 +230,7 @@ def check_against_definitions(workflow: Mapping[str, Any], object_info: ObjectIn
                 problems.append(f"{_describe(node)}: input slot '{name}' is not an input of {node['type']}")
                 continue
             spec_type = all_inputs[name][0]
-            want = "COMBO" if isinstance(spec_type, list) else spec_type
+            want = "COMBO" if is_combo(all_inputs[name]) else spec_type
             if slot.get("type") != want:
                 problems.append(f"{_describe(node)}: slot '{name}' has type {slot.get('type')}, the node says {want}")
         declared = [("COMBO" if isinstance(t, list) else t) for t in node_def.get("output", [])]

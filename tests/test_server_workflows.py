@@ -238,3 +238,38 @@ def test_readme_node_reference_and_help_pages_match_the_code(info):
     for path, text in pages.items():
         assert path.is_file() and path.read_text() == text, f"{path.name} is stale: {hint}"
     assert set(workflow_docs.parse_readme(readme)) == set(conftest.pack.NODE_CLASS_MAPPINGS)
+
+
+def test_v3_combo_inputs_are_widgets_too():
+    """Upstream's V3 nodes (LatentBatchSeedBehavior in 0.3.64) describe a dropdown as ("COMBO", {"options":
+    [...]}) in /object_info (comfy_api/latest/_io.py, Combo.Input.as_dict), not as a list of choices; the
+    editor makes the same widget for both forms, so the conversion must too."""
+    v1 = {"input": {"required": {"samples": ["LATENT"], "seed_behavior": [["random", "fixed"], {"default": "fixed"}]}},
+          "output": ["LATENT"]}
+    v3 = {"input": {"required": {"samples": ["LATENT"], "seed_behavior": ["COMBO", {"default": "fixed", "multiselect": False,
+                                                                                     "options": ["random", "fixed"]}]}},
+          "output": ["LATENT"]}
+    for definition in (v1, v3):
+        assert w2a.widget_names(definition) == ["seed_behavior"]
+        assert w2a.socket_inputs(definition) == [("samples", "LATENT")]
+        assert w2a.widget_default(definition["input"]["required"]["seed_behavior"]) == "fixed"
+    no_default = ["COMBO", {"options": ["a", "b"]}]
+    assert w2a.widget_default(no_default) == "a" and w2a.combo_options(no_default) == ["a", "b"]
+    node = _node(1, "LatentBatchSeedBehavior", ["fixed"], inputs=[("samples", "LATENT", None)], outputs=[("LATENT", "LATENT", [])])
+    info = {"LatentBatchSeedBehavior": v3}
+    assert w2a.check_against_definitions({"nodes": [node], "links": []}, info) == []
+    assert w2a.convert({"nodes": [node], "links": []}, info)["1"]["inputs"] == {"seed_behavior": "fixed"}
+
+
+@pytest.mark.parametrize("name", ["sdxl_quality_sweep", "sdxl_degradation"])
+def test_same_noise_examples_convert_alike_with_upstreams_v3_definition(name, info):
+    """With LatentBatchSeedBehavior described the V3 way (as upstream 0.3.64 serves it), the example still
+    matches the definitions, converts to its API twin, and the builder makes the same file."""
+    v3 = dict(info)
+    v3["LatentBatchSeedBehavior"] = {**info["LatentBatchSeedBehavior"], "input": {"required": {
+        "samples": ["LATENT", {}], "seed_behavior": ["COMBO", {"default": "fixed", "multiselect": False, "options": ["random", "fixed"]}]}}}
+    workflow = load(name)
+    assert w2a.check_against_definitions(workflow, v3) == []
+    twin = json.loads((conftest.REPO / "scripts" / "prompts" / f"{name}.json").read_text())
+    assert w2a.convert(workflow, v3) == twin
+    assert workflow_build.build_all(v3)[0][name] == workflow
