@@ -4,7 +4,9 @@ Each BasicTransformerBlock and ResBlock forward runs under torch.utils.checkpoin
 keyword arguments, and gradients reach the adapter's K/V, which enter the blocks from a closure, not as
 inputs). The host passes one transformer_options dict down the whole UNet and rewrites its "block" and
 "block_index" entries as it goes; a recomputation in the backward pass would read the last values and
-look up another layer's patch, silently. So each wrapped call gets a snapshot of that dict.
+look up another layer's patch, silently. So each wrapped call gets a snapshot of that dict. And the
+fork's BasicTransformerBlock adds to its input in place (see autograd_safety.py), which would change the
+input that the checkpoint keeps for the recomputation: the wrapped function works on a copy of it.
 """
 from __future__ import annotations
 
@@ -20,12 +22,16 @@ def _snapshot(value):
     return dict(value) if isinstance(value, dict) else value
 
 
+def _on_copies(forward, *args, **kwargs):
+    return forward(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args), **kwargs)
+
+
 def _checkpointed(forward, *args, **kwargs):
     args = tuple(_snapshot(a) for a in args)
     kwargs = {k: _snapshot(v) for k, v in kwargs.items()}
     if not torch.is_grad_enabled():
         return forward(*args, **kwargs)
-    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return checkpoint(_on_copies, forward, *args, use_reentrant=False, **kwargs)
 
 
 def enable_gradient_checkpointing(unet: torch.nn.Module) -> int:

@@ -50,6 +50,7 @@ def prepare_image(image: Any, resolution: int) -> torch.Tensor:
 
 def train(args: argparse.Namespace) -> None:
     from accelerate import Accelerator
+    from accelerate.utils import set_seed
 
     from adapter.encoding import encode_quality_vector, encoded_dim
     from adapter.layers import find_attn2_layers
@@ -70,6 +71,7 @@ def train(args: argparse.Namespace) -> None:
     out = Path(args.out)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum)
     rank, world = accelerator.process_index, accelerator.num_processes
+    set_seed(args.seed)  # the new adapter's projection starts from the same weights in every run with this seed
 
     table_path = Path(args.norm_table) if args.norm_table else Path(args.scores).with_suffix(".norm.json")
     if not table_path.is_file():

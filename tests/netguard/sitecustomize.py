@@ -8,11 +8,14 @@ tried to reach the network: an audit hook sees attempts from every library, whic
 """
 import json
 import os
+import socket
 import sys
 import traceback
 
 _DIR = os.environ.get("IQA_NETGUARD_DIR")
-_LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", "", None}
+# The machine's own name is local too: torch's process launcher (accelerate launch -> torchrun) looks it
+# up to name its workers, and /etc/hosts answers that without a network.
+_LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", "", None, socket.gethostname()}
 
 
 def _is_local(host):
