@@ -54,3 +54,16 @@ def test_no_pip_calls_at_run_time():
     pattern = re.compile(r"pip\s+install|pip\._internal|ensurepip|[\"']-m[\"'],\s*[\"']pip[\"']|subprocess", re.I)
     offenders = [str(p.relative_to(REPO)) for p in shipped if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_train_extra_names_what_requirements_train_pins():
+    """pyproject's [train] extra (what a user installs) and requirements/train.txt (what CI installs) name
+    the same packages, and none of them is one that the host pins to a version of its own."""
+    import re
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
+    pinned = [ln.split("==")[0] for ln in (REPO / "requirements" / "train.txt").read_text().splitlines()
+              if ln.strip() and not ln.startswith("#")]
+    assert sorted(re.split(r"[<>=!~ ]", e)[0].lower() for e in extra) == sorted(p.lower() for p in pinned)
+    host = {ln.split("==")[0].lower() for ln in (REPO / "requirements" / "host.txt").read_text().splitlines() if "==" in ln}
+    assert not host & {p.lower() for p in pinned}, "a training package is also pinned by the host list"
