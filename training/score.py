@@ -26,8 +26,9 @@ Outputs:
 Processes (`accelerate launch`; plain python is one process): process r scores its share of the dataset's
 global order (training/datasets.py: whole shards or every world-th item), so across all processes each
 image is scored exactly once. Work is saved as it goes in OUT.parts/: each process writes
-part-<rank>-<seq>.parquet files of --part-size images, each written to a temporary name, synced, then renamed,
-so a crash or a kill loses at most the images of the part being filled and never damages a finished part.
+part-<rank>-<seq>.parquet files of --part-size images (or whatever was scored in 5 minutes, if less), each
+written to a temporary name, synced, then renamed, so a crash or a kill loses at most the images of the part
+being filled and never damages a finished part.
 A rerun (with any number of processes) skips every key already in a part. When every process is done,
 process 0 merges the parts into OUT and writes TABLE, each also through a temporary file and a rename.
 OUT.parts/ is kept (a later rerun then has nothing to do); delete it once OUT is there.
@@ -349,6 +350,7 @@ class _PartWriter:
     metrics: list[str]
     part_size: int
     crash_after: int = 0
+    max_seconds: float = 300.0  # also save a part this often, so slow metrics lose at most this much work
     keys: list[str] = field(default_factory=list)
     values: list[list[float]] = field(default_factory=list)
     seq: int = 0
@@ -357,11 +359,12 @@ class _PartWriter:
     def __post_init__(self) -> None:
         mine = [int(f.stem.split("-")[2]) for f in self.parts.glob(f"part-{self.rank:05d}-*.parquet")]
         self.seq = max(mine, default=-1) + 1
+        self.last = time.monotonic()
 
     def add(self, key: str, row: list[float]) -> None:
         self.keys.append(key)
         self.values.append(row)
-        if len(self.keys) >= self.part_size:
+        if len(self.keys) >= self.part_size or time.monotonic() - self.last >= self.max_seconds:
             self.flush()
 
     def flush(self) -> None:
@@ -375,6 +378,7 @@ class _PartWriter:
             cols[m] = pa.array(arr[:, j], pa.float64())
         _write_parquet(self.parts / f"part-{self.rank:05d}-{self.seq:06d}.parquet", pa.table(cols))
         self.seq += 1
+        self.last = time.monotonic()
         self.saved += len(self.keys)
         self.keys, self.values = [], []
         if self.crash_after and self.saved >= self.crash_after:
@@ -409,9 +413,10 @@ def _score_share(dataset: Dataset, models: list, metrics: list[str], ctx: _Rank,
     import torch
     from tqdm import tqdm
 
-    total = dataset.count()
+    show = ctx.main and not args.no_progress
+    total = dataset.count() if show else None  # a folder's names only; shards are not counted (a full read)
     share = None if total is None else len(range(ctx.rank, total, ctx.world))
-    bar = tqdm(total=share, unit="img", desc=f"score (process 0 of {ctx.world})", disable=not ctx.main or args.no_progress,
+    bar = tqdm(total=share, unit="img", desc=f"score (process 0 of {ctx.world})", disable=not show,
                dynamic_ncols=True)
     writer = _PartWriter(parts, ctx.rank, metrics, args.part_size, int(os.environ.get(CRASH_ENV, "0") or 0))
     bad: list[_Bad] = []
