@@ -356,3 +356,29 @@ def test_bad_inputs_get_clear_errors(data, iqa_dir, tmp_path):
     assert sorted(s["key"] for s in skipped) == ["black", "broken"]
     with pytest.raises(TrainingError, match=r"scored with metrics \['piqe'\], this run asks for \['piqe', 'entropy'\]"):
         run_score(["--data", both, "--metrics", "piqe", "entropy", *base, "--out", str(out), "--skip-bad"])
+
+
+def test_read_scores_gives_train_its_vectors_and_names_bad_rows(two_processes, tmp_path):
+    import pyarrow as pa
+
+    out = two_processes
+    z = score.read_scores(out, ["niqe", "piqe"])
+    t = pq.read_table(out)
+    assert sorted(z) == sorted(FOLDER_ORDER) and z["a"].dtype == np.float32
+    i = t.column("key").to_pylist().index("a")
+    assert z["a"].tolist() == pytest.approx([t.column("niqe_z")[i].as_py(), t.column("piqe_z")[i].as_py()], rel=1e-6)  # float32
+    assert score.read_scores(out, ["piqe"], z=False)["a"][0] == pytest.approx(t.column("piqe")[i].as_py(), rel=1e-6)
+    with pytest.raises(TrainingError, match=r"lacks the column\(s\) topiq_nr_z.*score --metrics piqe topiq_nr"):
+        score.read_scores(out, ["piqe", "topiq_nr"])
+    nan = tmp_path / "nan.parquet"
+    pq.write_table(pa.table({"key": ["x", "y"], "piqe_z": [0.5, float("nan")], "cap": ["a cat", None]}), nan)
+    with pytest.raises(TrainingError, match=r"holds nan in column 'piqe_z' at row 1 \(key 'y'\)"):
+        score.read_scores(nan, ["piqe"])
+    assert score.read_captions(nan, "cap") == {"x": "a cat"}
+    with pytest.raises(TrainingError, match="no caption column 'caption'"):
+        score.read_captions(nan, "caption")
+    official = tmp_path / "official.feather"  # the official script's layout: image_file, <metric>_normalized
+    import pyarrow.feather as feather
+
+    feather.write_feather(pa.table({"image_file": ["000001"], "piqe": [40.0], "piqe_normalized": [1.5]}), str(official))
+    assert score.read_scores(official, ["piqe"])["000001"].tolist() == [1.5]

@@ -535,3 +535,58 @@ def describe(values: np.ndarray) -> dict:
     pct = np.percentile(values, PERCENTILES)
     return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
             "max": float(values.max()), "percentiles": {str(p): float(v) for p, v in zip(PERCENTILES, pct)}}
+
+
+# -- reading a scores file (for train) ------------------------------------------------------------------------------
+def read_scores(path: Path, metrics: Sequence[str], *, z: bool = True) -> dict[str, np.ndarray]:
+    """key -> float32 vector of the metrics, in the order given: the `<metric>_z` columns (z=True, what the
+    adapter trains on) or the raw ones. Works on this command's output and on any Parquet/Feather file with
+    a `key` column (or the official feather's `image_file`) and those columns. A missing file or column, a
+    NaN, or a repeated key is an error naming the row."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"The scores file {path} does not exist. Make it with `python -m training score`.")
+    try:
+        table = feather.read_table(path) if path.suffix in (".feather", ".arrow") else pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise TrainingError(f"Cannot read the scores file {path} ({e}). Give the Parquet file that score wrote.") from None
+    key_col = "key" if "key" in table.column_names else "image_file" if "image_file" in table.column_names else None
+    if key_col is None:
+        raise TrainingError(f"The scores file {path} has no 'key' column (columns: {', '.join(table.column_names)}).")
+    cols = [z_column(m) if z else m for m in metrics]
+    if z and "key" not in table.column_names:  # the official feather: <metric>_normalized
+        cols = [c if c in table.column_names else f"{m}_normalized" for c, m in zip(cols, metrics)]
+    missing = [c for c in cols if c not in table.column_names]
+    if missing:
+        raise TrainingError(f"The scores file {path} lacks the column(s) {', '.join(missing)} (it has: "
+                            f"{', '.join(table.column_names)}). Score the dataset with these metrics "
+                            f"(score --metrics {' '.join(metrics)}), or train on the metrics it has.")
+    keys = [str(k) for k in table.column(key_col).to_pylist()]
+    values = np.stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols], axis=1)
+    bad = np.argwhere(~np.isfinite(values))
+    if bad.size:
+        i, j = bad[0]
+        raise TrainingError(f"The scores file {path} holds {values[i, j]} in column '{cols[j]}' at row {i} (key "
+                            f"'{keys[i]}'){f' and {len(bad) - 1} more' if len(bad) > 1 else ''}. Score that image "
+                            "again, or remove its row.")
+    out = dict(zip(keys, values.astype(np.float32)))
+    if len(out) != len(keys):
+        seen: set[str] = set()
+        dup = next(k for k in keys if k in seen or seen.add(k))
+        raise TrainingError(f"The scores file {path} has the key '{dup}' more than once. Give every image one row.")
+    return out
+
+
+def read_captions(path: Path, column: str) -> dict[str, str]:
+    """key -> caption from a text column of a scores file (datasets.open_dataset(captions=...))."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    if column not in schema.names:
+        raise TrainingError(f"The scores file {path} has no caption column '{column}' (columns: {', '.join(schema.names)}).")
+    t = pq.read_table(path, columns=["key", column])
+    return {str(k): c for k, c in zip(t.column("key").to_pylist(), t.column(column).to_pylist()) if c is not None}
