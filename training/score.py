@@ -386,6 +386,21 @@ class _PartWriter:
             os._exit(75)
 
 
+def _metric_scores(model: Any, x: Any) -> np.ndarray:
+    """One raw score per image from the pack's IQAModel, without IQAModel.score's input conversion: x is
+    uint8 / 255, so already NCHW RGB, in [0, 1] and finite, and that conversion's clamp and finiteness scan
+    cost ~9 % of PIQE's time at 512 px (measured here)."""
+    import torch
+
+    model.check_images(x)
+    with model.on_device() as metric, torch.inference_mode():
+        out = metric(x)
+    out = torch.as_tensor(out[0] if isinstance(out, (tuple, list)) else out)
+    if out.numel() != x.shape[0]:
+        raise RuntimeError(f"metric '{model.name}' returned {out.numel()} values for {x.shape[0]} images")
+    return out.reshape(-1).double().cpu().numpy()
+
+
 def score_batch(models: list, metrics: list[str], x: Any) -> tuple[np.ndarray, list[str]]:
     """Raw scores [n, metrics] of a batch, and per image an error text ('' when every score is finite).
 
@@ -395,11 +410,11 @@ def score_batch(models: list, metrics: list[str], x: Any) -> tuple[np.ndarray, l
     errors = [[] for _ in range(n)]
     for j, (model, name) in enumerate(zip(models, metrics)):
         try:
-            rows[:, j] = model.score(x).double().numpy()
+            rows[:, j] = _metric_scores(model, x)
         except Exception:  # noqa: BLE001 - find the image(s) at fault
             for i in range(n):
                 try:
-                    rows[i, j] = float(model.score(x[i:i + 1])[0])
+                    rows[i, j] = float(_metric_scores(model, x[i:i + 1])[0])
                 except Exception as e:  # noqa: BLE001
                     errors[i].append(f"metric '{name}' failed ({type(e).__name__}: {e})")
         for i in range(n):
