@@ -33,6 +33,17 @@ def _check_args(args: argparse.Namespace) -> None:
         raise TrainingError(f"--metrics names a metric twice ({' '.join(args.metrics)}); list each once.")
 
 
+def metric_vectors(raw: dict, metrics: list[str], table: Any) -> dict[str, torch.Tensor]:
+    """key -> the adapter's input values: z-scores under the run's normalisation table (the one export
+    embeds, so training and inference standardise alike), or the raw scores when table is None."""
+    if table is None:
+        return {k: torch.from_numpy(v.copy()) for k, v in raw.items()}
+    stats = [table.get(m) for m in metrics]
+    mean = torch.tensor([s.mean for s in stats], dtype=torch.float64)
+    std = torch.tensor([s.std for s in stats], dtype=torch.float64)
+    return {k: ((torch.from_numpy(v).double() - mean) / std).float() for k, v in raw.items()}
+
+
 def prepare_image(image: Any, resolution: int) -> torch.Tensor:
     """A PIL image -> [resolution, resolution, 3] float in [0, 1]: shorter side resized, then center-cropped."""
     from PIL import Image
@@ -63,7 +74,7 @@ def train(args: argparse.Namespace) -> None:
     from training.diffusion_loss import adapter_patches, eps_loss
     from training.draws import sample_draws
     from training.loss_log import LossLog
-    from training.scores_table import read_scores
+    from training.score import read_captions, read_scores
     from training.trainable import TrainableAdapter
     from training.train import latest_checkpoint, read_state, write_checkpoint
 
@@ -78,7 +89,9 @@ def train(args: argparse.Namespace) -> None:
         raise TrainingError(f"No normalisation table at {table_path}. `python -m training score` writes it beside the "
                             "scores file; give it with --norm-table.")
     table = NormTable.from_json(table_path)
-    scores = read_scores(Path(args.scores), args.metrics, None if args.no_normalize else table, args.caption_column)
+    vectors_by_key = metric_vectors(read_scores(Path(args.scores), args.metrics, z=False), args.metrics,
+                                    None if args.no_normalize else table)
+    captions = read_captions(Path(args.scores), args.caption_column) if args.caption_column else None
 
     host.import_host(args.comfyui_dir)
     base = host.load_base(args.base)
@@ -129,7 +142,7 @@ def train(args: argparse.Namespace) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.json").write_text(json.dumps(settings, indent=1))
 
-    dataset = datasets.open_dataset(args.data, captions=scores.captions)
+    dataset = datasets.open_dataset(args.data, captions=captions)
     size = dataset.count()
     if size is not None and size < args.batch_size * world:
         raise TrainingError(f"--data {args.data} has {size} images, fewer than one batch across all processes "
@@ -138,7 +151,11 @@ def train(args: argparse.Namespace) -> None:
 
     def prepare(sample: Any) -> tuple[torch.Tensor, str, torch.Tensor]:
         caption = sample.require_caption()
-        return prepare_image(sample.image, args.resolution), caption, scores.vector(sample.key, sample.source)
+        vector = vectors_by_key.get(sample.key)
+        if vector is None:
+            raise TrainingError(f"{sample.source} (key '{sample.key}') has no row in {args.scores}. Score the whole "
+                                "dataset first (python -m training score), or remove the image.")
+        return prepare_image(sample.image, args.resolution), caption, vector
 
     stream = datasets.train_stream(dataset, rank=rank, world=world, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
                                    start=step * per_rank_step)
