@@ -80,7 +80,9 @@ def train(args: argparse.Namespace) -> None:
 
     _check_args(args)
     out = Path(args.out)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum)
+    # cpu=True without a GPU: several CPU processes (accelerate launch --multi_gpu) then form one gloo group
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum,
+                              cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
     set_seed(args.seed)  # the new adapter's projection starts from the same weights in every run with this seed
 
