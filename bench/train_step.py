@@ -74,6 +74,25 @@ def checkpointing_with_input_copy(unet) -> int:
     return enable_gradient_checkpointing(unet)
 
 
+def current_memory_bytes(device: str) -> int:
+    """Memory in use now (RSS after returning freed heap to the OS, or allocated device memory)."""
+    import ctypes
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda"):
+        return int(torch.cuda.memory_allocated())
+    import psutil
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    return psutil.Process(os.getpid()).memory_info().rss
+
+
 def peak_memory_bytes(device: str) -> int:
     import torch
 
@@ -123,7 +142,8 @@ def worker(args: argparse.Namespace) -> None:
     def draws(i: int):
         return sample_draws(0, [i], (4, latent, latent), num_timesteps)
 
-    out: dict = dict(kind=kind, latent=latent, variant=args.variant, weights_bytes=weights, build_s=build_s)
+    out: dict = dict(kind=kind, latent=latent, variant=args.variant, weights_bytes=weights, build_s=build_s,
+                     built_bytes=current_memory_bytes(args.device))
     if args.variant == "inference":
         def step(i: int) -> None:
             # the same input eps_loss builds, through the UNet without patches and without gradients
@@ -163,16 +183,18 @@ def worker(args: argparse.Namespace) -> None:
             optimizer.zero_grad(set_to_none=True)
             live.set(None)  # the graph of this step's K/V is not kept alive into the next
 
-    times = []
+    times, cpu_times = [], []
     for i in range(args.steps + 1):  # step 0 is the warm-up
         sync()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         step(i)
         sync()
         if i:
             times.append(time.perf_counter() - t)
-    out.update(times=times, median_s=statistics.median(times), peak_bytes=peak_memory_bytes(args.device),
-               threads=torch.get_num_threads())
+            cpu_times.append(time.process_time() - c)
+    out.update(times=times, median_s=statistics.median(times), cpu_times=cpu_times, median_cpu_s=statistics.median(cpu_times),
+               peak_bytes=peak_memory_bytes(args.device), threads=torch.get_num_threads(),
+               card=torch.cuda.get_device_name() if cuda else "cpu")
     print(RESULT + json.dumps(out), flush=True)
 
 
@@ -185,9 +207,10 @@ def run_variant(kind: str, latent: int, variant: str, args: argparse.Namespace, 
     if proc.returncode or not lines:
         err = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or [f"no output (exit {proc.returncode}; -9: killed, e.g. out of memory)"]
         print(f"{kind} {latent}x{latent} {variant} FAILED (exit {proc.returncode}):\n" + "\n".join(proc.stderr.splitlines()[-12:]), flush=True)
-        return {"error": err[0][:160]}
+        return {"error": err[0][:120]}
     res = json.loads(lines[-1][len(RESULT):])
     print(f"{kind} {latent}x{latent} {variant}: {res['median_s']:.3f} s median of {[round(t, 3) for t in res['times']]}, "
+          f"CPU time {[round(t, 3) for t in res['cpu_times']]}, "
           f"peak {res['peak_bytes'] / 2**30:.2f} GiB, UNet build {res['build_s']:.0f} s", flush=True)
     return res
 
@@ -221,7 +244,7 @@ def main() -> None:
         return worker(args)
 
     tmp = Path(tempfile.mkdtemp(prefix="iqa-bench-grads-"))
-    rows, mem_rows, grad_rows, failures, threads = [], [], [], [], None
+    rows, mem_rows, grad_rows, failures, threads, card = [], [], [], [], None, None
     for text in args.configs:
         kind, latent = text.split(":")
         latent = int(latent)
@@ -229,6 +252,7 @@ def main() -> None:
         res = {v: run_variant(kind, latent, v, args, path[v]) for v in args.variants}
         ok = {v: r for v, r in res.items() if "error" not in r}
         threads = threads or next((r["threads"] for r in ok.values()), None)
+        card = card or next((r["card"] for r in ok.values()), None)
         base = ok.get("inference")
         image = f"{latent * 8}px ({latent}x{latent})"
         for v in CHECKPOINTED:
@@ -250,30 +274,38 @@ def main() -> None:
                 return "not run"
             if "error" in res[v]:
                 return f"fails: {res[v]['error']}"
-            return f"{res[v]['median_s']:.2f} s ({res[v]['median_s'] / base['median_s']:.2f})" if base else f"{res[v]['median_s']:.2f} s"
+            r = res[v]
+            if not base:
+                return f"{r['median_s']:.2f} s"
+            cell = f"{r['median_s']:.2f} s ({r['median_s'] / base['median_s']:.2f})"
+            if args.device == "cpu":  # process CPU time: less sensitive than wall time to other jobs on the cores
+                cell += f"; CPU {r['median_cpu_s']:.2f} s ({r['median_cpu_s'] / base['median_cpu_s']:.2f})"
+            return cell
 
         def m_cell(v: str) -> str:
             if v not in res:
                 return "not run"
             if "error" in res[v]:
                 return "fails"
-            gib = res[v]["peak_bytes"] / 2**30
-            return f"{gib:.2f} ({res[v]['peak_bytes'] / base['peak_bytes']:.2f})" if base else f"{gib:.2f}"
+            r = res[v]
+            above = f"+{(r['peak_bytes'] - r['built_bytes']) / 2**30:.2f} over the built UNet"
+            ratio = f"{r['peak_bytes'] / base['peak_bytes']:.2f}; " if base else ""
+            return f"{r['peak_bytes'] / 2**30:.2f} ({ratio}{above})"
         train = next((ok[v] for v in VARIANTS[1:] if v in ok), {})
         weights = (base or train).get("weights_bytes", 0)
-        rows.append([kind, image, args.dtype, f"{base['median_s']:.2f} s" if base else t_cell("inference")]
+        rows.append([kind, image, args.dtype, t_cell("inference")]
                     + [t_cell(v) for v in VARIANTS[1:]])
         mem_rows.append([kind, image, f"{weights / 2**30:.2f}",
                          f"{train['adapter_params'] / 1e6:.0f} M in {train['attn2_layers']} layers" if train else "n/a",
                          m_cell("inference")] + [m_cell(v) for v in VARIANTS[1:]])
 
-    where = f"{args.device}, {threads} threads" if args.device == "cpu" else args.device
-    common.print_table(f"Training step time, seconds (ratio to the inference forward) ({where}, batch 1, frozen UNet "
+    where = f"{args.device}, {threads} threads" if args.device == "cpu" else f"{args.device}, {card}"
+    common.print_table(f"Step time: wall seconds (ratio to the inference forward)" + ("; CPU: the process's CPU seconds (ratio)" if args.device == "cpu" else "") + f" ({where}, batch 1, frozen UNet "
                        f"{args.dtype}, adapter float32, AdamW; median of {args.steps} steps after a warm-up, each variant "
                        "its own process)", ["UNet", "image", "UNet dtype", "inference forward (baseline)", "train step",
                                             "train step, checkpointing (training/)", "train step, checkpointing, input copied (bench fix)"], rows)
-    common.print_table("Peak memory, GiB (ratio to the inference forward), " + ("process RSS" if args.device == "cpu" else
-                                                                              "torch.cuda.max_memory_allocated"),
+    common.print_table("Peak memory, GiB (ratio to the inference forward's; above the memory in use once the UNet was built), "
+                       + ("peak process RSS" if args.device == "cpu" else "torch.cuda.max_memory_allocated"),
                        ["UNet", "image", "UNet weights", "adapter (trainable)", "inference forward", "train step",
                         "train step, checkpointing (training/)", "train step, checkpointing, input copied (bench fix)"], mem_rows)
     if grad_rows:
