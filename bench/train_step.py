@@ -251,6 +251,7 @@ def main() -> None:
         path = {v: str(tmp / f"{kind}_{latent}_{v.replace(' ', '_').replace(',', '')}.pt") for v in args.variants}
         res = {v: run_variant(kind, latent, v, args, path[v]) for v in args.variants}
         ok = {v: r for v, r in res.items() if "error" not in r}
+        failures += [f"{kind} latent {latent} {v} failed: {r['error']}" for v, r in res.items() if "error" in r]
         threads = threads or next((r["threads"] for r in ok.values()), None)
         card = card or next((r["card"] for r in ok.values()), None)
         base = ok.get("inference")
@@ -311,7 +312,7 @@ def main() -> None:
     if grad_rows:
         common.print_table("Adapter gradients of the first step, checkpointed vs not (worst tensor)",
                            ["UNet", "image", "variant", "norm-relative difference", "max elementwise / max", "bound"], grad_rows)
-    if failures:
+    if failures:  # after the tables, so the figures that were measured are not lost
         raise SystemExit("\n".join(failures))
 
 
