@@ -7,8 +7,9 @@ vector `y`; no VAE or text encoder, which run without gradients and are not what
 Each variant runs in a process of its own, so peak memory is that variant's: the plain inference forward
 of the same UNet at the same size without gradients (the baseline), the training step, the training step
 with training/checkpointing.py, and the same with the block's input copied inside the checkpoint (a fix
-for the PyPI fork's in-place residual add, see checkpointing_with_input_copy). Figures are ratios to the baseline measured in the same run (median
-step time after a warm-up step; peak process RSS on the CPU, peak allocated device memory on a GPU).
+for the PyPI fork's in-place residual add, see checkpointing_with_input_copy). Figures are ratios to the
+baseline measured in the same run (median step time after a warm-up step; peak process RSS on the CPU,
+peak allocated device memory on a GPU).
 It also checks that checkpointing leaves the adapter's gradients as they were: a recomputation that read
 another layer's patch (the trap training/checkpointing.py documents) would change them by O(1). Exit
 status 1 when a variant fails or the gradients differ, after the tables.
