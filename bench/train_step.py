@@ -6,8 +6,7 @@ attn2 layer -> backward -> AdamW step (random text context of the model's width,
 vector `y`; no VAE or text encoder, which run without gradients and are not what checkpointing changes).
 Each variant runs in a process of its own, so peak memory is that variant's: the plain inference forward
 of the same UNet at the same size without gradients (the baseline), the training step, the training step
-with training/checkpointing.py, and the same with the block's input copied inside the checkpoint (a fix
-for the PyPI fork's in-place residual add, see checkpointing_with_input_copy). Figures are ratios to the
+with training/checkpointing.py. Figures are ratios to the
 baseline measured in the same run (median step time after a warm-up step; peak process RSS on the CPU,
 peak allocated device memory on a GPU).
 It also checks that checkpointing leaves the adapter's gradients as they were: a recomputation that read
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import common
 
-VARIANTS = ("inference", "train", "train+checkpointing", "train+checkpointing, input copied")
+VARIANTS = ("inference", "train", "train+checkpointing")
 CHECKPOINTED = VARIANTS[2:]
 RESULT = "RESULT "  # the line a worker prints its figures on
 # Metrics in the adapter's input (use_flag on, no positional encoding): the official two-metric recipe.
@@ -51,30 +50,6 @@ def grad_tolerance(dtype: str, device: str) -> float:
     if device == "cpu" and dtype == "float32":
         return 1e-4
     return 2e-2
-
-
-def _copy_input(forward, x, *args, **kwargs):
-    import torch
-
-    return forward(x.clone() if isinstance(x, torch.Tensor) else x, *args, **kwargs)
-
-
-def checkpointing_with_input_copy(unet) -> int:
-    """training/checkpointing.py's checkpointing, with each block that adds to its input in place (the PyPI
-    fork's BasicTransformerBlock: `x += n`) given a copy of that input inside the checkpointed function.
-
-    Bench-local, to measure what the fix would cost: checkpoint() keeps the block's input for the
-    recomputation, the in-place add bumps that tensor's version, and the backward refuses it ("modified by an
-    inplace operation"). The copy is made inside, so it is recomputed, not kept."""
-    import functools
-
-    from training.autograd_safety import has_inplace_residual
-    from training.checkpointing import enable_gradient_checkpointing
-
-    for module in unet.modules():
-        if type(module).__name__ == "BasicTransformerBlock" and has_inplace_residual(module):
-            module.forward = functools.partial(_copy_input, module.forward)
-    return enable_gradient_checkpointing(unet)
 
 
 def current_memory_bytes(device: str) -> int:
@@ -168,8 +143,6 @@ def worker(args: argparse.Namespace) -> None:
         make_autograd_safe(unet)
         if args.variant == "train+checkpointing":
             out["checkpointed_blocks"] = enable_gradient_checkpointing(unet)
-        elif args.variant == "train+checkpointing, input copied":
-            out["checkpointed_blocks"] = checkpointing_with_input_copy(unet)
         from comfy.ldm.modules.attention import optimized_attention
 
         optimizer = torch.optim.AdamW(adapter.parameters(), lr=1e-5, weight_decay=1e-2)
@@ -307,11 +280,11 @@ def main() -> None:
     common.print_table(f"Step time: wall seconds (ratio to the inference forward)" + ("; CPU: the process's CPU seconds (ratio)" if args.device == "cpu" else "") + f" ({where}, batch 1, frozen UNet "
                        f"{args.dtype}, adapter float32, AdamW; median of {args.steps} steps after a warm-up, each variant "
                        "its own process)", ["UNet", "image", "UNet dtype", "inference forward (baseline)", "train step",
-                                            "train step, checkpointing (training/)", "train step, checkpointing, input copied (bench fix)"], rows)
+                                            "train step, checkpointing"], rows)
     common.print_table("Peak memory, GiB (ratio to the inference forward's; above the memory in use once the UNet was built), "
                        + ("peak process RSS" if args.device == "cpu" else "torch.cuda.max_memory_allocated"),
                        ["UNet", "image", "UNet weights", "adapter (trainable)", "inference forward", "train step",
-                        "train step, checkpointing (training/)", "train step, checkpointing, input copied (bench fix)"], mem_rows)
+                        "train step, checkpointing"], mem_rows)
     if grad_rows:
         common.print_table("Adapter gradients of the first step, checkpointed vs not (worst tensor)",
                            ["UNet", "image", "variant", "norm-relative difference", "max elementwise / max", "bound"], grad_rows)
