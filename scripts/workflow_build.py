@@ -133,7 +133,7 @@ def _guided_pair(g: Graph, plain_model, guided_model, pos, neg, latent, vae, lab
     b = _sampler(g, (COL["c"], 380), guided_model, pos, neg, latent.out(0), title=labels[1])
     da = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=a.out(0), vae=vae)
     db = g.add("VAEDecode", (COL["d"], 180), samples=b.out(0), vae=vae)
-    both = g.add("ImageBatch", (COL["d"], 300), title=f"Batch: {labels[0].lower()}, {labels[1].lower()}", image1=da.out(0),
+    both = g.add("ImageBatch", (COL["d"], 300), title="Batch: image1, image2", image1=da.out(0),  # short: fits its title bar
                  image2=db.out(0))
     g.add("SaveImage", (COL["e"], 60), title=f"{labels[0]} | {labels[1]}", size=(600, 420), images=both.out(0),
           filename_prefix="iqa_guidance")
@@ -266,8 +266,8 @@ def main() -> int:
                 if args.write:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(text)
-    locale = REPO / "locales" / "en" / "main.json"  # the template browser's titles (scripts/workflow_titles.py)
-    text = dumps(locale_messages(sorted(built)))
+    locale = REPO / "locales" / "en" / "main.json"  # the template group's title (scripts/workflow_titles.py)
+    text = dumps(locale_messages())
     if not locale.exists() or locale.read_text() != text:
         changed.append(str(locale.relative_to(REPO)))
         if args.write:

@@ -110,8 +110,9 @@ def reference_block(object_info: Mapping[str, Mapping[str, Any]]) -> str:
 
 def help_page(node_id: str, info: Mapping[str, Any]) -> str:
     """The node's help, one short section per input rather than the README's 4-column table: the current
-    editor shows help in a side panel about 250 px wide, where such a table is clipped on the right."""
-    lines = [f"# {info.get('display_name') or node_id}", "", f"Node id: `{node_id}`", "", _cell(info.get("description", "")),
+    editor shows help in a side panel about 250 px wide, where such a table is clipped on the right (and so is
+    a long node id in code font, which does not wrap)."""
+    lines = [f"# {info.get('display_name') or node_id}", "", f"Node id: {node_id}", "", _cell(info.get("description", "")),
              "", "## Inputs"]
     inputs = info.get("input", {})
     for group in ("required", "optional"):

@@ -345,6 +345,21 @@ class Editor:
         self.page.evaluate("(hide) => { for (const el of document.querySelectorAll(hide)) el.style.visibility = ''; }", OVER_CANVAS)
         return path
 
+    # -- templates -----------------------------------------------------------------------------------------
+    def template_titles(self, category: str, timeout: float = 10.0) -> list[str]:
+        """The Vue frontend's template browser (the side bar's Templates button): the card titles listed under
+        `category` among the custom nodes' templates; the dialog is closed again."""
+        self.page.locator(".side-bar-button", has_text="Templates").first.click()
+        dialog = self.page.locator(".p-dialog").first
+        dialog.wait_for(state="visible", timeout=timeout * 1000)
+        dialog.get_by_text(category, exact=True).first.click(timeout=timeout * 1000)
+        self.page.wait_for_timeout(500)
+        titles = self.page.evaluate("""() => [...document.querySelectorAll(".p-dialog [data-testid^='template-workflow-'] h3, "
+            + ".p-dialog .p-card-title")].map((e) => e.innerText.trim()).filter(Boolean)""")
+        self.page.keyboard.press("Escape")
+        dialog.wait_for(state="hidden", timeout=timeout * 1000)
+        return titles
+
     # -- tooltips and help -----------------------------------------------------------------------------------
     def focus_node(self, node_id: int, scale: float = 1.0) -> None:
         """Centre a node in the window at `scale` and redraw (widgets get their positions when drawn)."""

@@ -41,6 +41,7 @@ import server_host
 sys.path.insert(0, str(conftest.REPO / "scripts"))
 import workflow_build  # noqa: E402
 import workflow_docs  # noqa: E402
+import workflow_titles  # noqa: E402
 import workflow_to_api as w2a  # noqa: E402
 
 NAMES = server_host.example_names()
@@ -278,3 +279,14 @@ def test_thumbnails_are_editor_screenshots_of_the_current_graphs():
     readme = (conftest.REPO / "README.md").read_text()
     pictures = set(re.findall(r"!\[[^\]]*\]\((example_workflows/[^)]+\.jpg)\)", readme))
     assert pictures == {f"example_workflows/{n}.jpg" for n in NAMES}, "the README shows every example's screenshot"
+
+
+@needs_browser
+def test_templates_are_listed_under_the_pack_name(editor, host):
+    """The template browser lists every example_workflows/ file under "IQA-Adapter" (locales/en/main.json), not
+    under the folder name. The cards carry the file names: this frontend titles custom nodes' templates by
+    file name only (docs/host-compatibility.md)."""
+    if not editor.modern:
+        pytest.skip("the 2024 editor has no template browser for custom nodes' example workflows")
+    titles = editor.template_titles(workflow_titles.CATEGORY)
+    assert sorted(titles) == sorted(NAMES), titles
