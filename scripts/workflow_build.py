@@ -1,7 +1,7 @@
 """Author the example workflows: UI-format JSON in example_workflows/ (what the editor loads and the
 template browser lists) and the API-format twin of each in scripts/prompts/ (what POST /prompt takes),
 all derived from one description per workflow below. The .jpg thumbnails beside the examples are editor
-screenshots, written by the browser tests (IQA_WRITE_THUMBNAILS=1 scripts/test.sh tests/test_browser.py).
+screenshots, written by the browser tests (IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py).
 
     scripts/demo.sh ... is the user-facing command; this one is for maintainers:
     .venv/bin/python scripts/workflow_build.py            # check: report what would change
@@ -45,7 +45,8 @@ PACK = "purple"  # colour of this pack's nodes
 COL = {"a": 40, "b": 540, "c": 1000, "d": 1360, "e": 1680}
 A_W = 460
 # A group's top sits this far above its first node's top edge: room for the group title (24 px font) and, in
-# the current editor, the node source badge drawn above a custom node's title bar.
+# the current editor, the node source badge drawn above a custom node's title bar. (Nodes above a Scores group
+# end above its top, 650.)
 GROUP_HEAD = 110
 
 
@@ -103,7 +104,7 @@ def quality_sweep(g: Graph) -> None:
     qc = _adapter_and_condition(g, ckpt.out("MODEL"), "1\n25\n50\n75\n99", title="Quality Condition (sweep p1..p99)")
     sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, latent.out(0))
     image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
-    g.add("SaveImage", (COL["e"], 60), title="Sweep p1 / p25 / p50 / p75 / p99 (the batch shows as a grid)", size=(640, 620),
+    g.add("SaveImage", (COL["e"], 60), title="Sweep p1 / p25 / p50 / p75 / p99 (the batch shows as a grid)", size=(640, 540),
           images=image.out(0), filename_prefix="iqa_sweep")
     _score(g, (COL["c"], 760), image, "topiq_nr")
     g.note((COL["c"], 400), "The paper's quality sweep: one prompt and one seed, five latents in one batch, each "
@@ -118,7 +119,7 @@ def degradation(g: Graph) -> None:
                                 title="Quality Condition (low targets)")
     sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, latent.out(0))
     image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
-    g.add("SaveImage", (COL["e"], 60), title="Degraded: technical / aesthetic / both", size=(600, 600), images=image.out(0),
+    g.add("SaveImage", (COL["e"], 60), title="Degraded: technical / aesthetic / both", size=(600, 540), images=image.out(0),
           filename_prefix="iqa_degraded")
     _score(g, (COL["c"], 760), image, "topiq_nr")
     g.note((COL["c"], 400), "Low targets turn the adapter into a controllable degradation model. Item 1 lowers only "
@@ -276,7 +277,7 @@ def main() -> int:
     for line in changed:
         print(("wrote " if args.write else "differs: ") + line)
     if changed and args.write:
-        print("the thumbnails are editor screenshots: refresh them with IQA_WRITE_THUMBNAILS=1 scripts/test.sh tests/test_browser.py")
+        print("the thumbnails are editor screenshots: refresh them with IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py")
     for line in skipped:
         print("skipped " + line)
     return 0 if args.write or not changed else 1

@@ -1,8 +1,9 @@
-"""The example workflows in the host's own web editor, in a real headless browser (issue 9).
+"""The example workflows in the host's own web editor, in a real headless browser (issues 9 and 16).
 
 Most users never touch the API: they drop a workflow file on the ComfyUI editor, look at the nodes, change a
-widget and press Queue Prompt. This module does exactly that, in Debian's Chromium driven by Playwright, with
-the editor that the real (PyPI) host serves on its HTTP port (tests/browser_editor.py):
+widget and press Queue Prompt (Run). This module does exactly that, in Debian's Chromium driven by Playwright,
+with the editor that the host serves on its HTTP port: the fork's 2024 app, or with IQA_HOST=upstream
+(scripts/test_upstream.sh) upstream's Vue frontend; one driver, tests/browser_editor.py, knows both:
 
 1. one host server for the module (tests/server_host.py): this pack, the test-only fixture pack, tiny random
    adapters, and empty files under the model names the examples ask for, so that every file widget shows a
@@ -17,7 +18,10 @@ the editor that the real (PyPI) host serves on its HTTP port (tests/browser_edit
    followed through the page's websocket events and queue size until it ends, without errors, with every
    output node's images in the page (screenshot out/screenshots/<name>_run.png);
 4. for every kind of pack node, hovering its title, a widget and an input slot shows the DESCRIPTION and the
-   inputs' tooltips, and its context menu opens the node help page (web/iqa_adapter_help.js, web/docs/).
+   inputs' tooltips, and the node help opens with the pack's page: the context menu's dialog in the 2024
+   editor (web/iqa_adapter_help.js, web/docs/<NodeId>.md), the help panel in the Vue frontend
+   (web/docs/<NodeId>/en.md), where nothing may be clipped;
+5. (Vue frontend) the template browser lists the examples under the pack's name (locales/en/main.json).
 
 Without Chromium or Playwright the browser tests skip with the reason (scripts/install_browser.sh installs
 both; scripts/test.sh runs it when CI=true or IQA_BROWSER_TESTS=1). The thumbnail check at the end needs no
@@ -177,6 +181,8 @@ def test_example_loads_like_a_drop(editor, host, name):
     assert _comparable(editor.editor_prompt(), host.info) == _comparable(twin, host.info), "the editor converts the graph differently"
     shot = editor.screenshot_graph(be.SCREENSHOTS / f"{name}.png")
     if WRITE_THUMBNAILS:
+        # the README shows what users see: the current editor, not the fork's 2024 one
+        assert editor.modern, "write thumbnails from upstream's editor: IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py"
         marker = be.thumbnail_marker(name, be.pack_nodes_digest(conftest.pack.NODE_CLASS_MAPPINGS,
                                                                 conftest.pack.NODE_DISPLAY_NAME_MAPPINGS))
         be.write_thumbnail(shot, be.EXAMPLES / f"{name}.jpg", marker)
@@ -265,7 +271,7 @@ def test_tooltips_and_help_for_every_pack_node_kind(editor, host):
 def test_thumbnails_are_editor_screenshots_of_the_current_graphs():
     """The README's pictures (example_workflows/<name>.jpg) are this suite's screenshots of these very files."""
     digest = be.pack_nodes_digest(conftest.pack.NODE_CLASS_MAPPINGS, conftest.pack.NODE_DISPLAY_NAME_MAPPINGS)
-    hint = "refresh them: IQA_WRITE_THUMBNAILS=1 scripts/test.sh tests/test_browser.py"
+    hint = "refresh them: IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py"
     stale = []
     for name in NAMES:
         thumb = be.EXAMPLES / f"{name}.jpg"
