@@ -204,8 +204,9 @@ _GRAPH_STATE = """
   const dialogs = [...document.querySelectorAll(".comfy-modal, .p-dialog")].filter(visible).map((el) => el.innerText.trim());
   // a node whose type the editor does not know (the Vue frontend loads it as a placeholder)
   const unknown = app.graph._nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => String(n.type));
+  // node ids: numbers in the saved files; frontends from about 1.30 on may hold them as strings
   const nodes = app.graph._nodes.map((n) => ({
-    id: n.id, type: n.type, title: n.title, mode: n.mode,
+    id: /^\d+$/.test(String(n.id)) ? Number(n.id) : n.id, type: n.type, title: n.title, mode: n.mode,
     widgets: (n.widgets ?? []).map((w) => ({ name: w.name, type: w.type, value: w.value, dom: !!(w.element ?? w.inputEl),
       values: Array.isArray(w.options?.values) ? w.options.values : null })),
     inputs: (n.inputs ?? []).map((i) => ({ name: i.name, type: i.type, link: i.link, widget: i.widget?.name ?? null })),
@@ -279,8 +280,8 @@ class Editor:
         return self.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? null")
 
     def run_button(self):
-        if self.modern:  # the action bar's primary button
-            return self.page.locator("button.p-button-primary", has_text="Run").first
+        if self.modern:  # the action bar's primary button (1.58 names it queue-button)
+            return self.page.locator('[data-testid="queue-button"], button.p-button-primary:has-text("Run")').first
         return self.page.locator("#queue-button")
 
     def queue_and_wait(self, timeout: float = 240.0) -> dict:
