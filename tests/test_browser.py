@@ -67,7 +67,7 @@ FRESH_USER_FOLDER = ("/api/userdata/user.css", "/user.css", "/api/userdata?dir=w
 # A newer frontend than the backend pins (COMFYUI_FRONT_END_ROOT) asks for files the backend's templates
 # package does not have yet: allowed only then (docs/host-compatibility.md lists them).
 NEWER_FRONTEND = ("/templates/index_logo.json", "/api/jobs?")
-NEWER_FRONTEND_CONSOLE = ("[Jobs API] Error fetching jobs",)  # its queue panel asks GET /api/jobs, new in later backends
+NEWER_FRONTEND_CONSOLE = ("JobsApiError",)  # its queue panel asks GET /api/jobs, new in later backends
 
 
 def _comparable(prompt: dict, info: dict) -> dict:
