@@ -350,13 +350,13 @@ class Editor:
     def template_titles(self, category: str, timeout: float = 10.0) -> list[str]:
         """The Vue frontend's template browser (the side bar's Templates button): the card titles listed under
         `category` among the custom nodes' templates; the dialog is closed again."""
-        self.page.locator(".side-bar-button", has_text="Templates").first.click()
-        dialog = self.page.locator(".p-dialog").first
+        self.page.locator('.side-bar-button:has-text("Templates"), button[aria-label="Templates"]').first.click()
+        dialog = self.page.locator("[role=dialog]").first
         dialog.wait_for(state="visible", timeout=timeout * 1000)
         dialog.get_by_text(category, exact=True).first.click(timeout=timeout * 1000)
         self.page.wait_for_timeout(500)
-        titles = self.page.evaluate("""() => [...document.querySelectorAll(".p-dialog [data-testid^='template-workflow-'] h3, "
-            + ".p-dialog .p-card-title")].map((e) => e.innerText.trim()).filter(Boolean)""")
+        titles = self.page.evaluate("""() => [...document.querySelectorAll("[role=dialog] [data-testid^='template-workflow-'] h3, "
+            + "[role=dialog] .p-card-title")].map((e) => e.innerText.trim()).filter(Boolean)""")
         self.page.keyboard.press("Escape")
         dialog.wait_for(state="hidden", timeout=timeout * 1000)
         return titles
@@ -465,7 +465,8 @@ class Editor:
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             self.page.screenshot(path=str(screenshot))
-        self.page.locator(".side-bar-button", has_text="Nodes").first.click()  # close the node library again
+        # close it again: 1.27 shows help in the node library side bar, 1.58 in the properties panel
+        self.page.locator('.side-bar-button:has-text("Nodes"), button[aria-label="Toggle properties panel"]').first.click()
         panel.wait_for(state="hidden", timeout=timeout * 1000)
         self.page.mouse.click(*self.page.evaluate("() => { const r = app.canvasEl.getBoundingClientRect(); return [r.left + 5, r.bottom - 5]; }"))
         return info
