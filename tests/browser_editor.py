@@ -232,6 +232,9 @@ class Editor:
         self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(f"{m.text} @ {m.location.get('url', '')}"))
         self.page.on("pageerror", lambda e: self.page_errors.append(str(e)))
         self.page.on("response", lambda r: r.status >= 400 and self.failed_requests.append(f"{r.status} {r.url}"))
+        # no answer at all (a refused or unresolvable address: the test machines have no network); ERR_ABORTED is
+        # the page cancelling its own request (1.58 aborts a settings save that a newer one replaces)
+        self.page.on("requestfailed", lambda r: r.failure != "net::ERR_ABORTED" and self.failed_requests.append(f"{r.failure} {r.url}"))
         self.modern = False
 
     def open(self, timeout: float = 60.0) -> "Editor":
@@ -466,7 +469,8 @@ class Editor:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             self.page.screenshot(path=str(screenshot))
         # close it again: 1.27 shows help in the node library side bar, 1.58 in the properties panel
-        self.page.locator('.side-bar-button:has-text("Nodes"), button[aria-label="Toggle properties panel"]').first.click()
+        toggle = self.page.locator('button[aria-label="Toggle properties panel"]')
+        (toggle if toggle.count() else self.page.locator('.side-bar-button:has-text("Nodes")')).first.click()
         panel.wait_for(state="hidden", timeout=timeout * 1000)
         self.page.mouse.click(*self.page.evaluate("() => { const r = app.canvasEl.getBoundingClientRect(); return [r.left + 5, r.bottom - 5]; }"))
         return info

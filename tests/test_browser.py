@@ -128,7 +128,8 @@ def _page_stays_clean(request):
     # the browser logs each failed request as a console error too: those left are judged above
     ignored = IGNORED_CONSOLE + (NEWER_FRONTEND_CONSOLE if os.environ.get("COMFYUI_FRONT_END_ROOT") else ())
     console = [e for e in ed.console_errors if not any(i in e for i in ignored)
-               and not (e.startswith("Failed to load resource") and not any(f.split(" ", 1)[1] in e for f in failed))]
+               and not (e.startswith("Failed to load resource: the server responded with a status")
+                        and not any(f.split(" ", 1)[1] in e for f in failed))]
     assert (ed.page_errors, console, failed) == ([], [], []), "errors in the page"
 
 
