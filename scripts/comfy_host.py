@@ -40,6 +40,9 @@ class Host:
             cmd = [self.python, str(self.folder / "main.py"), "--listen", "127.0.0.1", "--port", str(port),
                    "--base-directory", str(workspace), "--disable-auto-launch", "--disable-api-nodes",
                    "--database-url", f"sqlite:///{Path(workspace) / 'user' / 'comfyui.db'}"]
+            front_end = os.environ.get("COMFYUI_FRONT_END_ROOT")
+            if front_end:  # another frontend than the one ComfyUI pins (a static folder, e.g. a newer package's)
+                cmd += ["--front-end-root", front_end]
         else:
             # --disable-known-models: the fork would otherwise offer, and fetch, well-known checkpoints by
             # name; nothing here may download behind the user's back.

@@ -2,7 +2,8 @@
 # The server-level tests on upstream ComfyUI (scripts/upstream_host.sh sets it up; COMFYUI_DIR for your own
 # checkout). The test process stays on the fork venv (scripts/dev.sh): only the HTTP servers the tests start
 # run upstream. Run after scripts/test.sh, which covers everything on the fork.
-# Usage: scripts/test_upstream.sh [pytest options] [test paths]   (no paths: the server-level files below)
+# Usage: scripts/test_upstream.sh [pytest options] [test paths]   (no paths: the server-level files below, and
+#        the browser suite when CI=true or IQA_BROWSER_TESTS=1)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$("$root/scripts/dev.sh")"
@@ -19,5 +20,12 @@ for arg in "$@"; do
   fi
   prev="$arg"
 done
+# The browser suite too where scripts/test.sh runs it (CI=true or IQA_BROWSER_TESTS=1): upstream's own editor,
+# the frontend its requirements.txt pins (COMFYUI_FRONT_END_ROOT for another, see docs/host-compatibility.md).
+browser=()
+if [[ "${CI:-}" == "true" || "${IQA_BROWSER_TESTS:-}" == "1" ]]; then
+  "$root/scripts/install_browser.sh" --if-wanted "$venv"
+  browser=(tests/test_browser.py)
+fi
 exec "$venv/bin/python" -m pytest -q "$@" tests/test_server_api.py tests/test_server_workflows.py tests/test_main_job.py \
-  tests/test_reliability_catalog.py tests/test_soak.py tests/test_same_noise_sweep.py
+  tests/test_reliability_catalog.py tests/test_soak.py tests/test_same_noise_sweep.py "${browser[@]}"

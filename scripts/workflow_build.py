@@ -1,7 +1,7 @@
 """Author the example workflows: UI-format JSON in example_workflows/ (what the editor loads and the
 template browser lists) and the API-format twin of each in scripts/prompts/ (what POST /prompt takes),
 all derived from one description per workflow below. The .jpg thumbnails beside the examples are editor
-screenshots, written by the browser tests (IQA_WRITE_THUMBNAILS=1 scripts/test.sh tests/test_browser.py).
+screenshots, written by the browser tests (IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py).
 
     scripts/demo.sh ... is the user-facing command; this one is for maintainers:
     .venv/bin/python scripts/workflow_build.py            # check: report what would change
@@ -22,6 +22,7 @@ from typing import Callable, Mapping
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workflow_graph import Graph  # noqa: E402
+from workflow_titles import locale_messages  # noqa: E402
 from workflow_to_api import convert  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,13 +40,19 @@ SEED = 42
 PACK = "purple"  # colour of this pack's nodes
 
 
-# Layout columns (editor coordinates) shared by the examples.
-COL = {"a": 40, "b": 420, "c": 880, "d": 1240, "e": 1560}
+# Layout columns (editor coordinates) shared by the examples. Column a is 460 wide: Load IQA-Adapter's file
+# names (about 40 characters) then leave room for the widget's label.
+COL = {"a": 40, "b": 540, "c": 1000, "d": 1360, "e": 1680}
+A_W = 460
+# A group's top sits this far above its first node's top edge: room for the group title (24 px font) and, in
+# the current editor, the node source badge drawn above a custom node's title bar. (Nodes above a Scores group
+# end above its top, 650.)
+GROUP_HEAD = 110
 
 
 def _sdxl_base(g: Graph, batch: int = 1, width: int = 1024, height: int = 1024, top: float = 560, ckpt_y: float = 0):
     """Checkpoint, both prompts and the empty latent: the part every text-to-image example shares."""
-    ckpt = g.add("CheckpointLoaderSimple", (COL["a"], ckpt_y or top), size=(340, 100), ckpt_name=CHECKPOINT)
+    ckpt = g.add("CheckpointLoaderSimple", (COL["a"], ckpt_y or top), size=(A_W, 100), ckpt_name=CHECKPOINT)
     pos = g.add("CLIPTextEncode", (COL["b"], top), size=(400, 200), title="Positive prompt", color="green", text=PROMPT,
                 clip=ckpt.out("CLIP"))
     neg = g.add("CLIPTextEncode", (COL["b"], top + 260), size=(400, 200), title="Negative prompt", color="red",
@@ -69,12 +76,12 @@ def _same_noise(g: Graph, latent):
 
 
 def _adapter_and_condition(g: Graph, model, targets: str, title=None):
-    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(340, 130), color=PACK, adapter_name=QUALITY_ADAPTER,
+    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(A_W, 130), color=PACK, adapter_name=QUALITY_ADAPTER,
                    metadata_override="")
     qc = g.add("IQAQualityCondition", (COL["b"], 60), size=(400, 400), title=title, color=PACK, model=model,
                iqa_adapter=loader.out(0), targets=targets, target_mode="percentile", scale=1.0, start_percent=0.0,
                end_percent=1.0, uncond="zeros", negative_strength=0.5)
-    g.group("IQA-Adapter", (COL["a"] - 20, 0, 840, 480), color="#a1309b")
+    g.group("IQA-Adapter", (COL["a"] - 20, 60 - GROUP_HEAD, 960, 420 + GROUP_HEAD), color="#a1309b")
     return qc
 
 
@@ -106,14 +113,14 @@ def quality_sweep(g: Graph) -> None:
     same = _same_noise(g, latent)
     sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, same.out(0))
     image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
-    g.add("SaveImage", (COL["e"], 60), title="Sweep p1 / p25 / p50 / p75 / p99 (the batch shows as a grid)", size=(640, 620),
+    g.add("SaveImage", (COL["e"], 60), title="Sweep p1 / p25 / p50 / p75 / p99 (the batch shows as a grid)", size=(640, 540),
           images=image.out(0), filename_prefix="iqa_sweep")
     _score(g, (COL["c"], 760), image, "topiq_nr")
     g.note((COL["c"], 400), "The paper's quality sweep: one prompt and one seed, five latents in one batch, each "
            "conditioned on its own target (one line per batch item: percentiles 1, 25, 50, 75, 99). Batch Latent Seed "
            "Behavior (fixed) gives all five the same initial noise, so they differ only by their targets. Quality should "
            "rise from the first image to the last; IQA Score measures it (scores, CC3M percentiles, a plot).", size=(315, 240))
-    g.group("Scores", (COL["c"] - 20, 700, 1240, 420), color="#3f789e")
+    g.group("Scores", (COL["c"] - 20, 760 - GROUP_HEAD, 1240, 360 + GROUP_HEAD), color="#3f789e")
 
 
 def degradation(g: Graph) -> None:
@@ -123,14 +130,14 @@ def degradation(g: Graph) -> None:
     same = _same_noise(g, latent)
     sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, same.out(0))
     image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
-    g.add("SaveImage", (COL["e"], 60), title="Degraded: technical / aesthetic / both", size=(600, 600), images=image.out(0),
+    g.add("SaveImage", (COL["e"], 60), title="Degraded: technical / aesthetic / both", size=(600, 540), images=image.out(0),
           filename_prefix="iqa_degraded")
     _score(g, (COL["c"], 760), image, "topiq_nr")
     g.note((COL["c"], 400), "Low targets turn the adapter into a controllable degradation model. Item 1 lowers only "
            "the technical metric (TOPIQ at percentile 1, aesthetics at the median), item 2 only the aesthetic one, "
            "item 3 both. Each line names every metric of the adapter, or gives one number for all. All three start "
            "from the same noise (Batch Latent Seed Behavior, fixed).", size=(315, 240))
-    g.group("Scores", (COL["c"] - 20, 700, 1240, 420), color="#3f789e")
+    g.group("Scores", (COL["c"] - 20, 760 - GROUP_HEAD, 1240, 360 + GROUP_HEAD), color="#3f789e")
 
 
 def _guided_pair(g: Graph, plain_model, guided_model, pos, neg, latent, vae, labels: tuple[str, str]):
@@ -139,7 +146,7 @@ def _guided_pair(g: Graph, plain_model, guided_model, pos, neg, latent, vae, lab
     b = _sampler(g, (COL["c"], 380), guided_model, pos, neg, latent.out(0), title=labels[1])
     da = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=a.out(0), vae=vae)
     db = g.add("VAEDecode", (COL["d"], 180), samples=b.out(0), vae=vae)
-    both = g.add("ImageBatch", (COL["d"], 300), title=f"Batch: {labels[0].lower()}, {labels[1].lower()}", image1=da.out(0),
+    both = g.add("ImageBatch", (COL["d"], 300), title="Batch: image1, image2", image1=da.out(0),  # short: fits its title bar
                  image2=db.out(0))
     g.add("SaveImage", (COL["e"], 60), title=f"{labels[0]} | {labels[1]}", size=(600, 420), images=both.out(0),
           filename_prefix="iqa_guidance")
@@ -155,47 +162,48 @@ def _guidance(g: Graph, model, iqa, vae, xy=(COL["b"], 60), title=None):
 
 def gradient_guidance(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g, top=620, ckpt_y=400)
-    iqa = g.add("IQALoadModel", (COL["a"], 60), size=(340, 110), title="Load IQA Model (guidance)", color=PACK,
+    iqa = g.add("IQALoadModel", (COL["a"], 60), size=(A_W, 110), title="Load IQA Model (guidance)", color=PACK,
                 metric="topiq_nr", allow_download=False, device="auto")
-    vae = g.add("VAELoader", (COL["a"], 240), size=(340, 60), title="Load VAE (TAESD-XL, for the gradient)", vae_name=GUIDANCE_VAE)
+    vae = g.add("VAELoader", (COL["a"], 240), size=(A_W, 60), title="Load VAE (TAESD-XL, for the gradient)", vae_name=GUIDANCE_VAE)
     gg = _guidance(g, ckpt.out("MODEL"), iqa, vae)
-    g.group("IQA Gradient Guidance", (COL["a"] - 20, 0, 840, 560), color="#a1309b")
+    g.group("IQA Gradient Guidance", (COL["a"] - 20, 60 - GROUP_HEAD, 960, 500 + GROUP_HEAD), color="#a1309b")
     both = _guided_pair(g, ckpt.out("MODEL"), gg.out(0), pos, neg, latent, ckpt.out("VAE"), ("Unguided", "Guided"))
-    _score(g, (COL["c"], 880), both, iqa=iqa, title="IQA Score (the guided metric)")
-    _score(g, (COL["c"], 1240), both, "musiq", title="IQA Score (a held-out metric)")
+    _score(g, (COL["c"], 920), both, iqa=iqa, title="IQA Score (the guided metric)")
+    _score(g, (COL["c"], 1280), both, "musiq", title="IQA Score (a held-out metric)")
     g.note((COL["c"], 690), "Same seed with and without IQA Gradient Guidance; the batch is [unguided, guided]. The "
            "guided metric's score rises by construction; the held-out metric shows whether the gain is real or "
            "metric-specific (high scales make adversarial patterns).", size=(560, 90))
-    g.group("Scores: index 0 unguided, 1 guided", (COL["c"] - 20, 810, 1240, 780), color="#3f789e")
+    g.group("Scores: index 0 unguided, 1 guided", (COL["c"] - 20, 920 - GROUP_HEAD, 1240, 720 + GROUP_HEAD), color="#3f789e")
 
 
 def quality_condition_with_guidance(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g, top=620, ckpt_y=1100)
-    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(340, 130), color=PACK, adapter_name=QUALITY_ADAPTER,
+    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(A_W, 130), color=PACK, adapter_name=QUALITY_ADAPTER,
                    metadata_override="")
-    qc = g.add("IQAQualityCondition", (COL["a"], 250), size=(340, 400), color=PACK, model=ckpt.out("MODEL"),
+    qc = g.add("IQAQualityCondition", (COL["a"], 250), size=(A_W, 400), color=PACK, model=ckpt.out("MODEL"),
                iqa_adapter=loader.out(0), targets="99", target_mode="percentile", scale=1.0, start_percent=0.0,
                end_percent=1.0, uncond="zeros", negative_strength=0.5)
-    iqa = g.add("IQALoadModel", (COL["a"], 720), size=(340, 110), title="Load IQA Model (guidance)", color=PACK,
+    iqa = g.add("IQALoadModel", (COL["a"], 720), size=(A_W, 110), title="Load IQA Model (guidance)", color=PACK,
                 metric="topiq_nr", allow_download=False, device="auto")
-    vae = g.add("VAELoader", (COL["a"], 900), size=(340, 60), title="Load VAE (TAESD-XL, for the gradient)", vae_name=GUIDANCE_VAE)
+    vae = g.add("VAELoader", (COL["a"], 900), size=(A_W, 60), title="Load VAE (TAESD-XL, for the gradient)", vae_name=GUIDANCE_VAE)
     gg = _guidance(g, qc.out(0), iqa, vae, title="IQA Gradient Guidance (after Quality Condition)")
-    g.group("Quality Condition, then guidance", (COL["a"] - 20, 0, 840, 1000), color="#a1309b")
+    g.group("Quality Condition, then guidance", (COL["a"] - 20, 60 - GROUP_HEAD, 960, 940 + GROUP_HEAD), color="#a1309b")
     both = _guided_pair(g, qc.out(0), gg.out(0), pos, neg, latent, ckpt.out("VAE"), ("Condition only", "Condition + guidance"))
-    _score(g, (COL["c"], 880), both, iqa=iqa, title="IQA Score (the guided metric)")
-    _score(g, (COL["c"], 1240), both, "musiq", title="IQA Score (a held-out metric)")
+    _score(g, (COL["c"], 920), both, iqa=iqa, title="IQA Score (the guided metric)")
+    _score(g, (COL["c"], 1280), both, "musiq", title="IQA Score (a held-out metric)")
     g.note((COL["c"], 690), "Quality Condition at p99 stacked with a light IQA Gradient Guidance (scale 0.1, first 80 % "
            "of the schedule). The batch is [condition only, condition + guidance], same seed.", size=(560, 90))
-    g.group("Scores: index 0 condition only, 1 with guidance", (COL["c"] - 20, 810, 1240, 780), color="#3f789e")
+    g.group("Scores: index 0 condition only, 1 with guidance", (COL["c"] - 20, 920 - GROUP_HEAD, 1240, 720 + GROUP_HEAD),
+            color="#3f789e")
 
 
 def reference_quality_transfer(g: Graph) -> None:
-    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(340, 130), title="Load IQA-Adapter (reference-based)", color=PACK,
+    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(A_W, 130), title="Load IQA-Adapter (reference-based)", color=PACK,
                    adapter_name=REFERENCE_ADAPTER, metadata_override="")
-    iqa = g.add("IQALoadModel", (COL["a"], 250), size=(340, 110), title="Load IQA Model (the adapter's embedding metric)",
+    iqa = g.add("IQALoadModel", (COL["a"], 250), size=(A_W, 110), title="Load IQA Model (the adapter's embedding metric)",
                 color=PACK, metric="topiq_nr", allow_download=False, device="auto")
-    ref = g.add("LoadImage", (COL["a"], 420), size=(340, 380), title="Reference photo", image="example.png")
-    ckpt = g.add("CheckpointLoaderSimple", (COL["a"], 1160), size=(340, 100), ckpt_name=CHECKPOINT)
+    ref = g.add("LoadImage", (COL["a"], 420), size=(A_W, 380), title="Reference photo", image="example.png")
+    ckpt = g.add("CheckpointLoaderSimple", (COL["a"], 1160), size=(A_W, 100), ckpt_name=CHECKPOINT)
     blur = g.add("ImageBlur", (COL["b"], 380), size=(400, 90), title="Distort the reference (blur)", image=ref.out("IMAGE"),
                  blur_radius=9, sigma=4.0)
     rqt = g.add("IQAReferenceQualityTransfer", (COL["b"], 60), size=(400, 250), color=PACK, model=ckpt.out("MODEL"),
@@ -206,7 +214,7 @@ def reference_quality_transfer(g: Graph) -> None:
                 clip=ckpt.out("CLIP"))
     neg = g.add("CLIPTextEncode", (COL["b"], 1160), size=(400, 200), title="Negative prompt", color="red", text="",
                 clip=ckpt.out("CLIP"))
-    g.group("Reference Quality Transfer", (COL["a"] - 20, 0, 840, 860), color="#a1309b")
+    g.group("Reference Quality Transfer", (COL["a"] - 20, 60 - GROUP_HEAD, 960, 800 + GROUP_HEAD), color="#a1309b")
     content = g.add("LoadImage", (COL["c"], 60), size=(315, 380), title="Content photo (img2img)", image="example.png")
     scaled = g.add("ImageScale", (COL["c"], 500), size=(315, 150), image=content.out("IMAGE"), upscale_method="lanczos",
                    width=1024, height=1024, crop="center")
@@ -271,10 +279,17 @@ def main() -> int:
                 if args.write:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(text)
+    locale = REPO / "locales" / "en" / "main.json"  # the template group's title (scripts/workflow_titles.py)
+    text = dumps(locale_messages())
+    if not locale.exists() or locale.read_text() != text:
+        changed.append(str(locale.relative_to(REPO)))
+        if args.write:
+            locale.parent.mkdir(parents=True, exist_ok=True)
+            locale.write_text(text)
     for line in changed:
         print(("wrote " if args.write else "differs: ") + line)
     if changed and args.write:
-        print("the thumbnails are editor screenshots: refresh them with IQA_WRITE_THUMBNAILS=1 scripts/test.sh tests/test_browser.py")
+        print("the thumbnails are editor screenshots: refresh them with IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py")
     for line in skipped:
         print("skipped " + line)
     return 0 if args.write or not changed else 1

@@ -109,7 +109,31 @@ def reference_block(object_info: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def help_page(node_id: str, info: Mapping[str, Any]) -> str:
-    return node_section(node_id, info, level="#") + "\n\nGenerated from the node's code by scripts/workflow_docs.py.\n"
+    """The node's help, one short section per input rather than the README's 4-column table: the current
+    editor shows help in a side panel about 250 px wide, where such a table is clipped on the right (and so is
+    a long node id in code font, which does not wrap)."""
+    lines = [f"# {info.get('display_name') or node_id}", "", f"Node id: {node_id}", "", _cell(info.get("description", "")),
+             "", "## Inputs"]
+    inputs = info.get("input", {})
+    for group in ("required", "optional"):
+        for name, spec in (inputs.get(group) or {}).items():
+            default = default_text(spec)
+            facts = type_text(spec) + (f"; default {default}" if default != "-" else "")
+            lines += ["", f"### `{name}`" + (" (optional)" if group == "optional" else ""), "", facts]
+            tip = _cell(_opts(spec).get("tooltip", ""))
+            if tip:
+                lines += ["", tip]
+    lines += ["", "## Outputs"]
+    tooltips = info.get("output_tooltips") or []
+    names = list(zip(info.get("output_name", []), info.get("output", [])))
+    for i, (name, kind) in enumerate(names):
+        is_list = (info.get("output_is_list") or [False] * (i + 1))[i]
+        lines += ["", f"### `{name}`", "", f"{kind}{', a list' if is_list else ''}"]
+        if i < len(tooltips) and tooltips[i]:
+            lines += ["", _cell(tooltips[i])]
+    if not names:
+        lines += ["", "None (an output node)."]
+    return "\n".join(lines) + "\n\nGenerated from the node's code by scripts/workflow_docs.py.\n"
 
 
 def parse_readme(text: str) -> dict[str, list[str]]:

