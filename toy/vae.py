@@ -82,3 +82,10 @@ class ToyVAE:
 
     def memory_used_encode(self, shape, dtype) -> int:
         return 0
+
+
+def empty_latent(width: int, height: int, batch_size: int = 1, factor: int = FACTOR) -> torch.Tensor:
+    """Zeros [B,192,H/8,W/8]: the toy's Empty Latent Image at full channel count. The 2024 fork's
+    comfy.sample.fix_empty_latent_channels, which should widen EmptyLatentImage's 4 channels, raises
+    NameError (it uses `comfy.utils` without importing `comfy`), so toy workflows start from this."""
+    return torch.zeros(batch_size, 3 * factor * factor, height // factor, width // factor)
