@@ -81,13 +81,18 @@ def build_model(cfg: dict, seed: int | None = 0):
         if seed is not None:
             init_weights_(model.diffusion_model, seed)
     model.toy_config = copy.deepcopy(cfg)
+    model.diffusion_model.toy_config = model.toy_config
     model.eval()
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
 def build_text(cfg: dict, seed: int = 0) -> TextTable:
-    torch.manual_seed(seed)
-    return TextTable(cfg["vocab"], tokens=cfg["tokens"], dim=cfg["context_dim"])
+    """The text table of a config, initialised from seed (outside inference mode, which the host's
+    executor enters, so that the weights can be loaded and trained)."""
+    with torch.inference_mode(False):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return TextTable(cfg["vocab"], tokens=cfg["tokens"], dim=cfg["context_dim"])
 
 
 def _unet_of(model: Any) -> torch.nn.Module:
@@ -122,7 +127,7 @@ def save_toy_checkpoint(path: str | Path, model: Any, clip: Any, config: dict | 
 
     if config is None:
         base = model.model if hasattr(model, "model") else model
-        config = getattr(base, "toy_config", None)
+        config = getattr(base, "toy_config", None) or getattr(_unet_of(model), "toy_config", None)
         if config is None:
             raise ToyError("save_toy_checkpoint: the model carries no toy config; pass config= (toy.model.default_config)")
     meta = {HEADER_KEY: json.dumps(config)}
