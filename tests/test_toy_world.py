@@ -214,3 +214,36 @@ def test_toy_model_samples_on_the_server_host(tmp_path):
     for f in files:
         with Image.open(f) as im:
             assert im.size == (64, 64)
+
+
+def test_toy_unet_gives_the_adapter_four_attn2_sites(cfg):
+    """The IQA-Adapter attaches to these (the pack's own site finder, as Load IQA-Adapter uses it)."""
+    sites = conftest.fixtures.tiny_models._adapter_core().layers.find_attn2_sites(
+        build_model(cfg, seed=0).get_model_object("diffusion_model"))
+    assert [(s.key, s.hidden, s.context_dim) for s in sites] == [
+        (("input", 3, 0), 128, 64), (("output", 2, 0), 64, 64), (("output", 3, 0), 64, 64), (("middle", 0, 0), 128, 64)]
+
+
+def test_base_training_resumes_exactly(tmp_path):
+    from toy import train_base
+    from toy.model import read_header
+
+    data = tmp_path / "patches"
+    patches.write_patches(data, 8, seed=2)
+    common = ["--data", str(data), "--batch", "4", "--warmup", "1", "--lr", "1e-3", "--log-every", "1", "--save-every", "2"]
+    train_base.train(train_base.parse_args(common + ["--out", str(tmp_path / "a"), "--steps", "6"]))
+    train_base.train(train_base.parse_args(common + ["--out", str(tmp_path / "b"), "--steps", "2"]))
+    train_base.train(train_base.parse_args(common + ["--out", str(tmp_path / "b"), "--steps", "6"]))  # resumes at 2
+    a = torch.load(tmp_path / "a" / "state.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "state.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    # Same ops in the same order on one thread, RNG and optimizer restored: bit-identical.
+    for part in ("unet", "text"):
+        for k, v in a["ema"][part].items():
+            assert torch.equal(v, b["ema"][part][k]), (part, k)
+    logs = [[r.split(",")[:4] for r in (tmp_path / run / "loss.csv").read_text().splitlines()] for run in "ab"]
+    assert [r[0] for r in logs[1]] == ["step", "1", "2", "3", "4", "5", "6"]
+    assert logs[0] == logs[1]  # step, loss, loss_ema, lr (the timing columns differ)
+    exported = tmp_path / "b" / "toy_base_ema.safetensors"
+    assert is_toy_checkpoint(exported) and json.loads(read_header(exported)["iqa_toy_training"])["step"] == 6
+    load_toy_checkpoint(exported)

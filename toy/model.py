@@ -20,10 +20,11 @@ from .vae import FACTOR, LATENT_CHANNELS, ToyVAE
 HEADER_KEY = "iqa_toy"
 FORMAT_VERSION = 1
 
-# The default toy UNet (3.46M parameters, 33 img/s for a batch-32 training step on 1 CPU thread):
-# 64 px images, s2d-8 latent 8x8x192, UNet grid 16x16x48 (repack 2), two levels (64 and 128 channels),
-# transformer blocks with cross-attention to the 64-wide text table at the 8x8 level (input, middle and
-# two output blocks: four attn2 sites for the IQA-Adapter).
+# The default toy UNet (3.46M parameters, 33 img/s for a batch-32 training step on 1 idle CPU thread):
+# 64 px images, s2d-8 latent 8x8x192, UNet grid 16x16x48 (repack 2), two levels (64 and 128 channels).
+# Transformer blocks with cross-attention to the 64-wide text table: input block 3 (8x8), the middle, and
+# output blocks 2 and 3 (16x16; the host pops transformer_depth_output from its end), so the IQA-Adapter
+# has four attn2 sites: ('input', 3, 0), ('output', 2, 0), ('output', 3, 0), ('middle', 0, 0).
 DEFAULT_UNET = dict(
     in_channels=48, out_channels=48, model_channels=64, channel_mult=[1, 2], num_res_blocks=[1, 1],
     transformer_depth=[0, 1], transformer_depth_output=[1, 1, 0, 0], transformer_depth_middle=1,

@@ -67,6 +67,6 @@ def load_rgb(src: Source) -> np.ndarray:
     path = package_data_dir(src.package) / src.file
     if not path.is_file():
         raise ToyError(f"{path}: toy source photo missing; install the package that ships it "
-                       f"(pip install scikit-image matplotlib)")
+                       "(scikit-image and matplotlib, the training extra)")
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
