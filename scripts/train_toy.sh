@@ -8,7 +8,7 @@
 #   scripts/train_toy.sh                       # everything, defaults below
 #   TOY_BASE_STEPS=2000 scripts/train_toy.sh   # a shorter base run
 #
-# Environment: TOY_OUT (out/toy), TOY_PATCHES (20000), TOY_PATCH_SEED (0), TOY_BASE_STEPS (100000),
+# Environment: TOY_OUT (out/toy), TOY_PATCHES (20000), TOY_PATCH_SEED (0), TOY_BASE_STEPS (20000),
 # TOY_BASE_SEED (0), TOY_THREADS (1: torch threads of the training process), TOY_WEIGHTS (weights/toy).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +17,7 @@ py="${PYTHON:-$root/.venv/bin/python}"
 out="${TOY_OUT:-out/toy}"
 count="${TOY_PATCHES:-20000}"
 patch_seed="${TOY_PATCH_SEED:-0}"
-base_steps="${TOY_BASE_STEPS:-100000}"
+base_steps="${TOY_BASE_STEPS:-20000}"
 base_seed="${TOY_BASE_SEED:-0}"
 threads="${TOY_THREADS:-1}"
 weights="${TOY_WEIGHTS:-weights/toy}"
