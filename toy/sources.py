@@ -35,16 +35,16 @@ SOURCES: tuple[Source, ...] = (
     Source("hubble", "skimage", "hubble_deep_field.jpg", "a photo of galaxies",
            "NASA/HubbleSite, may be freely used in the public domain"),
     Source("motorcycle_left", "skimage", "motorcycle_left.png", "a photo of a motorcycle",
-           "Middlebury 2014 stereo benchmark (Scharstein et al.), as redistributed in scikit-image"),
+           "Middlebury 2014 stereo benchmark (Scharstein et al., GCPR 2014), downsampled by scikit-image; no licence stated there, cite the paper"),
     Source("motorcycle_right", "skimage", "motorcycle_right.png", "a photo of a motorcycle",
-           "Middlebury 2014 stereo benchmark (Scharstein et al.), as redistributed in scikit-image"),
+           "Middlebury 2014 stereo benchmark (Scharstein et al., GCPR 2014), downsampled by scikit-image; no licence stated there, cite the paper"),
     Source("coins", "skimage", "coins.png", "a photo of coins",
            "Brooklyn Museum Collection; no known copyright restrictions"),
     Source("brick", "skimage", "brick.png", "a photo of a brick wall", "CC0 (CC0Textures Bricks25)"),
     Source("grass", "skimage", "grass.png", "a photo of grass", "CC0 (DeviantArt linolafett, Grass 01)"),
     Source("gravel", "skimage", "gravel.png", "a photo of gravel", "CC0 (CC0Textures Gravel04)"),
     Source("grace_hopper", "matplotlib", "sample_data/grace_hopper.jpg", "a photo of grace hopper",
-           "US Navy photo of Grace Hopper, public domain (matplotlib sample_data)"),
+           "US Navy official photo, public domain as a work of the US government; matplotlib sample_data states no licence"),
 )
 
 
