@@ -40,7 +40,8 @@ t=$SECONDS
 echo "train_toy: base training took $((SECONDS - t)) s"
 
 # 3. Export the EMA weights in fp16: the file the hidden loader node (toy/nodes) reads.
-"$py" -m toy.export_base --state "$out/base/state.pt" --out "$weights/toy_base.safetensors"
+"$py" -m toy.export_base --state "$out/base/state.pt" --out "$weights/toy_base.safetensors" \
+  --card "$weights/MODEL_CARD.md" --finished
 echo "train_toy: base stages took $((SECONDS - t_all)) s in all"
 
 # ---------------------------------------------------------------------------------------------------------
