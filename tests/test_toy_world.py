@@ -247,3 +247,19 @@ def test_base_training_resumes_exactly(tmp_path):
     exported = tmp_path / "b" / "toy_base_ema.safetensors"
     assert is_toy_checkpoint(exported) and json.loads(read_header(exported)["iqa_toy_training"])["step"] == 4
     load_toy_checkpoint(exported)
+
+
+def test_toy_vae_works_as_the_pack_guidance_decoder(cfg):
+    """Gradient guidance decodes x0 with a copy of vae.first_stage_model: same image as VAEDecode, with grad."""
+    import importlib
+
+    copies = importlib.import_module(f"{conftest.PACK_NAME}.guidance.differentiable_copies")
+    vae = ToyVAE()
+    latent_format = build_model(cfg, seed=0).model.latent_format
+    source = copies.vae_decoder(vae, latent_format)
+    decode = source.build(torch.device("cpu"))
+    z = (torch.rand(1, 192, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1).requires_grad_(True)
+    img = decode(z)
+    assert torch.equal(img.detach().movedim(1, -1), vae.decode(z.detach()))
+    img.sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
