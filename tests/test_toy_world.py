@@ -221,7 +221,7 @@ def test_toy_unet_gives_the_adapter_four_attn2_sites(cfg):
     sites = conftest.fixtures.tiny_models._adapter_core().layers.find_attn2_sites(
         build_model(cfg, seed=0).get_model_object("diffusion_model"))
     assert [(s.key, s.hidden, s.context_dim) for s in sites] == [
-        (("input", 3, 0), 128, 64), (("output", 2, 0), 64, 64), (("output", 3, 0), 64, 64), (("middle", 0, 0), 128, 64)]
+        (("input", 3, 0), 96, 64), (("output", 2, 0), 96, 64), (("output", 3, 0), 96, 64), (("middle", 0, 0), 96, 64)]
 
 
 def test_base_training_resumes_exactly(tmp_path):
@@ -263,3 +263,16 @@ def test_toy_vae_works_as_the_pack_guidance_decoder(cfg):
     assert torch.equal(img.detach().movedim(1, -1), vae.decode(z.detach()))
     img.sum().backward()
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_unet_grid_is_the_image_space_to_depth_by_4(cfg):
+    """The UNet's 16x16x48 grid holds neighbouring pixels in neighbouring cells (a coherent s2d-4 image),
+    and the exit map is the exact inverse."""
+    import torch.nn.functional as F
+
+    unet = build_model(cfg, seed=0).get_model_object("diffusion_model")
+    img = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    z = ToyVAE().first_stage_model.encode(img)
+    grid = unet._to_grid(z, 8, 4)
+    assert torch.equal(grid, F.pixel_unshuffle(img, 4))
+    assert torch.equal(unet._to_grid(grid, 4, 8), z)

@@ -3,7 +3,8 @@
 The latent is s2d-8 (8x8x192 for a 64x64 image, ToyVAE). A UNet whose first layer narrows 192 channels to
 fewer cannot output all 192 noise components, so under an EPS ODE sampler the missing ones never decay
 (and noisy training images, which are full rank, cannot be generated). This subclass re-packs the latent to
-s2d-4 (16x16x48) on entry and back on exit, so a 64-channel UNet sees every component. Module names stay
+s2d-4 (16x16x48: depth-to-space by 8, then space-to-depth by 4, so neighbouring grid cells hold
+neighbouring pixels) on entry and back on exit, so a 96-channel UNet sees every component. Module names stay
 the host's (input_blocks, middle_block, output_blocks), so the pack finds the same attn2 sites.
 """
 from __future__ import annotations
@@ -18,18 +19,20 @@ def _unet_class():
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     class ToyUNet(UNetModel):
-        """UNetModel with depth_to_space(repack) before and space_to_depth(repack) after."""
+        """UNetModel on the s2d-(vae_factor/repack) grid of the image behind an s2d-vae_factor latent."""
 
-        def __init__(self, *args, repack: int = 2, **kwargs):
+        def __init__(self, *args, repack: int = 2, vae_factor: int = 8, **kwargs):
             super().__init__(*args, **kwargs)
-            self.repack = repack
+            self.repack, self.vae_factor = repack, vae_factor
+
+        def _to_grid(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
+            return F.pixel_unshuffle(F.pixel_shuffle(x, src), dst) if src != dst else x
 
         def forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
-            r = self.repack
-            h = F.pixel_shuffle(x, r) if r > 1 else x
-            out = super().forward(h, timesteps, context=context, y=y, control=control,
+            f, inner = self.vae_factor, self.vae_factor // self.repack
+            out = super().forward(self._to_grid(x, f, inner), timesteps, context=context, y=y, control=control,
                                   transformer_options=transformer_options, **kwargs)
-            return F.pixel_unshuffle(out, r) if r > 1 else out
+            return self._to_grid(out, inner, f)
 
     return ToyUNet
 
