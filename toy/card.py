@@ -98,7 +98,7 @@ Packages: scikit-image 0.26.0 (`skimage/data`), matplotlib 3.11.2 (`mpl-data/sam
   {args.get('weight_decay')}, gradient clip {args.get('clip')}, EMA {args.get('ema')}, text dropout {args.get('text_dropout')}).
 - Seeds: patches 0, base 0 (weights, batch order, noise and timesteps all derive from them).
 - Training time so far: {secs / 3600:.2f} h of compute on 1 CPU thread (AMD EPYC, shared with other jobs:
-  {_speed(loss_csv)}; a batch-32 step ran at 33 images/s on an idle thread) for {step} steps ({step * int(args.get('batch') or 0)} images).
+  {_speed(loss_csv)}; an idle thread ran a batch-32 step of a 64-channel variant at 33 images/s, and this 96-channel net measured no slower beside it) for {step} steps ({step * int(args.get('batch') or 0)} images).
 - Final loss: {loss_line}. Epsilon MSE, uniform timesteps; it starts at 1.0.
 
 ## Reproduce
