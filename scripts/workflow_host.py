@@ -30,6 +30,7 @@ from comfy_host import Host  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "comfyui_iqa_adapter"
 FIXTURES_NAME = "iqa_test_fixtures"
+TOY_NODES_NAME = "iqa_toy_nodes"
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_workspace(root: Optional[Path] = None, fixtures: bool = False, models: Optional[Path] = None) -> Path:
-    """A host working directory: custom_nodes/ with the pack (and the fixture pack), models/ (a link to a
-    user's models folder when given), input/ and output/."""
+def make_workspace(root: Optional[Path] = None, fixtures: bool = False, models: Optional[Path] = None,
+                   toy: bool = False) -> Path:
+    """A host working directory: custom_nodes/ with the pack (and the fixture pack, and the toy world's
+    hidden loader pack toy/nodes when toy), models/ (a link to a user's models folder when given), input/
+    and output/."""
     ws = Path(root) if root else Path(tempfile.mkdtemp(prefix="iqa-host-"))
     nodes = ws / "custom_nodes"
     nodes.mkdir(parents=True, exist_ok=True)
     (nodes / PACK_NAME).symlink_to(REPO)
     if fixtures:
         (nodes / FIXTURES_NAME).symlink_to(REPO / "tests" / "fixture_nodes")
+    if toy:
+        (nodes / TOY_NODES_NAME).symlink_to(REPO / "toy" / "nodes")
     if models is not None:
         (ws / "models").symlink_to(Path(models).resolve())
     else:

@@ -1,4 +1,5 @@
-"""Start the real ComfyUI host in-process, with this pack and the test fixtures in its custom_nodes/.
+"""Start the real ComfyUI host in-process, with this pack, the test fixtures and the toy world's hidden
+loader pack (toy/nodes) in its custom_nodes/.
 
 Everything here runs before the host is imported: the host reads its working directory (COMFYUI_CWD) at
 import time. Outbound network connections are refused for the whole session (loopback stays open).
@@ -16,11 +17,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "comfyui_iqa_adapter"
 FIXTURES_NAME = "iqa_test_fixtures"
+TOY_NODES_NAME = "iqa_toy_nodes"
 
 _workspace = Path(tempfile.mkdtemp(prefix="iqa-host-"))
 (_workspace / "custom_nodes").mkdir()
 os.symlink(REPO, _workspace / "custom_nodes" / PACK_NAME)
 os.symlink(REPO / "tests" / "fixture_nodes", _workspace / "custom_nodes" / FIXTURES_NAME)
+os.symlink(REPO / "toy" / "nodes", _workspace / "custom_nodes" / TOY_NODES_NAME)
 os.environ["COMFYUI_CWD"] = str(_workspace)
 os.environ.setdefault("TORCH_HOME", str(_workspace / "torch_home"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -60,9 +60,10 @@ class ServerHost:
 
 
 @contextmanager
-def running_host(root: Path, threads: int = 1) -> Iterator[ServerHost]:
-    """Start the host in a fresh workspace under `root`; stop it (and only it) on exit."""
-    ws = make_workspace(Path(root) / "ws", fixtures=True)
+def running_host(root: Path, threads: int = 1, toy: bool = False) -> Iterator[ServerHost]:
+    """Start the host in a fresh workspace under `root` (with the toy world's loader pack when toy); stop
+    it (and only it) on exit."""
+    ws = make_workspace(Path(root) / "ws", fixtures=True, toy=toy)
     adapters = workflow_fixtures.write_tiny_adapters(ws / "models" / "iqa_adapter")
     server = HostServer(ws, log_path=Path(root) / "host.log", threads=threads, host=host())
     server.start()
