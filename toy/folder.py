@@ -1,7 +1,7 @@
-"""A minimal reader for the toy's image folder (NNNNNN.png + NNNNNN.txt caption), loaded whole.
+"""The toy's image folder (NNNNNN.png + NNNNNN.txt caption) loaded whole, for the base trainer.
 
-The toy set is ~20k 64x64 patches (~250 MB as uint8), so the base trainer holds it in memory; the generic
-streaming readers live in training/datasets.py.
+The toy set is ~20k 64x64 patches (~250 MB as uint8), so the base trainer holds it in memory. It is read
+with the same reader as every training dataset (training/datasets.py: order, captions, decode errors).
 """
 from __future__ import annotations
 
@@ -12,32 +12,24 @@ import torch
 
 from .errors import ToyError
 
-EXTS = (".png", ".jpg", ".jpeg", ".webp")
-
 
 def read_folder(folder: str | Path, size: int = 64) -> tuple[torch.Tensor, list[str]]:
-    """(uint8 [N,size,size,3], captions) of every image in the folder, sorted by file name."""
-    from PIL import Image
+    """(uint8 [N,size,size,3], captions) of every image in the folder, in the dataset's order (sorted names)."""
+    from training.datasets import open_dataset
 
     folder = Path(folder)
     if not folder.is_dir():
         raise ToyError(f"{folder}: image folder not found; build it with python -m toy.patches --out {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTS)
-    if not files:
-        raise ToyError(f"{folder}: no images ({', '.join(EXTS)}) in the folder")
-    images = np.empty((len(files), size, size, 3), dtype=np.uint8)
+    dataset = open_dataset(str(folder))
+    count = dataset.count() or 0
+    if not count:
+        raise ToyError(f"{folder}: no images in the folder")
+    images = np.empty((count, size, size, 3), dtype=np.uint8)
     captions = []
-    for i, p in enumerate(files):
-        side = p.with_suffix(".txt")
-        if not side.is_file():
-            raise ToyError(f"{p}: caption sidecar {side.name} missing; write one line of text beside the image")
-        try:
-            with Image.open(p) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except OSError as e:
-            raise ToyError(f"{p}: cannot decode the image ({e}); delete or replace it") from None
+    for i, sample in enumerate(dataset.samples()):
+        arr = np.asarray(sample.image)
         if arr.shape[:2] != (size, size):
-            raise ToyError(f"{p}: image is {arr.shape[1]}x{arr.shape[0]}, the toy model needs {size}x{size}")
+            raise ToyError(f"{sample.source}: image is {arr.shape[1]}x{arr.shape[0]}, the toy model needs {size}x{size}")
         images[i] = arr
-        captions.append(side.read_text().strip())
+        captions.append(sample.require_caption().strip())
     return torch.from_numpy(images), captions

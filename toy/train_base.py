@@ -27,7 +27,7 @@ from .errors import ToyError
 from .folder import read_folder
 from .model import DEFAULT_UNET, build_model, build_text, default_config, save_toy_checkpoint
 from .text import build_vocab
-from .unet import enable_training_
+from training.autograd_safety import make_autograd_safe
 from .vae import ToyVAE
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def train(args: argparse.Namespace) -> Path:
     table = build_text(cfg, seed=args.seed)
     unet.train()
     table.train()
-    enable_training_(unet)
+    make_autograd_safe(unet)  # the fork's in-place residual adds (training/autograd_safety.py)
     params = list(unet.parameters()) + list(table.parameters())
     for p in params:
         p.requires_grad_(True)

@@ -65,24 +65,3 @@ def init_weights_(unet: torch.nn.Module, seed: int) -> None:
         last = unet.out[-1]
         last.weight.zero_()
         last.bias.zero_()
-
-
-def _clone_input(module, args):
-    return (args[0].clone(),) + tuple(args[1:])
-
-
-def enable_training_(unet: torch.nn.Module) -> list:
-    """Make the host's transformer blocks safe for backward on the 2024 fork, whose BasicTransformerBlock
-    adds residuals in place (`x += n`) after LayerNorm saved x for its backward ("modified by an inplace
-    operation"); upstream ComfyUI writes `x = n + x`. A forward pre-hook hands each block-level LayerNorm a
-    copy of its input. Returns the hook handles (call .remove() to undo)."""
-    from comfy.ldm.modules.attention import BasicTransformerBlock
-
-    handles = []
-    for block in unet.modules():
-        if isinstance(block, BasicTransformerBlock):
-            for name in ("norm1", "norm2", "norm3", "norm_in"):
-                norm = getattr(block, name, None)
-                if isinstance(norm, torch.nn.Module):
-                    handles.append(norm.register_forward_pre_hook(_clone_input))
-    return handles
