@@ -9,7 +9,8 @@
 #   TOY_BASE_STEPS=2000 scripts/train_toy.sh   # a shorter base run
 #
 # Environment: TOY_OUT (out/toy), TOY_PATCHES (20000), TOY_PATCH_SEED (0), TOY_BASE_STEPS (20000),
-# TOY_BASE_SEED (0), TOY_THREADS (1: torch threads of the training process), TOY_WEIGHTS (weights/toy).
+# TOY_BASE_SEED (0), TOY_THREADS (1: torch threads of the training process), TOY_WEIGHTS (weights/toy),
+# TOY_ADAPTER_STEPS (20000), TOY_ADAPTER_SEED (0).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -19,6 +20,8 @@ count="${TOY_PATCHES:-20000}"
 patch_seed="${TOY_PATCH_SEED:-0}"
 base_steps="${TOY_BASE_STEPS:-20000}"
 base_seed="${TOY_BASE_SEED:-0}"
+adapter_steps="${TOY_ADAPTER_STEPS:-20000}"
+adapter_seed="${TOY_ADAPTER_SEED:-0}"
 threads="${TOY_THREADS:-1}"
 weights="${TOY_WEIGHTS:-weights/toy}"
 export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" HF_HUB_OFFLINE=1
@@ -44,7 +47,18 @@ echo "train_toy: base training took $((SECONDS - t)) s"
   --card "$weights/MODEL_CARD.md" --finished
 echo "train_toy: base stages took $((SECONDS - t_all)) s in all"
 
-# ---------------------------------------------------------------------------------------------------------
-# Adapter stages (the training package: python -m training score / train / export) go below this line:
-# score $out/patches, train an IQA-Adapter on $weights/toy_base.safetensors, export it into $weights/.
-# ---------------------------------------------------------------------------------------------------------
+# 4. Score the patches with PIQE (pyiqa, no weight file) at their native 64 px: scores.parquet + its norm table.
+t=$SECONDS
+"$py" -m training score --data "$out/patches" --metrics piqe --size 0 --out "$out/scores.parquet"
+echo "train_toy: scoring took $((SECONDS - t)) s"
+
+# 5. The IQA-Adapter on the toy base, the paper's recipe through the generic trainer; resumes when rerun.
+t=$SECONDS
+"$py" -m training train --base "$weights/toy_base.safetensors" --data "$out/patches" --scores "$out/scores.parquet" \
+  --metrics piqe --resolution 64 --batch-size 32 --steps "$adapter_steps" --seed "$adapter_seed" \
+  --out "$out/adapter" --resume latest --checkpoint-every 500 --log-every 50
+echo "train_toy: adapter training took $((SECONDS - t)) s"
+
+# 6. Export it in fp16 with its norm table: the file the toy demo and the proof test load.
+"$py" -m training export --checkpoint "$out/adapter" --out "$weights/toy_adapter_piqe.safetensors" --dtype fp16
+echo "train_toy: all stages took $((SECONDS - t_all)) s"

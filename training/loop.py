@@ -127,10 +127,14 @@ def train(args: argparse.Namespace) -> None:
     patches = adapter_patches(sites, live, host.attention_function())
 
     step = 0
-    if args.resume:
-        ckpt = latest_checkpoint(out) if args.resume == "latest" else Path(args.resume)
-        if ckpt is None:
-            raise TrainingError(f"--resume latest: {out / 'checkpoints'} has no checkpoint yet. Start without --resume.")
+    ckpt = None
+    if args.resume == "latest":  # the newest checkpoint if there is one: the same command starts and restarts a job
+        ckpt = latest_checkpoint(out)
+        if ckpt is None and accelerator.is_main_process:
+            print(f"--resume latest: no checkpoint in {out / 'checkpoints'} yet, starting from step 0", flush=True)
+    elif args.resume:
+        ckpt = Path(args.resume)
+    if ckpt is not None:
         state = read_state(ckpt)
         for key in ("metrics", "proj", "num_tokens", "use_flag", "pos_encode_L", "batch_size", "grad_accum", "seed", "world_size"):
             now = _settings(args, "", world, table_path)[key]

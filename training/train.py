@@ -57,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--out", required=True, help="run folder: checkpoints/, loss.csv, loss.png")
     r.add_argument("--checkpoint-every", type=int, default=500)
     r.add_argument("--keep-checkpoints", type=int, default=3)
-    r.add_argument("--resume", help="a checkpoint folder, or 'latest' (the newest in --out/checkpoints)")
+    r.add_argument("--resume", help="a checkpoint folder, or 'latest': the newest in --out/checkpoints if there is one, else start "
+                                          "(so one command starts and restarts a preemptible job)")
     r.add_argument("--log-every", type=int, default=10)
     r.add_argument("--export", help="also write the final adapter here (as `python -m training export` does)")
 
