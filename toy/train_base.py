@@ -80,6 +80,19 @@ def export_from_state(state_path: str | Path, out: str | Path, use_ema: bool = T
     return save_toy_checkpoint(out, patcher, table, config=cfg, dtype=torch.float16, extra_metadata=meta)
 
 
+def _init_from(path: Path) -> dict:
+    """A toy checkpoint's config, float32 weights and training step, to continue a base run from its export."""
+    import json
+
+    from .model import load_toy_checkpoint, read_header
+
+    patcher, clip, _ = load_toy_checkpoint(path)
+    meta = read_header(path)
+    step = json.loads(meta.get("iqa_toy_training", "{}")).get("step", 0)
+    return {"config": patcher.model.toy_config, "unet": patcher.model.diffusion_model.state_dict(),
+            "text": clip.table.state_dict(), "step": int(step)}
+
+
 def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -90,7 +103,13 @@ def train(args: argparse.Namespace) -> Path:
     resume = state_path.is_file() and not args.restart
     state = torch.load(state_path, map_location="cpu", weights_only=False) if resume else None
 
-    cfg = state["config"] if state else default_config(build_vocab(captions), tokens=args.tokens, unet=dict(DEFAULT_UNET))
+    init = None if state or not args.init else _init_from(args.init)
+    if state:
+        cfg = state["config"]
+    elif init:
+        cfg = init["config"]
+    else:
+        cfg = default_config(build_vocab(captions), tokens=args.tokens, unet=dict(DEFAULT_UNET))
     patcher = build_model(cfg, seed=args.seed)
     model = patcher.model
     unet = model.diffusion_model
@@ -117,6 +136,13 @@ def train(args: argparse.Namespace) -> Path:
         random.setstate(state["py_rng"])
         step, loss_ema, secs = state["step"], state.get("loss_ema"), state.get("train_seconds", 0.0)
         log.info("resumed from %s at step %d", state_path, step)
+    elif init:
+        # Weights only (the shipped fp16 EMA): raw and EMA weights start there, the optimizer starts afresh.
+        for module, shadow, part in ((unet, ema.shadow[0], "unet"), (table, ema.shadow[1], "text")):
+            module.load_state_dict(init[part])
+            shadow.load_state_dict(init[part])
+        step = init["step"]
+        log.info("continuing from the weights of %s (step %d), with a fresh optimizer", args.init, step)
 
     ms = model.model_sampling
     sigmas = ms.sigmas.float()
@@ -203,6 +229,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--restart", action="store_true", help="ignore an existing state file in --out")
+    ap.add_argument("--init", type=Path, default=None, help="without a state file: continue from this toy checkpoint's "
+                    "weights (e.g. the shipped weights/toy/toy_base.safetensors), optimizer afresh")
     return ap.parse_args(argv)
 
 
