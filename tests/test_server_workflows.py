@@ -87,7 +87,7 @@ def test_example_files_are_named_by_their_titles():
     assert workflow_build.check_titles() == []
     assert set(workflow_titles.TITLES) == set(workflow_build.WORKFLOWS), "one title per workflow the builder describes"
     for slug, title in workflow_titles.TITLES.items():
-        assert workflow_titles.unsafe_characters(title) == [] and len(title) <= 48, title  # 48: two lines of a 1.27.10 card
+        assert workflow_titles.unsafe_characters(title) == [], title  # the browser suite checks the cards show it whole
         assert workflow_titles.slug_of(title) == workflow_titles.slug_of(f"{title}.json") == workflow_titles.slug_of(slug) == slug
     assert sorted(p.stem for p in (conftest.REPO / "scripts" / "prompts").glob("*.json")) == NAMES
     for bad in ("a/b", "a: b", "a#b", "50%", "what?", "p1-p99", "with_underscore", " padded"):
