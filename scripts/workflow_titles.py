@@ -27,16 +27,17 @@ FOLDER_NAMES = ("comfyui_iqa_adapter", "comfyui-iqa-adapter", "iqa-adapter")
 CATEGORY = "IQA-Adapter"
 
 # slug -> title: example_workflows/<title>.json and <title>.jpg. Short, what it does first and the base model
-# last, as a user scans a template list; the pack's nodes by their display names; at most two lines of a
-# 1.27.10 card (the browser suite checks: "Quality Condition with Gradient Guidance (SDXL)" was cut off); safe
-# as a file name and in the URL that the frontend builds without encoding it (/api/workflow_templates/...).
+# last, as a user scans a template list; the pack's nodes by their display names; whole on a card: two lines
+# in 1.27.10, one line (about 33 characters) in 1.58.1 at the browser suite's 1600 px window, which checks it
+# (docs/host-compatibility.md); safe as a file name and in the URL that the frontend builds without encoding
+# it (/api/workflow_templates/<folder>/<title>.jpg).
 TITLES: dict[str, str] = {
-    "sdxl_quality_condition_t2i": "Text to image with Quality Condition (SDXL)",
+    "sdxl_quality_condition_t2i": "Quality Condition (SDXL)",
     "sdxl_quality_sweep": "Quality sweep p1 to p99 (SDXL)",
-    "sdxl_degradation": "Degradation by low quality targets (SDXL)",
+    "sdxl_degradation": "Controlled degradation (SDXL)",
     "sdxl_reference_quality_transfer": "Reference Quality Transfer (SDXL)",
     "sdxl_gradient_guidance": "IQA Gradient Guidance (SDXL)",
-    "sdxl_quality_condition_with_guidance": "Quality Condition with IQA guidance (SDXL)",
+    "sdxl_quality_condition_with_guidance": "Quality Condition, guided (SDXL)",
 }
 
 # Not in a title: path separators and what Windows forbids in file names; what would cut or change the

@@ -356,7 +356,7 @@ class Editor:
     def template_cards(self, category: str, timeout: float = 10.0, screenshot: Optional[Path] = None) -> tuple[list[dict], dict]:
         """The Vue frontend's template browser (the side bar's Templates button): the cards listed under
         `category` among the custom nodes' templates, each {title, description, clamped (px of the title cut off
-        by its line clamp), width (natural width of the thumbnail it shows; 0: none)}, once every thumbnail has
+        by its line clamp or ellipsis), width (natural width of the thumbnail it shows; 0: none)}, once every thumbnail has
         loaded (or `timeout` passed); and {URL path: HTTP status} of what the page fetched from
         /api/workflow_templates/ meanwhile (the frontend fetches a thumbnail, then shows it from a blob: URL).
         The dialog is closed again."""
@@ -393,7 +393,7 @@ class Editor:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 dialog.screenshot(path=str(screenshot))
             cards = self.page.evaluate(f"""() => ({find})().map(([h, card, img]) => ({{
-                title: h.innerText.trim(), clamped: h.scrollHeight - h.clientHeight,
+                title: h.innerText.trim(), clamped: Math.max(h.scrollHeight - h.clientHeight, h.scrollWidth - h.clientWidth),
                 description: (card?.querySelector("p")?.innerText || "").trim(),
                 width: img && img.getAttribute("src") && img.complete ? img.naturalWidth : 0}}))""")
             self.page.keyboard.press("Escape")

@@ -316,7 +316,7 @@ def test_templates_are_listed_under_the_pack_name(editor, host):
     for card in cards:
         # the frontend describes a custom template by its name with '-' and '_' as spaces: the titles have none
         assert card["description"] in ("", card["title"]), card
-        assert card["clamped"] <= 1, f"title cut off by the card's line clamp: {card}"  # 1 px: sub-pixel rounding
+        assert card["clamped"] <= 1, f"title cut off on the card: {card}"  # 1 px: sub-pixel rounding
         thumb = workflow_titles.example_path(workflow_titles.slug_of(card["title"]), ".jpg")
         url = f"/api/workflow_templates/{workflow_host.PACK_NAME}/{thumb.name}"
         assert fetched.get(url) == 200, f"{card['title']}: thumbnail {url} not fetched: {fetched}"
