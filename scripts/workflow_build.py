@@ -1,7 +1,8 @@
 """Author the example workflows: UI-format JSON in example_workflows/ (what the editor loads and the
 template browser lists, named by its title: scripts/workflow_titles.py) and the API-format twin of each in
-scripts/prompts/<slug>.json (what POST /prompt takes), all derived from one description per workflow below. The .jpg thumbnails beside the examples are editor
-screenshots, written by the browser tests (IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py).
+scripts/prompts/<slug>.json (what POST /prompt takes), all derived from one description per workflow below.
+The .jpg thumbnails beside the examples (same name) are editor screenshots, written by the browser tests
+(IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py).
 
     scripts/demo.sh ... is the user-facing command; this one is for maintainers:
     .venv/bin/python scripts/workflow_build.py            # check: report what would change
@@ -303,8 +304,9 @@ def main() -> int:
     for line in changed:
         print(("wrote " if args.write else "differs: ") + line)
     # a file no workflow writes (a renamed title, a removed workflow): reported, left to the maintainer
-    stray = sorted(str(p.relative_to(REPO)) for folder, key in ((EXAMPLES, TITLES.values()), (PROMPTS, WORKFLOWS))
-                   for p in folder.glob("*.json") if p.stem not in key)
+    stray = sorted(str(p.relative_to(REPO)) for folder, key, suffixes in
+                   ((EXAMPLES, TITLES.values(), (".json", ".jpg")), (PROMPTS, WORKFLOWS, (".json",)))
+                   for p in folder.iterdir() if p.suffix in suffixes and p.stem not in key)
     for line in stray:
         print(f"stray: {line} (no workflow writes it; git rm it, or name it in scripts/workflow_titles.py)")
     if changed and args.write:
