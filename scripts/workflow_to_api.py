@@ -14,7 +14,7 @@ an INT named seed/noise_seed (or with control_after_generate) is followed by an 
 an IMAGE input flagged image_upload gets an "upload" button widget at the end of the required inputs.
 
 Usage:
-    python scripts/workflow_to_api.py example_workflows/sdxl_quality_sweep.json --server http://127.0.0.1:8188
+    python scripts/workflow_to_api.py "example_workflows/Quality sweep p1 to p99 (SDXL).json" --server http://127.0.0.1:8188
     python scripts/workflow_to_api.py WORKFLOW.json --object-info object_info.json -o prompt.json
 """
 from __future__ import annotations

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
 import workflow_fixtures  # noqa: E402
+import workflow_titles  # noqa: E402
 import workflow_to_api as w2a  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("IQA_CHROMIUM", "/usr/bin/chromium"))
@@ -136,7 +138,8 @@ def pack_nodes_digest(classes: Mapping[str, type], display_names: Mapping[str, s
 
 
 def thumbnail_marker(name: str, nodes_digest: str) -> str:
-    workflow = hashlib.sha256((EXAMPLES / f"{name}.json").read_bytes()).hexdigest()[:16]
+    """The JPEG comment of example `name`'s (slug's) thumbnail: the workflow file's hash and the nodes' shape."""
+    workflow = hashlib.sha256(workflow_titles.example_path(name).read_bytes()).hexdigest()[:16]
     return f"{MARKER}; workflow {name}.json sha256 {workflow}; pack nodes {nodes_digest}"
 
 
@@ -350,19 +353,54 @@ class Editor:
         return path
 
     # -- templates -----------------------------------------------------------------------------------------
-    def template_titles(self, category: str, timeout: float = 10.0) -> list[str]:
-        """The Vue frontend's template browser (the side bar's Templates button): the card titles listed under
-        `category` among the custom nodes' templates; the dialog is closed again."""
-        self.page.locator('.side-bar-button:has-text("Templates"), button[aria-label="Templates"]').first.click()
-        dialog = self.page.locator("[role=dialog]").first
-        dialog.wait_for(state="visible", timeout=timeout * 1000)
-        dialog.get_by_text(category, exact=True).first.click(timeout=timeout * 1000)
-        self.page.wait_for_timeout(500)
-        titles = self.page.evaluate("""() => [...document.querySelectorAll("[role=dialog] [data-testid^='template-workflow-'] h3, "
-            + "[role=dialog] .p-card-title")].map((e) => e.innerText.trim()).filter(Boolean)""")
-        self.page.keyboard.press("Escape")
-        dialog.wait_for(state="hidden", timeout=timeout * 1000)
-        return titles
+    def template_cards(self, category: str, timeout: float = 10.0, screenshot: Optional[Path] = None) -> tuple[list[dict], dict]:
+        """The Vue frontend's template browser (the side bar's Templates button): the cards listed under
+        `category` among the custom nodes' templates, each {title, description, clamped (px of the title cut off
+        by its line clamp or ellipsis), width (natural width of the thumbnail it shows; 0: none)}, once every thumbnail has
+        loaded (or `timeout` passed); and {URL path: HTTP status} of what the page fetched from
+        /api/workflow_templates/ meanwhile (the frontend fetches a thumbnail, then shows it from a blob: URL).
+        The dialog is closed again."""
+        fetched: dict[str, int] = {}
+
+        def on_response(response) -> None:
+            path = urllib.parse.unquote(urllib.parse.urlsplit(response.url).path)
+            if "/workflow_templates/" in path:
+                fetched[path] = response.status
+
+        self.page.on("response", on_response)
+        try:
+            self.page.locator('.side-bar-button:has-text("Templates"), button[aria-label="Templates"]').first.click()
+            dialog = self.page.locator("[role=dialog]").first
+            dialog.wait_for(state="visible", timeout=timeout * 1000)
+            dialog.get_by_text(category, exact=True).first.click(timeout=timeout * 1000)
+            self.page.wait_for_timeout(500)
+            # a card: the nearest ancestor of its title that holds an image (1.27.10: [data-testid=template-workflow-<name>])
+            find = """() => [...document.querySelectorAll("[role=dialog] [data-testid^='template-workflow-'] h3, "
+                + "[role=dialog] .p-card-title")].filter((e) => e.innerText.trim()).map((h) => {
+                    let card = h.parentElement;
+                    while (card && !card.querySelector("img")) card = card.parentElement;
+                    return [h, card, card?.querySelector("img")];
+                })"""
+            # the thumbnails load as they scroll into view; then back to the top for the screenshot
+            self.page.evaluate(f"() => ({find})().forEach(([h, card]) => (card || h).scrollIntoView({{block: 'nearest'}}))")
+            try:
+                self.page.wait_for_function(f"() => ({find})().every(([h, card, img]) => img?.getAttribute('src') && img.complete)",
+                                            timeout=timeout * 1000)
+            except Exception:  # noqa: BLE001 -- the caller judges the cards as they are
+                pass
+            self.page.evaluate(f"() => ({find})()[0]?.[1]?.scrollIntoView({{block: 'end'}})")
+            if screenshot is not None:
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                dialog.screenshot(path=str(screenshot))
+            cards = self.page.evaluate(f"""() => ({find})().map(([h, card, img]) => ({{
+                title: h.innerText.trim(), clamped: Math.max(h.scrollHeight - h.clientHeight, h.scrollWidth - h.clientWidth),
+                description: (card?.querySelector("p")?.innerText || "").trim(),
+                width: img && img.getAttribute("src") && img.complete ? img.naturalWidth : 0}}))""")
+            self.page.keyboard.press("Escape")
+            dialog.wait_for(state="hidden", timeout=timeout * 1000)
+        finally:
+            self.page.remove_listener("response", on_response)
+        return cards, fetched
 
     # -- tooltips and help -----------------------------------------------------------------------------------
     def focus_node(self, node_id: int, scale: float = 1.0) -> None:

@@ -20,9 +20,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 import comfy_host  # noqa: E402
 import workflow_fixtures  # noqa: E402
 import workflow_to_api  # noqa: E402
+import workflow_titles  # noqa: E402
 from workflow_host import HostServer, PromptFailed, PromptRejected, make_workspace  # noqa: E402,F401
 
-EXAMPLES = REPO / "example_workflows"
+EXAMPLES = REPO / "example_workflows"  # <title>.json: workflow_titles.example_path(slug)
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,8 +51,8 @@ class ServerHost:
         return self._info
 
     def api_prompt(self, name: str) -> dict:
-        """The example workflow `name` converted with this server's /object_info."""
-        workflow = json.loads((EXAMPLES / f"{name}.json").read_text())
+        """The example workflow `name` (its slug) converted with this server's /object_info."""
+        workflow = json.loads(workflow_titles.example_path(name).read_text())
         return workflow_to_api.convert(workflow, self.info)
 
     def tiny_prompt(self, name: str, **options) -> dict:
@@ -74,4 +75,5 @@ def running_host(root: Path, threads: int = 1, toy: bool = False) -> Iterator[Se
 
 
 def example_names() -> list[str]:
-    return sorted(p.stem for p in EXAMPLES.glob("*.json"))
+    """The examples' slugs (their ids in tests; the files carry the titles, scripts/workflow_titles.py)."""
+    return workflow_titles.example_slugs()

@@ -8,11 +8,11 @@ with the editor that the host serves on its HTTP port: the fork's 2024 app, or w
 1. one host server for the module (tests/server_host.py): this pack, the test-only fixture pack, tiny random
    adapters, and empty files under the model names the examples ask for, so that every file widget shows a
    name the host lists;
-2. every file in example_workflows/ is dropped on the canvas (the app's drop handler -> loadGraphData): no
+2. every file in example_workflows/ (named by its title, scripts/workflow_titles.py) is dropped on the canvas (the app's drop handler -> loadGraphData): no
    "missing node types" dialog or loading error, every node and link arrives, every widget holds its saved
    value and every file widget a listed name, every pack node shows the widgets and input slots the README's
    node reference documents, and the editor's own conversion is the API twin in scripts/prompts/; the graph
-   is screenshotted to out/screenshots/<name>.png (with IQA_WRITE_THUMBNAILS=1 also example_workflows/<name>.jpg);
+   is screenshotted to out/screenshots/<slug>.png (with IQA_WRITE_THUMBNAILS=1 also example_workflows/<title>.jpg);
 3. the same graph with its model loaders swapped for the tiny stand-ins (scripts/workflow_fixtures.py's
    substitution, written back as a UI graph) is dropped and queued with the Queue Prompt button; the run is
    followed through the page's websocket events and queue size until it ends, without errors, with every
@@ -21,7 +21,8 @@ with the editor that the host serves on its HTTP port: the fork's 2024 app, or w
    inputs' tooltips, and the node help opens with the pack's page: the context menu's dialog in the 2024
    editor (web/iqa_adapter_help.js, web/docs/<NodeId>.md), the help panel in the Vue frontend
    (web/docs/<NodeId>/en.md), where nothing may be clipped;
-5. (Vue frontend) the template browser lists the examples under the pack's name (locales/en/main.json).
+5. (Vue frontend) the template browser lists the examples under the pack's name (locales/en/main.json), by
+   their human titles, each card with its thumbnail loaded.
 
 Without Chromium or Playwright the browser tests skip with the reason (scripts/install_browser.sh installs
 both; scripts/test.sh runs it when CI=true or IQA_BROWSER_TESTS=1). The thumbnail check at the end needs no
@@ -34,6 +35,7 @@ import os
 import re
 import sys
 import time
+import urllib.parse
 
 import pytest
 from PIL import Image
@@ -45,6 +47,7 @@ import server_host
 sys.path.insert(0, str(conftest.REPO / "scripts"))
 import workflow_build  # noqa: E402
 import workflow_docs  # noqa: E402
+import workflow_host  # noqa: E402
 import workflow_titles  # noqa: E402
 import workflow_to_api as w2a  # noqa: E402
 
@@ -169,8 +172,9 @@ def test_the_editor_opens_with_the_pack(editor, host):
 @needs_browser
 @pytest.mark.parametrize("name", NAMES)
 def test_example_loads_like_a_drop(editor, host, name):
-    workflow = json.loads((be.EXAMPLES / f"{name}.json").read_text())
-    state = editor.drop_workflow(f"{name}.json", workflow)
+    path = workflow_titles.example_path(name)
+    workflow = json.loads(path.read_text())
+    state = editor.drop_workflow(path.name, workflow)
     _check_loaded(state, workflow)
     for node in state["nodes"]:
         if node["type"] not in DOCUMENTED:
@@ -192,15 +196,16 @@ def test_example_loads_like_a_drop(editor, host, name):
         assert editor.modern, "write thumbnails from upstream's editor: IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py"
         marker = be.thumbnail_marker(name, be.pack_nodes_digest(conftest.pack.NODE_CLASS_MAPPINGS,
                                                                 conftest.pack.NODE_DISPLAY_NAME_MAPPINGS))
-        be.write_thumbnail(shot, be.EXAMPLES / f"{name}.jpg", marker)
+        be.write_thumbnail(shot, workflow_titles.example_path(name, ".jpg"), marker)
 
 
 @needs_browser
 @pytest.mark.parametrize("name", NAMES)
 def test_example_runs_from_the_queue_button(editor, host, name):
-    workflow = json.loads((be.EXAMPLES / f"{name}.json").read_text())
+    path = workflow_titles.example_path(name)
+    workflow = json.loads(path.read_text())
     ui, tiny = be.tiny_ui_workflow(workflow, host.info, host.adapters)
-    state = editor.drop_workflow(f"{name}.json", ui)
+    state = editor.drop_workflow(path.name, ui)
     _check_loaded(state, ui)
     assert _comparable(editor.editor_prompt(), host.info) == _comparable(tiny, host.info), "the editor's prompt is not the tiny substitution"
     started = time.time()
@@ -227,7 +232,7 @@ def test_example_runs_from_the_queue_button(editor, host, name):
 
 def _first_example_with(kind: str) -> tuple[str, int]:
     for name in NAMES:
-        workflow = json.loads((be.EXAMPLES / f"{name}.json").read_text())
+        workflow = json.loads(workflow_titles.example_path(name).read_text())
         for node in workflow["nodes"]:
             if node["type"] == kind:
                 return name, node["id"]
@@ -242,8 +247,9 @@ def test_tooltips_and_help_for_every_pack_node_kind(editor, host):
         name, node_id = _first_example_with(kind)
         by_example.setdefault(name, []).append((kind, node_id))
     for name, nodes in by_example.items():
-        workflow = json.loads((be.EXAMPLES / f"{name}.json").read_text())
-        _check_loaded(editor.drop_workflow(f"{name}.json", workflow), workflow)
+        path = workflow_titles.example_path(name)
+        workflow = json.loads(path.read_text())
+        _check_loaded(editor.drop_workflow(path.name, workflow), workflow)
         for kind, node_id in nodes:
             info = host.info[kind]
             inputs = w2a.editor_inputs(info)
@@ -277,12 +283,12 @@ def test_tooltips_and_help_for_every_pack_node_kind(editor, host):
 
 
 def test_thumbnails_are_editor_screenshots_of_the_current_graphs():
-    """The README's pictures (example_workflows/<name>.jpg) are this suite's screenshots of these very files."""
+    """The README's pictures (example_workflows/<title>.jpg) are this suite's screenshots of these very files."""
     digest = be.pack_nodes_digest(conftest.pack.NODE_CLASS_MAPPINGS, conftest.pack.NODE_DISPLAY_NAME_MAPPINGS)
     hint = "refresh them: IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py"
     stale = []
     for name in NAMES:
-        thumb = be.EXAMPLES / f"{name}.jpg"
+        thumb = workflow_titles.example_path(name, ".jpg")
         assert thumb.is_file(), f"no thumbnail {thumb.name}: {hint}"
         assert thumb.stat().st_size < be.THUMB_MAX_BYTES, f"{thumb.name} is {thumb.stat().st_size} bytes"
         with Image.open(thumb) as im:
@@ -291,16 +297,28 @@ def test_thumbnails_are_editor_screenshots_of_the_current_graphs():
             stale.append(thumb.name)
     assert stale == [], f"not a screenshot of the current workflow and nodes: {stale}; {hint}"
     readme = (conftest.REPO / "README.md").read_text()
-    pictures = set(re.findall(r"!\[[^\]]*\]\((example_workflows/[^)]+\.jpg)\)", readme))
-    assert pictures == {f"example_workflows/{n}.jpg" for n in NAMES}, "the README shows every example's screenshot"
+    # a path with spaces and parentheses goes in <...> (CommonMark's link destination form)
+    pictures = set(re.findall(r"!\[[^\]]*\]\(<(example_workflows/[^>]+\.jpg)>\)", readme))
+    assert pictures == {f"example_workflows/{workflow_titles.TITLES[n]}.jpg" for n in NAMES}, "the README shows every example's screenshot"
 
 
 @needs_browser
 def test_templates_are_listed_under_the_pack_name(editor, host):
     """The template browser lists every example_workflows/ file under "IQA-Adapter" (locales/en/main.json), not
-    under the folder name. The cards carry the file names: this frontend titles custom nodes' templates by
-    file name only (docs/host-compatibility.md)."""
+    under the folder name, each card titled by its human title (the file name: this frontend titles custom
+    nodes' templates by file name only, docs/host-compatibility.md), not cut off, with its thumbnail loaded
+    from the .jpg of the same name."""
     if not editor.modern:
         pytest.skip("the 2024 editor has no template browser for custom nodes' example workflows")
-    titles = editor.template_titles(workflow_titles.CATEGORY)
-    assert sorted(titles) == sorted(NAMES), titles
+    cards, fetched = editor.template_cards(workflow_titles.CATEGORY, screenshot=be.SCREENSHOTS / "templates.png")
+    titles = [workflow_titles.TITLES[n] for n in NAMES]
+    assert sorted(c["title"] for c in cards) == sorted(titles), cards
+    for card in cards:
+        # the frontend describes a custom template by its name with '-' and '_' as spaces: the titles have none
+        assert card["description"] in ("", card["title"]), card
+        assert card["clamped"] <= 1, f"title cut off on the card: {card}"  # 1 px: sub-pixel rounding
+        thumb = workflow_titles.example_path(workflow_titles.slug_of(card["title"]), ".jpg")
+        url = f"/api/workflow_templates/{workflow_host.PACK_NAME}/{thumb.name}"
+        assert fetched.get(url) == 200, f"{card['title']}: thumbnail {url} not fetched: {fetched}"
+        with Image.open(thumb) as im:
+            assert card["width"] == im.width, f"thumbnail not shown: {card}"

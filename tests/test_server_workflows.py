@@ -1,6 +1,6 @@
 """The example workflows stay in sync with the host: UI format -> API format, in-process (fast).
 
-Every UI workflow in example_workflows/ matches the node definitions of the real host (slots, outputs,
+Every UI workflow in example_workflows/ (named by its title, scripts/workflow_titles.py) matches the node definitions of the real host (slots, outputs,
 widget counts in the editor's order), converts to an API prompt whose every widget maps to a real input,
 equals its API twin in scripts/prompts/, is what scripts/workflow_build.py generates, has a thumbnail,
 and validates on the real host: with placeholder files under the names it asks for, and with the tiny
@@ -26,10 +26,10 @@ sys.path.insert(0, str(conftest.REPO / "scripts"))
 
 import workflow_build  # noqa: E402
 import workflow_fixtures  # noqa: E402
+import workflow_titles  # noqa: E402
 import workflow_to_api as w2a  # noqa: E402
 
-EXAMPLES = sorted((conftest.REPO / "example_workflows").glob("*.json"))
-NAMES = [p.stem for p in EXAMPLES]
+NAMES = workflow_titles.example_slugs()  # the examples' slugs; their files carry the titles
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def info(server) -> dict:
 
 
 def load(name: str) -> dict:
-    return json.loads((conftest.REPO / "example_workflows" / f"{name}.json").read_text())
+    return json.loads(workflow_titles.example_path(name).read_text())
 
 
 def validate(prompt: dict, server=None):
@@ -76,6 +76,33 @@ def test_every_planned_workflow_exists_once_its_nodes_do(info):
     ready = [name for name, (_, needs) in workflow_build.WORKFLOWS.items() if all(n in info for n in needs)]
     assert sorted(ready) == sorted(set(ready) & set(NAMES)), f"missing: {sorted(set(ready) - set(NAMES))}"
     assert set(NAMES) <= set(workflow_build.WORKFLOWS), "a workflow file that the builder does not describe"
+
+
+def test_example_files_are_named_by_their_titles():
+    """example_workflows/ holds <title>.json and <title>.jpg for each example and nothing else (the template
+    browser lists every .json there, titled by its file name); every title is safe in a file name and in the
+    URL the frontend builds from it; the API twins keep the slugs."""
+    files = sorted(p.name for p in workflow_titles.EXAMPLES.iterdir())
+    assert files == sorted(f"{workflow_titles.TITLES[n]}{s}" for n in NAMES for s in (".json", ".jpg")), files
+    assert workflow_build.check_titles() == []
+    assert set(workflow_titles.TITLES) == set(workflow_build.WORKFLOWS), "one title per workflow the builder describes"
+    for slug, title in workflow_titles.TITLES.items():
+        assert workflow_titles.unsafe_characters(title) == [], title  # the browser suite checks the cards show it whole
+        assert workflow_titles.slug_of(title) == workflow_titles.slug_of(f"{title}.json") == workflow_titles.slug_of(slug) == slug
+    assert sorted(p.stem for p in (conftest.REPO / "scripts" / "prompts").glob("*.json")) == NAMES
+    for bad in ("a/b", "a: b", "a#b", "50%", "what?", "p1-p99", "with_underscore", " padded"):
+        assert workflow_titles.unsafe_characters(bad), bad
+    assert workflow_titles.slug_of("no such example") is None
+
+
+def test_the_main_job_takes_an_example_by_slug_or_title():
+    import run_workflow
+
+    sweep = workflow_titles.example_path("sdxl_quality_sweep")
+    for name in ("sdxl_quality_sweep", "Quality sweep p1 to p99 (SDXL)", "Quality sweep p1 to p99 (SDXL).json", str(sweep)):
+        assert run_workflow.resolve_workflow(name) == sweep, name
+    with pytest.raises(SystemExit, match=r"'Quality sweep p1 to p99 \(SDXL\)' \(sdxl_quality_sweep\)"):
+        run_workflow.resolve_workflow("sdxl_no_such_example")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -115,7 +142,7 @@ def test_api_twin_and_builder_are_in_sync(name, info):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_thumbnail_exists(name):
-    thumb = conftest.REPO / "example_workflows" / f"{name}.jpg"
+    thumb = workflow_titles.example_path(name, ".jpg")
     assert thumb.is_file(), f"no thumbnail {thumb.name}"
     with Image.open(thumb) as im:
         assert im.format == "JPEG" and im.width >= 640
