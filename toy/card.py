@@ -44,7 +44,7 @@ def _data_summary(data: Path) -> str:
             f"{sum(sum(o) >= 2 for o in on)} with two or three degradations.")
 
 
-def write_card(path: Path, state: dict, weights: Path, loss_csv: Path, still_training: bool) -> Path:
+def write_card(path: Path, state: dict, weights: Path, loss_csv: Path, still_training: bool, ema: bool = True) -> Path:
     args = state.get("args") or {}
     step, secs = state["step"], state.get("train_seconds", 0.0)
     mean_loss, n = _loss_summary(loss_csv)
@@ -53,6 +53,8 @@ def write_card(path: Path, state: dict, weights: Path, loss_csv: Path, still_tra
     photos = "\n".join(f"| {s.name} | {s.package} `{s.file}` | {s.caption} | {s.licence} |" for s in SOURCES)
     status = ("**Training was still running when this file was exported**; re-export later (below) for a better model."
               if still_training else "Training had finished when this file was exported.")
+    kind = ("EMA (decay 0.999)" if ema else
+            "the raw weights (not the EMA, which this early still carries much of the initialisation)")
     loss_line = (f"{state.get('loss_ema'):.4f} (exponential moving average of the per-step loss, factor 0.99); "
                  f"mean of the last {n} logged steps {mean_loss:.4f}" if state.get("loss_ema") is not None and mean_loss is not None
                  else "not logged")
@@ -67,7 +69,7 @@ clean to ruined (blur, noise, JPEG).
 - Load: `toy.model.load_toy_checkpoint(path)` -> (ModelPatcher, ToyCLIP, ToyVAE), or the hidden node
   "Load Toy Checkpoint (IQA-Adapter toy)" (`toy/nodes`, mounted only by the demo and the tests). Start from
   "Empty Toy Latent (IQA-Adapter toy)" 64x64 (on upstream ComfyUI, Empty Latent Image 64x64 works too).
-- Weights: EMA (decay 0.999) of step {step}. {status}
+- Weights: {kind} of step {step}. {status}
 
 ## Model
 - Denoiser: the host's own `UNetModel` (ComfyUI `openaimodel`) inside `comfy.model_base.BaseModel`, EPS

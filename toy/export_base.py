@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     print(out)
     if a.card is not None:
         state = torch.load(a.state, map_location="cpu", weights_only=False)
-        print(write_card(a.card, state, out, a.state.parent / "loss.csv", still_training=not a.finished))
+        print(write_card(a.card, state, out, a.state.parent / "loss.csv", still_training=not a.finished, ema=not a.raw))
 
 
 if __name__ == "__main__":

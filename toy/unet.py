@@ -6,6 +6,12 @@ fewer cannot output all 192 noise components, so under an EPS ODE sampler the mi
 s2d-4 (16x16x48: depth-to-space by 8, then space-to-depth by 4, so neighbouring grid cells hold
 neighbouring pixels) on entry and back on exit, so a 96-channel UNet sees every component. Module names stay
 the host's (input_blocks, middle_block, output_blocks), so the pack finds the same attn2 sites.
+
+The network predicts eps as the input plus a learned correction. At high noise eps is almost exactly the
+scaled input (xc = (x0 + sigma*eps) / sqrt(1 + sigma^2)), and a small net that has to learn that identity
+through all its layers stays far off: measured on the toy patches, eps MSE at sigma 14.6 was still 0.099
+after 2000 steps without the skip (an x0 error of 4.6 RMS, so samples stayed noise), and 0.0019 after 250
+steps with it. The sampler still sees a plain EPS model.
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ def _unet_class():
             f, inner = self.vae_factor, self.vae_factor // self.repack
             out = super().forward(self._to_grid(x, f, inner), timesteps, context=context, y=y, control=control,
                                   transformer_options=transformer_options, **kwargs)
-            return self._to_grid(out, inner, f)
+            return self._to_grid(out, inner, f) + x  # eps = input + correction (see the module docstring)
 
     return ToyUNet
 
@@ -50,7 +56,8 @@ def toy_unet_class():
 
 def init_weights_(unet: torch.nn.Module, seed: int) -> None:
     """Deterministic training init: the host creates weights uninitialized (disable_weight_init ops).
-    Kaiming-uniform for weights, zero biases, unit norms; the output conv zeroed so training starts at eps=0."""
+    Kaiming-uniform for weights, zero biases, unit norms; the output conv zeroed, so training starts at
+    eps = the input (the skip ToyUNet adds)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in unet.named_parameters():
