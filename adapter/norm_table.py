@@ -4,6 +4,11 @@ The adapter is trained on z-scores: each metric's raw score standardized with th
 training set (CC3M). Users think in percentiles ("the 99th percentile is high quality"), so targets can be
 given as a percentile, a raw score or a z-score. Percentiles between the tabulated ones are interpolated
 linearly in raw-score space; percentile 0 and 100 are the table's min and max.
+
+A percentile here is always a quality percentile: 99 is better than 99 % of the training set. The table
+stores percentiles of the raw scores; for a metric where lower is better (PIQE, NIQE: the table's
+"lower_better", written by `python -m training score` from pyiqa's flag) quality percentile p is raw
+percentile 100 - p. Every CC3M metric is higher-better, so for them the two are the same.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ class MetricStats:
     name: str
     mean: float
     std: float
-    percentiles: tuple[tuple[float, float], ...]  # (percentile, raw), sorted, including 0 and 100
+    percentiles: tuple[tuple[float, float], ...]  # (raw-score percentile, raw), sorted, including 0 and 100
+    lower_better: bool = False  # quality percentile p is raw percentile 100 - p (module docstring)
 
     def z_from_raw(self, raw: float) -> float:
         return (raw - self.mean) / self.std
@@ -41,6 +47,8 @@ class MetricStats:
                 f"Percentile {percentile} for metric '{self.name}' is outside 0-100. "
                 "Give a percentile between 0 and 100 (99 is the paper's 'high quality')."
             )
+        if self.lower_better:
+            percentile = 100.0 - percentile
         ps = [p for p, _ in self.percentiles]
         i = bisect.bisect_left(ps, percentile)
         if ps[i] == percentile:
@@ -50,6 +58,10 @@ class MetricStats:
 
     def percentile_from_raw(self, raw: float) -> float:
         """Inverse of raw_from_percentile, clamped to 0-100 outside the table's range."""
+        raw_percentile = self._raw_percentile(raw)
+        return 100.0 - raw_percentile if self.lower_better else raw_percentile
+
+    def _raw_percentile(self, raw: float) -> float:
         pts = self.percentiles
         if raw <= pts[0][1]:
             return 0.0
@@ -94,7 +106,7 @@ class NormTable:
     @classmethod
     def from_dict(cls, doc: Mapping, where: str) -> "NormTable":
         """A table in the pack's format ("iqa-adapter-norm-table/1"): per metric mean, std, min, max and
-        percentiles {"1": raw, ...}. Other per-metric fields (such as the z-score statistics that
+        percentiles {"1": raw, ...}, optionally lower_better (default false). Other per-metric fields (such as the z-score statistics that
         `python -m training score` adds) are ignored here."""
         stats = {}
         try:
@@ -104,7 +116,8 @@ class NormTable:
                 pts.append((100.0, float(m["max"])))
                 if not (math.isfinite(m["std"]) and m["std"] > 0):
                     raise IQAAdapterError(f"Normalization table {where}: metric '{name}' has std {m['std']}.")
-                stats[name] = MetricStats(name, float(m["mean"]), float(m["std"]), tuple(pts))
+                stats[name] = MetricStats(name, float(m["mean"]), float(m["std"]), tuple(pts),
+                                          lower_better=bool(m.get("lower_better", False)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, IQAAdapterError):
                 raise

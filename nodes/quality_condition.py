@@ -34,8 +34,9 @@ class QualityCondition:
                 }),
                 "target_mode": (list(TARGET_MODES), {
                     "default": "percentile",
-                    "tooltip": "percentile: 0-100 of the CC3M training distribution (99 = high quality, 1 = degraded). "
-                               "z-score: standard deviations from the CC3M mean. raw: the metric's own score.",
+                    "tooltip": "percentile: quality percentile 0-100 of the adapter's training set (99 = better than 99 % of it, "
+                               "1 = degraded, also for lower-is-better metrics); the table in the adapter file, else CC3M's. "
+                               "z-score: standard deviations from that table's mean. raw: the metric's own score.",
                 }),
                 **schedule_inputs("quality"),
                 "uncond": (list(UNCOND_MODES), {

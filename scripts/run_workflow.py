@@ -1,11 +1,15 @@
 """The main job: start the real ComfyUI host headless, queue an example workflow through its HTTP prompt
 queue, and collect the images, the score plots and a scores table in an output folder (printed at the end).
 
-Without weights (a fresh machine) it runs the workflow on a tiny built-in model: the graph's model
-loaders are swapped for the test-only stand-ins (scripts/workflow_fixtures.py), random tiny adapters are
-written under the names the graph asks for, and IQA Score uses PIQE, a real no-reference metric that needs
-no weight file. Everything else (text encoding, sampling, decoding, this pack's nodes) runs as in the real
-graph. With real weights, the same command runs the real SDXL workflow:
+Without weights (a fresh machine) it runs the workflow on the built-in toy model (weights/toy: a 64 px
+diffusion model and an IQA-Adapter on PIQE, both trained by this project, scripts/train_toy.sh) where the
+graph is text-to-image (the quality sweep, Quality Condition, controlled degradation), and draws the sweep's
+grid with the measured scores under each image and a plot of score against target. Graphs the toy cannot
+run (guidance, reference transfer), and --random-tiny, run on a tiny random model instead: the graph's model
+loaders swapped for the test-only stand-ins (scripts/workflow_fixtures.py) and random tiny adapters, which
+show the plumbing and no quality trend. In both, IQA Score uses PIQE, a real no-reference metric that needs
+no weight file, and everything else (text encoding, sampling, decoding, this pack's nodes) runs as in the
+real graph. With real weights, the same command runs the real SDXL workflow:
 
     scripts/demo.sh --models /path/to/ComfyUI/models
         (checkpoints/sd_xl_base_1.0.safetensors and iqa_adapter/iqa_adapter_sdxl_topiq_laion.safetensors,
@@ -211,6 +215,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "else the shared archive, set up by scripts/upstream_host.sh)")
     ap.add_argument("--server", metavar="URL", help="queue on a ComfyUI server that is already running (e.g. "
                     "http://127.0.0.1:8188, this pack in its custom_nodes/) instead of starting one; real runs only")
+    ap.add_argument("--random-tiny", action="store_true", help="without weights: run on the tiny random test model "
+                    "even where the built-in toy model could run the graph")
     args = ap.parse_args(argv)
     if args.server:
         return run_on_server(ap, args)
@@ -224,7 +230,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except RuntimeError as e:
         raise SystemExit(str(e))
     out = fresh_folder(args.out)
-    ws = make_workspace(fixtures=not real)
+    toy = not real and not args.random_tiny and workflow_fixtures.toy_ready()
+    ws = make_workspace(fixtures=not real, toy=toy)
     names = link_models(ws, args) if real else {}
     adapters = {} if real else workflow_fixtures.write_tiny_adapters_quietly(ws / "models" / "iqa_adapter", host=kind)
     host = HostServer(ws, log_path=out / "host.log", gpu=real and not args.cpu, threads=None if real else 1,
@@ -232,9 +239,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         host.start()
         prompt = api_prompt(host, workflow_path)
+        toy = toy and not workflow_fixtures.toy_unsupported(prompt)
         if real:
             prompt = real_prompt(prompt, names, args.score_metric)
             note = f"{workflow_path.stem}, real weights: {names['checkpoint']} + {names['adapter']}"
+        elif toy:
+            prompt = workflow_fixtures.toy_prompt(prompt, workflow_fixtures.ToyOptions())
+            note = (f"{workflow_path.stem} on the built-in toy model (weights/toy: a 64 px diffusion model and an "
+                    f"IQA-Adapter trained on PIQE, both trained by this project); IQA Score uses PIQE. Pass --models "
+                    "for the real SDXL workflow")
         else:
             opts = workflow_fixtures.TinyOptions(size=128, steps=8, adapters=adapters,
                                                  score_metric=args.score_metric or workflow_fixtures.WEIGHTLESS_METRIC)
@@ -242,11 +255,26 @@ def main(argv: Optional[list[str]] = None) -> int:
             note = (f"{workflow_path.stem} on the tiny built-in model with a random adapter; IQA Score nodes that only "
                     f"score use {opts.score_metric}, metrics that also steer the model run with random weights. "
                     "Pass --models for the real SDXL workflow")
-        finish(host, prompt, out, args.timeout, note, log_hint=str(out / "host.log"))
+        images = finish(host, prompt, out, args.timeout, note, log_hint=str(out / "host.log"))
     finally:
         host.stop()
         remove_workspace(ws)
+    if toy and workflow_fixtures.sweep_targets(prompt):
+        toy_figures(out, images, workflow_fixtures.sweep_targets(prompt))
     return 0
+
+
+def toy_figures(out: Path, images: list[Path], targets: list[float]) -> None:
+    """The toy run's grid (PIQE, and NIQE where its parameters are here, under each image) and its plot of
+    score against target percentile (scripts/toy_sweep.py draws both)."""
+    import toy_sweep
+
+    held_out = any((d / "niqe_modelparameters.mat").is_file() for d in toy_sweep.NIQE_DIRS)
+    scores = toy_sweep.measure([images], held_out=held_out, targets=targets)
+    labels = [f"target p{t:g}\n" + ", ".join(f"{m} {s[0, i]:.1f}" for m, s in scores.items()) for i, t in enumerate(targets)]
+    toy_sweep.grid(images, labels, out / "sweep_grid.png")
+    toy_sweep.plot(scores, out / "score_vs_target.png", targets=targets)
+    print(f"sweep_grid.png (images with their scores) and score_vs_target.png written to {out}")
 
 
 def fresh_folder(path: str) -> Path:
@@ -262,7 +290,7 @@ def api_prompt(host: HostServer, workflow_path: Path) -> dict:
     return workflow_to_api.convert(data, host.object_info()) if "nodes" in data else data
 
 
-def finish(host: HostServer, prompt: dict, out: Path, timeout: float, note: str, log_hint: str) -> None:
+def finish(host: HostServer, prompt: dict, out: Path, timeout: float, note: str, log_hint: str) -> list[Path]:
     """Queue the prompt, wait, collect images and plots into `out`, write and print the scores table."""
     (out / "prompt.json").write_text(json.dumps(prompt, indent=2) + "\n")
     try:
@@ -277,6 +305,7 @@ def finish(host: HostServer, prompt: dict, out: Path, timeout: float, note: str,
     table = write_scores(out, prompt, entry, images, note)
     print(table.read_text())
     print(f"{len(images)} images, {len(plots)} score plots and scores.md written to {out}")
+    return images
 
 
 def run_on_server(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -123,6 +123,91 @@ def write_tiny_adapters(folder: Path, names: Optional[list[str]] = None, layout:
 
 
 
+# -- the toy world (toy/, weights/toy): the same graphs on a trained 64 px model and a trained adapter ---------------
+TOY_WEIGHTS = REPO / "weights" / "toy"
+TOY_BASE = TOY_WEIGHTS / "toy_base.safetensors"
+TOY_ADAPTER = "toy_adapter_piqe.safetensors"  # in weights/toy; make_workspace(toy=True) links it into models/iqa_adapter
+
+
+@dataclass
+class ToyOptions:
+    """How a graph runs on the toy model. The sampler settings are the ones the toy's proof test measured
+    (tests/test_toy_proof.py); the caption is one of the toy's training captions (toy/sources.py)."""
+    text: str = "a photo of a cat"
+    steps: int = 25
+    cfg: float = 3.0
+    sampler_name: str = "euler"
+    scheduler: str = "normal"
+    score_metric: str = WEIGHTLESS_METRIC
+    adapter: str = TOY_ADAPTER
+    seed: Optional[int] = None  # None: the graph's own
+
+
+def toy_ready() -> bool:
+    """Both toy files are in weights/toy (they are committed; retrain with scripts/train_toy.sh)."""
+    return TOY_BASE.is_file() and (TOY_WEIGHTS / TOY_ADAPTER).is_file()
+
+
+def toy_unsupported(prompt: Mapping[str, Any]) -> list[str]:
+    """Why a graph cannot run on the toy (empty: it can): the toy has one quality adapter (PIQE, which has
+    no gradients) and makes images from text only."""
+    why = []
+    for node in prompt.values():
+        kind = node["class_type"]
+        if kind in ("IQAGradientGuidance", "IQAReferenceQualityTransfer", "LoadImage", "VAELoader"):
+            why.append(kind)
+        elif kind == "IQALoadModel" and not all(c == "IQAScore" for c in _consumers(prompt).get(_id_of(prompt, node), ())):
+            why.append("IQALoadModel feeding guidance")
+    return sorted(set(why))
+
+
+def sweep_targets(prompt: Mapping[str, Any]) -> list[float]:
+    """The percentile targets of a graph's Quality Condition when it sweeps (one number per batch item, at
+    least two), else []."""
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "IQAQualityCondition" and inputs.get("target_mode") == "percentile":
+            items = [t.strip() for t in str(inputs.get("targets", "")).replace(";", "\n").splitlines() if t.strip()]
+            try:
+                values = [float(t) for t in items]
+            except ValueError:
+                return []
+            return values if len(values) > 1 else []
+    return []
+
+
+def _id_of(prompt: Mapping[str, Any], node: Mapping[str, Any]) -> str:
+    return next(i for i, n in prompt.items() if n is node)
+
+
+def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
+    """A copy of a text-to-image API prompt on the toy world: Load Toy Checkpoint for the checkpoint loader,
+    Empty Toy Latent (64x64, same batch) for Empty Latent Image, the toy adapter for the quality adapter,
+    the toy caption as positive and an empty negative, PIQE for scoring, and the toy's sampler settings."""
+    why = toy_unsupported(prompt)
+    if why:
+        raise ValueError(f"This graph cannot run on the toy model: it uses {', '.join(why)}")
+    p = copy.deepcopy(dict(prompt))
+    negatives = {n["inputs"]["negative"][0] for n in p.values() if n["class_type"] in ("KSampler", "KSamplerAdvanced")}
+    for node_id, node in p.items():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "CheckpointLoaderSimple":
+            node.update(class_type="IQAToyCheckpoint", inputs={})
+        elif kind == "EmptyLatentImage":
+            node.update(class_type="IQAToyEmptyLatent", inputs={"width": 64, "height": 64, "batch_size": inputs["batch_size"]})
+        elif kind == "IQAAdapterLoader":
+            inputs["adapter_name"] = opts.adapter
+        elif kind == "IQALoadModel":
+            inputs.update(metric=opts.score_metric, allow_download=False)
+        elif kind == "CLIPTextEncode":
+            inputs["text"] = "" if node_id in negatives else opts.text
+        elif kind in ("KSampler", "KSamplerAdvanced"):
+            inputs.update(steps=opts.steps, cfg=opts.cfg, sampler_name=opts.sampler_name, scheduler=opts.scheduler)
+            if opts.seed is not None:
+                inputs["seed" if kind == "KSampler" else "noise_seed"] = opts.seed
+    return p
+
+
 def write_tiny_adapters_quietly(folder: Path, layout: str = "sdxl", host: Optional[comfy_host.Host] = None) -> dict[str, str]:
     """write_tiny_adapters in a child process of the host's Python (it imports torch and the host, which
     log to the console; the adapters must fit that host's UNet). host: default, this venv's fork."""

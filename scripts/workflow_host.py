@@ -61,7 +61,7 @@ def free_port() -> int:
 def make_workspace(root: Optional[Path] = None, fixtures: bool = False, models: Optional[Path] = None,
                    toy: bool = False) -> Path:
     """A host working directory: custom_nodes/ with the pack (and the fixture pack, and the toy world's
-    hidden loader pack toy/nodes when toy), models/ (a link to a user's models folder when given), input/
+    hidden loader pack toy/nodes and its adapters when toy), models/ (a link to a user's models folder when given), input/
     and output/."""
     ws = Path(root) if root else Path(tempfile.mkdtemp(prefix="iqa-host-"))
     nodes = ws / "custom_nodes"
@@ -75,6 +75,10 @@ def make_workspace(root: Optional[Path] = None, fixtures: bool = False, models: 
         (ws / "models").symlink_to(Path(models).resolve())
     else:
         (ws / "models").mkdir(exist_ok=True)
+    if toy and models is None:  # the toy adapters (weights/toy), where Load IQA-Adapter lists them
+        (ws / "models" / "iqa_adapter").mkdir(exist_ok=True)
+        for f in sorted((REPO / "weights" / "toy").glob("toy_adapter_*.safetensors")):
+            (ws / "models" / "iqa_adapter" / f.name).symlink_to(f)
     for d in ("input", "output"):
         (ws / d).mkdir(exist_ok=True)
     return ws

@@ -221,7 +221,7 @@ def test_toy_unet_gives_the_adapter_four_attn2_sites(cfg):
     sites = conftest.fixtures.tiny_models._adapter_core().layers.find_attn2_sites(
         build_model(cfg, seed=0).get_model_object("diffusion_model"))
     assert [(s.key, s.hidden, s.context_dim) for s in sites] == [
-        (("input", 3, 0), 96, 64), (("output", 2, 0), 96, 64), (("output", 3, 0), 96, 64), (("middle", 0, 0), 96, 64)]
+        (("input", 3, 0), 64, 64), (("output", 2, 0), 64, 64), (("output", 3, 0), 64, 64), (("middle", 0, 0), 64, 64)]
 
 
 def test_base_training_resumes_exactly(tmp_path):

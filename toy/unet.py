@@ -4,7 +4,7 @@ The latent is s2d-8 (8x8x192 for a 64x64 image, ToyVAE). A UNet whose first laye
 fewer cannot output all 192 noise components, so under an EPS ODE sampler the missing ones never decay
 (and noisy training images, which are full rank, cannot be generated). This subclass re-packs the latent to
 s2d-4 (16x16x48: depth-to-space by 8, then space-to-depth by 4, so neighbouring grid cells hold
-neighbouring pixels) on entry and back on exit, so a 96-channel UNet sees every component. Module names stay
+neighbouring pixels) on entry and back on exit, so a UNet of 64 channels sees every component. Module names stay
 the host's (input_blocks, middle_block, output_blocks), so the pack finds the same attn2 sites.
 
 The network predicts eps as the input plus a learned correction. At high noise eps is almost exactly the

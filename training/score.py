@@ -508,7 +508,8 @@ def merge(parts: Path, out: Path, table_path: Path, metrics: list[str], size: in
             raise TrainingError(f"Metric '{m}' gives the same score ({mean}) to all {raw.size} image(s) of {data}, so "
                                 "its z-scores are undefined. Score more (and more varied) images, or drop the metric.")
         z = (raw - mean) / std
-        stats[m], zstats[m] = describe(raw), describe(z)
+        lower = bool(_metric_specs().get_spec(m).lower_better)
+        stats[m], zstats[m] = dict(describe(raw), lower_better=lower), dict(describe(z), lower_better=lower)
         zcols[z_column(m)] = pa.array(z, pa.float64())
     n = table.num_rows
     info = {"metrics": " ".join(metrics), "image_size": str(size), "pyiqa": pyiqa.__version__,
@@ -523,8 +524,9 @@ def merge(parts: Path, out: Path, table_path: Path, metrics: list[str], size: in
                   f"{'resized to ' + str(size) + 'x' + str(size) if size else 'at native size'}, RGB in [0,1].",
         "description": "Per-metric raw-score statistics. z = (raw - mean) / std (std with ddof 0). percentiles maps a "
                        "percentile (0-100, as a string) to the raw score at that percentile (numpy linear "
-                       "interpolation); min and max stand for percentiles 0 and 100. z_metrics: the same "
-                       "statistics of the z-scores.",
+                       "interpolation); min and max stand for percentiles 0 and 100. lower_better (pyiqa's flag): "
+                       "lower raw scores are better, so a quality percentile p is the raw percentile 100 - p. "
+                       "z_metrics: the same statistics of the z-scores.",
         "count": n,
         "image_size": size,
         "metrics": stats,
