@@ -122,3 +122,11 @@ def inputs(layout: str, batch: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     ctx = tiny.LAYOUTS[layout]["context_dim"]
     return torch.randn(batch, 4, 8, 8, generator=g), torch.randn(batch, 6, ctx, generator=g)
+
+
+# At scale 0 every item has the same noise, text conditioning and (zero) quality term, so the sampler
+# computes the same numbers for each; only the position of a row inside the batched kernels could change
+# their rounding (float32, ~1e-7 relative; measured bitwise equal on the fork, max difference 0). Saved as
+# 8-bit PNG, such a difference can at most flip a value that sits on a rounding boundary by one level:
+# allow 1 of 255.
+SAME_LEVELS = 1

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 import server_host
 from workflow_host import free_port
 
@@ -44,6 +46,23 @@ def test_main_job_runs_the_sweep_through_the_prompt_queue(tmp_path):
     prompt = json.loads((out / "prompt.json").read_text())
     assert {n["class_type"] for n in prompt.values()} >= {"IQAQualityCondition", "IQAScore", "KSampler", "VAEDecode", "SaveImage"}
     assert str(out) in proc.stdout
+    # Without weights the default is the built-in toy world: its trained model and adapter, and the figures.
+    assert "IQAToyCheckpoint" in {n["class_type"] for n in prompt.values()}
+    assert not FIXTURE_TYPES & {n["class_type"] for n in prompt.values()}
+    assert "toy model" in (out / "scores.md").read_text()
+    for figure in ("sweep_grid.png", "score_vs_target.png"):
+        with Image.open(out / figure) as im:
+            assert im.width > 300 and im.height > 100, (figure, im.size)
+
+
+def test_random_tiny_runs_the_same_graph_on_the_test_stand_ins(tmp_path):
+    out = tmp_path / "demo"
+    proc = run("--out", str(out), "--timeout", "300", "--random-tiny")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    prompt = json.loads((out / "prompt.json").read_text())
+    assert "IQATestTinyCheckpoint" in {n["class_type"] for n in prompt.values()}
+    assert len(sorted(out.glob("iqa_sweep_*.png"))) == 5
+    assert not (out / "sweep_grid.png").exists(), "the toy figures belong to the toy run"
 
 
 def _placeholder_models(root: Path) -> Path:

@@ -44,7 +44,59 @@ def _data_summary(data: Path) -> str:
             f"{sum(sum(o) >= 2 for o in on)} with two or three degradations.")
 
 
-def write_card(path: Path, state: dict, weights: Path, loss_csv: Path, still_training: bool, ema: bool = True) -> Path:
+def adapter_section(run: Path, adapter: Path, sweep: Path | None = None) -> str:
+    """The toy IQA-Adapter's part of the card, from its training run folder (run.json, loss.csv), the
+    exported file and (optionally) the scores.npz of scripts/toy_sweep.py."""
+    import json
+
+    import numpy as np
+
+    settings = json.loads((run / "run.json").read_text())
+    rows = list(csv.DictReader((run / "loss.csv").open()))
+    last = rows[-1] if rows else {}
+    tail = [float(r["loss"]) for r in rows[-200:]]
+    head = [float(r["loss"]) for r in rows[:50]]
+    sha = hashlib.sha256(adapter.read_bytes()).hexdigest()
+    lines = [
+        "# Toy IQA-Adapter (PIQE)", "",
+        f"- File: `weights/toy/{adapter.name}` ({adapter.stat().st_size / 1e3:.1f} kB, fp16, sha256 `{sha[:16]}…`), "
+        "the IP-Adapter flat format that Load IQA-Adapter reads, with the metadata and the training set's "
+        "normalisation table in its header (so its percentiles are those of the toy patches).",
+        f"- Trained with the pack's generic trainer on the toy base above: `python -m training train --base "
+        f"weights/toy/toy_base.safetensors --data out/toy/patches --scores out/toy/scores.parquet --metrics "
+        f"{' '.join(settings['metrics'])} --resolution {settings['resolution']} --batch-size {settings['batch_size']} "
+        f"--lr {settings['lr']} --steps {last.get('step')} --seed {settings['seed']}` on {settings['world_size']} "
+        "process(es) (`accelerate launch`, one CPU thread each; the global batch is the per-process batch times "
+        "the processes), then `python -m training export --dtype fp16`.",
+        f"- Recipe: {settings['proj']} projection, {settings['num_tokens']} quality tokens, z-scored PIQE "
+        f"(normalized {settings['normalized']}), use_flag {settings['use_flag']}, pos_encode_L "
+        f"{settings['pos_encode_L']}; the paper's dropout (quality 1 %, text 5 %, both 1 %), AdamW, weight decay "
+        f"{settings['weight_decay']}. The learning rate is 10x the official 1e-4: a toy-scale choice, so that a "
+        "CPU run of under an hour converges.",
+        f"- Scores: `python -m training score --data out/toy/patches --metrics piqe --size 0` (PIQE of pyiqa, "
+        "no weight file, at the native 64 px).",
+        f"- Training time: {float(last.get('seconds', 0)) / 60:.1f} min for {last.get('step')} steps "
+        f"({last.get('images')} images). Loss (epsilon MSE): mean {sum(head) / max(len(head), 1):.4f} over the "
+        f"first {len(head)} steps, {sum(tail) / max(len(tail), 1):.4f} over the last {len(tail)}.",
+    ]
+    if sweep is not None and sweep.is_file():
+        data = np.load(sweep)
+        targets = (1, 25, 50, 75, 99)
+        lines += ["", "## Measured (scripts/toy_sweep.py, the proof test's measurement)",
+                  "The quality sweep example on the toy, every target from the same noise, one run per seed; "
+                  "median over seeds (lower is better for both metrics; NIQE is held out, the images upscaled "
+                  "3x bicubically for its 96 px blocks):", "",
+                  "| metric | " + " | ".join(f"p{t}" for t in targets) + " | seeds where p99 beats p1 |",
+                  "|---|" + "---|" * (len(targets) + 1)]
+        for m in data.files:
+            v = data[m]
+            lines.append(f"| {m} ({v.shape[0]} seeds) | " + " | ".join(f"{x:.2f}" for x in np.median(v, 0))
+                         + f" | {int((v[:, -1] < v[:, 0]).sum())}/{v.shape[0]} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_card(path: Path, state: dict, weights: Path, loss_csv: Path, still_training: bool, ema: bool = True,
+               adapter: str = "") -> Path:
     args = state.get("args") or {}
     step, secs = state["step"], state.get("train_seconds", 0.0)
     mean_loss, n = _loss_summary(loss_csv)
@@ -100,7 +152,7 @@ Packages: scikit-image 0.26.0 (`skimage/data`), matplotlib 3.11.2 (`mpl-data/sam
   {args.get('weight_decay')}, gradient clip {args.get('clip')}, EMA {args.get('ema')}, text dropout {args.get('text_dropout')}).
 - Seeds: patches 0, base 0 (weights, batch order, noise and timesteps all derive from them).
 - Training time so far: {secs / 3600:.2f} h of compute on 1 CPU thread (AMD EPYC, shared with other jobs:
-  {_speed(loss_csv)}; an idle thread ran a batch-32 step of a 64-channel variant at 33 images/s, and this 96-channel net measured no slower beside it) for {step} steps ({step * int(args.get('batch') or 0)} images).
+  {_speed(loss_csv)}) for {step} steps ({step * int(args.get('batch') or 0)} images).
 - Final loss: {loss_line}. Epsilon MSE, uniform timesteps; it starts at 1.0.
 
 ## Reproduce
@@ -114,5 +166,5 @@ Packages: scikit-image 0.26.0 (`skimage/data`), matplotlib 3.11.2 (`mpl-data/sam
 A toy: 13 subjects, 64x64 pixels, a few MB. It exists to show that an IQA-Adapter steers quality; its
 images are not meant to look like photographs at any size.
 """
-    path.write_text(text)
+    path.write_text(text + ("\n" + adapter if adapter else ""))
     return path

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .card import write_card
+from .card import adapter_section, write_card
 from .train_base import export_from_state
 
 
@@ -22,12 +22,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
     ap.add_argument("--card", type=Path, default=None, help="also write the model card here")
     ap.add_argument("--finished", action="store_true", help="the card says training had finished")
+    ap.add_argument("--adapter-run", type=Path, default=None, help="the toy adapter's run folder (python -m training "
+                    "train --out): its section of the card")
+    ap.add_argument("--adapter", type=Path, default=Path("weights/toy/toy_adapter_piqe.safetensors"))
+    ap.add_argument("--sweep", type=Path, default=None, help="scores.npz of scripts/toy_sweep.py, for the card")
     a = ap.parse_args(argv)
     out = export_from_state(a.state, a.out, use_ema=not a.raw)
     print(out)
     if a.card is not None:
         state = torch.load(a.state, map_location="cpu", weights_only=False)
-        print(write_card(a.card, state, out, a.state.parent / "loss.csv", still_training=not a.finished, ema=not a.raw))
+        adapter = adapter_section(a.adapter_run, a.adapter, a.sweep) if a.adapter_run else ""
+        print(write_card(a.card, state, out, a.state.parent / "loss.csv", still_training=not a.finished, ema=not a.raw,
+                         adapter=adapter))
 
 
 if __name__ == "__main__":
