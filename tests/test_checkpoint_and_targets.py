@@ -99,6 +99,22 @@ def test_norm_table_matches_the_shared_figures():
     assert table.get("topiq_nr").z_from_percentile(99) == pytest.approx(2.011, abs=1e-3)
 
 
+def test_percentiles_are_quality_percentiles_for_lower_is_better_metrics():
+    """A table flagged lower_better (PIQE, NIQE; written by python -m training score) reads percentile p at raw
+    percentile 100 - p: target 99 is a low raw score, i.e. high quality, and the score node reports it back."""
+    doc = {"metrics": {m: {"mean": 50.0, "std": 20.0, "min": 0.0, "max": 100.0, "lower_better": lower,
+                           "percentiles": {str(p): float(p) for p in range(1, 100)}}
+                       for m, lower in (("piqe", True), ("topiq_nr", False))}}
+    table = A.NormTable.from_dict(doc, "test")
+    low, high = table.get("piqe"), table.get("topiq_nr")
+    assert low.lower_better and not high.lower_better
+    assert low.raw_from_percentile(99) == pytest.approx(1.0) and high.raw_from_percentile(99) == pytest.approx(99.0)
+    assert low.raw_from_percentile(0) == 100.0 and low.raw_from_percentile(100) == 0.0
+    assert low.percentile_from_raw(1.0) == pytest.approx(99.0) and low.percentile_from_raw(37.5) == pytest.approx(62.5)
+    assert low.z_from_percentile(99) < low.z_from_percentile(1), "a high-quality target is a low (raw) z for PIQE"
+    assert A.default_norm_table().get("topiq_nr").lower_better is False, "the CC3M metrics are all higher-better"
+
+
 def test_percentile_raw_and_z_modes_agree():
     table = A.default_norm_table()
     st = table.get("topiq_nr")

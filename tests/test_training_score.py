@@ -291,6 +291,8 @@ def test_norm_table_loads_and_matches_the_column(two_processes):
         assert zs["mean"] == pytest.approx(0.0, abs=1e-12) and zs["std"] == pytest.approx(1.0, rel=1e-12)
         assert np.allclose([zs["percentiles"][str(p)] for p in range(1, 100)], np.percentile(z, range(1, 100)), rtol=1e-12, atol=1e-12)
         assert st.percentile_from_raw(float(np.median(raw))) == pytest.approx(50.0, abs=1e-9)
+        # pyiqa's lower_better flag travels with the table, so percentiles are quality percentiles.
+        assert doc["metrics"][m]["lower_better"] is st.lower_better is score._metric_specs().get_spec(m).lower_better
 
 
 def test_resume_after_a_crash_loses_nothing_and_matches(data, iqa_dir, two_processes, tmp_path):

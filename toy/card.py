@@ -44,48 +44,59 @@ def _data_summary(data: Path) -> str:
             f"{sum(sum(o) >= 2 for o in on)} with two or three degradations.")
 
 
-def adapter_section(run: Path, adapter: Path, sweep: Path | None = None) -> str:
-    """The toy IQA-Adapter's part of the card, from its training run folder (run.json, loss.csv), the
-    exported file and (optionally) the scores.npz of scripts/toy_sweep.py."""
+def _run_line(run: Path, stage: str) -> tuple[str, dict, float]:
+    """One training run of the adapter: its command line, settings and compute time (from run.json and loss.csv)."""
     import json
-
-    import numpy as np
 
     settings = json.loads((run / "run.json").read_text())
     rows = list(csv.DictReader((run / "loss.csv").open()))
     last = rows[-1] if rows else {}
     tail = [float(r["loss"]) for r in rows[-200:]]
     head = [float(r["loss"]) for r in rows[:50]]
+    init = f" --init-adapter {settings['init_adapter']}" if settings.get("init_adapter") else ""
+    line = (f"- {stage}: `python -m training train --base {settings['base']} --data out/toy/patches --scores "
+            f"out/toy/scores.parquet --metrics {' '.join(settings['metrics'])} --resolution {settings['resolution']} "
+            f"--batch-size {settings['batch_size']} --lr {settings['lr']} --steps {last.get('step')} --seed "
+            f"{settings['seed']}{init}` on {settings['world_size']} process(es) (one CPU thread each; global batch "
+            f"{settings['batch_size'] * settings['world_size']}): {float(last.get('seconds', 0)) / 60:.1f} min for "
+            f"{last.get('step')} steps. Loss (epsilon MSE): mean {sum(head) / max(len(head), 1):.4f} over its first "
+            f"{len(head)} logged steps, {sum(tail) / max(len(tail), 1):.4f} over its last {len(tail)}.")
+    return line, settings, float(last.get("seconds", 0))
+
+
+def adapter_section(runs: list[Path], adapter: Path, sweep: Path | None = None) -> str:
+    """The toy IQA-Adapter's part of the card, from its training run folders (stage 1, stage 2), the exported
+    file and (optionally) the scores.npz of scripts/toy_sweep.py."""
+    import numpy as np
+
     sha = hashlib.sha256(adapter.read_bytes()).hexdigest()
+    stages = [_run_line(r, f"Stage {i + 1}") for i, r in enumerate(runs)]
+    settings = stages[-1][1]
     lines = [
         "# Toy IQA-Adapter (PIQE)", "",
         f"- File: `weights/toy/{adapter.name}` ({adapter.stat().st_size / 1e3:.1f} kB, fp16, sha256 `{sha[:16]}…`), "
         "the IP-Adapter flat format that Load IQA-Adapter reads, with the metadata and the training set's "
-        "normalisation table in its header (so its percentiles are those of the toy patches).",
-        f"- Trained with the pack's generic trainer on the toy base above: `python -m training train --base "
-        f"weights/toy/toy_base.safetensors --data out/toy/patches --scores out/toy/scores.parquet --metrics "
-        f"{' '.join(settings['metrics'])} --resolution {settings['resolution']} --batch-size {settings['batch_size']} "
-        f"--lr {settings['lr']} --steps {last.get('step')} --seed {settings['seed']}` on {settings['world_size']} "
-        "process(es) (`accelerate launch`, one CPU thread each; the global batch is the per-process batch times "
-        "the processes), then `python -m training export --dtype fp16`.",
-        f"- Recipe: {settings['proj']} projection, {settings['num_tokens']} quality tokens, z-scored PIQE "
-        f"(normalized {settings['normalized']}), use_flag {settings['use_flag']}, pos_encode_L "
-        f"{settings['pos_encode_L']}; the paper's dropout (quality 1 %, text 5 %, both 1 %), AdamW, weight decay "
-        f"{settings['weight_decay']}. The learning rate is 10x the official 1e-4: a toy-scale choice, so that a "
-        "CPU run of under an hour converges.",
-        f"- Scores: `python -m training score --data out/toy/patches --metrics piqe --size 0` (PIQE of pyiqa, "
-        "no weight file, at the native 64 px).",
-        f"- Training time: {float(last.get('seconds', 0)) / 60:.1f} min for {last.get('step')} steps "
-        f"({last.get('images')} images). Loss (epsilon MSE): mean {sum(head) / max(len(head), 1):.4f} over the "
-        f"first {len(head)} steps, {sum(tail) / max(len(tail), 1):.4f} over the last {len(tail)}.",
+        "normalisation table in its header (so its percentiles are those of the toy patches, quality "
+        "percentiles: PIQE is lower-is-better, so p99 is a low PIQE).",
+        f"- Recipe (the paper's, through the pack's generic trainer): {settings['proj']} projection, "
+        f"{settings['num_tokens']} quality tokens, z-scored PIQE, use_flag {settings['use_flag']}, pos_encode_L "
+        f"{settings['pos_encode_L']}; dropout quality 1 %, text 5 %, both 1 %; AdamW, weight decay "
+        f"{settings['weight_decay']}. The learning rate is 10x the official 1e-4, a toy-scale choice so that CPU "
+        "runs of under an hour converge.",
+        "- Scores: `python -m training score --data out/toy/patches --metrics piqe --size 0` (pyiqa's PIQE, no "
+        "weight file, at the native 64 px).",
+        *[line for line, _, _ in stages],
+        f"- Stage 1 trained on a snapshot of the base while the base went on training; stage 2 fine-tunes it on "
+        f"the final base. Adapter compute in all: {sum(t for _, _, t in stages) / 60:.1f} min. Export: `python -m "
+        "training export --checkpoint out/toy/adapter2 --out weights/toy/toy_adapter_piqe.safetensors --dtype fp16`.",
     ]
     if sweep is not None and sweep.is_file():
         data = np.load(sweep)
         targets = (1, 25, 50, 75, 99)
-        lines += ["", "## Measured (scripts/toy_sweep.py, the proof test's measurement)",
-                  "The quality sweep example on the toy, every target from the same noise, one run per seed; "
-                  "median over seeds (lower is better for both metrics; NIQE is held out, the images upscaled "
-                  "3x bicubically for its 96 px blocks):", "",
+        lines += ["", "## Measured (scripts/toy_sweep.py: the proof test's measurement)",
+                  "The quality sweep example on the toy through the real host's prompt queue, every target from "
+                  "the same noise, one run per seed; median over seeds (lower is better for both metrics; NIQE "
+                  "is held out, the images upscaled 3x bicubically for its 96 px blocks):", "",
                   "| metric | " + " | ".join(f"p{t}" for t in targets) + " | seeds where p99 beats p1 |",
                   "|---|" + "---|" * (len(targets) + 1)]
         for m in data.files:
@@ -147,7 +158,7 @@ below, area-downscaled to 64 px, randomly mirrored, flat crops rejected (grey st
 Packages: scikit-image 0.26.0 (`skimage/data`), matplotlib 3.11.2 (`mpl-data/sample_data`).
 
 ## Training
-- `python -m toy.train_base --data {args.get('data')} --out {args.get('out')} --steps {args.get('steps')} --threads {args.get('threads')} --seed {args.get('seed')}`
+- `python -m toy.train_base --data {args.get('data')} --out {args.get('out')} --steps {step} --threads {args.get('threads')} --seed {args.get('seed')} --lr {args.get('lr')} --warmup {args.get('warmup')}`
   (batch {args.get('batch')}, AdamW lr {args.get('lr')} after {args.get('warmup')} warm-up steps, weight decay
   {args.get('weight_decay')}, gradient clip {args.get('clip')}, EMA {args.get('ema')}, text dropout {args.get('text_dropout')}).
 - Seeds: patches 0, base 0 (weights, batch order, noise and timesteps all derive from them).

@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
     ap.add_argument("--card", type=Path, default=None, help="also write the model card here")
     ap.add_argument("--finished", action="store_true", help="the card says training had finished")
-    ap.add_argument("--adapter-run", type=Path, default=None, help="the toy adapter's run folder (python -m training "
-                    "train --out): its section of the card")
+    ap.add_argument("--adapter-run", type=Path, action="append", default=[], help="the toy adapter's run folders "
+                    "(python -m training train --out), in order: its section of the card")
     ap.add_argument("--adapter", type=Path, default=Path("weights/toy/toy_adapter_piqe.safetensors"))
     ap.add_argument("--sweep", type=Path, default=None, help="scores.npz of scripts/toy_sweep.py, for the card")
     a = ap.parse_args(argv)

@@ -20,7 +20,7 @@ def _settings(args: argparse.Namespace, family: str, world: int, table_path: Pat
             "pos_encode_L": args.pos_encode_L, "normalized": not args.no_normalize, "base": str(args.base),
             "base_family": family, "resolution": args.resolution, "batch_size": args.batch_size,
             "grad_accum": args.grad_accum, "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
-            "world_size": world, "norm_table": str(table_path)}
+            "world_size": world, "norm_table": str(table_path), "init_adapter": args.init_adapter or ""}
 
 
 def _check_args(args: argparse.Namespace) -> None:
