@@ -154,17 +154,6 @@ class IQAModel:
         """Scores with the sign set so that higher is better for every metric (for guidance objectives)."""
         return self.spec.sign * self.score(images, grad=grad, **kw)
 
-    def percentiles(self, scores: Sequence[float]) -> list[float] | None:
-        """Percentile (0-100) of each raw score in the CC3M distribution, or None without stats."""
-        if self.stats is None:
-            return None
-        return [self.stats.percentile_from_raw(float(s)) for s in scores]
-
-    def z_scores(self, scores: Sequence[float]) -> list[float] | None:
-        if self.stats is None:
-            return None
-        return [self.stats.z_from_raw(float(s)) for s in scores]
-
     # -- activations ---------------------------------------------------------------------------------------
     def activations(self, images: torch.Tensor, layers: Sequence[str] | None = None, *, grad: bool = False,
                     device: torch.device | str | None = None) -> dict[str, torch.Tensor]:

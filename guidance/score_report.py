@@ -27,7 +27,7 @@ def _fmt(v: float | None, digits: int = 4) -> str:
 
 def score_table(name: str, scores: Sequence[float], percentiles: Sequence[float] | None,
                 z_scores: Sequence[float] | None, lower_better: bool) -> str:
-    """One line per image: index, raw score, CC3M percentile and z-score (n/a without statistics)."""
+    """One line per image: index, raw score, quality percentile and z-score (n/a without statistics)."""
     head = f"{name} ({'lower' if lower_better else 'higher'} is better)"
     lines = [head, "index\tscore\tpercentile\tz-score"]
     for i, s in enumerate(scores):

@@ -157,14 +157,15 @@ def write_scores(out: Path, prompt: dict, entry: dict, images: list[Path], mode_
             title = node.get("_meta", {}).get("title", "IQA Score")
             source = prompt.get(node["inputs"]["iqa_model"][0], {}) if isinstance(node["inputs"].get("iqa_model"), list) else {}
             random = " (random weights)" if source.get("class_type") == "IQATestRandomIQAModel" else ""
-            score_cols.append((f"{title}, {header}{random}" if header else title, rows))
+            table = "adapter-table" if isinstance(node["inputs"].get("iqa_adapter"), list) else "CC3M"
+            score_cols.append((f"{title}, {header}{random}" if header else title, rows, table))
     lines = [f"# Scores ({mode_note})", ""]
     if score_cols:
-        head = ["item", "target"] + [f"{h}: score / CC3M percentile / z" for h, _ in score_cols] + ["file"]
+        head = ["item", "target"] + [f"{h}: score / {t} percentile / z" for h, _, t in score_cols] + ["file"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for i, path in enumerate(images):
             cells = [str(i), targets[i] if i < len(targets) else (targets[0] if len(targets) == 1 else "-")]
-            for _, rows in score_cols:
+            for _, rows, _ in score_cols:
                 s, p, z = rows[i] if i < len(rows) else (math.nan,) * 3
                 cells.append(" / ".join("n/a" if math.isnan(v) else f"{v:.4g}" for v in (s, p, z)))
             lines.append("| " + " | ".join(cells + [path.name]) + " |")

@@ -183,12 +183,14 @@ def _id_of(prompt: Mapping[str, Any], node: Mapping[str, Any]) -> str:
 def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
     """A copy of a text-to-image API prompt on the toy world: Load Toy Checkpoint for the checkpoint loader,
     Empty Toy Latent (64x64, same batch) for Empty Latent Image, the toy adapter for the quality adapter,
-    the toy caption as positive and an empty negative, PIQE for scoring, and the toy's sampler settings."""
+    the toy caption as positive and an empty negative, PIQE for scoring (percentiles in the toy adapter's own
+table), and the toy's sampler settings."""
     why = toy_unsupported(prompt)
     if why:
         raise ValueError(f"This graph cannot run on the toy model: it uses {', '.join(why)}")
     p = copy.deepcopy(dict(prompt))
     negatives = {n["inputs"]["negative"][0] for n in p.values() if n["class_type"] in ("KSampler", "KSamplerAdvanced")}
+    loaders = [i for i, n in p.items() if n["class_type"] == "IQAAdapterLoader"]
     for node_id, node in p.items():
         kind, inputs = node["class_type"], node["inputs"]
         if kind == "CheckpointLoaderSimple":
@@ -199,6 +201,8 @@ def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
             inputs["adapter_name"] = opts.adapter
         elif kind == "IQALoadModel":
             inputs.update(metric=opts.score_metric, allow_download=False)
+        elif kind == "IQAScore" and loaders:  # percentiles in the toy adapter's own table
+            inputs["iqa_adapter"] = [loaders[0], 0]
         elif kind == "CLIPTextEncode":
             inputs["text"] = "" if node_id in negatives else opts.text
         elif kind in ("KSampler", "KSamplerAdvanced"):

@@ -124,6 +124,16 @@ def test_run_writes_checkpoints_log_and_a_loadable_adapter(world, single):
     assert 2 * adapter.spec.num_layers == sum(1 for k in last if k.startswith("ip_adapter."))
     # percentiles refer to the adapter's own training set: p50 of its table, not the CC3M one
     assert adapter.norm_table.get(METRIC).raw_from_percentile(50) == pytest.approx(10.0 + 7.0 * 3.5)
+    # IQA Score with the adapter connected reports percentiles in that same table (PIQE has none in CC3M's)
+    nodes = conftest.pack.NODE_CLASS_MAPPINGS
+    with torch.inference_mode():
+        (piqe,) = nodes["IQALoadModel"]().load(METRIC, False, "cpu")
+        images = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+        plain = nodes["IQAScore"]().score(images, piqe)["result"]
+        own = nodes["IQAScore"]().score(images, piqe, iqa_adapter=adapter)["result"]
+    assert all(np.isnan(plain[1])) and own[0] == plain[0]
+    st = adapter.norm_table.get(METRIC)
+    assert own[1] == [st.percentile_from_raw(v) for v in own[0]] and own[2] == [st.z_from_raw(v) for v in own[0]]
 
 
 def test_two_processes_match_one_with_the_same_global_batch(world, single):
