@@ -56,12 +56,15 @@ def sweep_prompt(object_info: dict, seed: int, scale: float = 1.0,
     return prompt
 
 
-def run_sweeps(server, seeds: Sequence[int], scale: float = 1.0) -> list[list[Path]]:
+def run_sweeps(server, seeds: Sequence[int], scale: float = 1.0,
+               opts: Optional[workflow_fixtures.ToyOptions] = None) -> list[list[Path]]:
     """For each seed, the five saved images (in target order) of one sweep on the server."""
+    import dataclasses
+
     info = server.object_info()
     runs = []
     for seed in seeds:
-        prompt = sweep_prompt(info, seed, scale)
+        prompt = sweep_prompt(info, seed, scale, dataclasses.replace(opts or workflow_fixtures.ToyOptions(), seed=seed))
         save_id = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
         paths = server.output_images(server.run(prompt, timeout=600))[save_id]
         if len(paths) != len(TARGETS):

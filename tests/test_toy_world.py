@@ -276,3 +276,29 @@ def test_unet_grid_is_the_image_space_to_depth_by_4(cfg):
     grid = unet._to_grid(z, 8, 4)
     assert torch.equal(grid, F.pixel_unshuffle(img, 4))
     assert torch.equal(unet._to_grid(grid, 4, 8), z)
+
+
+def test_untrained_toy_unet_is_the_least_squares_eps_estimate(cfg):
+    """With its output conv zeroed (the training init) ToyUNet returns c(sigma) * x, the host's own schedule
+    giving sigma. c is checked against a least-squares fit of eps on xc for Gaussian x0 of std sigma_data,
+    drawn here, within 4 standard errors of the fit (computed from its residuals: 0.1 % of c at high noise,
+    4 % at the lowest sigma, where xc is nearly all signal)."""
+    patcher = build_model(cfg, seed=0)
+    unet, ms = patcher.model.diffusion_model, patcher.model.model_sampling
+    g = torch.Generator().manual_seed(0)
+    for t in (0, 250, 500, 999):
+        sigma = ms.sigmas[t].float()
+        x0 = torch.randn(200_000, generator=g) * cfg["sigma_data"]
+        eps = torch.randn(200_000, generator=g)
+        xc = (x0 + sigma * eps) / (1 + sigma ** 2).sqrt()
+        fit = float((xc * eps).sum() / (xc * xc).sum())
+        se = float(((eps - fit * xc) ** 2).mean().sqrt() / (xc * xc).sum().sqrt())
+        c = float(unet.skip(torch.tensor([float(t)])))
+        assert abs(fit - c) < 4 * se, (t, fit, c, se)
+    assert float(unet.skip(torch.tensor([999.0]))) == pytest.approx(1.0, abs=2e-3)
+    assert float(unet.skip(torch.tensor([0.0]))) < 0.15, "at low noise the net is not asked to cancel an identity"
+    x = torch.randn(2, 192, 8, 8, generator=g)
+    t = torch.tensor([10.0, 900.0])
+    with torch.no_grad():
+        out = unet(x, t, context=torch.zeros(2, cfg["tokens"], cfg["context_dim"]))
+    assert torch.allclose(out, unet.skip(t).view(-1, 1, 1, 1) * x, rtol=0, atol=1e-6)

@@ -35,20 +35,24 @@ DEFAULT_UNET = dict(
 )
 
 
+# Per-component std of the toy latents (images in [-1, 1]): 0.508 measured on clean patches; ToyUNet's skip.
+SIGMA_DATA = 0.5
+
+
 def default_config(vocab: list[str], tokens: int = 8, unet: dict | None = None, repack: int = 2) -> dict:
     """A JSON-able toy config: what build_model() needs."""
     u = dict(DEFAULT_UNET)
     u.update(unet or {})
     u["in_channels"] = u["out_channels"] = LATENT_CHANNELS // (repack * repack)
     return {"format": FORMAT_VERSION, "unet": u, "repack": repack, "vae_factor": FACTOR, "image_size": 64,
-            "tokens": tokens, "context_dim": u["context_dim"], "vocab": list(vocab)}
+            "tokens": tokens, "context_dim": u["context_dim"], "vocab": list(vocab), "sigma_data": SIGMA_DATA}
 
 
 def _host_unet_config(cfg: dict) -> dict:
     full = dict(image_size=cfg["image_size"] // cfg["vae_factor"], use_spatial_transformer=True, legacy=False,
                 adm_in_channels=None, use_checkpoint=False, use_temporal_attention=False,
                 use_temporal_resblock=False, dtype=torch.float32, repack=cfg["repack"],
-                vae_factor=cfg["vae_factor"])
+                vae_factor=cfg["vae_factor"], sigma_data=cfg["sigma_data"])
     full.update(cfg["unet"])
     return full
 

@@ -31,7 +31,7 @@ class IQAToyCheckpoint:
     CATEGORY = "IQA-Adapter/toy"
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"
-    DESCRIPTION = ("The built-in toy world: a 3.3M-parameter pixel diffusion model trained from scratch on degraded "
+    DESCRIPTION = ("The built-in toy world: a 1.5M-parameter pixel diffusion model trained from scratch on degraded "
                    "64x64 photo patches, its word-table text encoder and its exact space-to-depth VAE "
                    "(weights/toy/toy_base.safetensors). Generate 64x64 images (Empty Latent Image 64x64).")
 
