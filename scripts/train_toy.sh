@@ -8,13 +8,10 @@
 #   scripts/train_toy.sh                       # everything, the shipped files' settings
 #   TOY_BASE_STEPS=2000 scripts/train_toy.sh   # a shorter base run
 #
-# The adapter is trained in two stages, as the shipped one was (the two ran side by side on two cores while
-# the base trained; here they run one after the other): stage 1 on the base's snapshot at step
-# TOY_SNAPSHOT_STEP, stage 2 fine-tunes that adapter (--init-adapter) on the final base.
-#
-# Environment: TOY_OUT (out/toy), TOY_PATCHES (20000), TOY_PATCH_SEED (0), TOY_BASE_STEPS, TOY_SNAPSHOT_STEP,
-# TOY_BASE_SEED (0), TOY_ADAPTER1_STEPS, TOY_ADAPTER2_STEPS, TOY_ADAPTER_SEED (0), TOY_ADAPTER_LR (1e-3),
-# TOY_PROCESSES (stage 2 processes under accelerate launch, 2), TOY_THREADS (1 torch thread per process),
+# Environment: TOY_OUT (out/toy), TOY_PATCHES (20000), TOY_PATCH_SEED (0), TOY_BASE_STEPS, TOY_BASE_SEED (0),
+# TOY_ADAPTER_STEPS, TOY_ADAPTER_SEED (0), TOY_ADAPTER_LR (1e-3),
+# TOY_PROCESSES (adapter processes under accelerate launch, 2), TOY_THREADS (1 torch thread per adapter
+# process), TOY_BASE_THREADS (2 torch threads for the base),
 # TOY_WEIGHTS (weights/toy), TOY_SEEDS (8: seeds of the measured sweep).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,15 +20,14 @@ py="${PYTHON:-$root/.venv/bin/python}"
 out="${TOY_OUT:-out/toy}"
 count="${TOY_PATCHES:-20000}"
 patch_seed="${TOY_PATCH_SEED:-0}"
-base_steps="${TOY_BASE_STEPS:-2750}"
-snapshot_step="${TOY_SNAPSHOT_STEP:-1500}"
+base_steps="${TOY_BASE_STEPS:-3000}"
 base_seed="${TOY_BASE_SEED:-0}"
-adapter1_steps="${TOY_ADAPTER1_STEPS:-1250}"
-adapter2_steps="${TOY_ADAPTER2_STEPS:-1500}"
+adapter_steps="${TOY_ADAPTER_STEPS:-5000}"
 adapter_seed="${TOY_ADAPTER_SEED:-0}"
 adapter_lr="${TOY_ADAPTER_LR:-1e-3}"
 procs="${TOY_PROCESSES:-2}"
 threads="${TOY_THREADS:-1}"
+base_threads="${TOY_BASE_THREADS:-2}"
 weights="${TOY_WEIGHTS:-weights/toy}"
 seeds="${TOY_SEEDS:-8}"
 export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" HF_HUB_OFFLINE=1
@@ -51,43 +47,27 @@ stage patches
 "$py" -m training score --data "$out/patches" --metrics piqe --size 0 --out "$out/scores.parquet"
 stage scoring
 
-# 3. Base model from scratch to the snapshot step, its EMA weights kept for adapter stage 1, then on to the
-#    end (resumes from $out/base/state.pt; the learning rate is constant after warm-up, so stopping at the
-#    snapshot does not change the run).
-base() { "$py" -m toy.train_base --data "$out/patches" --out "$out/base" --steps "$1" --seed "$base_seed" --threads "$threads"; }
-if [[ ! -f "$out/base_snapshot.safetensors" ]]; then
-  base "$snapshot_step"
-  "$py" -m toy.export_base --state "$out/base/state.pt" --out "$out/base_snapshot.safetensors"
-fi
-base "$base_steps"
+# 3. Base model from scratch (resumes from $out/base/state.pt), its EMA weights exported in fp16.
+OMP_NUM_THREADS="$base_threads" MKL_NUM_THREADS="$base_threads" "$py" -m toy.train_base --data "$out/patches" \
+  --out "$out/base" --steps "$base_steps" --seed "$base_seed" --threads "$base_threads"
 "$py" -m toy.export_base --state "$out/base/state.pt" --out "$weights/toy_base.safetensors"
 stage "base training"
 
-# 4. Adapter stage 1 on the snapshot: the paper's recipe through the generic trainer.
-train() {  # run-folder base steps [extra args...]
-  local run="$1" base_file="$2" steps="$3"; shift 3
-  "$py" -m training train --base "$base_file" --data "$out/patches" --scores "$out/scores.parquet" --metrics piqe \
-    --resolution 64 --batch-size 32 --lr "$adapter_lr" --steps "$steps" --seed "$adapter_seed" --out "$run" \
-    --resume latest --checkpoint-every 250 --log-every 25 "$@"
-}
-train "$out/adapter1" "$out/base_snapshot.safetensors" "$adapter1_steps"
-"$py" -m training export --checkpoint "$out/adapter1" --out "$out/adapter1.safetensors" --dtype fp32
-stage "adapter stage 1"
-
-# 5. Stage 2: fine-tune it on the final base, on $procs processes (DDP over gloo; batch 32 per process).
-# accelerate's CPU processes: torchrun's launcher (--multi_gpu) with gloo, kept on the CPU.
+# 4. The adapter: the paper's recipe through the generic trainer, on $procs processes (DDP over gloo;
+#    accelerate's CPU processes: torchrun's launcher (--multi_gpu), kept on the CPU; batch 32 per process).
 launch=("$py" -m accelerate.commands.launch --num_processes "$procs" --num_machines 1 --dynamo_backend no --mixed_precision no)
 [[ "$procs" -gt 1 ]] && launch+=(--multi_gpu)
-ACCELERATE_USE_CPU=true PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "${launch[@]}" -m training train --base "$weights/toy_base.safetensors" --data "$out/patches" --scores "$out/scores.parquet" \
-  --metrics piqe --resolution 64 --batch-size 32 --lr "$adapter_lr" --steps "$adapter2_steps" --seed "$adapter_seed" \
-  --out "$out/adapter2" --resume latest --checkpoint-every 250 --log-every 25 --init-adapter "$out/adapter1.safetensors"
-"$py" -m training export --checkpoint "$out/adapter2" --out "$weights/toy_adapter_piqe.safetensors" --dtype fp16
-stage "adapter stage 2"
+ACCELERATE_USE_CPU=true PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "${launch[@]}" -m training train \
+  --base "$weights/toy_base.safetensors" --data "$out/patches" --scores "$out/scores.parquet" --metrics piqe \
+  --resolution 64 --batch-size 32 --lr "$adapter_lr" --steps "$adapter_steps" --seed "$adapter_seed" \
+  --out "$out/adapter" --resume latest --checkpoint-every 250 --log-every 25
+"$py" -m training export --checkpoint "$out/adapter" --out "$weights/toy_adapter_piqe.safetensors" --dtype fp16
+stage "adapter training"
 
-# 6. Measure the sweep through the real host's prompt queue, and write the model card from all of it.
+# 5. Measure the sweep through the real host's prompt queue, and write the model card from all of it.
 "$py" scripts/toy_sweep.py --seeds "$seeds" --out "$out/sweep"
 "$py" -m toy.export_base --state "$out/base/state.pt" --out "$weights/toy_base.safetensors" --finished \
-  --card "$weights/MODEL_CARD.md" --adapter-run "$out/adapter1" --adapter-run "$out/adapter2" \
+  --card "$weights/MODEL_CARD.md" --adapter-run "$out/adapter" \
   --adapter "$weights/toy_adapter_piqe.safetensors" --sweep "$out/sweep/scores.npz"
 stage "sweep and card"
 echo "train_toy: all stages took $((SECONDS - t_all)) s"

@@ -10,6 +10,13 @@ from .model import DEFAULT_UNET
 from .sources import SOURCES
 
 
+# Earlier base runs, stopped (toy/unet.py has the measurements).
+HISTORY = ("- History: earlier runs were stopped: one for a pixel-order bug in the re-packing; one (96 channels, "
+           "2000 steps) without an eps skip, whose samples stayed noise; one (64 channels, 2750 steps, with an "
+           "adapter trained on it) with the skip fixed at c = 1, whose samples stayed grainy. This run has the "
+           "least-squares skip c(sigma).")
+
+
 def _speed(loss_csv: Path) -> str:
     """Median and range of the logged training speed."""
     if not loss_csv.is_file():
@@ -65,12 +72,12 @@ def _run_line(run: Path, stage: str) -> tuple[str, dict, float]:
 
 
 def adapter_section(runs: list[Path], adapter: Path, sweep: Path | None = None) -> str:
-    """The toy IQA-Adapter's part of the card, from its training run folders (stage 1, stage 2), the exported
+    """The toy IQA-Adapter's part of the card, from its training run folder(s) (in order, if it was fine-tuned), the exported
     file and (optionally) the scores.npz of scripts/toy_sweep.py."""
     import numpy as np
 
     sha = hashlib.sha256(adapter.read_bytes()).hexdigest()
-    stages = [_run_line(r, f"Stage {i + 1}") for i, r in enumerate(runs)]
+    stages = [_run_line(r, f"Stage {i + 1}" if len(runs) > 1 else "Training") for i, r in enumerate(runs)]
     settings = stages[-1][1]
     lines = [
         "# Toy IQA-Adapter (PIQE)", "",
@@ -86,9 +93,7 @@ def adapter_section(runs: list[Path], adapter: Path, sweep: Path | None = None) 
         "- Scores: `python -m training score --data out/toy/patches --metrics piqe --size 0` (pyiqa's PIQE, no "
         "weight file, at the native 64 px).",
         *[line for line, _, _ in stages],
-        f"- Stage 1 trained on a snapshot of the base while the base went on training; stage 2 fine-tunes it on "
-        f"the final base. Adapter compute in all: {sum(t for _, _, t in stages) / 60:.1f} min. Export: `python -m "
-        "training export --checkpoint out/toy/adapter2 --out weights/toy/toy_adapter_piqe.safetensors --dtype fp16`.",
+        f"- Export: `python -m training export --checkpoint {runs[-1]} --out weights/toy/{adapter.name} --dtype fp16`.",
     ]
     if sweep is not None and sweep.is_file():
         data = np.load(sweep)
@@ -133,6 +138,7 @@ clean to ruined (blur, noise, JPEG).
   "Load Toy Checkpoint (IQA-Adapter toy)" (`toy/nodes`, mounted only by the demo and the tests). Start from
   "Empty Toy Latent (IQA-Adapter toy)" 64x64 (on upstream ComfyUI, Empty Latent Image 64x64 works too).
 - Weights: {kind} of step {step}. {status}
+{HISTORY}
 
 ## Model
 - Denoiser: the host's own `UNetModel` (ComfyUI `openaimodel`) inside `comfy.model_base.BaseModel`, EPS
@@ -162,7 +168,7 @@ Packages: scikit-image 0.26.0 (`skimage/data`), matplotlib 3.11.2 (`mpl-data/sam
   (batch {args.get('batch')}, AdamW lr {args.get('lr')} after {args.get('warmup')} warm-up steps, weight decay
   {args.get('weight_decay')}, gradient clip {args.get('clip')}, EMA {args.get('ema')}, text dropout {args.get('text_dropout')}).
 - Seeds: patches 0, base 0 (weights, batch order, noise and timesteps all derive from them).
-- Training time so far: {secs / 3600:.2f} h of compute on 1 CPU thread (AMD EPYC, shared with other jobs:
+- Training time so far: {secs / 3600:.2f} h of compute on {args.get('threads')} CPU thread(s) (shared with other jobs:
   {_speed(loss_csv)}) for {step} steps ({step * int(args.get('batch') or 0)} images).
 - Final loss: {loss_line}. Epsilon MSE, uniform timesteps; it starts at 1.0.
 
