@@ -13,8 +13,8 @@ from .sources import SOURCES
 # Earlier base runs, stopped (toy/unet.py has the measurements).
 HISTORY = ("- History: earlier runs were stopped: one for a pixel-order bug in the re-packing; one (96 channels, "
            "2000 steps) without an eps skip, whose samples stayed noise; one (64 channels, 2750 steps, with an "
-           "adapter trained on it) with the skip fixed at c = 1, whose samples stayed grainy. This run has the "
-           "least-squares skip c(sigma).")
+           "adapter trained on it) with the skip fixed at c = 1. This run has the least-squares skip c(sigma); "
+           "it denoises no better than c = 1 did at the same step, and its samples are as grainy (toy/unet.py).")
 
 
 def _speed(loss_csv: Path) -> str:
