@@ -66,6 +66,9 @@ stage "adapter training"
 
 # 5. Measure the sweep through the real host's prompt queue, and write the model card from all of it.
 "$py" scripts/toy_sweep.py --seeds "$seeds" --out "$out/sweep"
+mkdir -p docs/images  # the README's first picture and its plot
+cp "$out/sweep/grid.png" docs/images/toy_sweep_grid.png
+cp "$out/sweep/score_vs_target.png" docs/images/toy_score_vs_target.png
 "$py" -m toy.export_base --state "$out/base/state.pt" --out "$weights/toy_base.safetensors" --finished \
   --card "$weights/MODEL_CARD.md" --adapter-run "$out/adapter" \
   --adapter "$weights/toy_adapter_piqe.safetensors" --sweep "$out/sweep/scores.npz"
