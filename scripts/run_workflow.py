@@ -132,8 +132,8 @@ def batch_targets(prompt: dict) -> list[str]:
     """The per-item targets of the graph's (first) Quality Condition, for the table; [] without one."""
     for node in prompt.values():
         if node["class_type"] == "IQAQualityCondition" and isinstance(node["inputs"].get("targets"), str):
-            items = [t.strip() for t in node["inputs"]["targets"].replace(";", "\n").splitlines() if t.strip()]
-            return [f"{t} ({node['inputs'].get('target_mode', 'percentile')})" for t in items]
+            mode = node["inputs"].get("target_mode", "percentile")
+            return [f"{t} ({mode})" for t in workflow_fixtures.target_items(node["inputs"])]
     return []
 
 
@@ -260,8 +260,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         host.stop()
         remove_workspace(ws)
-    if toy and workflow_fixtures.sweep_targets(prompt):
-        toy_figures(out, images, workflow_fixtures.sweep_targets(prompt))
+    targets = workflow_fixtures.sweep_targets(prompt) if toy else []
+    if targets:
+        toy_figures(out, images, targets)
     return 0
 
 
@@ -270,8 +271,7 @@ def toy_figures(out: Path, images: list[Path], targets: list[float]) -> None:
     score against target percentile (scripts/toy_sweep.py draws both)."""
     import toy_sweep
 
-    held_out = any((d / "niqe_modelparameters.mat").is_file() for d in toy_sweep.NIQE_DIRS)
-    scores = toy_sweep.measure([images], held_out=held_out, targets=targets)
+    scores = toy_sweep.measure([images], held_out=toy_sweep.niqe_available(), targets=targets)
     labels = [f"target p{t:g}\n" + ", ".join(f"{m} {s[0, i]:.1f}" for m, s in scores.items()) for i, t in enumerate(targets)]
     toy_sweep.grid(images, labels, out / "sweep_grid.png")
     toy_sweep.plot(scores, out / "score_vs_target.png", targets=targets)

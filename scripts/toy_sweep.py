@@ -15,7 +15,9 @@ figures for its toy run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -23,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # training.core: the pack's metric registry
 
 import workflow_fixtures  # noqa: E402
 import workflow_titles  # noqa: E402
@@ -34,23 +37,28 @@ SWEEP = "sdxl_quality_sweep"
 TRAINED_METRIC = "piqe"
 HELD_OUT_METRIC = "niqe"
 NIQE_SIZE = 192  # NIQE in pyiqa 0.1.16 needs at least 96 px (metric_specs); 3x the toy's 64 px
-NIQE_DIRS = (REPO / ".venv" / "test-data",)
+# Where NIQE's parameters are: scripts/test.sh's IQA_TEST_NIQE_MAT, else prepare_test_data.sh's default folder.
+NIQE_FILE = "niqe_modelparameters.mat"
+NIQE_DIRS = (Path(os.environ["IQA_TEST_NIQE_MAT"]).parent if os.environ.get("IQA_TEST_NIQE_MAT")
+             else REPO / ".venv" / "test-data",)
+
+
+def niqe_available() -> bool:
+    return any((d / NIQE_FILE).is_file() for d in NIQE_DIRS)
 
 
 def sweep_prompt(object_info: dict, seed: int, scale: float = 1.0,
                  opts: Optional[workflow_fixtures.ToyOptions] = None) -> dict:
     """The sweep example on the toy for one seed and adapter scale, without its score branch (scored here)."""
     ui = json.loads(workflow_titles.example_path(SWEEP).read_text())
-    prompt = workflow_fixtures.toy_prompt(workflow_to_api.convert(ui, object_info),
-                                          opts or workflow_fixtures.ToyOptions(seed=seed))
+    opts = dataclasses.replace(opts or workflow_fixtures.ToyOptions(), seed=seed)
+    prompt = workflow_fixtures.toy_prompt(workflow_to_api.convert(ui, object_info), opts)
     for node_id in [i for i, n in prompt.items() if n["class_type"] in ("IQAScore", "PreviewImage", "IQALoadModel")]:
         del prompt[node_id]
     for node in prompt.values():
         if node["class_type"] == "IQAQualityCondition":
             node["inputs"]["scale"] = scale
-            assert [int(t) for t in node["inputs"]["targets"].split()] == list(TARGETS), node["inputs"]["targets"]
-        if node["class_type"] == "KSampler":
-            node["inputs"]["seed"] = seed
+            assert [int(t) for t in workflow_fixtures.target_items(node["inputs"])] == list(TARGETS), node["inputs"]["targets"]
         if node["class_type"] == "SaveImage":
             node["inputs"]["filename_prefix"] = f"toy_sweep_seed{seed}_scale{scale:g}"
     return prompt
@@ -59,12 +67,10 @@ def sweep_prompt(object_info: dict, seed: int, scale: float = 1.0,
 def run_sweeps(server, seeds: Sequence[int], scale: float = 1.0,
                opts: Optional[workflow_fixtures.ToyOptions] = None) -> list[list[Path]]:
     """For each seed, the five saved images (in target order) of one sweep on the server."""
-    import dataclasses
-
     info = server.object_info()
     runs = []
     for seed in seeds:
-        prompt = sweep_prompt(info, seed, scale, dataclasses.replace(opts or workflow_fixtures.ToyOptions(), seed=seed))
+        prompt = sweep_prompt(info, seed, scale, opts)
         save_id = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
         paths = server.output_images(server.run(prompt, timeout=600))[save_id]
         if len(paths) != len(TARGETS):
@@ -87,7 +93,6 @@ def score_images(images, metric: str, size: int = 0, iqa_dirs: Sequence[Path] = 
     import torch
     import torch.nn.functional as F
 
-    sys.path.insert(0, str(REPO))
     from training.core import guidance
 
     model = guidance("iqa_models").build_iqa_model(metric, search_dirs=[str(d) for d in iqa_dirs])
@@ -109,10 +114,10 @@ def measure(runs: list[list[Path]], held_out: bool = True, targets: Sequence[flo
     return out
 
 
-def table(scores: dict[str, np.ndarray]) -> str:
-    """Median (and per-seed) scores per target, as Markdown; both metrics are lower-is-better."""
-    lines = ["| metric (lower is better) | " + " | ".join(f"p{t}" for t in TARGETS) + " | p99 better than p1 |",
-             "|---|" + "---|" * (len(TARGETS) + 1)]
+def table(scores: dict[str, np.ndarray], targets: Sequence[float] = TARGETS) -> str:
+    """Median scores per target over the seeds, as Markdown; both metrics are lower-is-better."""
+    lines = ["| metric (lower is better) | " + " | ".join(f"p{t:g}" for t in targets) + " | last target better than first |",
+             "|---|" + "---|" * (len(targets) + 1)]
     for m, s in scores.items():
         wins = int((s[:, -1] < s[:, 0]).sum())
         lines.append(f"| {m} median of {s.shape[0]} seeds | " + " | ".join(f"{v:.2f}" for v in np.median(s, 0))
@@ -190,7 +195,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     labels = [f"target p{t}\n" + ", ".join(f"{m} {s[0, i]:.1f}" for m, s in scores.items()) for i, t in enumerate(TARGETS)]
     grid(first, labels, args.out / "grid.png")
     plot(scores, args.out / "score_vs_target.png")
-    np.savez(args.out / "scores.npz", **scores)
+    np.savez(args.out / "scores.npz", targets=np.asarray(TARGETS, dtype=float), **scores)  # read by toy/card.py
     print(table(scores))
     print(f"grid.png, score_vs_target.png and scores.npz in {args.out}")
     return 0

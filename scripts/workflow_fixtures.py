@@ -151,40 +151,40 @@ def toy_ready() -> bool:
 def toy_unsupported(prompt: Mapping[str, Any]) -> list[str]:
     """Why a graph cannot run on the toy (empty: it can): the toy has one quality adapter (PIQE, which has
     no gradients) and makes images from text only."""
-    why = []
-    for node in prompt.values():
+    readers = _consumers(prompt)
+    why = set()
+    for node_id, node in prompt.items():
         kind = node["class_type"]
         if kind in ("IQAGradientGuidance", "IQAReferenceQualityTransfer", "LoadImage", "VAELoader"):
-            why.append(kind)
-        elif kind == "IQALoadModel" and not all(c == "IQAScore" for c in _consumers(prompt).get(_id_of(prompt, node), ())):
-            why.append("IQALoadModel feeding guidance")
-    return sorted(set(why))
+            why.add(kind)
+        elif kind == "IQALoadModel" and not readers.get(node_id, set()) <= {"IQAScore"}:
+            why.add("IQALoadModel feeding guidance")
+    return sorted(why)
+
+
+def target_items(inputs: Mapping[str, Any]) -> list[str]:
+    """Quality Condition's targets text split into batch items (lines or ';'), as the node splits it."""
+    return [t.strip() for t in str(inputs.get("targets", "")).replace(";", "\n").splitlines() if t.strip()]
 
 
 def sweep_targets(prompt: Mapping[str, Any]) -> list[float]:
     """The percentile targets of a graph's Quality Condition when it sweeps (one number per batch item, at
     least two), else []."""
     for node in prompt.values():
-        inputs = node["inputs"]
-        if node["class_type"] == "IQAQualityCondition" and inputs.get("target_mode") == "percentile":
-            items = [t.strip() for t in str(inputs.get("targets", "")).replace(";", "\n").splitlines() if t.strip()]
+        if node["class_type"] == "IQAQualityCondition" and node["inputs"].get("target_mode") == "percentile":
             try:
-                values = [float(t) for t in items]
+                values = [float(t) for t in target_items(node["inputs"])]
             except ValueError:
                 return []
             return values if len(values) > 1 else []
     return []
 
 
-def _id_of(prompt: Mapping[str, Any], node: Mapping[str, Any]) -> str:
-    return next(i for i, n in prompt.items() if n is node)
-
-
 def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
     """A copy of a text-to-image API prompt on the toy world: Load Toy Checkpoint for the checkpoint loader,
     Empty Toy Latent (64x64, same batch) for Empty Latent Image, the toy adapter for the quality adapter,
     the toy caption as positive and an empty negative, PIQE for scoring (percentiles in the toy adapter's own
-table), and the toy's sampler settings."""
+    table), and the toy's sampler settings."""
     why = toy_unsupported(prompt)
     if why:
         raise ValueError(f"This graph cannot run on the toy model: it uses {', '.join(why)}")

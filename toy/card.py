@@ -97,14 +97,14 @@ def adapter_section(runs: list[Path], adapter: Path, sweep: Path | None = None) 
     ]
     if sweep is not None and sweep.is_file():
         data = np.load(sweep)
-        targets = (1, 25, 50, 75, 99)
+        targets = [f"{t:g}" for t in data["targets"]]  # written by scripts/toy_sweep.py beside the scores
         lines += ["", "## Measured (scripts/toy_sweep.py: the proof test's measurement)",
                   "The quality sweep example on the toy through the real host's prompt queue, every target from "
                   "the same noise, one run per seed; median over seeds (lower is better for both metrics; NIQE "
                   "is held out, the images upscaled 3x bicubically for its 96 px blocks):", "",
                   "| metric | " + " | ".join(f"p{t}" for t in targets) + " | seeds where p99 beats p1 |",
                   "|---|" + "---|" * (len(targets) + 1)]
-        for m in data.files:
+        for m in [f for f in data.files if f != "targets"]:
             v = data[m]
             lines.append(f"| {m} ({v.shape[0]} seeds) | " + " | ".join(f"{x:.2f}" for x in np.median(v, 0))
                          + f" | {int((v[:, -1] < v[:, 0]).sum())}/{v.shape[0]} |")

@@ -41,13 +41,12 @@ def _unet_class():
             self.repack, self.vae_factor, self.sigma_data = repack, vae_factor, sigma_data
             from comfy.model_sampling import ModelSamplingDiscrete
 
-            self._log_sigmas = ModelSamplingDiscrete().log_sigmas.clone()  # a plain tensor: not in the state dict
+            # The host's schedule, timestep -> sigma; held outside the module tree, so not in the state dict.
+            object.__setattr__(self, "_sampling", ModelSamplingDiscrete())
 
         def skip(self, timesteps: torch.Tensor) -> torch.Tensor:
             """c(sigma) of the module docstring, per batch item, from the (fractional) timestep."""
-            t = timesteps.float().clamp(0, len(self._log_sigmas) - 1).cpu()
-            lo, hi, w = t.floor().long(), t.ceil().long(), t.frac()
-            sigma = ((1 - w) * self._log_sigmas[lo] + w * self._log_sigmas[hi]).exp()
+            sigma = self._sampling.sigma(timesteps.float())
             return sigma * (1 + sigma ** 2).sqrt() / (self.sigma_data ** 2 + sigma ** 2)
 
         def _to_grid(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
