@@ -39,20 +39,26 @@ DEFAULT_UNET = dict(
 SIGMA_DATA = 0.5
 
 
-def default_config(vocab: list[str], tokens: int = 8, unet: dict | None = None, repack: int = 2) -> dict:
+# Channels of ToyUNet's pixel refiner (toy/unet.py); 0 = none (the checkpoints made before it).
+REFINE_CHANNELS = 24
+
+
+def default_config(vocab: list[str], tokens: int = 8, unet: dict | None = None, repack: int = 2,
+                   refine: int = REFINE_CHANNELS) -> dict:
     """A JSON-able toy config: what build_model() needs."""
     u = dict(DEFAULT_UNET)
     u.update(unet or {})
     u["in_channels"] = u["out_channels"] = LATENT_CHANNELS // (repack * repack)
     return {"format": FORMAT_VERSION, "unet": u, "repack": repack, "vae_factor": FACTOR, "image_size": 64,
-            "tokens": tokens, "context_dim": u["context_dim"], "vocab": list(vocab), "sigma_data": SIGMA_DATA}
+            "tokens": tokens, "context_dim": u["context_dim"], "vocab": list(vocab), "sigma_data": SIGMA_DATA,
+            "refine": refine}
 
 
 def _host_unet_config(cfg: dict) -> dict:
     full = dict(image_size=cfg["image_size"] // cfg["vae_factor"], use_spatial_transformer=True, legacy=False,
                 adm_in_channels=None, use_checkpoint=False, use_temporal_attention=False,
                 use_temporal_resblock=False, dtype=torch.float32, repack=cfg["repack"],
-                vae_factor=cfg["vae_factor"], sigma_data=cfg["sigma_data"])
+                vae_factor=cfg["vae_factor"], sigma_data=cfg["sigma_data"], refine=cfg.get("refine", 0))
     full.update(cfg["unet"])
     return full
 
