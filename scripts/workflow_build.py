@@ -31,7 +31,7 @@ EXAMPLES = REPO / "example_workflows"  # <title>.json, <title>.jpg (workflow_tit
 PROMPTS = REPO / "scripts" / "prompts"
 
 # File names the example graphs point at. The official IQA-Adapter weights are published under
-# undocumented names, so these are this pack's suggested names (README, "Weights and file names").
+# undocumented names, so these are this pack's suggested names (README, "Weights").
 CHECKPOINT = "sd_xl_base_1.0.safetensors"
 QUALITY_ADAPTER = "iqa_adapter_sdxl_topiq_laion.safetensors"
 REFERENCE_ADAPTER = "iqa_adapter_sdxl_reference_topiq.safetensors"

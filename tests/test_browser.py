@@ -10,8 +10,8 @@ with the editor that the host serves on its HTTP port: the fork's 2024 app, or w
    name the host lists;
 2. every file in example_workflows/ (named by its title, scripts/workflow_titles.py) is dropped on the canvas (the app's drop handler -> loadGraphData): no
    "missing node types" dialog or loading error, every node and link arrives, every widget holds its saved
-   value and every file widget a listed name, every pack node shows the widgets and input slots the README's
-   node reference documents, and the editor's own conversion is the API twin in scripts/prompts/; the graph
+   value and every file widget a listed name, every pack node shows the widgets and input slots the
+   node reference (docs/nodes.md) documents, and the editor's own conversion is the API twin in scripts/prompts/; the graph
    is screenshotted to out/screenshots/<slug>.png (with IQA_WRITE_THUMBNAILS=1 also example_workflows/<title>.jpg);
 3. the same graph with its model loaders swapped for the tiny stand-ins (scripts/workflow_fixtures.py's
    substitution, written back as a UI graph) is dropped and queued with the Queue Prompt button; the run is
@@ -56,7 +56,7 @@ REASON = be.browser_unavailable()
 needs_browser = pytest.mark.skipif(REASON is not None, reason=f"browser tests skipped: {REASON}")
 WRITE_THUMBNAILS = os.environ.get("IQA_WRITE_THUMBNAILS") == "1"
 PACK_KINDS = sorted(conftest.pack.NODE_CLASS_MAPPINGS)
-DOCUMENTED = workflow_docs.parse_readme((conftest.REPO / "README.md").read_text())
+DOCUMENTED = workflow_docs.parse_reference(workflow_docs.NODE_DOC.read_text())
 OUTPUT_KINDS = ("SaveImage", "PreviewImage")
 # Files the examples name, created empty in the host's folders (the editor lists them; nothing reads them).
 PLACEHOLDERS = {"checkpoints": [workflow_build.CHECKPOINT],

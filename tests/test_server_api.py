@@ -40,13 +40,13 @@ def test_the_server_is_the_host_asked_for(host):
 
 
 def test_object_info_lists_every_pack_node_with_the_documented_inputs(host):
-    documented = workflow_docs.parse_readme((conftest.REPO / "README.md").read_text())
+    documented = workflow_docs.parse_reference(workflow_docs.NODE_DOC.read_text())
     served = {k: v for k, v in host.info.items() if v.get("category") == workflow_docs.PACK_CATEGORY}
-    assert set(served) == set(documented), "README node reference and the host disagree on the node list"
+    assert set(served) == set(documented), "docs/nodes.md node reference and the host disagree on the node list"
     assert set(served) == set(conftest.pack.NODE_CLASS_MAPPINGS)
     for node_id, info in served.items():
         inputs = [n for g in ("required", "optional") for n in (info["input"].get(g) or {})]
-        assert inputs == documented[node_id], f"{node_id}: the host has {inputs}, the README documents {documented[node_id]}"
+        assert inputs == documented[node_id], f"{node_id}: the host has {inputs}, docs/nodes.md documents {documented[node_id]}"
         assert info["display_name"] != node_id and info["description"], f"{node_id}: display name and description"
         for group in ("required", "optional"):
             for name, spec in (info["input"].get(group) or {}).items():

@@ -254,17 +254,17 @@ def test_wrong_widget_count_names_the_node(info):
         w2a.convert({"nodes": [_node(1, "NotANode")], "links": []}, info)
 
 
-def test_readme_node_reference_and_help_pages_match_the_code(info):
-    """The README's node reference and web/docs/<NodeId>.md are generated from the node classes."""
+def test_node_reference_and_help_pages_match_the_code(info):
+    """The node reference in docs/nodes.md and web/docs/<NodeId>.md are generated from the node classes."""
     import workflow_docs
 
-    readme = (conftest.REPO / "README.md").read_text()
-    fresh, pages = workflow_docs.render_all(info, readme)
+    doc = workflow_docs.NODE_DOC.read_text()
+    fresh, pages = workflow_docs.render_all(info, doc)
     hint = "run .venv/bin/python scripts/workflow_docs.py --write"
-    assert fresh == readme, f"README node reference is stale: {hint}"
+    assert fresh == doc, f"docs/nodes.md node reference is stale: {hint}"
     for path, text in pages.items():
         assert path.is_file() and path.read_text() == text, f"{path.name} is stale: {hint}"
-    assert set(workflow_docs.parse_readme(readme)) == set(conftest.pack.NODE_CLASS_MAPPINGS)
+    assert set(workflow_docs.parse_reference(doc)) == set(conftest.pack.NODE_CLASS_MAPPINGS)
 
 
 def test_v3_combo_inputs_are_widgets_too():
