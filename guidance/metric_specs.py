@@ -30,8 +30,6 @@ class MetricSpec:
     differentiable: bool  # input gradients flow through the score (needed for guidance)
     min_side: int = 32  # smallest image side (px) scored; below it the metric fails or means nothing
     backbone_in_checkpoint: bool = False  # the metric's checkpoint is loaded strictly into the whole network
-    random_ok: bool = True  # can be built with random weights (tests, benchmarks)
-    random_kwargs: Mapping[str, Any] = field(default_factory=dict)  # extra pyiqa options for random builds
     taps: tuple[str, ...] = ()  # default activation taps (module paths inside metric.net)
     note: str = ""
 
@@ -54,13 +52,13 @@ METRICS: dict[str, MetricSpec] = {s.name: s for s in [
     _m("topiq_iaa", 1, 10, **_CKPT, note="TOPIQ aesthetics (AVA), Swin-B at 384"),
     _m("maniqa", 0, 1, **_CKPT, note="MANIQA (KonIQ), ViT-B/8 on 224 crops; heavy with gradients"),
     _m("maniqa-pipal", 0, 1, **_CKPT, note="MANIQA (PIPAL)"),
-    _m("clipiqa+", 0, 1, random_kwargs={"pretrained": False}, note="CLIP-IQA+ learned prompts, CLIP RN50"),
+    _m("clipiqa+", 0, 1, note="CLIP-IQA+ learned prompts, CLIP RN50"),
     _m("musiq", 0, 100, note="MUSIQ (KonIQ), multi-scale patches"),
     _m("musiq-paq2piq", 0, 100, note="MUSIQ (PaQ-2-PiQ)"),
     _m("musiq-ava", 1, 10, note="MUSIQ aesthetics (AVA)"),
-    _m("arniqa", 0, 1, random_ok=False, note="ARNIQA (KonIQ regressor): encoder and TorchScript regressor files"),
-    _m("arniqa-kadid", 0, 1, random_ok=False, note="ARNIQA (KADID regressor)"),
-    _m("arniqa-flive", 0, 1, random_ok=False, note="ARNIQA (FLIVE regressor)"),
+    _m("arniqa", 0, 1, note="ARNIQA (KonIQ regressor): encoder and TorchScript regressor files"),
+    _m("arniqa-kadid", 0, 1, note="ARNIQA (KADID regressor)"),
+    _m("arniqa-flive", 0, 1, note="ARNIQA (FLIVE regressor)"),
     _m("dbcnn", 0, 1, **_CKPT, note="DBCNN (KonIQ), VGG-16 + SCNN"),
     _m("laion_aes", 1, 10, note="LAION aesthetics MLP on CLIP ViT-L/14"),
     _m("liqe", 1, 5, min_side=224, **_CKPT, note="LIQE (KonIQ), CLIP ViT-B/32 on 224 patches"),
@@ -69,8 +67,8 @@ METRICS: dict[str, MetricSpec] = {s.name: s for s in [
     _m("hyperiqa", 0, 1, **_CKPT, note="HyperIQA (KonIQ), ResNet-50 on 224 crops"),
     _m("tres-flive", 0, 100, **_CKPT, note="TReS (FLIVE); very heavy on CPU"),
     _m("cnniqa", 0, 1, note="CNNIQA (KonIQ), small CNN"),
-    _m("niqe", 0, 100, lower=True, min_side=96, random_ok=False, note="NIQE, natural scene statistics on 96 px blocks"),
-    _m("brisque", 0, 150, lower=True, min_side=32, random_ok=False, note="BRISQUE, SVM on natural scene statistics"),
+    _m("niqe", 0, 100, lower=True, min_side=96, note="NIQE, natural scene statistics on 96 px blocks"),
+    _m("brisque", 0, 150, lower=True, min_side=32, note="BRISQUE, SVM on natural scene statistics"),
     _m("piqe", 0, 100, lower=True, diff=False, min_side=16, note="PIQE, block statistics; thresholds, no gradients"),
     _m("entropy", 0, 8, diff=False, min_side=1, note="grey-level histogram entropy; no gradients"),
     _m("clipiqa", 0, 1, note="CLIP-IQA with fixed prompts, CLIP RN50"),

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 import conftest
-from helpers import NIQE_FILE, NIQE_MAT
+from helpers import NIQE_FILE, NIQE_MAT, random_iqa
 
 pack = conftest.pack
 iqa = pack.guidance.iqa_models
@@ -121,7 +121,7 @@ def score_node(image: torch.Tensor, model, batch_size: int = 1) -> dict:
 
 
 def random_model(name: str):
-    return iqa.load_iqa_model(name, random_weights=True)
+    return random_iqa.load_random_iqa_model(name)
 
 
 # -- the registry ------------------------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def test_neural_metrics_score_a_batch_with_finite_input_gradients(name, network_
 
 def test_random_builds_leave_real_caches_alone():
     before = sorted(Path(weights.pyiqa_cache_dir()).glob("liqe_text_feat*"))
-    iqa.build_iqa_model("liqe", random_weights=True)  # uncached: a fresh build computes LIQE's text features
+    random_iqa.build_random_iqa_model("liqe")  # uncached: a fresh build computes LIQE's text features
     assert sorted(Path(weights.pyiqa_cache_dir()).glob("liqe_text_feat*")) == before
 
 
@@ -427,7 +427,7 @@ def test_loads_share_one_model_and_the_cache_is_bounded(iqa_dir, niqe_params):
     c = load("niqe")
     assert c.metric is not a.metric
     for name in ("piqe", "entropy", "cnniqa"):
-        iqa.load_iqa_model(name, random_weights=name == "cnniqa")
+        random_iqa.load_random_iqa_model(name) if name == "cnniqa" else iqa.load_iqa_model(name)
     assert len(iqa.cached_models()) == iqa.CACHE_SIZE and all(m.metric is not c.metric for m in iqa.cached_models())
 
 

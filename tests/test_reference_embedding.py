@@ -7,19 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import pack, tiny
+from helpers import pack, random_iqa, tiny
 
 A = pack.adapter
 embedding = importlib.import_module(pack.__name__ + ".guidance.reference_embedding")
 SPEC = A.embedding_spec.spec_from_dict({"spec": "topiq_nr_resnet50_meanstd"}, "test")
 
 
-iqa_models = importlib.import_module(pack.__name__ + ".guidance.iqa_models")
 
 
 @pytest.fixture(scope="module")
 def topiq():
-    return iqa_models.load_iqa_model("topiq_nr", random_weights=True)
+    return random_iqa.load_random_iqa_model("topiq_nr")
 
 
 def references(n=2, size=96, seed=0):
