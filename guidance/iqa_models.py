@@ -1,11 +1,13 @@
-"""IQA models: pyiqa no-reference metrics built by name, scored with or without gradients, tapped for activations.
+"""IQA models: pyiqa no-reference metrics built by name, scored, tapped for activations.
 
 One `IQAModel` (the IQA_MODEL type of the nodes) wraps one pyiqa InferenceModel built with as_loss=True
-and loss_reduction='none': its forward then keeps gradients and returns one raw score per image, and the
-no-gradient path runs it under torch.inference_mode. The network is built and moved only under
-inference_mode(False), so its parameters are ordinary tensors and autograd works even when the caller
-runs inside the host's inference mode. It lives on a home device (CPU) and is moved to the compute
-device only for the duration of a call.
+and loss_reduction='none': its forward then keeps gradients and returns one raw score per image. Scoring
+here runs it under torch.inference_mode; gradient guidance scores a differentiable copy of its network
+(differentiable_copies.pyiqa_term), the pack's one path for scores with gradients. The network is built
+and moved only under inference_mode(False), so its parameters are ordinary tensors and autograd works
+(activation taps with grad=True, the guidance's copies) even when the caller runs inside the host's
+inference mode. It lives on a home device (CPU) and is moved to the compute device only for the duration
+of a call.
 
 Built models are kept in a small LRU cache here, keyed by what determines them, so that every graph
 using a metric shares one copy; a cached model whose weight files changed on disk is rebuilt.
@@ -119,39 +121,26 @@ class IQAModel:
                 "on the short side. Upscale them first (e.g. with an Upscale Image node)."
             )
 
-    def score(self, images: torch.Tensor, *, grad: bool = False, device: torch.device | str | None = None,
-              batch_size: int = 0, progress: Callable[[int], None] | None = None, channels_last: bool = False) -> torch.Tensor:
-        """Raw metric scores, one per image, of images in [0, 1]: NCHW, or host IMAGEs [B, H, W, C] with
-        channels_last=True (converted here, once, by to_rgb_nchw).
+    def score(self, images: torch.Tensor, *, device: torch.device | str | None = None, batch_size: int = 0,
+              progress: Callable[[int], None] | None = None, channels_last: bool = False) -> torch.Tensor:
+        """Raw metric scores on the CPU, one per image, of images in [0, 1]: NCHW, or host IMAGEs [B, H, W, C]
+        with channels_last=True (converted here, once, by to_rgb_nchw). Runs under inference_mode: scores with
+        gradients come from the guidance's differentiable copy (differentiable_copies.pyiqa_term).
 
-        grad=False runs under inference_mode and returns scores on the CPU. grad=True keeps the graph (the
-        images may be part of one) and returns scores on the compute device; it needs a differentiable metric.
         batch_size > 0 scores that many images per call; progress(n) is called after each call.
         """
-        if grad and not self.differentiable:
-            raise IQAAdapterError(
-                f"IQA metric '{self.name}' is not differentiable ({self.spec.note}), so it cannot give gradients. "
-                "Use it for scoring only, or pick a differentiable metric such as niqe, topiq_nr or musiq."
-            )
-        # With gradients, everything (conversion included) runs outside inference mode so the graph is kept.
-        mode = torch.inference_mode(False) if grad else torch.inference_mode()
         out = []
-        with self.on_device(device) as metric, mode, torch.set_grad_enabled(grad):
+        with self.on_device(device) as metric, torch.inference_mode():
             images = to_rgb_nchw(images, channels_last=channels_last)
             self.check_images(images)
             step = batch_size if batch_size and batch_size > 0 else images.shape[0]
             dev = metric.dummy_param.device
             for i in range(0, images.shape[0], step):
                 chunk = images[i:i + step]
-                scores = _per_image(metric(chunk.to(dev)), chunk.shape[0], self.name)
-                out.append(scores if grad else scores.float().cpu())
+                out.append(_per_image(metric(chunk.to(dev)), chunk.shape[0], self.name).float().cpu())
                 if progress is not None:
                     progress(chunk.shape[0])
         return torch.cat(out)
-
-    def quality(self, images: torch.Tensor, *, grad: bool = True, **kw: Any) -> torch.Tensor:
-        """Scores with the sign set so that higher is better for every metric (for guidance objectives)."""
-        return self.spec.sign * self.score(images, grad=grad, **kw)
 
     # -- activations ---------------------------------------------------------------------------------------
     def activations(self, images: torch.Tensor, layers: Sequence[str] | None = None, *, grad: bool = False,
@@ -296,6 +285,7 @@ def wrap_metric(spec: MetricSpec, metric: Any, *, files: Sequence[tuple[str, str
             m.eval()
             for p in m.parameters():
                 p.requires_grad_(False)
+            _detach_tensor_attributes(m)
     table = default_norm_table()
     model = IQAModel(spec.name, spec, metric, table.get(spec.name) if spec.name in table else None,
                      random_weights=random_weights, files=tuple(files), home=CPU,
@@ -306,6 +296,16 @@ def wrap_metric(spec: MetricSpec, metric: Any, *, files: Sequence[tuple[str, str
         model.home = home
     log.info("Built %r", model)
     return model
+
+
+def _detach_tensor_attributes(root: torch.nn.Module) -> None:
+    """Plain tensor attributes computed while the metric was built (LIQE's text features, when its cache is
+    empty) hang on to an autograd graph through the weights: detach them, so that the network holds no graph
+    and the guidance can deep-copy it."""
+    for m in root.modules():
+        for key, value in list(vars(m).items()):
+            if torch.is_tensor(value) and not isinstance(value, torch.nn.Parameter) and value.grad_fn is not None:
+                m.__dict__[key] = value.detach()
 
 
 def build_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_download: bool = False,

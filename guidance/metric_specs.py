@@ -33,11 +33,6 @@ class MetricSpec:
     taps: tuple[str, ...] = ()  # default activation taps (module paths inside metric.net)
     note: str = ""
 
-    @property
-    def sign(self) -> float:
-        """Multiplier that turns a raw score into 'higher is better'."""
-        return -1.0 if self.lower_better else 1.0
-
 
 def _m(name: str, lo: float, hi: float, *, lower: bool = False, diff: bool = True, **kw: Any) -> MetricSpec:
     return MetricSpec(name, (float(lo), float(hi)), lower, diff, **kw)

@@ -120,6 +120,14 @@ def score_node(image: torch.Tensor, model, batch_size: int = 1) -> dict:
         return IQAScore().score(image, model, batch_size)
 
 
+def guided_scores(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(raw scores, objective) with gradients to x, through the path IQA Gradient Guidance runs: its score
+    term (a differentiable copy of the network) and its objective (maximize: higher is better)."""
+    term = pack.nodes.gradient_guidance.score_term(model, 1.0, "maximize")
+    raw = term.build(x.device)(x)
+    return raw, pack.guidance.gradient_guidance.objective([raw], [term], "maximize", 0.0)
+
+
 def random_model(name: str):
     return random_iqa.load_random_iqa_model(name)
 
@@ -135,7 +143,7 @@ def test_registry_covers_the_norm_table_and_agrees_with_pyiqa():
         assert spec.lower_better == cfg.get("lower_better", False), name
         lo, hi = (float(v.strip().lstrip("~")) for v in cfg["score_range"].split(","))
         assert spec.score_range == (lo, hi), name
-        assert spec.min_side >= 1 and spec.sign == (-1.0 if spec.lower_better else 1.0)
+        assert spec.min_side >= 1
     assert not specs.METRICS["piqe"].differentiable and not specs.METRICS["entropy"].differentiable
 
 
@@ -183,16 +191,17 @@ def test_file_free_metrics_reproduce_pyiqa_reference(name, network_attempts):
     assert network_attempts == []
 
 
-def test_niqe_gradients_and_quality_sign(iqa_dir, niqe_params):
+def test_niqe_gradients_and_objective_sign(iqa_dir, niqe_params):
     shutil.copy(niqe_params, iqa_dir / NIQE_FILE)
     model = load("niqe")
     with torch.inference_mode():  # as inside a sampler hook
         image = calibration_batch()[:2].movedim(-1, 1)
         with torch.inference_mode(False):
             x = image.clone().requires_grad_(True)
-            q = model.quality(x)
+            raw, q = guided_scores(model, x)
             q.sum().backward()
-    assert_niqe_matches_reference([-v for v in q.detach().tolist()], first=2)
+    assert_niqe_matches_reference(raw.detach().tolist(), first=2)
+    assert torch.equal(q.detach(), -raw.detach()), "lower is better for NIQE, and it has no CC3M statistics"
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
@@ -278,7 +287,7 @@ def test_arniqa_files_from_the_iqa_folder_torch_hub_and_torchscript(iqa_dir, net
         model = iqa.build_iqa_model("arniqa", search_dirs=[str(iqa_dir)])
         assert sorted(Path(p).name for p, _ in model.files) == sorted(files)
         x = torch.rand(1, 3, 64, 64, requires_grad=True)
-        model.quality(x).sum().backward()
+        guided_scores(model, x)[1].sum().backward()
         assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     finally:
         for name in files:
@@ -319,9 +328,9 @@ def test_neural_metrics_score_a_batch_with_finite_input_gradients(name, network_
     with torch.inference_mode():
         with torch.inference_mode(False):
             x = image.movedim(-1, 1).clone().requires_grad_(True)
-            q = model.quality(x)
+            raw, q = guided_scores(model, x)
             q.sum().backward()
-    assert q.shape == (2,) and q.detach().tolist() == pytest.approx(scores, rel=1e-4, abs=1e-5)
+    assert raw.shape == (2,) and raw.detach().tolist() == pytest.approx(scores, rel=1e-4, abs=1e-5)
     assert torch.isfinite(x.grad).all() and (x.grad.flatten(1).abs().sum(1) > 0).all()
     assert network_attempts == []
 
@@ -412,7 +421,7 @@ def test_empty_batch_and_tiny_images(iqa_dir, niqe_params):
 def test_non_differentiable_metric_refuses_gradients(name):
     model = load(name)
     with pytest.raises(IQAAdapterError, match=f"'{name}' is not differentiable"):
-        model.quality(torch.rand(1, 3, 64, 64, requires_grad=True))
+        guided_scores(model, torch.rand(1, 3, 64, 64, requires_grad=True))
     with pytest.raises(IQAAdapterError, match="not an IQA model|connect Load IQA Model"):
         score_node(torch.rand(1, 64, 64, 3), "not a model")
 
