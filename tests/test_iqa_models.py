@@ -133,18 +133,28 @@ def random_model(name: str):
 
 
 # -- the registry ------------------------------------------------------------------------------------------
-def test_registry_covers_the_norm_table_and_agrees_with_pyiqa():
+def test_registry_covers_the_norm_table_and_reads_pyiqa_facts():
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
     assert set(TABLE) <= set(specs.METRICS), "every metric of the CC3M table is supported"
     for name, spec in specs.METRICS.items():
-        cfg = DEFAULT_CONFIGS[name]
-        assert cfg["metric_mode"] == "NR", name
-        assert spec.lower_better == cfg.get("lower_better", False), name
-        lo, hi = (float(v.strip().lstrip("~")) for v in cfg["score_range"].split(","))
-        assert spec.score_range == (lo, hi), name
-        assert spec.min_side >= 1
+        assert DEFAULT_CONFIGS[name]["metric_mode"] == "NR", name
+        lo, hi = spec.score_range
+        assert isinstance(spec.lower_better, bool) and lo < hi and spec.min_side >= 1, name
     assert not specs.METRICS["piqe"].differentiable and not specs.METRICS["entropy"].differentiable
+    # A few facts as pyiqa 0.1.16 states them: lower-better NIQE/BRISQUE/PIQE, '~' bounds taken as given.
+    assert [specs.get_spec(n).lower_better for n in ("niqe", "brisque", "piqe", "topiq_nr", "laion_aes")] == [True] * 3 + [False] * 2
+    assert specs.get_spec("niqe").score_range == (0.0, 100.0) and specs.get_spec("liqe").score_range == (1.0, 5.0)
+
+
+@pytest.mark.parametrize("text, want", [("~0, ~1", (0.0, 1.0)), ("1, 5", (1.0, 5.0)), (" ~0 , ~150 ", (0.0, 150.0)),
+                                        ("0", None), ("1, 1", None)])
+def test_pyiqa_score_ranges_are_parsed(text, want):
+    if want is None:
+        with pytest.raises(ValueError, match="score range"):
+            specs.parse_score_range(text)
+    else:
+        assert specs.parse_score_range(text) == want
 
 
 @pytest.mark.parametrize("name, hint", [("topiqnr", "Did you mean 'topiq_nr'"), ("LAION_AES", None),
