@@ -111,9 +111,9 @@ class IQAModel:
 
     # -- scoring -------------------------------------------------------------------------------------------
     def check_images(self, images: torch.Tensor) -> None:
-        """Errors for what the metric cannot score (call after to_rgb_nchw)."""
+        """Errors for what the metric cannot score or embed (call after to_rgb_nchw, before any resize)."""
         if images.shape[0] == 0:
-            raise IQAAdapterError(f"No images to score with '{self.name}': the batch is empty. Connect a node that gives at least one image.")
+            raise IQAAdapterError(f"No images for '{self.name}': the batch is empty. Connect at least one image.")
         h, w = images.shape[-2:]
         if min(h, w) < self.spec.min_side:
             raise IQAAdapterError(
