@@ -11,6 +11,7 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "comfyui_iqa_adapter"
+FIXTURES_NAME = "iqa_test_fixtures"  # tests/fixture_nodes: random-weight IQA models among others
 
 # Real-size configs (BRIEF §4 and the host's supported models); weights are random, timing does not need real ones.
 CONFIGS = {
@@ -24,15 +25,23 @@ CONFIGS = {
 
 
 def start_host():
-    """Import the real host with this pack in its custom_nodes; returns the pack module."""
+    """Import the real host with this pack (and the test fixtures) in its custom_nodes; returns the pack module."""
     ws = Path(tempfile.mkdtemp(prefix="iqa-bench-"))
     (ws / "custom_nodes").mkdir()
     os.symlink(REPO, ws / "custom_nodes" / PACK_NAME)
+    os.symlink(REPO / "tests" / "fixture_nodes", ws / "custom_nodes" / FIXTURES_NAME)
     os.environ["COMFYUI_CWD"] = str(ws)
     from comfy.nodes.package import import_all_nodes_in_workspace
 
     import_all_nodes_in_workspace()
     return sys.modules[PACK_NAME]
+
+
+def random_iqa_model(name: str):
+    """The pack's IQA_MODEL of `name` with random weights (timing does not need real ones); after start_host."""
+    import importlib
+
+    return importlib.import_module(f"{FIXTURES_NAME}.random_iqa").load_random_iqa_model(name)
 
 
 def real_size_model(kind: str, device: str = "cpu", dtype: str = "float32"):

@@ -40,7 +40,7 @@ def bench_metric(pack, name: str, batch: int, size: int, rounds: int) -> dict:
     import pyiqa
     import torch
 
-    model = pack.guidance.iqa_models.load_iqa_model(name, random_weights=True)
+    model = common.random_iqa_model(name)
     with torch.inference_mode(False):
         direct = pyiqa.create_metric(name, device=torch.device("cpu"), **DIRECT_RANDOM_KWARGS[name])
         direct.net.load_state_dict(model.net.state_dict())

@@ -22,10 +22,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    iqa = importlib.import_module(pack.__name__ + ".guidance.iqa_models")
     emb = importlib.import_module(pack.__name__ + ".guidance.reference_embedding")
     spec = pack.adapter.embedding_spec.spec_from_dict({"spec": "topiq_nr_resnet50_meanstd"}, "bench")
-    topiq = iqa.load_iqa_model("topiq_nr", random_weights=True)
+    topiq = common.random_iqa_model("topiq_nr")
     model = common.real_size_model("sd15")
     refs = {size: torch.rand(1, size, size, 3) for size in (512, 1024)}
     med = common.interleaved_medians({

@@ -1,11 +1,13 @@
-"""IQA models: pyiqa no-reference metrics built by name, scored with or without gradients, tapped for activations.
+"""IQA models: pyiqa no-reference metrics built by name, scored, tapped for activations.
 
 One `IQAModel` (the IQA_MODEL type of the nodes) wraps one pyiqa InferenceModel built with as_loss=True
-and loss_reduction='none': its forward then keeps gradients and returns one raw score per image, and the
-no-gradient path runs it under torch.inference_mode. The network is built and moved only under
-inference_mode(False), so its parameters are ordinary tensors and autograd works even when the caller
-runs inside the host's inference mode. It lives on a home device (CPU) and is moved to the compute
-device only for the duration of a call.
+and loss_reduction='none': its forward then keeps gradients and returns one raw score per image. Scoring
+here runs it under torch.inference_mode; gradient guidance scores a differentiable copy of its network
+(differentiable_copies.pyiqa_term), the pack's one path for scores with gradients. The network is built
+and moved only under inference_mode(False), so its parameters are ordinary tensors and autograd works
+(activation taps with grad=True, the guidance's copies) even when the caller runs inside the host's
+inference mode. It lives on a home device (CPU) and is moved to the compute device only for the duration
+of a call.
 
 Built models are kept in a small LRU cache here, keyed by what determines them, so that every graph
 using a metric shares one copy; a cached model whose weight files changed on disk is rebuilt.
@@ -17,7 +19,6 @@ import difflib
 import logging
 import math
 import threading
-import zlib
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import torch
 from ..adapter.errors import IQAAdapterError, load_error_detail
 from ..adapter.norm_table import MetricStats, default_norm_table
 from .metric_specs import MetricSpec, get_spec
-from .weights import WeightSource, file_fingerprint, weight_gate
+from .weights import Backbones, WeightSource, arch_class, file_fingerprint, weight_gate
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class IQAModel:
     spec: MetricSpec
     metric: Any  # pyiqa.models.inference_model.InferenceModel (as_loss=True, loss_reduction='none')
     stats: MetricStats | None  # CC3M normalization statistics, where the table has the metric
-    random_weights: bool = False
+    random_weights: bool = False  # set by builders of stand-ins (tests, benchmarks): no weight file was read
     files: tuple[tuple[str, str], ...] = ()  # (path, url) of every weight file read
     home: torch.device = CPU  # where the network waits between calls
     fingerprint: tuple = ()
@@ -110,9 +111,9 @@ class IQAModel:
 
     # -- scoring -------------------------------------------------------------------------------------------
     def check_images(self, images: torch.Tensor) -> None:
-        """Errors for what the metric cannot score (call after to_rgb_nchw)."""
+        """Errors for what the metric cannot score or embed (call after to_rgb_nchw, before any resize)."""
         if images.shape[0] == 0:
-            raise IQAAdapterError(f"No images to score with '{self.name}': the batch is empty. Connect a node that gives at least one image.")
+            raise IQAAdapterError(f"No images for '{self.name}': the batch is empty. Connect at least one image.")
         h, w = images.shape[-2:]
         if min(h, w) < self.spec.min_side:
             raise IQAAdapterError(
@@ -120,39 +121,26 @@ class IQAModel:
                 "on the short side. Upscale them first (e.g. with an Upscale Image node)."
             )
 
-    def score(self, images: torch.Tensor, *, grad: bool = False, device: torch.device | str | None = None,
-              batch_size: int = 0, progress: Callable[[int], None] | None = None, channels_last: bool = False) -> torch.Tensor:
-        """Raw metric scores, one per image, of images in [0, 1]: NCHW, or host IMAGEs [B, H, W, C] with
-        channels_last=True (converted here, once, by to_rgb_nchw).
+    def score(self, images: torch.Tensor, *, device: torch.device | str | None = None, batch_size: int = 0,
+              progress: Callable[[int], None] | None = None, channels_last: bool = False) -> torch.Tensor:
+        """Raw metric scores on the CPU, one per image, of images in [0, 1]: NCHW, or host IMAGEs [B, H, W, C]
+        with channels_last=True (converted here, once, by to_rgb_nchw). Runs under inference_mode: scores with
+        gradients come from the guidance's differentiable copy (differentiable_copies.pyiqa_term).
 
-        grad=False runs under inference_mode and returns scores on the CPU. grad=True keeps the graph (the
-        images may be part of one) and returns scores on the compute device; it needs a differentiable metric.
         batch_size > 0 scores that many images per call; progress(n) is called after each call.
         """
-        if grad and not self.differentiable:
-            raise IQAAdapterError(
-                f"IQA metric '{self.name}' is not differentiable ({self.spec.note}), so it cannot give gradients. "
-                "Use it for scoring only, or pick a differentiable metric such as niqe, topiq_nr or musiq."
-            )
-        # With gradients, everything (conversion included) runs outside inference mode so the graph is kept.
-        mode = torch.inference_mode(False) if grad else torch.inference_mode()
         out = []
-        with self.on_device(device) as metric, mode, torch.set_grad_enabled(grad):
+        with self.on_device(device) as metric, torch.inference_mode():
             images = to_rgb_nchw(images, channels_last=channels_last)
             self.check_images(images)
             step = batch_size if batch_size and batch_size > 0 else images.shape[0]
             dev = metric.dummy_param.device
             for i in range(0, images.shape[0], step):
                 chunk = images[i:i + step]
-                scores = _per_image(metric(chunk.to(dev)), chunk.shape[0], self.name)
-                out.append(scores if grad else scores.float().cpu())
+                out.append(_per_image(metric(chunk.to(dev)), chunk.shape[0], self.name).float().cpu())
                 if progress is not None:
                     progress(chunk.shape[0])
         return torch.cat(out)
-
-    def quality(self, images: torch.Tensor, *, grad: bool = True, **kw: Any) -> torch.Tensor:
-        """Scores with the sign set so that higher is better for every metric (for guidance objectives)."""
-        return self.spec.sign * self.score(images, grad=grad, **kw)
 
     # -- activations ---------------------------------------------------------------------------------------
     def activations(self, images: torch.Tensor, layers: Sequence[str] | None = None, *, grad: bool = False,
@@ -259,42 +247,49 @@ def hidden_modules(root: torch.nn.Module) -> list[torch.nn.Module]:
     return list(found.values())
 
 
-def build_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_download: bool = False,
-                    random_weights: bool = False, home: torch.device | str = CPU) -> IQAModel:
-    """Build a metric (uncached). Weights: search_dirs first, then pyiqa's cache, the network only if allowed.
-    random_weights=True (tests, benchmarks) reads no file and gives the same weights on every build."""
-    spec = get_spec(name)
-    if random_weights and not spec.random_ok:
-        raise IQAAdapterError(f"IQA metric '{spec.name}' cannot be built with random weights ({spec.note}).")
-    import pyiqa
+def pyiqa_network_type(name: str) -> str:
+    """pyiqa's network class name of a metric (its strict loads are the metric's checkpoint)."""
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
-    source = WeightSource(
-        search_dirs=tuple(str(d) for d in search_dirs), allow_download=allow_download, random=random_weights,
-        metric=spec.name, network_type=DEFAULT_CONFIGS[spec.name]["metric_opts"]["type"],
-        skip_backbone=spec.backbone_in_checkpoint and not random_weights,
-    )
-    kwargs = dict(spec.random_kwargs) if random_weights else {}
+    return DEFAULT_CONFIGS[name]["metric_opts"]["type"]
+
+
+def create_metric(spec: MetricSpec, source: WeightSource, backbones: Backbones, **options: Any) -> Any:
+    """pyiqa's metric as the pack scores with it (as_loss: gradients kept, one raw score per image), built on
+    the CPU outside inference mode inside the weight gate; a failure names the file that was read last.
+
+    backbones.checkpoint_type is filled in here: importing the network's module before the gate opens lets
+    the gate swap the names that module bound.
+    """
+    import pyiqa
+
     try:
-        with torch.inference_mode(False), weight_gate(source), _seeded_for(spec.name, random_weights):
-            metric = pyiqa.create_metric(spec.name, as_loss=True, loss_reduction="none", device=CPU, **kwargs)
+        with torch.inference_mode(False):
+            if backbones.checkpoint_type is None:
+                backbones.checkpoint_type = arch_class(pyiqa_network_type(spec.name))
+            with weight_gate(source, backbones):
+                return pyiqa.create_metric(spec.name, as_loss=True, loss_reduction="none", device=CPU, **options)
     except IQAAdapterError:
         raise
     except Exception as e:  # noqa: BLE001 - anything a broken file or library raises
         raise _build_error(spec.name, source, e) from e
-    if source.skip_backbone and source.strict_checkpoint_loads == 0:
-        raise RuntimeError(f"IQA metric '{spec.name}' is marked backbone_in_checkpoint, but its checkpoint was not "
-                           "loaded strictly into the whole network; its backbone would stay random. Fix its spec.")
+
+
+def wrap_metric(spec: MetricSpec, metric: Any, *, files: Sequence[tuple[str, str]] = (), random_weights: bool = False,
+                home: torch.device | str = CPU) -> IQAModel:
+    """A built pyiqa metric as an IQA_MODEL: eval mode, no parameter gradients (gradients are wanted with
+    respect to images only), the CC3M statistics where the table has them, then moved to `home`."""
     hidden = hidden_modules(metric.net)
     with torch.inference_mode(False):
         for m in [metric, *hidden]:
             m.eval()
             for p in m.parameters():
-                p.requires_grad_(False)  # gradients are wanted w.r.t. images only
+                p.requires_grad_(False)
+            _detach_tensor_attributes(m)
     table = default_norm_table()
     model = IQAModel(spec.name, spec, metric, table.get(spec.name) if spec.name in table else None,
-                     random_weights=random_weights, files=tuple(source.used_files), home=CPU,
-                     fingerprint=file_fingerprint([p for p, _ in source.used_files]), _hidden=hidden)
+                     random_weights=random_weights, files=tuple(files), home=CPU,
+                     fingerprint=file_fingerprint([p for p, _ in files]), _hidden=hidden)
     home = torch.device(home)
     if home != CPU:
         model._move(home)
@@ -303,17 +298,27 @@ def build_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_downloa
     return model
 
 
-@contextmanager
-def _seeded_for(name: str, random_weights: bool) -> Iterator[None]:
-    """Random weights are a function of the metric's name alone, whoever builds it first: the cache hands
-    one build to every caller, so a build from the global RNG state would make later results depend on
-    which test or benchmark ran before. The caller's RNG state is left as it was."""
-    if not random_weights:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(zlib.crc32(name.encode()))
-        yield
+def _detach_tensor_attributes(root: torch.nn.Module) -> None:
+    """Plain tensor attributes computed while the metric was built (LIQE's text features, when its cache is
+    empty) hang on to an autograd graph through the weights: detach them, so that the network holds no graph
+    and the guidance can deep-copy it."""
+    for m in root.modules():
+        for key, value in list(vars(m).items()):
+            if torch.is_tensor(value) and not isinstance(value, torch.nn.Parameter) and value.grad_fn is not None:
+                m.__dict__[key] = value.detach()
+
+
+def build_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_download: bool = False,
+                    home: torch.device | str = CPU) -> IQAModel:
+    """Build a metric (uncached). Weights: search_dirs first, then pyiqa's cache, the network only if allowed."""
+    spec = get_spec(name)
+    source = WeightSource(search_dirs=tuple(str(d) for d in search_dirs), allow_download=allow_download, metric=spec.name)
+    backbones = Backbones(skip=spec.backbone_in_checkpoint)
+    metric = create_metric(spec, source, backbones)
+    if backbones.skip and backbones.strict_checkpoint_loads == 0:
+        raise RuntimeError(f"IQA metric '{spec.name}' is marked backbone_in_checkpoint, but its checkpoint was not "
+                           "loaded strictly into the whole network; its backbone would stay random. Fix its spec.")
+    return wrap_metric(spec, metric, files=source.used_files, home=home)
 
 
 def _build_error(name: str, source: WeightSource, e: Exception) -> IQAAdapterError:
@@ -328,25 +333,31 @@ def _build_error(name: str, source: WeightSource, e: Exception) -> IQAAdapterErr
     )
 
 
-def load_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_download: bool = False,
-                   random_weights: bool = False, home: torch.device | str = CPU) -> IQAModel:
-    """build_iqa_model through the shared LRU cache: one copy per metric and weight source."""
-    spec = get_spec(name)
-    key = (spec.name, bool(random_weights), tuple(str(d) for d in search_dirs), str(torch.device(home)))
+def cached_model(key: tuple, build: Callable[[], IQAModel]) -> IQAModel:
+    """The shared LRU cache: one model per key, built on a miss; a hit whose weight files changed on disk is
+    rebuilt. Keys start with the kind of build, so that builders other than load_iqa_model can share it."""
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
         if hit is not None and file_fingerprint([p for p, _ in hit.files]) == hit.fingerprint:
             _CACHE.move_to_end(key)
             return hit
         if hit is not None:
-            log.info("Weight files of %s changed on disk; rebuilding it", spec.name)
+            log.info("Weight files of %s changed on disk; rebuilding it", hit.name)
             del _CACHE[key]
-        model = build_iqa_model(spec.name, search_dirs=search_dirs, allow_download=allow_download,
-                                random_weights=random_weights, home=home)
+        model = build()
         _CACHE[key] = model
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
         return model
+
+
+def load_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_download: bool = False,
+                   home: torch.device | str = CPU) -> IQAModel:
+    """build_iqa_model through the shared LRU cache: one copy per metric and weight source."""
+    spec = get_spec(name)
+    dirs = tuple(str(d) for d in search_dirs)
+    return cached_model(("files", spec.name, dirs, str(torch.device(home))),
+                        lambda: build_iqa_model(spec.name, search_dirs=dirs, allow_download=allow_download, home=home))
 
 
 def clear_cache() -> None:

@@ -14,17 +14,13 @@ from .iqa_models import IQAModel, to_rgb_nchw
 
 _IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-MIN_REFERENCE_SIDE = 32
 
 
-def reference_batch(images: torch.Tensor) -> torch.Tensor:
-    """Host IMAGE [B, H, W, C] -> RGB [B, 3, H, W] (to_rgb_nchw's conversions), checked for size."""
+def reference_batch(iqa_model: IQAModel, images: torch.Tensor) -> torch.Tensor:
+    """Host IMAGE [B, H, W, C] -> RGB [B, 3, H, W] (to_rgb_nchw's conversions), checked as the metric checks
+    what it scores: before the resize, which would hide an empty or too small reference."""
     x = to_rgb_nchw(images)
-    if x.shape[0] == 0:
-        raise IQAAdapterError("The reference batch is empty; connect at least one image.")
-    h, w = x.shape[-2:]
-    if min(h, w) < MIN_REFERENCE_SIDE:
-        raise IQAAdapterError(f"Reference is {w}x{h}; it needs at least {MIN_REFERENCE_SIDE} px on each side. Upscale it first.")
+    iqa_model.check_images(x)
     return x
 
 
@@ -48,7 +44,7 @@ def embed_reference(iqa_model: IQAModel, images: torch.Tensor, spec: EmbeddingSp
     if iqa_model.name != spec.metric:
         raise IQAAdapterError(f"The embedding spec '{spec.name}' taps '{spec.metric}', but the IQA model given is "
                               f"'{iqa_model.name}'. Load '{spec.metric}' with Load IQA Model.")
-    feats = iqa_model.activations(preprocess(reference_batch(images), spec), spec.taps)
+    feats = iqa_model.activations(preprocess(reference_batch(iqa_model, images), spec), spec.taps)
     parts = []
     for tap, channels in zip(spec.taps, spec.channels):
         feat = feats[tap]

@@ -5,6 +5,7 @@ projection and layer table (BRIEF §2), applied by replacing each attn2 module's
 """
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from pathlib import Path
@@ -20,6 +21,7 @@ NIQE_FILE = "niqe_modelparameters.mat"
 NIQE_MAT = Path(os.environ.get("IQA_TEST_NIQE_MAT", conftest.REPO / ".venv" / "test-data" / NIQE_FILE))
 
 tiny = conftest.fixtures.tiny_models
+random_iqa = importlib.import_module(conftest.fixtures.__name__ + ".random_iqa")  # after the pack has loaded
 pack = conftest.pack
 
 # Checkpoint layer order in host terms (BRIEF §2): inputs, outputs, then middle; (block, id, depth).

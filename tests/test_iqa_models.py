@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 import conftest
-from helpers import NIQE_FILE, NIQE_MAT
+from helpers import NIQE_FILE, NIQE_MAT, random_iqa
 
 pack = conftest.pack
 iqa = pack.guidance.iqa_models
@@ -120,23 +120,41 @@ def score_node(image: torch.Tensor, model, batch_size: int = 1) -> dict:
         return IQAScore().score(image, model, batch_size)
 
 
+def guided_scores(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(raw scores, objective) with gradients to x, through the path IQA Gradient Guidance runs: its score
+    term (a differentiable copy of the network) and its objective (maximize: higher is better)."""
+    term = pack.nodes.gradient_guidance.score_term(model, 1.0, "maximize")
+    raw = term.build(x.device)(x)
+    return raw, pack.guidance.gradient_guidance.objective([raw], [term], "maximize", 0.0)
+
+
 def random_model(name: str):
-    return iqa.load_iqa_model(name, random_weights=True)
+    return random_iqa.load_random_iqa_model(name)
 
 
 # -- the registry ------------------------------------------------------------------------------------------
-def test_registry_covers_the_norm_table_and_agrees_with_pyiqa():
+def test_registry_covers_the_norm_table_and_reads_pyiqa_facts():
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
     assert set(TABLE) <= set(specs.METRICS), "every metric of the CC3M table is supported"
     for name, spec in specs.METRICS.items():
-        cfg = DEFAULT_CONFIGS[name]
-        assert cfg["metric_mode"] == "NR", name
-        assert spec.lower_better == cfg.get("lower_better", False), name
-        lo, hi = (float(v.strip().lstrip("~")) for v in cfg["score_range"].split(","))
-        assert spec.score_range == (lo, hi), name
-        assert spec.min_side >= 1 and spec.sign == (-1.0 if spec.lower_better else 1.0)
+        assert DEFAULT_CONFIGS[name]["metric_mode"] == "NR", name
+        lo, hi = spec.score_range
+        assert isinstance(spec.lower_better, bool) and lo < hi and spec.min_side >= 1, name
     assert not specs.METRICS["piqe"].differentiable and not specs.METRICS["entropy"].differentiable
+    # A few facts as pyiqa 0.1.16 states them: lower-better NIQE/BRISQUE/PIQE, '~' bounds taken as given.
+    assert [specs.get_spec(n).lower_better for n in ("niqe", "brisque", "piqe", "topiq_nr", "laion_aes")] == [True] * 3 + [False] * 2
+    assert specs.get_spec("niqe").score_range == (0.0, 100.0) and specs.get_spec("liqe").score_range == (1.0, 5.0)
+
+
+@pytest.mark.parametrize("text, want", [("~0, ~1", (0.0, 1.0)), ("1, 5", (1.0, 5.0)), (" ~0 , ~150 ", (0.0, 150.0)),
+                                        ("0", None), ("1, 1", None)])
+def test_pyiqa_score_ranges_are_parsed(text, want):
+    if want is None:
+        with pytest.raises(ValueError, match="score range"):
+            specs.parse_score_range(text)
+    else:
+        assert specs.parse_score_range(text) == want
 
 
 @pytest.mark.parametrize("name, hint", [("topiqnr", "Did you mean 'topiq_nr'"), ("LAION_AES", None),
@@ -183,16 +201,17 @@ def test_file_free_metrics_reproduce_pyiqa_reference(name, network_attempts):
     assert network_attempts == []
 
 
-def test_niqe_gradients_and_quality_sign(iqa_dir, niqe_params):
+def test_niqe_gradients_and_objective_sign(iqa_dir, niqe_params):
     shutil.copy(niqe_params, iqa_dir / NIQE_FILE)
     model = load("niqe")
     with torch.inference_mode():  # as inside a sampler hook
         image = calibration_batch()[:2].movedim(-1, 1)
         with torch.inference_mode(False):
             x = image.clone().requires_grad_(True)
-            q = model.quality(x)
+            raw, q = guided_scores(model, x)
             q.sum().backward()
-    assert_niqe_matches_reference([-v for v in q.detach().tolist()], first=2)
+    assert_niqe_matches_reference(raw.detach().tolist(), first=2)
+    assert torch.equal(q.detach(), -raw.detach()), "lower is better for NIQE, and it has no CC3M statistics"
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
@@ -278,7 +297,7 @@ def test_arniqa_files_from_the_iqa_folder_torch_hub_and_torchscript(iqa_dir, net
         model = iqa.build_iqa_model("arniqa", search_dirs=[str(iqa_dir)])
         assert sorted(Path(p).name for p, _ in model.files) == sorted(files)
         x = torch.rand(1, 3, 64, 64, requires_grad=True)
-        model.quality(x).sum().backward()
+        guided_scores(model, x)[1].sum().backward()
         assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     finally:
         for name in files:
@@ -319,16 +338,16 @@ def test_neural_metrics_score_a_batch_with_finite_input_gradients(name, network_
     with torch.inference_mode():
         with torch.inference_mode(False):
             x = image.movedim(-1, 1).clone().requires_grad_(True)
-            q = model.quality(x)
+            raw, q = guided_scores(model, x)
             q.sum().backward()
-    assert q.shape == (2,) and q.detach().tolist() == pytest.approx(scores, rel=1e-4, abs=1e-5)
+    assert raw.shape == (2,) and raw.detach().tolist() == pytest.approx(scores, rel=1e-4, abs=1e-5)
     assert torch.isfinite(x.grad).all() and (x.grad.flatten(1).abs().sum(1) > 0).all()
     assert network_attempts == []
 
 
 def test_random_builds_leave_real_caches_alone():
     before = sorted(Path(weights.pyiqa_cache_dir()).glob("liqe_text_feat*"))
-    iqa.build_iqa_model("liqe", random_weights=True)  # uncached: a fresh build computes LIQE's text features
+    random_iqa.build_random_iqa_model("liqe")  # uncached: a fresh build computes LIQE's text features
     assert sorted(Path(weights.pyiqa_cache_dir()).glob("liqe_text_feat*")) == before
 
 
@@ -412,7 +431,7 @@ def test_empty_batch_and_tiny_images(iqa_dir, niqe_params):
 def test_non_differentiable_metric_refuses_gradients(name):
     model = load(name)
     with pytest.raises(IQAAdapterError, match=f"'{name}' is not differentiable"):
-        model.quality(torch.rand(1, 3, 64, 64, requires_grad=True))
+        guided_scores(model, torch.rand(1, 3, 64, 64, requires_grad=True))
     with pytest.raises(IQAAdapterError, match="not an IQA model|connect Load IQA Model"):
         score_node(torch.rand(1, 64, 64, 3), "not a model")
 
@@ -427,7 +446,7 @@ def test_loads_share_one_model_and_the_cache_is_bounded(iqa_dir, niqe_params):
     c = load("niqe")
     assert c.metric is not a.metric
     for name in ("piqe", "entropy", "cnniqa"):
-        iqa.load_iqa_model(name, random_weights=name == "cnniqa")
+        random_iqa.load_random_iqa_model(name) if name == "cnniqa" else iqa.load_iqa_model(name)
     assert len(iqa.cached_models()) == iqa.CACHE_SIZE and all(m.metric is not c.metric for m in iqa.cached_models())
 
 

@@ -7,19 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import pack, tiny
+from helpers import pack, random_iqa, tiny
 
 A = pack.adapter
 embedding = importlib.import_module(pack.__name__ + ".guidance.reference_embedding")
 SPEC = A.embedding_spec.spec_from_dict({"spec": "topiq_nr_resnet50_meanstd"}, "test")
 
 
-iqa_models = importlib.import_module(pack.__name__ + ".guidance.iqa_models")
 
 
 @pytest.fixture(scope="module")
 def topiq():
-    return iqa_models.load_iqa_model("topiq_nr", random_weights=True)
+    return random_iqa.load_random_iqa_model("topiq_nr")
 
 
 def references(n=2, size=96, seed=0):
@@ -63,9 +62,9 @@ def test_different_references_give_different_tokens(topiq, tmp_path):
 
 
 @pytest.mark.parametrize("channels,expect", [(4, "RGB"), (1, "grey"), (3, "RGB")])
-def test_rgba_and_greyscale_references_are_converted(channels, expect):
+def test_rgba_and_greyscale_references_are_converted(channels, expect, topiq):
     img = torch.rand(1, 40, 48, channels)
-    out = embedding.reference_batch(img)
+    out = embedding.reference_batch(topiq, img)
     assert out.shape == (1, 3, 40, 48)
     if expect == "grey":
         assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
@@ -74,9 +73,9 @@ def test_rgba_and_greyscale_references_are_converted(channels, expect):
 
 
 @pytest.mark.parametrize("shape,match", [((1, 16, 64, 3), "at least 32 px"), ((0, 64, 64, 3), "empty"), ((1, 64, 64, 5), "5 channels")])
-def test_bad_references_are_named(shape, match):
+def test_bad_references_are_named(shape, match, topiq):
     with pytest.raises(A.IQAAdapterError, match=match):
-        embedding.reference_batch(torch.rand(*shape))
+        embedding.reference_batch(topiq, torch.rand(*shape))
 
 
 def test_spec_that_disagrees_with_the_checkpoint_fails_at_load(tmp_path):

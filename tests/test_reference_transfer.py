@@ -1,17 +1,14 @@
 """Reference Quality Transfer on the real host: one-to-one and broadcast references, sampling, bad input."""
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
-from helpers import assert_relatively_close, inputs, pack, run_unet, tiny
+from helpers import assert_relatively_close, inputs, pack, random_iqa, run_unet, tiny
 from host_run import execute, sampling_graph
 
 A = pack.adapter
 RQT = pack.nodes.reference_transfer.ReferenceQualityTransfer
-iqa_models = importlib.import_module(pack.__name__ + ".guidance.iqa_models")
 REF_META = {"kind": "reference", "embedding": {"spec": "topiq_nr_resnet50_meanstd"}}
 
 
@@ -23,7 +20,7 @@ def ref_adapter(adapter_dir):
 
 @pytest.fixture(scope="module")
 def topiq():
-    return iqa_models.load_iqa_model("topiq_nr", random_weights=True)
+    return random_iqa.load_random_iqa_model("topiq_nr")
 
 
 def refs(n, seed=0):
@@ -70,7 +67,7 @@ def test_wrong_adapter_kinds_and_metrics_are_named(ref_adapter, topiq, adapter_d
         transfer(model, score_adapter, refs(1), topiq)
     with pytest.raises(A.IQAAdapterError, match="reference adapter; use it with Reference Quality Transfer"):
         pack.nodes.quality_condition.QualityCondition().apply(model, ref_adapter, "99", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)
-    musiq = iqa_models.load_iqa_model("musiq", random_weights=True)
+    musiq = random_iqa.load_random_iqa_model("musiq")
     with pytest.raises(A.IQAAdapterError, match="taps 'topiq_nr', but the IQA model given is 'musiq'"):
         transfer(model, ref_adapter, refs(1), musiq)
     with pytest.raises(A.IQAAdapterError, match="at least 32 px"):

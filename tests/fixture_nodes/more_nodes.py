@@ -131,13 +131,6 @@ class PatternImage:
         return pattern_image(width, height, seed), torch.zeros(1, height, width)
 
 
-def _pack_iqa_models():
-    module = tiny_models.loaded_pack_module("guidance.iqa_models")
-    if module is None:
-        raise RuntimeError("The IQA-Adapter pack is not loaded in this host.")
-    return module
-
-
 class RandomIQAModel:
     CATEGORY = "IQA-Adapter/testing"
     RETURN_TYPES = ("IQA_MODEL",)
@@ -149,7 +142,9 @@ class RandomIQAModel:
         return {"required": {"metric": ("STRING", {"default": "topiq_nr"})}}
 
     def load(self, metric: str):
-        return (_pack_iqa_models().load_iqa_model(metric, random_weights=True),)  # seeded by the metric's name
+        from . import random_iqa  # imported once the host has loaded the pack
+
+        return (random_iqa.load_random_iqa_model(metric),)  # seeded by the metric's name
 
 
 NODE_CLASS_MAPPINGS = {"IQATestTinyCheckpoint": TinyCheckpoint, "IQATestTinyVAE": TinyVAE,
