@@ -57,7 +57,7 @@ def parse_targets(text: str, metrics: Sequence[str]) -> list[dict[str, float]]:
     """Parse the text form into one {metric: number} dict per batch item."""
     items = [s.strip() for s in _SPLIT.split(text or "") if s.strip()]
     if not items:
-        raise IQAAdapterError(f"No targets given. Write e.g. '99' (every metric at that value) or one line per batch item.")
+        raise IQAAdapterError("No targets given. Write e.g. '99' (every metric at that value) or one line per batch item.")
     out = []
     for i, item in enumerate(items, 1):
         if "=" not in item:

@@ -46,11 +46,11 @@ def random_iqa_model(name: str):
 
 def real_size_model(kind: str, device: str = "cpu", dtype: str = "float32"):
     """A host ModelPatcher around a real-size UNet (random weights; float32 on the CPU unless told)."""
-    import torch
     import comfy.latent_formats
     import comfy.model_base
     import comfy.model_patcher
     import comfy.supported_models_base as smb
+    import torch
 
     class Config(smb.BASE):
         unet_config = {}
@@ -112,9 +112,9 @@ def interleaved_medians(variants: dict[str, Callable[[], None]], rounds: int,
 
 def sampler_call(patcher, kind: str, latent: int, sigma: float = 1.0, cfg: float = 7.0) -> Callable[[], None]:
     """One model evaluation as the host's samplers make it (cond+uncond batched, CFG, post-CFG hooks)."""
-    import torch
     import comfy.conds
     import comfy.samplers
+    import torch
 
     p = next(patcher.model.diffusion_model.parameters())
     g = torch.Generator().manual_seed(2)

@@ -34,6 +34,7 @@ def tolerate_new_transformers() -> None:
     text-encoder modules import (SpecialTokensMixin, ...). The benchmark never tokenizes, so stand-in
     classes for the missing names are enough."""
     import re
+
     import transformers
 
     for _ in range(20):
@@ -101,8 +102,8 @@ def ops_and_launch(fn: Callable[[], None]) -> tuple[int, float]:
 
 def section_qc(pack, args, timer: Timer) -> None:
     """Quality Condition step / plain step, two stacked, per-call projection; device memory with 4 clones."""
-    import torch
     import quality_condition as qcb
+    import torch
 
     A, host = pack.adapter, pack.nodes.host
     QC = pack.nodes.quality_condition.QualityCondition
@@ -185,8 +186,8 @@ def section_qc(pack, args, timer: Timer) -> None:
 
 def section_guide(pack, args, timer: Timer) -> None:
     """Guided step / unguided step and where the time goes, SDXL at 1024 px (latent 128)."""
-    import torch
     import gradient_guidance as ggb
+    import torch
 
     class SyncClock(ggb.Clock):
         def mark(self, name: str) -> None:

@@ -67,9 +67,9 @@ def random_vaes(seed: int = 5) -> dict:
     through comfy.sd.VAE under inference mode, as the VAE Loader node does inside a prompt, so the pack's
     re-materialization does its real work.
     """
-    import torch
     import comfy.sd
     import comfy.taesd.taesd as taesd_mod
+    import torch
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
     fill_ = _tiny_models().fill_
@@ -280,7 +280,6 @@ class PeakRSS:
 
     def __enter__(self):
         import psutil
-
         from quality_condition import rss  # gc + malloc_trim + RSS
 
         self._proc = psutil.Process(os.getpid())

@@ -56,9 +56,9 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     wall0, load0 = time.perf_counter(), os.getloadavg()[0]
     pack = common.start_host()
+    import comfy.latent_formats
     import torch
     import torch.cpu
-    import comfy.latent_formats
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     dc, core = pack.guidance.differentiable_copies, pack.guidance.gradient_guidance

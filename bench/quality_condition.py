@@ -78,6 +78,7 @@ class HostAttentionTerm:
 def rss() -> int:
     """Resident memory after returning freed heap to the OS, so allocator slack does not count."""
     import ctypes
+
     import psutil
 
     gc.collect()

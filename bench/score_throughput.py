@@ -78,6 +78,7 @@ def direct(name: str, files: list[Path], size: int, batch: int) -> dict[str, flo
 
 def via_score(name: str, folder: Path, size: int, batch: int, work: Path) -> dict[str, float]:
     import pyarrow.parquet as pq
+
     from training import score
 
     if work.exists():

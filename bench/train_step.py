@@ -277,7 +277,7 @@ def main() -> None:
                          m_cell("inference")] + [m_cell(v) for v in VARIANTS[1:]])
 
     where = f"{args.device}, {threads} threads" if args.device == "cpu" else f"{args.device}, {card}"
-    common.print_table(f"Step time: wall seconds (ratio to the inference forward)" + ("; CPU: the process's CPU seconds (ratio)" if args.device == "cpu" else "") + f" ({where}, batch 1, frozen UNet "
+    common.print_table("Step time: wall seconds (ratio to the inference forward)" + ("; CPU: the process's CPU seconds (ratio)" if args.device == "cpu" else "") + f" ({where}, batch 1, frozen UNet "
                        f"{args.dtype}, adapter float32, AdamW; median of {args.steps} steps after a warm-up, each variant "
                        "its own process)", ["UNet", "image", "UNet dtype", "inference forward (baseline)", "train step",
                                             "train step, checkpointing"], rows)

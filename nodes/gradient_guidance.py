@@ -7,9 +7,15 @@ from typing import Any, Optional
 
 from ..adapter import IQAAdapterError, default_norm_table, final_sigma, sigma_window
 from ..guidance.differentiable_copies import PRECISIONS, pyiqa_term, vae_decoder
+from ..guidance.gradient_guidance import (
+    DIRECTIONS,
+    NORMALIZATIONS,
+    SIGMA_WEIGHTINGS,
+    GradientGuidance,
+    GuidanceConfig,
+    ScoreTerm,
+)
 from ..guidance.metric_specs import METRICS
-from ..guidance.gradient_guidance import (DIRECTIONS, NORMALIZATIONS, SIGMA_WEIGHTINGS, GradientGuidance,
-                                          GuidanceConfig, ScoreTerm)
 from .schedule import check_schedule
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,17 @@
 """Quality Condition: condition a MODEL on target quality scores through an IQA-Adapter."""
 from __future__ import annotations
 
-from ..adapter import (TARGET_MODES, IQAAdapter, IQAAdapterError, attach_quality_tokens, build_targets,
-                       items_from_scores, parse_targets, quality_tokens, sigma_window)
+from ..adapter import (
+    TARGET_MODES,
+    IQAAdapter,
+    IQAAdapterError,
+    attach_quality_tokens,
+    build_targets,
+    items_from_scores,
+    parse_targets,
+    quality_tokens,
+    sigma_window,
+)
 from . import host
 from .schedule import MODEL_INPUT, check_schedule, schedule_inputs
 

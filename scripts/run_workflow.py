@@ -229,7 +229,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         kind = comfy_host.named(args.host)
     except RuntimeError as e:
-        raise SystemExit(str(e))
+        raise SystemExit(str(e)) from None
     out = fresh_folder(args.out)
     toy = not real and not args.random_tiny and workflow_fixtures.toy_ready()
     ws = make_workspace(fixtures=not real, toy=toy)
@@ -297,9 +297,9 @@ def finish(host: HostServer, prompt: dict, out: Path, timeout: float, note: str,
     try:
         entry = host.run(prompt, timeout)
     except PromptRejected as e:
-        raise SystemExit(f"The host rejected the prompt (HTTP {e.status}): {json.dumps(e.body)[:3000]}")
+        raise SystemExit(f"The host rejected the prompt (HTTP {e.status}): {json.dumps(e.body)[:3000]}") from None
     except PromptFailed as e:
-        raise SystemExit(f"The prompt failed: {e}. Host log: {log_hint}")
+        raise SystemExit(f"The prompt failed: {e}. Host log: {log_hint}") from None
     images, plots = collect(host, prompt, entry, out)
     if not images:
         raise SystemExit("The prompt finished without saved images")
@@ -324,7 +324,7 @@ def run_on_server(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         host.start()
     except RuntimeError as e:
-        raise SystemExit(str(e))
+        raise SystemExit(str(e)) from None
     out = fresh_folder(args.out)
     names = {"checkpoint": args.checkpoint or CHECKPOINT, "adapter": args.adapter or QUALITY_ADAPTER,
              "adapter_given": bool(args.adapter)}

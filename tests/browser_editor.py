@@ -200,7 +200,7 @@ async () => {
 }
 """
 
-_GRAPH_STATE = """
+_GRAPH_STATE = r"""
 () => {
   const visible = (el) => el && getComputedStyle(el).display !== "none" && el.offsetParent !== null;
   // .comfy-modal: the 2024 editor's dialogs; .p-dialog: the Vue frontend's (missing nodes, errors, templates)

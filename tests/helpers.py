@@ -10,10 +10,9 @@ import math
 import os
 from pathlib import Path
 
+import conftest
 import torch
 import torch.nn.functional as F
-
-import conftest
 
 # NIQE parameters (BRIEF §5): scripts/prepare_test_data.sh converts them into .venv/test-data (never committed);
 # IQA_TEST_NIQE_MAT overrides.
@@ -59,7 +58,10 @@ def ref_tokens(sd: dict, vec: torch.Tensor, num_tokens: int) -> torch.Tensor:
 
 def _mha(q, k, v, heads):
     b, n, _ = q.shape
-    sh = lambda t: t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
+
+    def sh(t):
+        return t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
+
     w = torch.softmax(sh(q) @ sh(k).transpose(-1, -2) / math.sqrt(q.shape[-1] // heads), -1)
     return (w @ sh(v)).transpose(1, 2).reshape(b, n, -1)
 

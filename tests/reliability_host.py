@@ -16,11 +16,10 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-from PIL import Image
-
 import conftest
+import numpy as np
 import server_host  # (also puts scripts/ on sys.path)
+from PIL import Image
 from workflow_host import HostServer, PromptFailed, PromptRejected, make_workspace  # noqa: F401
 
 TESTS = Path(__file__).resolve().parent

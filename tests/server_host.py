@@ -19,8 +19,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import comfy_host  # noqa: E402
 import workflow_fixtures  # noqa: E402
-import workflow_to_api  # noqa: E402
 import workflow_titles  # noqa: E402
+import workflow_to_api  # noqa: E402
 from workflow_host import HostServer, PromptFailed, PromptRejected, make_workspace  # noqa: E402,F401
 
 EXAMPLES = REPO / "example_workflows"  # <title>.json: workflow_titles.example_path(slug)

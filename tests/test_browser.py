@@ -35,14 +35,12 @@ import os
 import re
 import sys
 import time
-import urllib.parse
-
-import pytest
-from PIL import Image
 
 import browser_editor as be
 import conftest
+import pytest
 import server_host
+from PIL import Image
 
 sys.path.insert(0, str(conftest.REPO / "scripts"))
 import workflow_build  # noqa: E402

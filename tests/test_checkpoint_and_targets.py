@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from helpers import pack, ref_encode, tiny
+from safetensors.torch import load_file, save_file
 
 A = pack.adapter
 Err = A.IQAAdapterError

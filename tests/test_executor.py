@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import tiny
 from host_run import execute, sampling_graph
 

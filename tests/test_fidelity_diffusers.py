@@ -19,10 +19,9 @@ The tiny UNets have no addition embeddings (no SDXL `y`): the attention path is 
 """
 from __future__ import annotations
 
+import conftest
 import pytest
 import torch
-
-import conftest
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers==0.39.0 is in requirements/dev.txt (scripts/dev.sh)")
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import conftest
 import pytest
 import torch
-
-import conftest
 from helpers import NIQE_MAT, pack, relative_error, tiny
 from host_run import execute, sampling_graph
 
@@ -193,9 +192,9 @@ def test_copies_are_made_once_per_run_and_dropped_at_its_end(taesd):
         hook = patched.model_options["sampler_post_cfg_function"][0]
         builds = []
         real = hook.decoder.build
-        hook.decoder = dataclasses.replace(hook.decoder, build=lambda d: builds.append(d) or real(d))
+        hook.decoder = dataclasses.replace(hook.decoder, build=lambda d, builds=builds, real=real: builds.append(d) or real(d))
         seen = []
-        for run in range(2):
+        for _ in range(2):
             _sample(patched, steps=steps, size=64)
             seen.append((len(builds), hook.state.guided, dict(hook.state.copies)))
         assert [b for b, _, _ in seen] == [1, 2], seen  # one build per run, however many guided steps
@@ -444,7 +443,6 @@ def test_a_run_that_ended_early_leaves_nothing_for_the_next_one(taesd, ending, m
     the next run on the same cached model, which starts at the same sigma: the next prompt's image equals
     what a fresh executor makes of it."""
     from comfy.cmd.execution import PromptExecutor
-
     from host_run import Recorder
 
     graph = guided_graph(taesd, steps=4, guidance={"scale": 0.5, "every_n_steps": 2})

@@ -7,12 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-import conftest
-import server_host  # noqa: F401  (puts scripts/ on sys.path)
-
 import comfy_host  # noqa: E402
+import conftest
+import pytest
+import server_host  # noqa: F401  (puts scripts/ on sys.path)
 from workflow_host import HostServer  # noqa: E402
 
 SETUP = conftest.REPO / "scripts" / "upstream_host.sh"

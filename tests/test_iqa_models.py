@@ -15,13 +15,12 @@ import socket
 import sys
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import conftest
 from helpers import NIQE_FILE, NIQE_MAT, random_iqa
+from PIL import Image
 
 pack = conftest.pack
 iqa = pack.guidance.iqa_models

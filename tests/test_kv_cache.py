@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import torch
-
 from helpers import EXPECTED_SITES, inputs, pack, run_unet, tiny
 from test_quality_condition import attn2_patches, condition, make_adapter  # noqa: F401  (fixture)
 
 
-def test_cached_kv_equal_per_call_projection(make_adapter):
+def test_cached_kv_equal_per_call_projection(make_adapter):  # noqa: F811  (the imported fixture)
     adapter, sd = make_adapter("sd15")
     patched = condition(tiny.tiny_model("sd15"), adapter, "2.0", "z-score")
     x, ctx = inputs("sd15", 2)
@@ -25,7 +24,7 @@ def test_cached_kv_equal_per_call_projection(make_adapter):
     torch.testing.assert_close(k_cached, toks @ wk.T, atol=1e-6, rtol=1e-6)
 
 
-def test_new_target_gives_new_kv(make_adapter):
+def test_new_target_gives_new_kv(make_adapter):  # noqa: F811  (the imported fixture)
     adapter, _ = make_adapter("sd15")
     model = tiny.tiny_model("sd15")
     x, ctx = inputs("sd15", 1)
@@ -35,7 +34,7 @@ def test_new_target_gives_new_kv(make_adapter):
     assert not torch.equal(a, b) and torch.equal(a, c)
 
 
-def test_cache_is_keyed_by_dtype_and_layout(make_adapter):
+def test_cache_is_keyed_by_dtype_and_layout(make_adapter):  # noqa: F811  (the imported fixture)
     adapter, _ = make_adapter("sd15")
     patch = attn2_patches(condition(tiny.tiny_model("sd15"), adapter, "1; 99"))[EXPECTED_SITES["sd15"][0]]
     tokens = patch.contributions[0][0]
@@ -46,7 +45,7 @@ def test_cache_is_keyed_by_dtype_and_layout(make_adapter):
     assert torch.equal(k32[2:], k_cond) and torch.equal(k32[0], k32[1])  # uncond rows first, broadcast
 
 
-def test_clones_share_adapter_storage(make_adapter):
+def test_clones_share_adapter_storage(make_adapter):  # noqa: F811  (the imported fixture)
     adapter, _ = make_adapter("sdxl")
     patched = condition(tiny.tiny_model("sdxl"), adapter)
     clones = [patched.clone() for _ in range(3)]

@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
-from PIL import Image
-
 import server_host
+from PIL import Image
 from workflow_host import free_port
 
 REPO = Path(__file__).resolve().parent.parent

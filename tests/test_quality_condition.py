@@ -6,9 +6,18 @@ import itertools
 
 import pytest
 import torch
+from helpers import (
+    EXPECTED_SITES,
+    assert_relatively_close,
+    inputs,
+    install_reference,
+    pack,
+    ref_encode,
+    ref_tokens,
+    run_unet,
+    tiny,
+)
 from safetensors.torch import load_file
-
-from helpers import EXPECTED_SITES, assert_relatively_close, inputs, install_reference, pack, ref_encode, ref_tokens, run_unet, tiny
 
 QC = pack.nodes.quality_condition.QualityCondition
 META = {"metrics": ["topiq_nr", "laion_aes"], "use_flag": True, "pos_encode_L": 0}

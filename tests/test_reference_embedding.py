@@ -6,7 +6,6 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import pack, random_iqa, tiny
 
 A = pack.adapter

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import assert_relatively_close, inputs, pack, random_iqa, run_unet, tiny
 from host_run import execute, sampling_graph
 

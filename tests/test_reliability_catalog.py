@@ -13,23 +13,22 @@ the catalog runs. Both run one thread each, like CI.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import re
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import pytest
-import torch
-from safetensors.torch import save_file
-
 import conftest
+import pytest
 import reliability_host as rh
 import server_host
+import torch
 from reliability_host import PromptFailed, PromptRejected
+from safetensors.torch import save_file
 
 GOOD_SEED = 5000  # good prompt i uses seed GOOD_SEED + i, so the host cannot answer it from its cache
 BAD_SEED = 77

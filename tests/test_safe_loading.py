@@ -17,11 +17,10 @@ import os
 import time
 from pathlib import Path
 
+import conftest
 import pytest
 import torch
 from safetensors.torch import save_file
-
-import conftest
 
 pack = conftest.pack
 tiny = conftest.fixtures.tiny_models

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
-
 import server_host
 from helpers import SAME_LEVELS
+from PIL import Image
 
 SWEEP = "sdxl_quality_sweep"
 SEED_NODE = "LatentBatchSeedBehavior"

@@ -11,9 +11,8 @@ import math
 import re
 import sys
 
-import pytest
-
 import conftest
+import pytest
 import server_host
 from server_host import PromptFailed, PromptRejected
 

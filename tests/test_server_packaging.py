@@ -3,9 +3,9 @@ user's ComfyUI install, the install command the README gives, and no pip calls a
 from __future__ import annotations
 
 import re
-import tomllib
 
 import conftest
+import tomllib
 
 REPO = conftest.REPO
 # Packages a ComfyUI install owns: a node pack must not pin or pull them.
@@ -42,7 +42,7 @@ def test_readme_install_command_matches_the_tested_versions():
     """The --no-deps line users run installs the versions requirements/iqa.txt tests with."""
     pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (REPO / "requirements" / "iqa.txt").read_text(), flags=re.M))
     readme = (REPO / "README.md").read_text()
-    line = next(l for l in readme.splitlines() if "pip install --no-deps" in l)
+    line = next(ln for ln in readme.splitlines() if "pip install --no-deps" in ln)
     for pkg in ("pyiqa", "facexlib"):
         assert f"{pkg}=={pinned[pkg]}" in line, (pkg, line)
     assert line.split("#")[0].strip() in (REPO / "requirements.txt").read_text()

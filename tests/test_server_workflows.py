@@ -15,11 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-from PIL import Image
-
 import conftest
+import pytest
 import server_host
+from PIL import Image
 from server_host import PromptFailed
 
 sys.path.insert(0, str(conftest.REPO / "scripts"))
@@ -216,7 +215,7 @@ def test_tiny_prompt_validates_on_the_host(name, info, adapter_dir, server):
 
 def _node(node_id, kind, widgets=(), inputs=(), outputs=(), mode=0):
     return {"id": node_id, "type": kind, "pos": [0, 0], "size": [100, 50], "mode": mode, "order": node_id,
-            "inputs": [dict(name=n, type=t, link=l) for n, t, l in inputs],
+            "inputs": [dict(name=n, type=t, link=link) for n, t, link in inputs],
             "outputs": [dict(name=n, type=t, links=ls, slot_index=i) for i, (n, t, ls) in enumerate(outputs)],
             "widgets_values": list(widgets)}
 

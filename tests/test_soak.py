@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 import reliability_host as rh
 
 ROUNDS = 5

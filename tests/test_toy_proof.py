@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import server_host
 import toy_sweep
 import workflow_fixtures

@@ -5,16 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 
+import conftest  # noqa: F401  (starts the host; toy/ is imported from the repo root)
 import numpy as np
 import pytest
-import torch
-
-import conftest  # noqa: F401  (starts the host; toy/ is imported from the repo root)
 import server_host
+import torch
 from host_run import execute
+
 from toy import patches
 from toy.errors import ToyError
-from toy.model import build_model, build_text, default_config, is_toy_checkpoint, load_toy_checkpoint, save_toy_checkpoint
+from toy.model import (
+    build_model,
+    build_text,
+    default_config,
+    is_toy_checkpoint,
+    load_toy_checkpoint,
+    save_toy_checkpoint,
+)
 from toy.sources import SOURCES, load_rgb
 from toy.text import ToyCLIP, build_vocab
 from toy.vae import ToyVAE, empty_latent
@@ -77,7 +84,10 @@ def test_degradations_span_clean_to_ruined(photos):
     # Degradation lowers detail: a ruined blur has a far smaller mean gradient than the clean crop.
     crop = patches.random_crop(photos[0], np.random.default_rng(1))
     blurred = patches.degrade(crop, patches.Degradation(1.0, 0.0, 0.0), np.random.default_rng(0))
-    grad = lambda x: np.abs(np.diff(x.astype(float), axis=1)).mean()
+
+    def grad(x):
+        return np.abs(np.diff(x.astype(float), axis=1)).mean()
+
     assert grad(blurred) < 0.5 * grad(crop)
 
 

@@ -14,13 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-
-import conftest
 
 REPO = conftest.REPO
 METRIC = "piqe"

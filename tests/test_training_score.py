@@ -19,13 +19,12 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-
-import conftest
 from helpers import NIQE_FILE, NIQE_MAT
+from PIL import Image
 
 REPO = conftest.REPO
 if str(REPO) not in sys.path:
@@ -234,7 +233,7 @@ def test_dataset_errors_name_the_file(data, tmp_path):
     _tar(tmp_path / "noimg.tar", [("k1.txt", b"caption only")])
     s = next(datasets.open_dataset(str(tmp_path / "noimg.tar")).samples())
     with pytest.raises(TrainingError, match=r"Sample 'k1' in .*noimg\.tar has no image field"):
-        s.image
+        _ = s.image
 
 
 # -- score: processes, resume, the table ---------------------------------------------------------------------------

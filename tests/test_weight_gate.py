@@ -7,7 +7,6 @@ import types
 
 import pytest
 import torch
-
 from helpers import pack, random_iqa
 
 weights = pack.guidance.weights

@@ -9,7 +9,6 @@ from pathlib import Path
 from .model import DEFAULT_UNET
 from .sources import SOURCES
 
-
 # Earlier base runs, stopped (toy/unet.py has the measurements).
 HISTORY = ("- History: earlier runs were stopped: one for a pixel-order bug in the re-packing; one (96 channels, "
            "2000 steps) without an eps skip, whose samples stayed noise; two (64 channels, 2750 and 3000 steps, "

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.autograd_safety import make_autograd_safe
+
 from .errors import ToyError
 from .folder import read_folder
 from .model import DEFAULT_UNET, build_model, build_text, default_config, save_toy_checkpoint
 from .text import build_vocab
-from training.autograd_safety import make_autograd_safe
 from .vae import ToyVAE
 
 log = logging.getLogger(__name__)

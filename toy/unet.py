@@ -62,7 +62,8 @@ def _unet_class():
         def _to_grid(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
             return F.pixel_unshuffle(F.pixel_shuffle(x, src), dst) if src != dst else x
 
-        def forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
+        def forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options=None, **kwargs):
+            transformer_options = {} if transformer_options is None else transformer_options
             f, inner = self.vae_factor, self.vae_factor // self.repack
             out = super().forward(self._to_grid(x, f, inner), timesteps, context=context, y=y, control=control,
                                   transformer_options=transformer_options, **kwargs)

@@ -38,7 +38,7 @@ import random
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional
 
 from PIL import Image
 
@@ -195,7 +195,8 @@ class Dataset:
         if self.captions is not None:
             caption = lambda k=key: self.captions.get(k)  # noqa: E731
         else:
-            caption = lambda p=path.with_suffix(".txt"): _read_sidecar(p)  # noqa: E731
+            sidecar = path.with_suffix(".txt")
+            caption = lambda p=sidecar: _read_sidecar(p)  # noqa: E731
         return Sample(key, str(path), path.read_bytes, caption)
 
     # -- webdataset shards ---------------------------------------------------------------------------------------

@@ -46,8 +46,8 @@ def metric_vectors(raw: dict, metrics: list[str], table: Any) -> dict[str, torch
 
 def prepare_image(image: Any, resolution: int) -> torch.Tensor:
     """A PIL image -> [resolution, resolution, 3] float in [0, 1]: shorter side resized, then center-cropped."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     image = image.convert("RGB")
     w, h = image.size
@@ -68,15 +68,15 @@ def train(args: argparse.Namespace) -> None:
     from adapter.live_tokens import LiveQualityTokens
     from adapter.norm_table import NormTable
     from training import datasets, host
-    from training.batches import micro_batches
     from training.autograd_safety import make_autograd_safe
+    from training.batches import micro_batches
     from training.checkpointing import enable_gradient_checkpointing
     from training.diffusion_loss import adapter_patches, eps_loss
     from training.draws import sample_draws
     from training.loss_log import LossLog
     from training.score import read_captions, read_scores
-    from training.trainable import TrainableAdapter
     from training.train import latest_checkpoint, read_state, write_checkpoint
+    from training.trainable import TrainableAdapter
 
     _check_args(args)
     out = Path(args.out)

@@ -48,9 +48,9 @@ def fill_(module: torch.nn.Module, seed: int) -> None:
 
 def tiny_model(layout: str = "sd15", seed: int = 0):
     """A ModelPatcher around a tiny host BaseModel (EPS) with the given block layout."""
+    import comfy.latent_formats
     import comfy.model_base
     import comfy.model_patcher
-    import comfy.latent_formats
     import comfy.supported_models_base as smb
 
     class TinyConfig(smb.BASE):
