@@ -3,6 +3,7 @@
 Plain torch. The host is reached only through adapter.patching (duck-typed ModelPatcher calls) and
 the attention function that the caller passes in.
 """
+
 from .attention import DecoupledCrossAttention, QualityTokens
 from .checkpoint import AdapterSpec, infer_spec, load_state_dict
 from .condition import condition_from_vectors, quality_tokens
@@ -14,7 +15,24 @@ from .patching import attach_quality_tokens, final_sigma, sigma_window
 from .targets import TARGET_MODES, build_targets, items_from_scores, parse_targets
 
 __all__ = [
-    "AdapterMetadata", "AdapterSpec", "DecoupledCrossAttention", "IQAAdapter", "IQAAdapterError", "NormTable",
-    "QualityTokens", "TARGET_MODES", "attach_quality_tokens", "final_sigma", "condition_from_vectors", "build_targets", "default_norm_table", "infer_spec", "items_from_scores",
-    "load_state_dict", "parse_targets", "quality_tokens", "resolve_metadata", "sigma_window",
+    "AdapterMetadata",
+    "AdapterSpec",
+    "DecoupledCrossAttention",
+    "IQAAdapter",
+    "IQAAdapterError",
+    "NormTable",
+    "QualityTokens",
+    "TARGET_MODES",
+    "attach_quality_tokens",
+    "final_sigma",
+    "condition_from_vectors",
+    "build_targets",
+    "default_norm_table",
+    "infer_spec",
+    "items_from_scores",
+    "load_state_dict",
+    "parse_targets",
+    "quality_tokens",
+    "resolve_metadata",
+    "sigma_window",
 ]

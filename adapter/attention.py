@@ -13,6 +13,7 @@ already split into heads, and is added to the base output in one kernel (torch.a
 with the per-item sigma mask). On a GPU a sampling step of SDXL is close to bound by kernel launches, so
 the number of kernels per layer, not arithmetic, is the cost (bench/gpu.py measures it).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Union
@@ -35,8 +36,16 @@ class QualityTokens:
     device, dtype and batch layout in use, which is a pure function of those keys.
     """
 
-    def __init__(self, cond: LayerKV, uncond: LayerKV, scale: float, sigma_start: Optional[float] = None,
-                 sigma_end: Optional[float] = None, label: str = "IQA-Adapter", rows_name: str = "targets"):
+    def __init__(
+        self,
+        cond: LayerKV,
+        uncond: LayerKV,
+        scale: float,
+        sigma_start: Optional[float] = None,
+        sigma_end: Optional[float] = None,
+        label: str = "IQA-Adapter",
+        rows_name: str = "targets",
+    ):
         if cond.batch != uncond.batch and uncond.batch != 1:
             raise ValueError("uncond rows must be 1 or match the cond rows")
         self.cond, self.uncond, self.scale = cond, uncond, float(scale)
@@ -62,8 +71,15 @@ class QualityTokens:
             f"Use a batch of {k.shape[0]} latents (e.g. Empty Latent Image batch_size={k.shape[0]}) or a single one."
         )
 
-    def kv(self, layer: int, cond_or_uncond: tuple[int, ...], batch: int, device: torch.device, dtype: torch.dtype,
-           heads: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def kv(
+        self,
+        layer: int,
+        cond_or_uncond: tuple[int, ...],
+        batch: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        heads: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """K_ip, V_ip for a host batch made of len(cond_or_uncond) equal chunks: [B, T, C], or with heads > 0
         split into [B, heads, T, C/heads] as scaled_dot_product_attention takes them."""
         key = (layer, cond_or_uncond, batch, device, dtype, heads)
@@ -75,8 +91,10 @@ class QualityTokens:
             else:
                 per_chunk = batch // len(cond_or_uncond)
                 parts = [self._rows(self.uncond if c == 1 else self.cond, layer, per_chunk) for c in cond_or_uncond]
-                hit = (torch.cat([p[0] for p in parts]).to(device=device, dtype=dtype),
-                       torch.cat([p[1] for p in parts]).to(device=device, dtype=dtype))
+                hit = (
+                    torch.cat([p[0] for p in parts]).to(device=device, dtype=dtype),
+                    torch.cat([p[1] for p in parts]).to(device=device, dtype=dtype),
+                )
             self._cache[key] = hit
         return hit
 

@@ -6,6 +6,7 @@ Projection keys: linear = proj.weight/bias + norm.*; mlp = proj.0.*, proj.2.* + 
 Attention keys: "{k}.to_k_ip.weight" / "{k}.to_v_ip.weight" [hidden, cross_dim] for odd k = 2n + 1, with n
 the cross-attention layer index in diffusers processor order (down blocks, up blocks, mid block).
 """
+
 from __future__ import annotations
 
 import re
@@ -122,7 +123,9 @@ def infer_spec(state: Mapping[str, Mapping[str, torch.Tensor]], name: str = "che
         w0, w2 = need(proj, "proj.0.weight", 2), need(proj, "proj.2.weight", 2)
         proj_type, input_dim, inner, out_dim = "mlp", w0.shape[1], w0.shape[0], w2.shape[0]
         if w2.shape[1] != inner:
-            raise IQAAdapterError(f"{name}: MLP projection layers do not chain ({tuple(w0.shape)} then {tuple(w2.shape)}).")
+            raise IQAAdapterError(
+                f"{name}: MLP projection layers do not chain ({tuple(w0.shape)} then {tuple(w2.shape)})."
+            )
     else:
         raise IQAAdapterError(
             f"{name}: unknown image projection (keys {sorted(proj)[:6]}). Only the 'linear' and 'mlp' "

@@ -1,4 +1,5 @@
 """Build a condition: input vectors -> tokens -> per-layer K/V, ready to attach to a model."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -11,9 +12,16 @@ from .model import IQAAdapter
 from .targets import TargetBatch
 
 
-def condition_from_vectors(adapter: IQAAdapter, vectors: torch.Tensor, scale: float, sigma_start: Optional[float] = None,
-                           sigma_end: Optional[float] = None, negative: Optional[torch.Tensor] = None,
-                           label: str = "IQA-Adapter", rows_name: str = "targets") -> QualityTokens:
+def condition_from_vectors(
+    adapter: IQAAdapter,
+    vectors: torch.Tensor,
+    scale: float,
+    sigma_start: Optional[float] = None,
+    sigma_end: Optional[float] = None,
+    negative: Optional[torch.Tensor] = None,
+    label: str = "IQA-Adapter",
+    rows_name: str = "targets",
+) -> QualityTokens:
     """Positive rows from encoded vectors [B, input_dim]; negative rows are zeros unless given."""
     cond = adapter.layer_kv(adapter.tokens(vectors))
     if negative is None:
@@ -22,12 +30,25 @@ def condition_from_vectors(adapter: IQAAdapter, vectors: torch.Tensor, scale: fl
     return QualityTokens(cond, uncond, scale, sigma_start, sigma_end, label=label, rows_name=rows_name)
 
 
-def quality_tokens(adapter: IQAAdapter, targets: TargetBatch, scale: float,
-                   sigma_start: Optional[float] = None, sigma_end: Optional[float] = None,
-                   negative_strength: Optional[float] = None) -> QualityTokens:
+def quality_tokens(
+    adapter: IQAAdapter,
+    targets: TargetBatch,
+    scale: float,
+    sigma_start: Optional[float] = None,
+    sigma_end: Optional[float] = None,
+    negative_strength: Optional[float] = None,
+) -> QualityTokens:
     """A score-based condition; the negative branch is -strength * target when negative_strength is set."""
     meta = adapter.metadata
     encoded = encode_quality_vector(targets.values, meta.use_flag, meta.pos_encode_L)
     negative = None if negative_strength is None else negative_quality_vector(encoded, negative_strength)
-    return condition_from_vectors(adapter, encoded, scale, sigma_start, sigma_end, negative,
-                                  label=f"Quality Condition ({adapter.name})", rows_name="targets")
+    return condition_from_vectors(
+        adapter,
+        encoded,
+        scale,
+        sigma_start,
+        sigma_end,
+        negative,
+        label=f"Quality Condition ({adapter.name})",
+        rows_name="targets",
+    )

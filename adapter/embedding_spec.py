@@ -11,6 +11,7 @@ metadata, or a named spec from weights/embedding_specs.json):
   normalize    - "none": the network gets [0, 1] RGB (pyiqa networks normalize internally), or "imagenet"
                  to apply ImageNet mean/std first, for networks that do not.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,22 +48,38 @@ def spec_from_dict(obj: Mapping[str, Any], where: str) -> EmbeddingSpec:
     if "spec" in obj:
         base = known_specs().get(obj.pop("spec"))
         if base is None:
-            raise IQAAdapterError(f"Embedding spec in {where} names an unknown spec; known: {', '.join(sorted(known_specs()))}.")
+            raise IQAAdapterError(
+                f"Embedding spec in {where} names an unknown spec; known: {', '.join(sorted(known_specs()))}."
+            )
         obj = {**base, **obj}
     try:
         taps = tuple(obj["taps"])
         channels = tuple(int(c) for c in obj["channels"])
-        spec = EmbeddingSpec(metric=str(obj["metric"]), taps=taps, channels=channels, pooling=obj.get("pooling", "mean_std"),
-                             resolution=int(obj.get("resolution", 384)), normalize=obj.get("normalize", "none"),
-                             name=str(obj.get("name", "custom")))
+        spec = EmbeddingSpec(
+            metric=str(obj["metric"]),
+            taps=taps,
+            channels=channels,
+            pooling=obj.get("pooling", "mean_std"),
+            resolution=int(obj.get("resolution", 384)),
+            normalize=obj.get("normalize", "none"),
+            name=str(obj.get("name", "custom")),
+        )
     except (KeyError, TypeError, ValueError) as exc:
-        raise IQAAdapterError(f"Embedding spec in {where} is incomplete or malformed ({exc}); it needs metric, taps and channels.") from None
+        raise IQAAdapterError(
+            f"Embedding spec in {where} is incomplete or malformed ({exc}); it needs metric, taps and channels."
+        ) from None
     if not taps or len(taps) != len(channels) or min(channels) <= 0:
-        raise IQAAdapterError(f"Embedding spec in {where}: give one positive channel count per tap ({len(taps)} taps, {len(channels)} counts).")
+        raise IQAAdapterError(
+            f"Embedding spec in {where}: give one positive channel count per tap ({len(taps)} taps, {len(channels)} counts)."
+        )
     if spec.pooling not in POOLINGS:
-        raise IQAAdapterError(f"Embedding spec in {where}: pooling must be one of {sorted(POOLINGS)}, got {spec.pooling!r}.")
+        raise IQAAdapterError(
+            f"Embedding spec in {where}: pooling must be one of {sorted(POOLINGS)}, got {spec.pooling!r}."
+        )
     if spec.normalize not in NORMALIZATIONS:
-        raise IQAAdapterError(f"Embedding spec in {where}: normalize must be one of {NORMALIZATIONS}, got {spec.normalize!r}.")
+        raise IQAAdapterError(
+            f"Embedding spec in {where}: normalize must be one of {NORMALIZATIONS}, got {spec.normalize!r}."
+        )
     if not 32 <= spec.resolution <= 2048:
         raise IQAAdapterError(f"Embedding spec in {where}: resolution {spec.resolution} is outside 32-2048.")
     return spec

@@ -8,6 +8,7 @@ Order of operations (train_iqa_adapter.py of the official repository; facts, not
 The unconditional input is the all-zeros vector of the final size: training's CFG dropout zeroed the
 vector after encoding, so it is not encode(0).
 """
+
 from __future__ import annotations
 
 import math

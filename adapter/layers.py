@@ -5,6 +5,7 @@ In the host's terms that is: input blocks in order, then output blocks, then the
 its transformer depth index. The middle block's key is ("middle", 0, depth) - the host sets block id 0 for
 it. The sites are read from the model itself, so every UNet of the SD1.5/SDXL family works, at any width.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,7 +76,9 @@ def _describe_sites(sites: list[AttnSite]) -> str:
 def match_sites(spec: AdapterSpec, sites: list[AttnSite], name: str) -> None:
     """Check, before anything is patched, that the adapter fits this model layer by layer."""
     if not sites:
-        raise IQAAdapterError("The model has no cross-attention layers; IQA-Adapter needs an SD1.5- or SDXL-style UNet.")
+        raise IQAAdapterError(
+            "The model has no cross-attention layers; IQA-Adapter needs an SD1.5- or SDXL-style UNet."
+        )
     if len(sites) != spec.num_layers or sites[0].context_dim != spec.cross_dim:
         raise IQAAdapterError(
             f"{name} was trained for {spec.describe()}, but the model is {_describe_sites(sites)}. "

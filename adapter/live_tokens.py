@@ -5,6 +5,7 @@ casts. Training needs the same attention (DecoupledCrossAttention, so training a
 implementation) fed with K/V that change every step and carry the graph back to to_k_ip/to_v_ip and the
 projection. This holder is that feed: the training loop sets the step's LayerKV, then calls the UNet.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Union
@@ -31,10 +32,19 @@ class LiveQualityTokens:
     def set(self, kv: LayerKV) -> None:
         self.current = kv
 
-    def kv(self, layer: int, cond_or_uncond: tuple[int, ...], batch: int, device: torch.device, dtype: torch.dtype,
-           heads: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def kv(
+        self,
+        layer: int,
+        cond_or_uncond: tuple[int, ...],
+        batch: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        heads: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.current is None:
-            raise IQAAdapterError("The training UNet ran before the step's quality tokens were set (LiveQualityTokens.set).")
+            raise IQAAdapterError(
+                "The training UNet ran before the step's quality tokens were set (LiveQualityTokens.set)."
+            )
         k, v = self.current.keys[layer], self.current.values[layer]
         if k.shape[0] != batch:
             raise IQAAdapterError(f"The step's quality tokens have {k.shape[0]} rows but the UNet batch is {batch}.")

@@ -7,6 +7,7 @@ Looked up in this order, the first source found wins:
 A JSON override given on the Load IQA-Adapter node is then merged over it, field by field.
 Every source is size-limited and validated; the encoded size must equal the checkpoint's input_dim.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -51,15 +52,19 @@ class AdapterMetadata:
 def parse_json_text(text: str, where: str) -> dict[str, Any]:
     """Parse a metadata JSON object with a size limit and a clear error."""
     if len(text.encode("utf-8", "replace")) > MAX_JSON_BYTES:
-        raise IQAAdapterError(f"IQA-Adapter metadata in {where} is over {MAX_JSON_BYTES // 1024} KiB; it is not metadata. "
-                              f"Give a small JSON object instead (sidecar JSON or the node's metadata_override), {_EXAMPLE}.")
+        raise IQAAdapterError(
+            f"IQA-Adapter metadata in {where} is over {MAX_JSON_BYTES // 1024} KiB; it is not metadata. "
+            f"Give a small JSON object instead (sidecar JSON or the node's metadata_override), {_EXAMPLE}."
+        )
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise IQAAdapterError(f"IQA-Adapter metadata in {where} is not valid JSON: {exc}. Fix or remove it.") from None
     if not isinstance(obj, dict):
-        raise IQAAdapterError(f"IQA-Adapter metadata in {where} must be a JSON object, got {type(obj).__name__}. "
-                              f"Write one, {_EXAMPLE}, or remove it.")
+        raise IQAAdapterError(
+            f"IQA-Adapter metadata in {where} must be a JSON object, got {type(obj).__name__}. "
+            f"Write one, {_EXAMPLE}, or remove it."
+        )
     return obj
 
 
@@ -67,7 +72,9 @@ def metadata_from_dict(obj: Mapping[str, Any], where: str) -> AdapterMetadata:
     """Validate field names and types; metric names are checked later against the norm table."""
     unknown = set(obj) - _FIELDS - {"format", "comment", "source"}
     if unknown:
-        raise IQAAdapterError(f"IQA-Adapter metadata in {where} has unknown fields {sorted(unknown)}; known: {sorted(_FIELDS)}.")
+        raise IQAAdapterError(
+            f"IQA-Adapter metadata in {where} has unknown fields {sorted(unknown)}; known: {sorted(_FIELDS)}."
+        )
     metrics = obj.get("metrics", [])
     if isinstance(metrics, str):
         raise IQAAdapterError(
@@ -87,10 +94,14 @@ def metadata_from_dict(obj: Mapping[str, Any], where: str) -> AdapterMetadata:
         raise IQAAdapterError(f"IQA-Adapter metadata in {where}: 'kind' must be one of {KINDS}, got {kind!r}.")
     L = obj.get("pos_encode_L", 0)
     if isinstance(L, bool) or not isinstance(L, int) or not 0 <= L <= 32:
-        raise IQAAdapterError(f"IQA-Adapter metadata in {where}: 'pos_encode_L' must be an integer 0-32 (0 = off), got {L!r}.")
+        raise IQAAdapterError(
+            f"IQA-Adapter metadata in {where}: 'pos_encode_L' must be an integer 0-32 (0 = off), got {L!r}."
+        )
     for flag in ("use_flag", "normalized"):
         if flag in obj and not isinstance(obj[flag], bool):
-            raise IQAAdapterError(f"IQA-Adapter metadata in {where}: '{flag}' must be true or false, got {obj[flag]!r}.")
+            raise IQAAdapterError(
+                f"IQA-Adapter metadata in {where}: '{flag}' must be true or false, got {obj[flag]!r}."
+            )
     emb = obj.get("embedding")
     if emb is not None and not isinstance(emb, dict):
         raise IQAAdapterError(f"IQA-Adapter metadata in {where}: 'embedding' must be a JSON object.")
@@ -135,8 +146,10 @@ def header_norm_table(path: str | Path) -> NormTable | None:
         return None
     where = f"the safetensors header of {path.name} ({TABLE_HEADER_KEY})"
     if len(text.encode("utf-8", "replace")) > MAX_TABLE_BYTES:
-        raise IQAAdapterError(f"{where} is over {MAX_TABLE_BYTES // 1024} KiB; it is not a normalisation table. "
-                              "Export the adapter again with `python -m training export`.")
+        raise IQAAdapterError(
+            f"{where} is over {MAX_TABLE_BYTES // 1024} KiB; it is not a normalisation table. "
+            "Export the adapter again with `python -m training export`."
+        )
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -151,8 +164,10 @@ def _sidecar_metadata(path: Path) -> dict[str, Any] | None:
     if not side.is_file():
         return None
     if side.stat().st_size > MAX_JSON_BYTES:
-        raise IQAAdapterError(f"Sidecar {side.name} is over {MAX_JSON_BYTES // 1024} KiB; it is not IQA-Adapter metadata. "
-                              f"Replace it with a small JSON object, {_EXAMPLE}, or remove it.")
+        raise IQAAdapterError(
+            f"Sidecar {side.name} is over {MAX_JSON_BYTES // 1024} KiB; it is not IQA-Adapter metadata. "
+            f"Replace it with a small JSON object, {_EXAMPLE}, or remove it."
+        )
     return parse_json_text(side.read_text(encoding="utf-8", errors="replace"), f"sidecar {side.name}")
 
 
@@ -201,8 +216,10 @@ def _encoding_hint(d: int, input_dim: int) -> str:
     others = [(n, f, L) for f, L in settings for n in range(1, 33) if n != d and encoded_dim(n, f, L) == input_dim]
     if others:
         n, f, L = others[0]  # the plainest encoding first
-        hints.append(f"{n} metrics with {flags(f, L)} would fit: check that 'metrics' lists every metric the adapter "
-                     "was trained on, in order")
+        hints.append(
+            f"{n} metrics with {flags(f, L)} would fit: check that 'metrics' lists every metric the adapter "
+            "was trained on, in order"
+        )
     return f" ({'; or '.join(hints)})." if hints else "."
 
 
@@ -219,7 +236,9 @@ def validate_metadata(meta: AdapterMetadata, input_dim: int, table: NormTable, n
         check_spec_fits(embedding, input_dim, name)
         return embedding
     if not meta.metrics:
-        raise IQAAdapterError(f"{name}: metadata ({meta.source}) lists no metrics. Give 'metrics' in the adapter's training order.")
+        raise IQAAdapterError(
+            f"{name}: metadata ({meta.source}) lists no metrics. Give 'metrics' in the adapter's training order."
+        )
     for m in meta.metrics:
         if m not in table:
             close = difflib.get_close_matches(m, table.names(), n=3)

@@ -5,6 +5,7 @@ V_ip = tokens @ W_v^T are constant for a whole sampling run. They are computed h
 the CPU, when a condition is built. The sampler then only needs these few small tensors; the adapter's
 to_k_ip/to_v_ip weights never reach the GPU and are never copied by the host's model clones.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,15 @@ class LayerKV:
 class IQAAdapter:
     """A loaded IQA-Adapter. Immutable after loading; shared, never deep-copied (see __deepcopy__)."""
 
-    def __init__(self, spec: AdapterSpec, metadata: AdapterMetadata, state: Mapping[str, Mapping[str, torch.Tensor]], name: str,
-                 embedding_spec: Optional[EmbeddingSpec] = None, norm_table: Optional[NormTable] = None):
+    def __init__(
+        self,
+        spec: AdapterSpec,
+        metadata: AdapterMetadata,
+        state: Mapping[str, Mapping[str, torch.Tensor]],
+        name: str,
+        embedding_spec: Optional[EmbeddingSpec] = None,
+        norm_table: Optional[NormTable] = None,
+    ):
         self.spec, self.metadata, self.name = spec, metadata, name
         self.norm_table = norm_table or default_norm_table()  # what percentile targets refer to
         self.projection = QualityProjection.from_state_dict(spec, state["image_proj"])
@@ -50,7 +58,9 @@ class IQAAdapter:
         return f"IQAAdapter({self.name}: {self.spec.describe()}, metrics={list(self.metadata.metrics)})"
 
     @classmethod
-    def load(cls, path: str | Path, override: Mapping[str, Any] | None = None, table: NormTable | None = None) -> "IQAAdapter":
+    def load(
+        cls, path: str | Path, override: Mapping[str, Any] | None = None, table: NormTable | None = None
+    ) -> "IQAAdapter":
         path = Path(path)
         state = load_state_dict(path)
         spec = infer_spec(state, path.name)

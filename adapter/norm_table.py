@@ -10,6 +10,7 @@ stores percentiles of the raw scores; for a metric where lower is better (PIQE, 
 "lower_better", written by `python -m training score` from pyiqa's flag) quality percentile p is raw
 percentile 100 - p. Every CC3M metric is higher-better, so for them the two are the same.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -116,8 +117,9 @@ class NormTable:
                 pts.append((100.0, float(m["max"])))
                 if not (math.isfinite(m["std"]) and m["std"] > 0):
                     raise IQAAdapterError(f"Normalization table {where}: metric '{name}' has std {m['std']}.")
-                stats[name] = MetricStats(name, float(m["mean"]), float(m["std"]), tuple(pts),
-                                          lower_better=bool(m.get("lower_better", False)))
+                stats[name] = MetricStats(
+                    name, float(m["mean"]), float(m["std"]), tuple(pts), lower_better=bool(m.get("lower_better", False))
+                )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, IQAAdapterError):
                 raise

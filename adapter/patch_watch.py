@@ -12,6 +12,7 @@ The watch is an input-block patch: the host keeps those in a list (so later node
 calls each with the per-call transformer_options after every input block. Input block 0 of an SD-family
 UNet is the input convolution, so the table is in place before the first cross-attention runs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,7 +53,11 @@ class Attn2Watch:
                     "IQA-Adapter: %s replaced the IQA-Adapter patch on %d of %d cross-attention layers. It was applied "
                     "after Quality Condition or Reference Quality Transfer, so the quality term is lost there unless it "
                     "calls the patch it replaced. Apply that node first and connect its MODEL output to the IQA-Adapter "
-                    "node's model input: then both run.", name, count, len(self.site_keys))
+                    "node's model input: then both run.",
+                    name,
+                    count,
+                    len(self.site_keys),
+                )
         return h
 
 

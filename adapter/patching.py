@@ -4,6 +4,7 @@ Uses only what every host version has: ModelPatcher.clone(), .model_options["tra
 .set_model_attn2_replace(patch, block, number, transformer_index), .set_model_input_block_patch(patch) and
 .get_model_object("diffusion_model" | "model_sampling"). Nothing here imports the host.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -39,7 +40,9 @@ def final_sigma(model: Any) -> float:
     return float(model.get_model_object("model_sampling").sigma_min)
 
 
-def attach_quality_tokens(model: Any, spec: AdapterSpec, tokens: QualityTokens, attention: AttentionFn, name: str) -> Any:
+def attach_quality_tokens(
+    model: Any, spec: AdapterSpec, tokens: QualityTokens, attention: AttentionFn, name: str
+) -> Any:
     """Validate the adapter against the model, then return a clone with the tokens on every attn2 layer.
 
     The input model is never changed. An IQA patch already on a layer gains a contribution; a foreign

@@ -1,4 +1,5 @@
 """The quality projection: input vector -> num_tokens quality tokens of the UNet's context width."""
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -18,7 +19,9 @@ class QualityProjection(nn.Module):
         if spec.proj_type == "linear":
             self.proj = nn.Linear(spec.input_dim, out)
         else:
-            self.proj = nn.Sequential(nn.Linear(spec.input_dim, spec.mlp_inner_dim), nn.GELU(), nn.Linear(spec.mlp_inner_dim, out))
+            self.proj = nn.Sequential(
+                nn.Linear(spec.input_dim, spec.mlp_inner_dim), nn.GELU(), nn.Linear(spec.mlp_inner_dim, out)
+            )
         self.norm = nn.LayerNorm(spec.cross_dim)
         self.num_tokens, self.cross_dim = spec.num_tokens, spec.cross_dim
 

@@ -8,6 +8,7 @@ Text form (one node input that fits any adapter, whatever its metrics):
     a raw metric score.
 Values are converted to z-scores for normalized adapters (the default) or raw scores otherwise.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,9 @@ def parse_targets(text: str, metrics: Sequence[str]) -> list[dict[str, float]]:
     """Parse the text form into one {metric: number} dict per batch item."""
     items = [s.strip() for s in _SPLIT.split(text or "") if s.strip()]
     if not items:
-        raise IQAAdapterError("No targets given. Write e.g. '99' (every metric at that value) or one line per batch item.")
+        raise IQAAdapterError(
+            "No targets given. Write e.g. '99' (every metric at that value) or one line per batch item."
+        )
     out = []
     for i, item in enumerate(items, 1):
         if "=" not in item:
@@ -70,7 +73,8 @@ def parse_targets(text: str, metrics: Sequence[str]) -> list[dict[str, float]]:
             if name in row:
                 raise IQAAdapterError(
                     f"Target line {i} names metric '{name}' twice. Give each metric one value, e.g. "
-                    + ", ".join(f"{m}=99" for m in metrics) + "."
+                    + ", ".join(f"{m}=99" for m in metrics)
+                    + "."
                 )
             if name not in metrics:
                 raise IQAAdapterError(
@@ -80,7 +84,9 @@ def parse_targets(text: str, metrics: Sequence[str]) -> list[dict[str, float]]:
             row[name] = _number(val, f"'{name}' on line {i}")
         missing = [m for m in metrics if m not in row]
         if missing:
-            raise IQAAdapterError(f"Target line {i} gives no value for {', '.join(missing)}. Name every metric, or give one number.")
+            raise IQAAdapterError(
+                f"Target line {i} gives no value for {', '.join(missing)}. Name every metric, or give one number."
+            )
         out.append(row)
     return out
 
@@ -111,14 +117,18 @@ def to_z(value: float, mode: str, metric: str, table: NormTable) -> float:
     return z
 
 
-def build_targets(items: Sequence[dict[str, float]], mode: str, metrics: Sequence[str], normalized: bool, table: NormTable) -> TargetBatch:
+def build_targets(
+    items: Sequence[dict[str, float]], mode: str, metrics: Sequence[str], normalized: bool, table: NormTable
+) -> TargetBatch:
     """Turn parsed items into model inputs: z-scores (normalized adapters) or raw scores."""
     zs = [[to_z(item[m], mode, m, table) for m in metrics] for item in items]
     z = torch.tensor(zs, dtype=torch.float32)
     if normalized:
         values = z
     else:
-        values = torch.tensor([[table.get(m).raw_from_z(v) for m, v in zip(metrics, row)] for row in zs], dtype=torch.float32)
+        values = torch.tensor(
+            [[table.get(m).raw_from_z(v) for m, v in zip(metrics, row)] for row in zs], dtype=torch.float32
+        )
     return TargetBatch(values, z, tuple(metrics))
 
 
@@ -128,7 +138,9 @@ def items_from_scores(scores: Mapping[str, Sequence[float]], metrics: Sequence[s
     `scores` is an IQA_SCORES value from IQA Score, {metric: [raw score per image]}; chain one IQA Score per
     metric of the adapter. A metric with one score applies it to every item.
     """
-    if not isinstance(scores, Mapping) or not all(isinstance(v, Sequence) and not isinstance(v, str) for v in scores.values()):
+    if not isinstance(scores, Mapping) or not all(
+        isinstance(v, Sequence) and not isinstance(v, str) for v in scores.values()
+    ):
         raise IQAAdapterError(
             f"expected IQA scores ({{metric: [score per image]}}), got a {type(scores).__name__}. "
             "Connect the iqa_scores output of an IQA Score node."
@@ -141,7 +153,9 @@ def items_from_scores(scores: Mapping[str, Sequence[float]], metrics: Sequence[s
         )
     lengths = {len(scores[m]) for m in metrics} - {1}
     if len(lengths) > 1:
-        raise IQAAdapterError(f"the scores hold different numbers of images per metric ({sorted(lengths)}); score the same images.")
+        raise IQAAdapterError(
+            f"the scores hold different numbers of images per metric ({sorted(lengths)}); score the same images."
+        )
     n = lengths.pop() if lengths else 1
     items = []
     for i in range(n):

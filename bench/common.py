@@ -1,4 +1,5 @@
 """Shared pieces of the benchmarks: the real host, real-size UNets with random weights, timing."""
+
 from __future__ import annotations
 
 import os
@@ -15,12 +16,32 @@ FIXTURES_NAME = "iqa_test_fixtures"  # tests/fixture_nodes: random-weight IQA mo
 
 # Real-size configs (BRIEF §4 and the host's supported models); weights are random, timing does not need real ones.
 CONFIGS = {
-    "sdxl": dict(model_channels=320, channel_mult=[1, 2, 4], num_res_blocks=[2, 2, 2], transformer_depth=[0, 0, 2, 2, 10, 10],
-                 transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10, context_dim=2048,
-                 num_head_channels=64, adm_in_channels=2816, num_classes="sequential", use_linear_in_transformer=True),
-    "sd15": dict(model_channels=320, channel_mult=[1, 2, 4, 4], num_res_blocks=[2, 2, 2, 2], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
-                 transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], transformer_depth_middle=1, context_dim=768,
-                 num_heads=8, num_head_channels=-1, adm_in_channels=None, use_linear_in_transformer=False),
+    "sdxl": dict(
+        model_channels=320,
+        channel_mult=[1, 2, 4],
+        num_res_blocks=[2, 2, 2],
+        transformer_depth=[0, 0, 2, 2, 10, 10],
+        transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
+        transformer_depth_middle=10,
+        context_dim=2048,
+        num_head_channels=64,
+        adm_in_channels=2816,
+        num_classes="sequential",
+        use_linear_in_transformer=True,
+    ),
+    "sd15": dict(
+        model_channels=320,
+        channel_mult=[1, 2, 4, 4],
+        num_res_blocks=[2, 2, 2, 2],
+        transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+        transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        transformer_depth_middle=1,
+        context_dim=768,
+        num_heads=8,
+        num_head_channels=-1,
+        adm_in_channels=None,
+        use_linear_in_transformer=False,
+    ),
 }
 
 
@@ -58,8 +79,18 @@ def real_size_model(kind: str, device: str = "cpu", dtype: str = "float32"):
         latent_format = comfy.latent_formats.SDXL if kind == "sdxl" else comfy.latent_formats.SD15
         sampling_settings = {}
 
-    cfg = dict(image_size=32, in_channels=4, out_channels=4, use_spatial_transformer=True, legacy=False, use_checkpoint=False,
-               use_temporal_attention=False, use_temporal_resblock=False, dtype=getattr(torch, dtype), **CONFIGS[kind])
+    cfg = dict(
+        image_size=32,
+        in_channels=4,
+        out_channels=4,
+        use_spatial_transformer=True,
+        legacy=False,
+        use_checkpoint=False,
+        use_temporal_attention=False,
+        use_temporal_resblock=False,
+        dtype=getattr(torch, dtype),
+        **CONFIGS[kind],
+    )
     dev = torch.device(device)
     with torch.inference_mode(False):
         model = comfy.model_base.BaseModel(Config(cfg), device=dev)
@@ -82,11 +113,16 @@ def unet_step(model, kind: str, latent: int, batch: int = 2) -> Callable[[], Non
     ctx = torch.randn(batch, 77, CONFIGS[kind]["context_dim"], generator=g).to(p.device, p.dtype)
     y = torch.randn(batch, 2816, generator=g).to(p.device, p.dtype) if kind == "sdxl" else None
     t = torch.full((batch,), 500.0, device=p.device)
-    to = dict(model.model_options["transformer_options"], cond_or_uncond=[1, 0], sigmas=torch.full((batch,), 5.0, device=p.device))
+    to = dict(
+        model.model_options["transformer_options"],
+        cond_or_uncond=[1, 0],
+        sigmas=torch.full((batch,), 5.0, device=p.device),
+    )
 
     def step():
         with torch.inference_mode():
             dm(x, t, context=ctx, y=y, transformer_options=to)
+
     return step
 
 
@@ -96,8 +132,12 @@ def wall_seconds(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved_medians(variants: dict[str, Callable[[], None]], rounds: int,
-                        timer: Callable[[Callable[[], None]], float] = wall_seconds, warmup: int = 1) -> dict[str, float]:
+def interleaved_medians(
+    variants: dict[str, Callable[[], None]],
+    rounds: int,
+    timer: Callable[[Callable[[], None]], float] = wall_seconds,
+    warmup: int = 1,
+) -> dict[str, float]:
     """Median seconds per variant (as `timer` measures one call), the variants interleaved round by round so
     drift hits all alike, after `warmup` calls of each."""
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -126,14 +166,15 @@ def sampler_call(patcher, kind: str, latent: int, sigma: float = 1.0, cfg: float
         if kind == "sdxl":
             c["y"] = comfy.conds.CONDRegular(torch.randn(1, 2816, generator=g).to(p.device))
         return [{"model_conds": c}]
+
     pos, neg = cond(), cond()
     s = torch.full((1,), float(sigma), device=p.device)
 
     def call():
         with torch.inference_mode():
             comfy.samplers.sampling_function(patcher.model, x, s, neg, pos, cfg, patcher.model_options, seed=0)
-    return call
 
+    return call
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

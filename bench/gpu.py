@@ -10,6 +10,7 @@ ratio to a baseline measured in the same run, variants interleaved round by roun
     python bench/gpu.py [--rounds 30] [--sections qc guide] [--out DIR]
     python bench/gpu.py --device cpu --qc-configs sd15:8 --guide-latent 8 --rounds 1   # dry run, no GPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,7 @@ def tolerate_new_transformers() -> None:
     for _ in range(20):
         try:
             import comfy.sd  # noqa: F401
+
             return
         except ImportError as e:
             m = re.search(r"cannot import name '(\w+)' from 'transformers", str(e))
@@ -131,57 +133,109 @@ def section_qc(pack, args, timer: Timer) -> None:
         dtype = getattr(torch, args.dtype)
         for n, s in enumerate(sites):
             wk, wv = adapter._ip[n]
-            naive.set_model_attn2_replace(qcb.PerCallProjection(tc, tu, wk, wv, host.host_attention, dev, dtype), *s.key)
+            naive.set_model_attn2_replace(
+                qcb.PerCallProjection(tc, tu, wk, wv, host.host_attention, dev, dtype), *s.key
+            )
         host_path = model.clone()
         for key, patch in patched.model_options["transformer_options"]["patches_replace"]["attn2"].items():
             host_path.set_model_attn2_replace(qcb.HostAttentionTerm(patch.contributions, host.host_attention), *key)
         for latent in latents:
-            med = common.interleaved_medians({"plain": common.unet_step(model, kind, latent), "quality": common.unet_step(patched, kind, latent),
-                               "plain (again)": common.unet_step(model, kind, latent),
-                               "host path": common.unet_step(host_path, kind, latent),
-                               "stacked": common.unet_step(stacked, kind, latent),
-                               "windowed": common.unet_step(windowed, kind, latent),
-                               "per_call": common.unet_step(naive, kind, latent)}, args.rounds, timer, warmup=3)
+            med = common.interleaved_medians(
+                {
+                    "plain": common.unet_step(model, kind, latent),
+                    "quality": common.unet_step(patched, kind, latent),
+                    "plain (again)": common.unet_step(model, kind, latent),
+                    "host path": common.unet_step(host_path, kind, latent),
+                    "stacked": common.unet_step(stacked, kind, latent),
+                    "windowed": common.unet_step(windowed, kind, latent),
+                    "per_call": common.unet_step(naive, kind, latent),
+                },
+                args.rounds,
+                timer,
+                warmup=3,
+            )
             p = med["plain"]
-            row = [kind, f"{latent * 8}px ({latent}x{latent})", f"{p * 1000:.1f} ms", f"{med['plain (again)'] / p:.4f}",
-                   f"{med['quality'] / p:.4f}", f"{med['windowed'] / p:.4f}", f"{med['stacked'] / p:.4f}", f"{med['host path'] / p:.4f}",
-                   f"{med['per_call'] / p:.4f}"]
+            row = [
+                kind,
+                f"{latent * 8}px ({latent}x{latent})",
+                f"{p * 1000:.1f} ms",
+                f"{med['plain (again)'] / p:.4f}",
+                f"{med['quality'] / p:.4f}",
+                f"{med['windowed'] / p:.4f}",
+                f"{med['stacked'] / p:.4f}",
+                f"{med['host path'] / p:.4f}",
+                f"{med['per_call'] / p:.4f}",
+            ]
             if dev.type == "cuda":
                 try:
-                    (ops_p, launch_p), (ops_q, _) = (ops_and_launch(common.unet_step(m, kind, latent)) for m in (model, patched))
+                    (ops_p, launch_p), (ops_q, _) = (
+                        ops_and_launch(common.unet_step(m, kind, latent)) for m in (model, patched)
+                    )
                     row += [f"{ops_p} -> {ops_q} (+{ops_q - ops_p}, {len(sites)} attn2 layers)", f"{launch_p / p:.2f}"]
                 except Exception as e:  # the profiler is a diagnosis; its failure must not lose the timings
                     row += [f"n/a ({type(e).__name__}: {e})", ""]
             rows.append(row)
-            RESULTS.setdefault("qc", []).append(dict(kind=kind, latent=latent, ms={k: v * 1000 for k, v in med.items()}))
+            RESULTS.setdefault("qc", []).append(
+                dict(kind=kind, latent=latent, ms={k: v * 1000 for k, v in med.items()})
+            )
             print("qc", row, flush=True)
         # device memory: 4 conditioned clones, each run once (K/V are cast to the device lazily, at first use)
         if dev.type == "cuda":
             gc.collect()
             torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()
-            clones = [QC().apply(model.clone(), adapter, t, "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)[0] for t in ("25", "50", "75", "90")]
+            clones = [
+                QC().apply(model.clone(), adapter, t, "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)[0]
+                for t in ("25", "50", "75", "90")
+            ]
             for clone in clones:
                 common.unet_step(clone, kind, latents[0])()
             torch.cuda.synchronize()
             grown = torch.cuda.memory_allocated() - base
-            mem_rows.append([kind, f"{size / 2**20:.0f} MiB", f"{model_bytes / 2**30:.2f} GiB", f"{load_patch_s:.2f} s",
-                             f"{grown / 2**20:.2f} MiB", f"{(model_bytes + grown) / model_bytes:.5f}", f"{1 + size / model_bytes + 0.02:.4f}"])
+            mem_rows.append(
+                [
+                    kind,
+                    f"{size / 2**20:.0f} MiB",
+                    f"{model_bytes / 2**30:.2f} GiB",
+                    f"{load_patch_s:.2f} s",
+                    f"{grown / 2**20:.2f} MiB",
+                    f"{(model_bytes + grown) / model_bytes:.5f}",
+                    f"{1 + size / model_bytes + 0.02:.4f}",
+                ]
+            )
             print("mem", mem_rows[-1], flush=True)
             del clones, clone  # the loop variable would keep the last clone (and its UNet) alive
         del model, patched, stacked, windowed, naive, adapter, host_path
         gc.collect()
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    common.print_table(f"Quality Condition, step time ratio to the plain model ({args.device}, {args.dtype}, cfg batch 2, "
-                       f"median of {args.rounds} interleaved rounds)",
-                       ["UNet", "image", "plain step", "plain (again)", "Quality Condition", "with sigma window", "two stacked",
-                        "cached K/V, host attention + scale + add", "per-call projection"]
-                       + (["GPU ops per step, plain -> Quality Condition", "host enqueue time / GPU time, plain"]
-                          if dev.type == "cuda" else []), rows)
+    common.print_table(
+        f"Quality Condition, step time ratio to the plain model ({args.device}, {args.dtype}, cfg batch 2, "
+        f"median of {args.rounds} interleaved rounds)",
+        [
+            "UNet",
+            "image",
+            "plain step",
+            "plain (again)",
+            "Quality Condition",
+            "with sigma window",
+            "two stacked",
+            "cached K/V, host attention + scale + add",
+            "per-call projection",
+        ]
+        + (
+            ["GPU ops per step, plain -> Quality Condition", "host enqueue time / GPU time, plain"]
+            if dev.type == "cuda"
+            else []
+        ),
+        rows,
+    )
     if mem_rows:
-        common.print_table("Device memory: 4 conditioned clones after one step each, vs the plain model's weights",
-                           ["UNet", "adapter file", "UNet weights", "load + patch", "device memory added", "ratio", "bound"], mem_rows)
+        common.print_table(
+            "Device memory: 4 conditioned clones after one step each, vs the plain model's weights",
+            ["UNet", "adapter file", "UNet weights", "load + patch", "device memory added", "ratio", "bound"],
+            mem_rows,
+        )
 
 
 def section_guide(pack, args, timer: Timer) -> None:
@@ -207,7 +261,9 @@ def section_guide(pack, args, timer: Timer) -> None:
         decoder, cap, precision = ggb.parse_config(text)
         name = f"{ggb.DECODER_NAMES[decoder]} @{cap or 'full'}, {precision}"
         patched = ggb.guided_model(pack, model, metric, vaes[decoder], cap, precision)
-        variants[name], records[name] = ggb.clocked(patched, SyncClock(), lambda p: common.sampler_call(p, kind, latent))
+        variants[name], records[name] = ggb.clocked(
+            patched, SyncClock(), lambda p: common.sampler_call(p, kind, latent)
+        )
     peaks = {}
     if args.device != "cpu":
         for name, fn in variants.items():  # peak device memory of one call each
@@ -219,24 +275,44 @@ def section_guide(pack, args, timer: Timer) -> None:
             peaks[name] = (torch.cuda.max_memory_allocated() - before) / 2**30
     med = common.interleaved_medians(variants, max(3, args.rounds // 3), timer)
     base = med["unguided"]
-    parts = {k: {p: statistics.median(r[p][0] for r in rec[-max(3, args.rounds // 3):]) for p in ggb.Clock.PARTS}
-             for k, rec in records.items()}
+    parts = {
+        k: {p: statistics.median(r[p][0] for r in rec[-max(3, args.rounds // 3) :]) for p in ggb.Clock.PARTS}
+        for k, rec in records.items()
+    }
     steps = 20
     rows = []
     for k, v in med.items():
-        first_copies = records[k][0]["copies"][0] if k in records else 0.0  # copies are made at a run's first guided step
-        row = [k, f"{v * 1000:.0f} ms", f"{v / base:.2f}", f"{(steps * v + first_copies) / (steps * base):.2f}",
-               f"{peaks.get(k, float('nan')):.2f} GiB", f"{first_copies * 1000:.0f}"]
-        row += [f"{parts[k][p] * 1000:.0f}" for p in ggb.Clock.PARTS if p != "copies"] if k in parts else [""] * (len(ggb.Clock.PARTS) - 1)
+        first_copies = (
+            records[k][0]["copies"][0] if k in records else 0.0
+        )  # copies are made at a run's first guided step
+        row = [
+            k,
+            f"{v * 1000:.0f} ms",
+            f"{v / base:.2f}",
+            f"{(steps * v + first_copies) / (steps * base):.2f}",
+            f"{peaks.get(k, float('nan')):.2f} GiB",
+            f"{first_copies * 1000:.0f}",
+        ]
+        row += (
+            [f"{parts[k][p] * 1000:.0f}" for p in ggb.Clock.PARTS if p != "copies"]
+            if k in parts
+            else [""] * (len(ggb.Clock.PARTS) - 1)
+        )
         rows.append(row)
-    RESULTS["guide"] = dict(ms={k: v * 1000 for k, v in med.items()}, first_copies_ms={k: r[0]["copies"][0] * 1000
-                                                                                        for k, r in records.items()}, parts_ms={k: {p: v * 1000 for p, v in d.items()}
-                                                                              for k, d in parts.items()}, peak_gib=peaks)
+    RESULTS["guide"] = dict(
+        ms={k: v * 1000 for k, v in med.items()},
+        first_copies_ms={k: r[0]["copies"][0] * 1000 for k, r in records.items()},
+        parts_ms={k: {p: v * 1000 for p, v in d.items()} for k, d in parts.items()},
+        peak_gib=peaks,
+    )
     vae_dtype = getattr(vaes["vae"], "vae_dtype", None)
-    common.print_table(f"IQA Gradient Guidance, {kind} {latent * 8}px, topiq_nr, scale {ggb.SCALE}; guided step / unguided "
-                       f"({args.device}, UNet {args.dtype}, host VAE dtype {vae_dtype}; parts in ms, synchronized clock)",
-                       ["variant", "step", "ratio", f"{steps}-step run ratio", "peak extra device memory",
-                        "copies (once per run)"] + [p for p in ggb.Clock.PARTS if p != "copies"], rows)
+    common.print_table(
+        f"IQA Gradient Guidance, {kind} {latent * 8}px, topiq_nr, scale {ggb.SCALE}; guided step / unguided "
+        f"({args.device}, UNet {args.dtype}, host VAE dtype {vae_dtype}; parts in ms, synchronized clock)",
+        ["variant", "step", "ratio", f"{steps}-step run ratio", "peak extra device memory", "copies (once per run)"]
+        + [p for p in ggb.Clock.PARTS if p != "copies"],
+        rows,
+    )
 
 
 def main() -> None:
@@ -247,9 +323,12 @@ def main() -> None:
     ap.add_argument("--sections", nargs="+", default=["qc", "guide"])
     ap.add_argument("--qc-configs", nargs="+", default=["sdxl:128", "sdxl:64", "sd15:64", "sd15:96"])
     ap.add_argument("--guide-latent", type=int, default=128)
-    ap.add_argument("--guide-configs", nargs="+", default=["taesd:512", "taesd:1024", "vae:512", "vae:512:bfloat16",
-                                                           "vae:512:float32", "vae:1024", "vae:0"],
-                    help="decoder:cap[:precision]")
+    ap.add_argument(
+        "--guide-configs",
+        nargs="+",
+        default=["taesd:512", "taesd:1024", "vae:512", "vae:512:bfloat16", "vae:512:float32", "vae:1024", "vae:0"],
+        help="decoder:cap[:precision]",
+    )
     ap.add_argument("--out", default=os.environ.get("OUT", ""))
     args = ap.parse_args()
     os.environ.setdefault("TORCH_HOME", tempfile.mkdtemp(prefix="iqa-bench-torch-"))
@@ -260,7 +339,9 @@ def main() -> None:
 
     if args.device != "cpu":
         print(f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}", flush=True)
-    RESULTS["env"] = dict(torch=torch.__version__, device=torch.cuda.get_device_name() if args.device != "cpu" else "cpu")
+    RESULTS["env"] = dict(
+        torch=torch.__version__, device=torch.cuda.get_device_name() if args.device != "cpu" else "cpu"
+    )
     timer = Timer(args.device)
     for name, fn in (("qc", section_qc), ("guide", section_guide)):
         if name in args.sections:

@@ -24,6 +24,7 @@ image and on the decoder's input time the two halves of the backward. The wrappe
     OMP_NUM_THREADS=2 .venv/bin/python bench/gradient_guidance.py [--rounds 3] [--latent 64]
         [--configs taesd:256 taesd:512 vae:384 vae:512 vae:512:bfloat16] [--cheap-configs taesd:512] [--quiet-wait 15] [--mem-wait 180]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,18 @@ SIGMA = 1.0  # the sigma of the timed call; inside the node's default window (th
 CFG = 7.0
 DECODER_NAMES = {"taesd": "TAESD", "vae": "full VAE"}
 # The SD1.x KL VAE (AutoencoderKL, 83.7M parameters), as the host's comfy.sd.VAE configures it for SD1.x files.
-SD_VAE_DDCONFIG = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128, ch_mult=[1, 2, 4, 4],
-                       num_res_blocks=2, attn_resolutions=[], dropout=0.0)
+SD_VAE_DDCONFIG = dict(
+    double_z=True,
+    z_channels=4,
+    resolution=256,
+    in_channels=3,
+    out_ch=3,
+    ch=128,
+    ch_mult=[1, 2, 4, 4],
+    num_res_blocks=2,
+    attn_resolutions=[],
+    dropout=0.0,
+)
 # The guided-step goals of issue 8, by (decoder, decode cap).
 GOALS = {("taesd", 512): 1.5, ("vae", 512): 3.0}
 
@@ -110,6 +121,7 @@ class Clock:
 
     def parts(self) -> dict[str, tuple[float, float]]:
         """Each part as (wall, cpu) seconds; "rest of hook" is the hook total less the named parts."""
+
         def span(a: str, b: str) -> tuple[float, float]:
             if a not in self.marks or b not in self.marks:  # copies are made at a run's first guided step only
                 return (0.0, 0.0)
@@ -117,10 +129,15 @@ class Clock:
 
         def add(*spans):
             return tuple(sum(x) for x in zip(*spans))
-        p = {"copies": add(span("hook_start", "decoder_copied"), span("metric_copy_start", "metric_copied")),
-             "decode fwd": span("decode_start", "decode_end"), "IQA fwd": span("iqa_start", "iqa_end"),
-             "IQA bwd": span("iqa_end", "iqa_bwd_end"), "decode bwd": span("iqa_bwd_end", "decode_bwd_end"),
-             "hook total": span("hook_start", "hook_end")}
+
+        p = {
+            "copies": add(span("hook_start", "decoder_copied"), span("metric_copy_start", "metric_copied")),
+            "decode fwd": span("decode_start", "decode_end"),
+            "IQA fwd": span("iqa_start", "iqa_end"),
+            "IQA bwd": span("iqa_end", "iqa_bwd_end"),
+            "decode bwd": span("iqa_bwd_end", "decode_bwd_end"),
+            "hook total": span("hook_start", "hook_end"),
+        }
         named = add(*(v for k, v in p.items() if k != "hook total"))
         p["rest of hook"] = (p["hook total"][0] - named[0], p["hook total"][1] - named[1])
         return p
@@ -178,8 +195,9 @@ def wait_for_memory(need: float, max_wait: float) -> None:
         time.sleep(2.0)
 
 
-def interleaved_times(variants: dict[str, Callable[[], None]], rounds: int, needs: dict[str, float], quiet_wait: float,
-                      mem_wait: float) -> tuple[dict[str, list[tuple[float, float, float]]], dict[str, "PeakRSS"]]:
+def interleaved_times(
+    variants: dict[str, Callable[[], None]], rounds: int, needs: dict[str, float], quiet_wait: float, mem_wait: float
+) -> tuple[dict[str, list[tuple[float, float, float]]], dict[str, "PeakRSS"]]:
     """common.interleaved_medians' protocol: one warm-up call each, then the variants interleaved round by
     round. Keeps each timed call's (wall-clock s, process CPU s, other processes' share of the cores), and
     the peak RSS of each warm-up call (the first variant is primed by one extra call before, so that no
@@ -230,6 +248,7 @@ def instrument(patched, clock: Clock) -> None:
             images.register_hook(lambda g: clock.mark("iqa_bwd_end"))
             clock.mark("decode_end")
             return images
+
         return decode
 
     def build_term(device):
@@ -242,6 +261,7 @@ def instrument(patched, clock: Clock) -> None:
             out = real(images)
             clock.mark("iqa_end")
             return out
+
         return score
 
     hook.decoder = dataclasses.replace(src, build=build_decoder)
@@ -252,6 +272,7 @@ def instrument(patched, clock: Clock) -> None:
         out = hook(args)
         clock.mark("hook_end")
         return out
+
     hooks[-1] = timed
 
 
@@ -264,14 +285,26 @@ def clocked(patched, clock: Clock, make_call: Callable) -> tuple[Callable[[], No
         clock.marks.clear()
         call()
         records.append(clock.parts())
+
     return run, records
 
 
 def guided_model(pack, model, metric, vae, cap: int, precision: str = "auto"):
     """The node's output model: IQA Gradient Guidance with its defaults except the decode cap and precision."""
     node = pack.nodes.gradient_guidance.IQAGradientGuidance()
-    return node.apply(model=model, iqa_model=metric, vae=vae, scale=SCALE, start_percent=0.0, end_percent=1.0,
-                      every_n_steps=1, direction="maximize", target_z=2.0, max_decode_size=cap, precision=precision)[0]
+    return node.apply(
+        model=model,
+        iqa_model=metric,
+        vae=vae,
+        scale=SCALE,
+        start_percent=0.0,
+        end_percent=1.0,
+        every_n_steps=1,
+        direction="maximize",
+        target_z=2.0,
+        max_decode_size=cap,
+        precision=precision,
+    )[0]
 
 
 class PeakRSS:
@@ -291,6 +324,7 @@ class PeakRSS:
             while not self._stop.is_set():
                 self.peak = max(self.peak, self._proc.memory_info().rss)
                 self._stop.wait(0.002)
+
         self._thread = threading.Thread(target=poll, daemon=True)
         self._thread.start()
         return self
@@ -317,14 +351,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latent", type=int, default=64)
-    ap.add_argument("--configs", nargs="+", default=["taesd:256", "taesd:512", "vae:384", "vae:512", "vae:512:bfloat16"],
-                    help=f"decoder:cap[:precision] guided with {METRIC}")
-    ap.add_argument("--cheap-configs", nargs="*", default=["taesd:512"],
-                    help=f"decoder:cap pairs also guided with {CHEAP_METRIC}")
-    ap.add_argument("--quiet-wait", type=float, default=15.0,
-                    help="seconds each timed call may wait for other processes to go quiet (0 = never wait)")
-    ap.add_argument("--mem-wait", type=float, default=180.0,
-                    help="seconds a call may wait for enough free memory (the full VAE at 512 px needs several GiB)")
+    ap.add_argument(
+        "--configs",
+        nargs="+",
+        default=["taesd:256", "taesd:512", "vae:384", "vae:512", "vae:512:bfloat16"],
+        help=f"decoder:cap[:precision] guided with {METRIC}",
+    )
+    ap.add_argument(
+        "--cheap-configs", nargs="*", default=["taesd:512"], help=f"decoder:cap pairs also guided with {CHEAP_METRIC}"
+    )
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=15.0,
+        help="seconds each timed call may wait for other processes to go quiet (0 = never wait)",
+    )
+    ap.add_argument(
+        "--mem-wait",
+        type=float,
+        default=180.0,
+        help="seconds a call may wait for enough free memory (the full VAE at 512 px needs several GiB)",
+    )
     args = ap.parse_args()
     os.environ.setdefault("TORCH_HOME", tempfile.mkdtemp(prefix="iqa-bench-torch-"))  # pyiqa's cache, read at import
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -339,14 +386,18 @@ def main() -> None:
     if args.cheap_configs:
         metrics[CHEAP_METRIC] = random_metric(CHEAP_METRIC)
 
-    runs = [(parse_config(c), METRIC) for c in args.configs] + [(parse_config(c), CHEAP_METRIC) for c in args.cheap_configs]
+    runs = [(parse_config(c), METRIC) for c in args.configs] + [
+        (parse_config(c), CHEAP_METRIC) for c in args.cheap_configs
+    ]
     variants: dict[str, Callable[[], None]] = {"unguided": common.sampler_call(model, "sd15", args.latent, SIGMA, CFG)}
     needs = {"unguided": 2.0 * 2**30}  # bytes available before a call; replaced by the warm-up's measured peak
     records: dict[str, list[dict[str, float]]] = {}
     for (decoder, cap, precision), metric in runs:
         name = label(decoder, cap, metric, precision)
         patched = guided_model(pack, model, metrics[metric], vaes[decoder], cap, precision)
-        variants[name], records[name] = clocked(patched, Clock(), lambda p: common.sampler_call(p, "sd15", args.latent, SIGMA, CFG))
+        variants[name], records[name] = clocked(
+            patched, Clock(), lambda p: common.sampler_call(p, "sd15", args.latent, SIGMA, CFG)
+        )
         # a first guess for the warm-up: the full VAE's backward at 512 px took ~7.5 GiB here, TAESD's < 1 GiB
         needs[name] = (1.0 + (7.5 if decoder == "vae" else 1.0) * (cap / 512) ** 2) * 2**30
 
@@ -356,8 +407,10 @@ def main() -> None:
     per_round = {k: ", ".join(f"{t[0]:.1f} ({t[2]:.0%})" for t in v) for k, v in times.items()}
     pw, pc = wall["unguided"], cpu["unguided"]
     # medians per part over the timed rounds (record 0 is the warm-up), so parts need not add up exactly
-    parts = {k: {p: tuple(statistics.median(r[p][i] for r in rec[1:]) for i in (0, 1)) for p in Clock.PARTS}
-             for k, rec in records.items()}
+    parts = {
+        k: {p: tuple(statistics.median(r[p][i] for r in rec[1:]) for i in (0, 1)) for p in Clock.PARTS}
+        for k, rec in records.items()
+    }
     for k, rec in records.items():  # the copies are made once per run: at the warm-up call, the run's first guided step
         parts[k]["copies"] = rec[0]["copies"]
 
@@ -368,34 +421,74 @@ def main() -> None:
 
     def cell(w: float, c: float) -> str:
         return f"{w:.2f} s ({w / pw:.2f}x; CPU {c / pc:.2f}x)"
+
     rows = [["plain step (unguided call)"] + [cell(pw, pc) for _ in cols]]
-    rows += [[p if p != "copies" else "copies of decoder + metric (once per run)"] + [cell(*parts[c][p]) for c in cols]
-             for p in Clock.PARTS]
+    rows += [
+        [p if p != "copies" else "copies of decoder + metric (once per run)"] + [cell(*parts[c][p]) for c in cols]
+        for p in Clock.PARTS
+    ]
     rows.append(["guided step"] + [cell(wall[c], cpu[c]) for c in cols])
-    common.print_table(f"Where the time goes in one guided step: wall seconds (ratio to the plain step; CPU: the same "
-                       f"ratio in process CPU time) ({where}; {how})", ["part"] + cols, rows)
+    common.print_table(
+        f"Where the time goes in one guided step: wall seconds (ratio to the plain step; CPU: the same "
+        f"ratio in process CPU time) ({where}; {how})",
+        ["part"] + cols,
+        rows,
+    )
 
     def verdict(ratio: float, goal: float) -> str:
         return "met" if ratio <= goal else f"missed by {ratio / goal:.2f}x"
+
     rows = []
     for (decoder, cap, precision), metric in runs:
         name = label(decoder, cap, metric, precision)
         goal = GOALS.get((decoder, cap)) if metric == METRIC else None
-        rows.append([name, f"{wall[name]:.2f} s", f"{wall[name] / pw:.2f}", f"{cpu[name] / pc:.2f}", per_round[name],
-                     "" if goal is None else f"<= {goal}: wall {verdict(wall[name] / pw, goal)}, CPU {verdict(cpu[name] / pc, goal)}"])
-    common.print_table(f"Guided step / unguided step (unguided: {pw:.2f} s wall, {pc:.2f} s CPU, rounds {per_round['unguided']}; "
-                       f"{where}; {how})",
-                       ["decoder @ cap, metric", "guided step (wall)", "ratio (wall)", "ratio (CPU time)",
-                        "wall s per round (other processes' share of the cores)", "goal"], rows)
+        rows.append(
+            [
+                name,
+                f"{wall[name]:.2f} s",
+                f"{wall[name] / pw:.2f}",
+                f"{cpu[name] / pc:.2f}",
+                per_round[name],
+                ""
+                if goal is None
+                else f"<= {goal}: wall {verdict(wall[name] / pw, goal)}, CPU {verdict(cpu[name] / pc, goal)}",
+            ]
+        )
+    common.print_table(
+        f"Guided step / unguided step (unguided: {pw:.2f} s wall, {pc:.2f} s CPU, rounds {per_round['unguided']}; "
+        f"{where}; {how})",
+        [
+            "decoder @ cap, metric",
+            "guided step (wall)",
+            "ratio (wall)",
+            "ratio (CPU time)",
+            "wall s per round (other processes' share of the cores)",
+            "goal",
+        ],
+        rows,
+    )
 
     base = peaks["unguided"]
-    rows = [[name, f"{m.before / 2**30:.2f} GiB", f"{m.peak / 2**30:.2f} GiB", f"{(m.peak - m.before) / 2**30:.2f} GiB",
-             f"{m.peak / base.peak:.2f}"] for name, m in peaks.items()]
-    common.print_table("Peak resident memory during one step (each variant's warm-up call, after freed heap was returned "
-                       "to the OS; RSS includes the UNet, both decoders and the metrics)",
-                       ["variant", "RSS before", "peak RSS", "peak - before", "peak / unguided peak"], rows)
-    print(f"\nwhole run: {time.perf_counter() - wall0:.0f} s; 1-min load average {load0:.1f} at the start, "
-          f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs (other processes share them)")
+    rows = [
+        [
+            name,
+            f"{m.before / 2**30:.2f} GiB",
+            f"{m.peak / 2**30:.2f} GiB",
+            f"{(m.peak - m.before) / 2**30:.2f} GiB",
+            f"{m.peak / base.peak:.2f}",
+        ]
+        for name, m in peaks.items()
+    ]
+    common.print_table(
+        "Peak resident memory during one step (each variant's warm-up call, after freed heap was returned "
+        "to the OS; RSS includes the UNet, both decoders and the metrics)",
+        ["variant", "RSS before", "peak RSS", "peak - before", "peak / unguided peak"],
+        rows,
+    )
+    print(
+        f"\nwhole run: {time.perf_counter() - wall0:.0f} s; 1-min load average {load0:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs (other processes share them)"
+    )
 
 
 if __name__ == "__main__":

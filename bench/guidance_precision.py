@@ -11,6 +11,7 @@ the cosine between the variant's gradient and the float32 one (guidance uses onl
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/guidance_precision.py [--rounds 3] [--configs taesd:512 vae:512]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,9 @@ def channels_last_float32(dc, src, term, vae, metric, latent_format):
             out = net(to_cl(images))
             out = out[0] if isinstance(out, (tuple, list)) else out
             return out.float().reshape(images.shape[0], -1).mean(1)
+
         return score
+
     return dataclasses.replace(src, build=build_decoder), dataclasses.replace(term, build=build_term)
 
 
@@ -86,8 +89,10 @@ def main() -> None:
                 def run(src=src, term=term, flavour=flavour):
                     with torch.inference_mode():  # as inside a prompt; the hook leaves it the same way
                         with torch.inference_mode(False), torch.enable_grad():
-                            grads[flavour] = core.guidance_gradient(x0, src.build(cpu), [term.build(cpu)], [term], cfg,
-                                                                    src.upscale_ratio)[0]
+                            grads[flavour] = core.guidance_gradient(
+                                x0, src.build(cpu), [term.build(cpu)], [term], cfg, src.upscale_ratio
+                            )[0]
+
                 variants[flavour] = run
             med = common.interleaved_medians(variants, args.rounds)
             ref = grads["float32"].flatten()
@@ -97,12 +102,17 @@ def main() -> None:
                 row.append(f"{med[flavour]:.2f} s (speed-up {med['float32'] / med[flavour]:.2f}x, cos {cos:.4f})")
             rows.append(row)
     amx = torch.cpu._is_amx_tile_supported() if hasattr(torch.cpu, "_is_amx_tile_supported") else "unknown"
-    common.print_table(f"Guidance gradient (copies + decode + IQA + backward), float32, channels_last and bfloat16 (CPU "
-                       f"{torch.backends.cpu.get_cpu_capability()}, AMX tiles: {amx}, {torch.get_num_threads()} threads, "
-                       f"{args.latent}x{args.latent} latent, median of {args.rounds} interleaved rounds)",
-                       ["decoder @ cap, metric", "float32"] + list(flavours[1:]), rows)
-    print(f"\nwhole run: {time.perf_counter() - wall0:.0f} s; 1-min load average {load0:.1f} at the start, "
-          f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs (other processes share them)")
+    common.print_table(
+        f"Guidance gradient (copies + decode + IQA + backward), float32, channels_last and bfloat16 (CPU "
+        f"{torch.backends.cpu.get_cpu_capability()}, AMX tiles: {amx}, {torch.get_num_threads()} threads, "
+        f"{args.latent}x{args.latent} latent, median of {args.rounds} interleaved rounds)",
+        ["decoder @ cap, metric", "float32"] + list(flavours[1:]),
+        rows,
+    )
+    print(
+        f"\nwhole run: {time.perf_counter() - wall0:.0f} s; 1-min load average {load0:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs (other processes share them)"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from the effect of inference mode itself.
 
     .venv/bin/python bench/iqa_score.py [--metrics topiq_nr musiq] [--batch 4] [--size 256] [--rounds 9]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,21 @@ import statistics
 import tempfile
 import time
 
-os.environ.setdefault("TORCH_HOME", tempfile.mkdtemp(prefix="iqa-bench-torch-"))  # random builds never touch a real cache
+os.environ.setdefault(
+    "TORCH_HOME", tempfile.mkdtemp(prefix="iqa-bench-torch-")
+)  # random builds never touch a real cache
 
 import common  # noqa: E402
 
 log = logging.getLogger("bench.iqa_score")
 # pyiqa options that build the same architecture without weight files (for the direct side).
-DIRECT_RANDOM_KWARGS = {"topiq_nr": {"pretrained": False, "backbone_pretrain": False}, "musiq": {"pretrained": False},
-                        "cnniqa": {"pretrained": None}, "piqe": {}, "entropy": {}}
+DIRECT_RANDOM_KWARGS = {
+    "topiq_nr": {"pretrained": False, "backbone_pretrain": False},
+    "musiq": {"pretrained": False},
+    "cnniqa": {"pretrained": None},
+    "piqe": {},
+    "entropy": {},
+}
 
 
 def timed(fn, n_images: int) -> float:
@@ -62,14 +70,19 @@ def bench_metric(pack, name: str, batch: int, size: int, rounds: int) -> dict:
         def run():
             with torch.inference_mode():
                 return node.score(image, model, bs)
+
         return run
 
     ref = run_direct().flatten().tolist()
     got = run_node(batch)()["result"][0]
     if max(abs(a - b) for a, b in zip(ref, got)) > 1e-4 * max(1.0, max(abs(r) for r in ref)):
         raise SystemExit(f"{name}: IQA Score {got} differs from pyiqa {ref}")
-    sides = {"direct": run_direct, "direct_im": run_direct_inference_mode, "node_b1": run_node(1),
-             f"node_b{batch}": run_node(batch)}
+    sides = {
+        "direct": run_direct,
+        "direct_im": run_direct_inference_mode,
+        "node_b1": run_node(1),
+        f"node_b{batch}": run_node(batch),
+    }
     rates: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(rounds):
         for k, fn in sides.items():
@@ -127,17 +140,39 @@ def main() -> None:
         rows.append((name, r))
     fixed = node_fixed_cost(pack, args.batch, args.size, args.rounds)
     b = f"node_b{args.batch}"
-    log.info("IQA Score vs pyiqa, %d images of %dx%d, CPU, %d thread(s), %d rounds (images/s, best round; ratio = node/direct, median of per-round ratios)",
-             args.batch, args.size, args.size, torch.get_num_threads(), args.rounds)
-    log.info("| metric | pyiqa direct | pyiqa direct, inference_mode | IQA Score, batch_size=%d | ratio | ratio vs inference_mode "
-             "| IQA Score, batch_size=1 | ratio |", args.batch)
+    log.info(
+        "IQA Score vs pyiqa, %d images of %dx%d, CPU, %d thread(s), %d rounds (images/s, best round; ratio = node/direct, median of per-round ratios)",
+        args.batch,
+        args.size,
+        args.size,
+        torch.get_num_threads(),
+        args.rounds,
+    )
+    log.info(
+        "| metric | pyiqa direct | pyiqa direct, inference_mode | IQA Score, batch_size=%d | ratio | ratio vs inference_mode "
+        "| IQA Score, batch_size=1 | ratio |",
+        args.batch,
+    )
     log.info("|---|---|---|---|---|---|---|---|")
     for name, r in rows:
-        log.info("| %s | %.2f | %.2f | %.2f | %.3f | %.3f | %.2f | %.3f |", name, r["direct"], r["direct_im"], r[b],
-                 r[f"{b}/direct"], r[f"{b}/direct_im"], r["node_b1"], r["node_b1/direct"])
-    log.info("IQA Score's own cost per call around the metric (stand-in metric, %d images): %.1f ms, i.e. %.1f%% of "
-             "the fastest metric call above", args.batch, fixed * 1e3,
-             100.0 * fixed / min(args.batch / r["direct_im"] for _, r in rows))
+        log.info(
+            "| %s | %.2f | %.2f | %.2f | %.3f | %.3f | %.2f | %.3f |",
+            name,
+            r["direct"],
+            r["direct_im"],
+            r[b],
+            r[f"{b}/direct"],
+            r[f"{b}/direct_im"],
+            r["node_b1"],
+            r["node_b1/direct"],
+        )
+    log.info(
+        "IQA Score's own cost per call around the metric (stand-in metric, %d images): %.1f ms, i.e. %.1f%% of "
+        "the fastest metric call above",
+        args.batch,
+        fixed * 1e3,
+        100.0 * fixed / min(args.batch / r["direct_im"] for _, r in rows),
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ through the host's attention function and separate scale/add ops (the hot path b
 
     .venv/bin/python bench/quality_condition.py [--kinds sdxl sd15] [--latents 32 64] [--rounds 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,17 @@ def write_random_adapter(path: Path, sites, cross_dim: int, input_dim: int = 3, 
     from safetensors.torch import save_file
 
     g = torch.Generator().manual_seed(0)
-    sd = {"image_proj.proj.weight": torch.randn(tokens * cross_dim, input_dim, generator=g) * 0.3,
-          "image_proj.proj.bias": torch.zeros(tokens * cross_dim), "image_proj.norm.weight": torch.ones(cross_dim),
-          "image_proj.norm.bias": torch.zeros(cross_dim)}
+    sd = {
+        "image_proj.proj.weight": torch.randn(tokens * cross_dim, input_dim, generator=g) * 0.3,
+        "image_proj.proj.bias": torch.zeros(tokens * cross_dim),
+        "image_proj.norm.weight": torch.ones(cross_dim),
+        "image_proj.norm.bias": torch.zeros(cross_dim),
+    }
     for n, s in enumerate(sites):
         for kv in "kv":
-            sd[f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight"] = (torch.randn(s.hidden, cross_dim, generator=g) / cross_dim ** 0.5).half()
+            sd[f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight"] = (
+                torch.randn(s.hidden, cross_dim, generator=g) / cross_dim**0.5
+            ).half()
     meta = {"iqa_adapter": json.dumps({"metrics": ["topiq_nr", "laion_aes"], "use_flag": True})}
     save_file({k: v.half().contiguous() for k, v in sd.items()}, str(path), metadata=meta)
     return path.stat().st_size
@@ -53,7 +59,9 @@ class PerCallProjection:
 
         heads = extra["n_heads"]
         per = q.shape[0] // len(extra["cond_or_uncond"])
-        toks = torch.cat([(self.tu if c == 1 else self.tc).expand(per, -1, -1) for c in extra["cond_or_uncond"]]).to(q.dtype)
+        toks = torch.cat([(self.tu if c == 1 else self.tc).expand(per, -1, -1) for c in extra["cond_or_uncond"]]).to(
+            q.dtype
+        )
         out = self.attention(q, k, v, heads)
         return out + self.attention(q, toks @ self.wk.to(q.dtype).T, toks @ self.wv.to(q.dtype).T, heads)
 
@@ -114,16 +122,30 @@ def main() -> None:
         base_rss = rss()
 
         load_times = []
-        for _ in range(3):  # the first may read the file back from disk: the UNet's build can evict it from the page cache
+        for _ in range(
+            3
+        ):  # the first may read the file back from disk: the UNet's build can evict it from the page cache
             t0 = time.perf_counter()
             adapter = A.IQAAdapter.load(path)
             patched = QC().apply(model, adapter, "99", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)[0]
             load_times.append(time.perf_counter() - t0)
         load_patch_s = statistics.median(load_times)
-        clones = [QC().apply(model.clone(), adapter, t, "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)[0] for t in ("25", "50", "75", "90")]
+        clones = [
+            QC().apply(model.clone(), adapter, t, "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)[0]
+            for t in ("25", "50", "75", "90")
+        ]
         mem_ratio = rss() / base_rss
-        mem_rows.append([kind, f"{size / 2**20:.0f} MiB", f"{model_bytes / 2**30:.2f} GiB", f"{load_patch_s:.2f} s ({', '.join(f'{t:.2f}' for t in load_times)})",
-                         f"{mem_ratio:.4f}", f"{1 + size / model_bytes + 0.02:.4f}", f"{build_s:.0f} s"])
+        mem_rows.append(
+            [
+                kind,
+                f"{size / 2**20:.0f} MiB",
+                f"{model_bytes / 2**30:.2f} GiB",
+                f"{load_patch_s:.2f} s ({', '.join(f'{t:.2f}' for t in load_times)})",
+                f"{mem_ratio:.4f}",
+                f"{1 + size / model_bytes + 0.02:.4f}",
+                f"{build_s:.0f} s",
+            ]
+        )
         stacked = QC().apply(patched, adapter, "50", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)[0]
 
         naive = model.clone()
@@ -136,26 +158,61 @@ def main() -> None:
         for key, patch in patched.model_options["transformer_options"]["patches_replace"]["attn2"].items():
             host_path.set_model_attn2_replace(HostAttentionTerm(patch.contributions, host.host_attention), *key)
         for latent in args.latents:
-            med = common.interleaved_medians({
-                "plain": common.unet_step(model, kind, latent),
-                "quality": common.unet_step(patched, kind, latent),
-                "plain (again)": common.unet_step(model, kind, latent),
-                "stacked": common.unet_step(stacked, kind, latent),
-                "host path": common.unet_step(host_path, kind, latent),
-                "per_call": common.unet_step(naive, kind, latent),
-            }, args.rounds)
+            med = common.interleaved_medians(
+                {
+                    "plain": common.unet_step(model, kind, latent),
+                    "quality": common.unet_step(patched, kind, latent),
+                    "plain (again)": common.unet_step(model, kind, latent),
+                    "stacked": common.unet_step(stacked, kind, latent),
+                    "host path": common.unet_step(host_path, kind, latent),
+                    "per_call": common.unet_step(naive, kind, latent),
+                },
+                args.rounds,
+            )
             p = med["plain"]
-            step_rows.append([kind, f"{latent}x{latent}", f"{p:.2f} s", f"{med['plain (again)'] / p:.4f}", f"{med['quality'] / p:.4f}",
-                              f"{med['stacked'] / p:.4f}", f"{med['host path'] / p:.4f}", f"{med['per_call'] / p:.4f}"])
+            step_rows.append(
+                [
+                    kind,
+                    f"{latent}x{latent}",
+                    f"{p:.2f} s",
+                    f"{med['plain (again)'] / p:.4f}",
+                    f"{med['quality'] / p:.4f}",
+                    f"{med['stacked'] / p:.4f}",
+                    f"{med['host path'] / p:.4f}",
+                    f"{med['per_call'] / p:.4f}",
+                ]
+            )
             print(step_rows[-1], flush=True)
         del model, patched, stacked, naive, clones, adapter, host_path
         gc.collect()
     threads = torch.get_num_threads()
-    common.print_table(f"Step time, ratio to the plain model (CPU, {threads} threads, cfg batch 2, median of {args.rounds} interleaved rounds)",
-                       ["UNet", "latent", "plain step", "plain (again): noise floor", "Quality Condition", "two stacked",
-                        "cached K/V, host attention + scale + add", "per-call projection (baseline)"], step_rows)
-    common.print_table("Memory and loading (goal: memory ratio <= bound; load + patch < 1.5 s for a 0.7 GB adapter)",
-                       ["UNet", "adapter file", "UNet weights", "load + patch, median (3 tries)", "RSS ratio, 4 clones / none", "bound", "UNet build"], mem_rows)
+    common.print_table(
+        f"Step time, ratio to the plain model (CPU, {threads} threads, cfg batch 2, median of {args.rounds} interleaved rounds)",
+        [
+            "UNet",
+            "latent",
+            "plain step",
+            "plain (again): noise floor",
+            "Quality Condition",
+            "two stacked",
+            "cached K/V, host attention + scale + add",
+            "per-call projection (baseline)",
+        ],
+        step_rows,
+    )
+    common.print_table(
+        "Memory and loading (goal: memory ratio <= bound; load + patch < 1.5 s for a 0.7 GB adapter)",
+        [
+            "UNet",
+            "adapter file",
+            "UNet weights",
+            "load + patch, median (3 tries)",
+            "RSS ratio, 4 clones / none",
+            "bound",
+            "UNet build",
+        ],
+        mem_rows,
+    )
 
 
 if __name__ == "__main__":

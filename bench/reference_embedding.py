@@ -5,6 +5,7 @@ not need real ones), on this machine's CPU.
 
     .venv/bin/python bench/reference_embedding.py [--rounds 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,15 +28,20 @@ def main() -> None:
     topiq = common.random_iqa_model("topiq_nr")
     model = common.real_size_model("sd15")
     refs = {size: torch.rand(1, size, size, 3) for size in (512, 1024)}
-    med = common.interleaved_medians({
-        "step": common.unet_step(model, "sd15", 64),
-        "embed 512": lambda: emb.embed_reference(topiq, refs[512], spec),
-        "embed 1024": lambda: emb.embed_reference(topiq, refs[1024], spec),
-    }, args.rounds)
+    med = common.interleaved_medians(
+        {
+            "step": common.unet_step(model, "sd15", 64),
+            "embed 512": lambda: emb.embed_reference(topiq, refs[512], spec),
+            "embed 1024": lambda: emb.embed_reference(topiq, refs[1024], spec),
+        },
+        args.rounds,
+    )
     step = med["step"]
-    common.print_table(f"Reference embedding ({spec.name}, {spec.dim} values) vs one SD1.5 step (CPU, {torch.get_num_threads()} threads)",
-                       ["what", "seconds", "ratio to one step"],
-                       [[k, f"{v:.3f}", f"{v / step:.3f}"] for k, v in med.items()])
+    common.print_table(
+        f"Reference embedding ({spec.name}, {spec.dim} values) vs one SD1.5 step (CPU, {torch.get_num_threads()} threads)",
+        ["what", "seconds", "ratio to one step"],
+        [[k, f"{v:.3f}", f"{v / step:.3f}"] for k, v in med.items()],
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ helps wall time only where a core is free). Goal: >= 0.95.
 Only metrics that run offline with real weights are offered (score never uses random weights): piqe (no
 file) and niqe (its parameters from scripts/prepare_test_data.sh, or IQA_TEST_NIQE_MAT).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,7 +65,7 @@ def direct(name: str, files: list[Path], size: int, batch: int) -> dict[str, flo
     metric = pyiqa.create_metric(name, device=torch.device("cpu"), **kw)
     out = {}
     for i in range(0, len(files), batch):
-        chunk = files[i:i + batch]
+        chunk = files[i : i + batch]
         arrays = []
         for f in chunk:
             with Image.open(f) as im:
@@ -87,8 +88,24 @@ def via_score(name: str, folder: Path, size: int, batch: int, work: Path) -> dic
     score.add_arguments(p)
     out = work / "scores.parquet"
     iqa_dir = ["--iqa-dir", str(NIQE_MAT.parent)] if name == "niqe" else []
-    score.run(p.parse_args(["--data", str(folder), "--metrics", name, "--out", str(out), "--size", str(size),
-                            "--batch", str(batch), "--no-progress", *iqa_dir]))
+    score.run(
+        p.parse_args(
+            [
+                "--data",
+                str(folder),
+                "--metrics",
+                name,
+                "--out",
+                str(out),
+                "--size",
+                str(size),
+                "--batch",
+                str(batch),
+                "--no-progress",
+                *iqa_dir,
+            ]
+        )
+    )
     t = pq.read_table(out)
     return dict(zip(t.column("key").to_pylist(), t.column(name).to_pylist()))
 
@@ -117,8 +134,10 @@ def main() -> None:
         if sorted(got) != sorted(ref) or worst > 1e-6:
             raise SystemExit(f"{name}: score differs from pyiqa (worst relative difference {worst:g})")
         rates: dict[str, list[float]] = {"direct": [], "score": [], "direct_cpu": [], "score_cpu": []}
-        sides = {"direct": lambda: direct(name, files, args.size, args.batch),
-                 "score": lambda: via_score(name, tmp / "images", args.size, args.batch, tmp / "work")}
+        sides = {
+            "direct": lambda: direct(name, files, args.size, args.batch),
+            "score": lambda: via_score(name, tmp / "images", args.size, args.batch, tmp / "work"),
+        }
         for _ in range(args.rounds):
             for side, fn in sides.items():
                 t, c = time.perf_counter(), time.process_time()  # process_time: CPU seconds of all threads
@@ -127,15 +146,25 @@ def main() -> None:
                 rates[f"{side}_cpu"].append(len(files) / (time.process_time() - c))
         wall = [s / d for s, d in zip(rates["score"], rates["direct"])]
         cpu = [s / d for s, d in zip(rates["score_cpu"], rates["direct_cpu"])]
-        rows.append([name, f"{max(rates['direct']):.2f}", f"{max(rates['score']):.2f}", f"{statistics.median(wall):.3f}",
-                     f"{min(wall):.3f}", f"{statistics.median(cpu):.3f}"])
+        rows.append(
+            [
+                name,
+                f"{max(rates['direct']):.2f}",
+                f"{max(rates['score']):.2f}",
+                f"{statistics.median(wall):.3f}",
+                f"{min(wall):.3f}",
+                f"{statistics.median(cpu):.3f}",
+            ]
+        )
     shutil.rmtree(tmp)
     common.print_table(
         f"score vs pyiqa direct: {args.images} JPEGs of 640x480 resized to {args.size}, batch {args.batch}, CPU, "
         f"{torch.get_num_threads()} torch thread(s), {args.rounds} rounds (images/s: best round; ratio = score/direct, "
         "median and worst of per-round ratios; CPU ratio: the same with images per CPU-second of all threads, which "
         "other load on the machine disturbs less; both sides include building the metric and decoding)",
-        ["metric", "pyiqa direct", "score", "ratio (median)", "ratio (worst round)", "CPU ratio (median)"], rows)
+        ["metric", "pyiqa direct", "score", "ratio (median)", "ratio (worst round)", "CPU ratio (median)"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ status 1 when a variant fails or the gradients differ, after the tables.
     .venv/bin/python bench/train_step.py [--configs sd15:32 sdxl:32] [--steps 3] [--dtype float32]
     python bench/train_step.py --device cuda --dtype bfloat16 --configs sdxl:128   # GPU: SDXL at 1024 px
 """
+
 from __future__ import annotations
 
 import argparse
@@ -120,9 +121,16 @@ def worker(args: argparse.Namespace) -> None:
     def draws(i: int):
         return sample_draws(0, [i], (4, latent, latent), num_timesteps)
 
-    out: dict = dict(kind=kind, latent=latent, variant=args.variant, weights_bytes=weights, build_s=build_s,
-                     built_bytes=current_memory_bytes(args.device))
+    out: dict = dict(
+        kind=kind,
+        latent=latent,
+        variant=args.variant,
+        weights_bytes=weights,
+        build_s=build_s,
+        built_bytes=current_memory_bytes(args.device),
+    )
     if args.variant == "inference":
+
         def step(i: int) -> None:
             # the same input eps_loss builds, through the UNet without patches and without gradients
             d = draws(i)
@@ -168,26 +176,57 @@ def worker(args: argparse.Namespace) -> None:
         if i:
             times.append(time.perf_counter() - t)
             cpu_times.append(time.process_time() - c)
-    out.update(times=times, median_s=statistics.median(times), cpu_times=cpu_times, median_cpu_s=statistics.median(cpu_times),
-               peak_bytes=peak_memory_bytes(args.device), threads=torch.get_num_threads(),
-               card=torch.cuda.get_device_name() if cuda else "cpu")
+    out.update(
+        times=times,
+        median_s=statistics.median(times),
+        cpu_times=cpu_times,
+        median_cpu_s=statistics.median(cpu_times),
+        peak_bytes=peak_memory_bytes(args.device),
+        threads=torch.get_num_threads(),
+        card=torch.cuda.get_device_name() if cuda else "cpu",
+    )
     print(RESULT + json.dumps(out), flush=True)
 
 
 def run_variant(kind: str, latent: int, variant: str, args: argparse.Namespace, grads: str) -> dict:
     """The variant's figures from its own process, or {"error": ...} with the reason it failed."""
-    cmd = [sys.executable, __file__, "--worker", variant, "--kind", kind, "--latent", str(latent), "--steps", str(args.steps),
-           "--device", args.device, "--dtype", args.dtype, "--grads", grads]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        variant,
+        "--kind",
+        kind,
+        "--latent",
+        str(latent),
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--grads",
+        grads,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
     if proc.returncode or not lines:
-        err = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or [f"no output (exit {proc.returncode}; -9: killed, e.g. out of memory)"]
-        print(f"{kind} {latent}x{latent} {variant} FAILED (exit {proc.returncode}):\n" + "\n".join(proc.stderr.splitlines()[-12:]), flush=True)
+        err = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or [
+            f"no output (exit {proc.returncode}; -9: killed, e.g. out of memory)"
+        ]
+        print(
+            f"{kind} {latent}x{latent} {variant} FAILED (exit {proc.returncode}):\n"
+            + "\n".join(proc.stderr.splitlines()[-12:]),
+            flush=True,
+        )
         return {"error": err[0][:120]}
-    res = json.loads(lines[-1][len(RESULT):])
-    print(f"{kind} {latent}x{latent} {variant}: {res['median_s']:.3f} s median of {[round(t, 3) for t in res['times']]}, "
-          f"CPU time {[round(t, 3) for t in res['cpu_times']]}, "
-          f"peak {res['peak_bytes'] / 2**30:.2f} GiB, UNet build {res['build_s']:.0f} s", flush=True)
+    res = json.loads(lines[-1][len(RESULT) :])
+    print(
+        f"{kind} {latent}x{latent} {variant}: {res['median_s']:.3f} s median of {[round(t, 3) for t in res['times']]}, "
+        f"CPU time {[round(t, 3) for t in res['cpu_times']]}, "
+        f"peak {res['peak_bytes'] / 2**30:.2f} GiB, UNet build {res['build_s']:.0f} s",
+        flush=True,
+    )
     return res
 
 
@@ -237,11 +276,16 @@ def main() -> None:
                 norm_rel, max_rel = grad_difference(path["train"], path[v])
                 tol = grad_tolerance(args.dtype, args.device)
                 grad_rows.append([kind, image, v, f"{norm_rel:.2e}", f"{max_rel:.2e}", f"{tol:g}"])
-                print(f"{kind} {image} {v}: adapter gradients differ from the unchecked step's by {norm_rel:.2e} "
-                      f"(norm-relative, worst tensor; max elementwise / max {max_rel:.2e}; bound {tol:g})", flush=True)
+                print(
+                    f"{kind} {image} {v}: adapter gradients differ from the unchecked step's by {norm_rel:.2e} "
+                    f"(norm-relative, worst tensor; max elementwise / max {max_rel:.2e}; bound {tol:g})",
+                    flush=True,
+                )
                 if not norm_rel <= tol:
-                    failures.append(f"{kind} {image} {v}: the adapter gradients differ from those without checkpointing by "
-                                    f"{norm_rel:.3e} (norm-relative), over the bound {tol:g}: the recomputation is not the forward.")
+                    failures.append(
+                        f"{kind} {image} {v}: the adapter gradients differ from those without checkpointing by "
+                        f"{norm_rel:.3e} (norm-relative), over the bound {tol:g}: the recomputation is not the forward."
+                    )
         for p in path.values():
             if os.path.exists(p):
                 os.unlink(p)
@@ -268,26 +312,51 @@ def main() -> None:
             above = f"+{(r['peak_bytes'] - r['built_bytes']) / 2**30:.2f} over the built UNet"
             ratio = f"{r['peak_bytes'] / base['peak_bytes']:.2f}; " if base else ""
             return f"{r['peak_bytes'] / 2**30:.2f} ({ratio}{above})"
+
         train = next((ok[v] for v in VARIANTS[1:] if v in ok), {})
         weights = (base or train).get("weights_bytes", 0)
-        rows.append([kind, image, args.dtype, t_cell("inference")]
-                    + [t_cell(v) for v in VARIANTS[1:]])
-        mem_rows.append([kind, image, f"{weights / 2**30:.2f}",
-                         f"{train['adapter_params'] / 1e6:.0f} M in {train['attn2_layers']} layers" if train else "n/a",
-                         m_cell("inference")] + [m_cell(v) for v in VARIANTS[1:]])
+        rows.append([kind, image, args.dtype, t_cell("inference")] + [t_cell(v) for v in VARIANTS[1:]])
+        mem_rows.append(
+            [
+                kind,
+                image,
+                f"{weights / 2**30:.2f}",
+                f"{train['adapter_params'] / 1e6:.0f} M in {train['attn2_layers']} layers" if train else "n/a",
+                m_cell("inference"),
+            ]
+            + [m_cell(v) for v in VARIANTS[1:]]
+        )
 
     where = f"{args.device}, {threads} threads" if args.device == "cpu" else f"{args.device}, {card}"
-    common.print_table("Step time: wall seconds (ratio to the inference forward)" + ("; CPU: the process's CPU seconds (ratio)" if args.device == "cpu" else "") + f" ({where}, batch 1, frozen UNet "
-                       f"{args.dtype}, adapter float32, AdamW; median of {args.steps} steps after a warm-up, each variant "
-                       "its own process)", ["UNet", "image", "UNet dtype", "inference forward (baseline)", "train step",
-                                            "train step, checkpointing"], rows)
-    common.print_table("Peak memory, GiB (ratio to the inference forward's; above the memory in use once the UNet was built), "
-                       + ("peak process RSS" if args.device == "cpu" else "torch.cuda.max_memory_allocated"),
-                       ["UNet", "image", "UNet weights", "adapter (trainable)", "inference forward", "train step",
-                        "train step, checkpointing"], mem_rows)
+    common.print_table(
+        "Step time: wall seconds (ratio to the inference forward)"
+        + ("; CPU: the process's CPU seconds (ratio)" if args.device == "cpu" else "")
+        + f" ({where}, batch 1, frozen UNet "
+        f"{args.dtype}, adapter float32, AdamW; median of {args.steps} steps after a warm-up, each variant "
+        "its own process)",
+        ["UNet", "image", "UNet dtype", "inference forward (baseline)", "train step", "train step, checkpointing"],
+        rows,
+    )
+    common.print_table(
+        "Peak memory, GiB (ratio to the inference forward's; above the memory in use once the UNet was built), "
+        + ("peak process RSS" if args.device == "cpu" else "torch.cuda.max_memory_allocated"),
+        [
+            "UNet",
+            "image",
+            "UNet weights",
+            "adapter (trainable)",
+            "inference forward",
+            "train step",
+            "train step, checkpointing",
+        ],
+        mem_rows,
+    )
     if grad_rows:
-        common.print_table("Adapter gradients of the first step, checkpointed vs not (worst tensor)",
-                           ["UNet", "image", "variant", "norm-relative difference", "max elementwise / max", "bound"], grad_rows)
+        common.print_table(
+            "Adapter gradients of the first step, checkpointed vs not (worst tensor)",
+            ["UNet", "image", "variant", "norm-relative difference", "max elementwise / max", "bound"],
+            grad_rows,
+        )
     if failures:  # after the tables, so the figures that were measured are not lost
         raise SystemExit("\n".join(failures))
 

@@ -11,6 +11,7 @@ convolution kernels want. float32 copies keep the default layout: on this projec
 the fp32 gradient 1.12-1.22x faster (bench/guidance_precision.py) but moved it 7e-4 (relative) away from a
 float64 reference, against 1.3e-6 in the default layout, and fp32 is the exact mode.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,14 +32,21 @@ _ENCODER_NAMES = ("encoder", "taesd_encoder", "quant_conv")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-def _converted(t: torch.Tensor, device: Optional[torch.device], dtype: Optional[torch.dtype], channels_last: bool) -> torch.Tensor:
+def _converted(
+    t: torch.Tensor, device: Optional[torch.device], dtype: Optional[torch.dtype], channels_last: bool
+) -> torch.Tensor:
     """A normal (non-inference) copy of t on device/dtype (dtype only for floating tensors), 4-D in channels_last."""
     fmt = torch.channels_last if channels_last and t.dim() == 4 else torch.preserve_format
     return t.detach().to(device=device, dtype=dtype if t.is_floating_point() else None, copy=True, memory_format=fmt)
 
 
-def materialize(module: torch.nn.Module, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
-                drop: Iterable[str] = (), channels_last: bool = False) -> torch.nn.Module:
+def materialize(
+    module: torch.nn.Module,
+    device: Optional[torch.device] = None,
+    dtype: Optional[torch.dtype] = None,
+    drop: Iterable[str] = (),
+    channels_last: bool = False,
+) -> torch.nn.Module:
     """A copy of `module` usable by autograd under the host's inference mode; `drop` names children that
     the copy does without (they become None in it, so they are neither copied nor shared)."""
     memo: dict[int, Any] = {}
@@ -58,8 +66,12 @@ def materialize(module: torch.nn.Module, device: Optional[torch.device] = None, 
                 if id(b) not in skipped and id(b) not in memo:
                     memo[id(b)] = _converted(b, device, dtype, channels_last)
         out = copy.deepcopy(module, memo)  # structure and plain attributes; tensors come from the memo
-        bad = [n for r in [out, *hidden_modules(out)] for n, t in list(r.named_parameters()) + list(r.named_buffers())
-               if t.is_inference()]
+        bad = [
+            n
+            for r in [out, *hidden_modules(out)]
+            for n, t in list(r.named_parameters()) + list(r.named_buffers())
+            if t.is_inference()
+        ]
     if bad:
         raise RuntimeError(f"Could not re-materialize {type(module).__name__} outside inference mode: {bad[:3]}")
     return out.eval()
@@ -89,14 +101,21 @@ def vae_decoder(vae: Any, latent_format: Any, precision: str = "auto") -> Decode
             z = latent_format.process_out(x0).to(dtype)
             y = net.decode(_channels_last(z) if cl else z).float()
             return ((y + 1.0) / 2.0).clamp(0.0, 1.0)
+
         return decode
 
-    return DecoderSource(build, int(getattr(vae, "latent_channels", 4)), int(getattr(vae, "upscale_ratio", 8)),
-                         type(fsm).__name__)
+    return DecoderSource(
+        build, int(getattr(vae, "latent_channels", 4)), int(getattr(vae, "upscale_ratio", 8)), type(fsm).__name__
+    )
 
 
-def pyiqa_term(metric: Any, weight: float = 1.0, stats: Optional[tuple[float, float]] = None,
-               name: Optional[str] = None, precision: str = "auto") -> ScoreTerm:
+def pyiqa_term(
+    metric: Any,
+    weight: float = 1.0,
+    stats: Optional[tuple[float, float]] = None,
+    name: Optional[str] = None,
+    precision: str = "auto",
+) -> ScoreTerm:
     """A pyiqa InferenceModel (as built by pyiqa.create_metric) as a differentiable score term.
 
     Calls the metric's network directly, as pyiqa's as_loss mode does (its forward otherwise runs under
@@ -115,6 +134,7 @@ def pyiqa_term(metric: Any, weight: float = 1.0, stats: Optional[tuple[float, fl
             if isinstance(out, (tuple, list)):
                 out = out[0]
             return out.float().reshape(images.shape[0], -1).mean(1)
+
         return score
 
     return ScoreTerm(name or metric.metric_name, build, bool(metric.lower_better), float(weight), stats)

@@ -16,6 +16,7 @@ of a run and kept for its later steps: on a GPU, copying topiq_nr took longer th
 passes the schedule, else the model's smallest sigma), when the sigma window is left, when a new run
 starts, and on any error.
 """
+
 from __future__ import annotations
 
 import logging
@@ -74,7 +75,9 @@ class GuidanceConfig:
     final_sigma: float = 0.0  # the model's smallest sigma: a call at or below it ends the run and drops the copies
 
 
-def objective(raw_scores: Sequence[torch.Tensor], terms: Sequence[ScoreTerm], direction: str, target_z: float) -> torch.Tensor:
+def objective(
+    raw_scores: Sequence[torch.Tensor], terms: Sequence[ScoreTerm], direction: str, target_z: float
+) -> torch.Tensor:
     """Per-item objective [B], higher is better, from each term's raw scores [B].
 
     maximize: sum_k w_k * s_k * raw_k / std_k (s_k = -1 for lower-better metrics; std_k = 1 without stats),
@@ -88,7 +91,7 @@ def objective(raw_scores: Sequence[torch.Tensor], terms: Sequence[ScoreTerm], di
             f = (-raw if term.lower_better else raw) / spread
         else:
             mean, std = term.stats  # checked at node execution
-            f = -((raw - mean) / std - target_z) ** 2
+            f = -(((raw - mean) / std - target_z) ** 2)
         total = total + term.weight * f
     return total
 
@@ -117,8 +120,14 @@ def decode_size_factor(latent_hw: tuple[int, int], upscale: int, max_decode_size
     return max_decode_size / long_side
 
 
-def guidance_gradient(x0: torch.Tensor, decoder: ImageFn, scorers: Sequence[ImageFn], terms: Sequence[ScoreTerm],
-                      cfg: GuidanceConfig, upscale: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+def guidance_gradient(
+    x0: torch.Tensor,
+    decoder: ImageFn,
+    scorers: Sequence[ImageFn],
+    terms: Sequence[ScoreTerm],
+    cfg: GuidanceConfig,
+    upscale: int,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """(gradient of the objective w.r.t. x0 [B,...], per-item objective [B], raw scores per term).
 
     Must be called with grad enabled and inference mode off; x0 is detached and copied here.
@@ -162,8 +171,11 @@ class RunState:
 
     def observe(self, sigma: float, run_token: Any = None) -> bool:
         """Record a call; True if it starts a new run (state reset)."""
-        new_run = (self.last_sigma is None or sigma > self.last_sigma * (1 + 1e-6) + 1e-12
-                   or (run_token is not None and run_token is not self.run_token))
+        new_run = (
+            self.last_sigma is None
+            or sigma > self.last_sigma * (1 + 1e-6) + 1e-12
+            or (run_token is not None and run_token is not self.run_token)
+        )
         self.run_token = run_token
         if new_run:
             self.calls_in_window = 0
@@ -233,16 +245,27 @@ class GradientGuidance:
         try:
             with torch.inference_mode(False), torch.enable_grad():
                 decoder, scorers = self._copies(denoised.device)
-                grad, per_item, raws = guidance_gradient(denoised, decoder, scorers, self.terms, cfg, self.decoder.upscale_ratio)
+                grad, per_item, raws = guidance_gradient(
+                    denoised, decoder, scorers, self.terms, cfg, self.decoder.upscale_ratio
+                )
                 g = normalize_gradient(grad, cfg.normalization, cfg.clip)
             ok = torch.isfinite(g).flatten(1).all(1) & torch.isfinite(per_item)
             if not bool(ok.all()):
-                log.warning("IQA gradient guidance: non-finite gradient or score for batch item(s) %s at sigma %.4g; "
-                            "their correction is skipped this step.", (~ok).nonzero().flatten().tolist(), sigma)
+                log.warning(
+                    "IQA gradient guidance: non-finite gradient or score for batch item(s) %s at sigma %.4g; "
+                    "their correction is skipped this step.",
+                    (~ok).nonzero().flatten().tolist(),
+                    sigma,
+                )
                 g = torch.where(ok.view(-1, *([1] * (g.ndim - 1))), g, torch.zeros_like(g))
             step = cfg.scale * sigma_weight(sigma, cfg.sigma_weighting)
             st.history.append((sigma, per_item.cpu(), [r.cpu() for r in raws]))
-            log.debug("IQA gradient guidance: step %d at sigma %.4g, objective %s", st.guided, sigma, st.history[-1][1].tolist())
+            log.debug(
+                "IQA gradient guidance: step %d at sigma %.4g, objective %s",
+                st.guided,
+                sigma,
+                st.history[-1][1].tolist(),
+            )
             return denoised + (step * g).to(denoised.dtype)
         except BaseException:
             st.copies.clear()  # a failed step leaves nothing behind

@@ -12,6 +12,7 @@ of a call.
 Built models are kept in a small LRU cache here, keyed by what determines them, so that every graph
 using a metric shares one copy; a cached model whose weight files changed on disk is rebuilt.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -121,8 +122,15 @@ class IQAModel:
                 "on the short side. Upscale them first (e.g. with an Upscale Image node)."
             )
 
-    def score(self, images: torch.Tensor, *, device: torch.device | str | None = None, batch_size: int = 0,
-              progress: Callable[[int], None] | None = None, channels_last: bool = False) -> torch.Tensor:
+    def score(
+        self,
+        images: torch.Tensor,
+        *,
+        device: torch.device | str | None = None,
+        batch_size: int = 0,
+        progress: Callable[[int], None] | None = None,
+        channels_last: bool = False,
+    ) -> torch.Tensor:
         """Raw metric scores on the CPU, one per image, of images in [0, 1]: NCHW, or host IMAGEs [B, H, W, C]
         with channels_last=True (converted here, once, by to_rgb_nchw). Runs under inference_mode: scores with
         gradients come from the guidance's differentiable copy (differentiable_copies.pyiqa_term).
@@ -136,15 +144,21 @@ class IQAModel:
             step = batch_size if batch_size and batch_size > 0 else images.shape[0]
             dev = metric.dummy_param.device
             for i in range(0, images.shape[0], step):
-                chunk = images[i:i + step]
+                chunk = images[i : i + step]
                 out.append(_per_image(metric(chunk.to(dev)), chunk.shape[0], self.name).float().cpu())
                 if progress is not None:
                     progress(chunk.shape[0])
         return torch.cat(out)
 
     # -- activations ---------------------------------------------------------------------------------------
-    def activations(self, images: torch.Tensor, layers: Sequence[str] | None = None, *, grad: bool = False,
-                    device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    def activations(
+        self,
+        images: torch.Tensor,
+        layers: Sequence[str] | None = None,
+        *,
+        grad: bool = False,
+        device: torch.device | str | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Outputs of the named submodules of metric.net (default: the spec's taps) for NCHW images, prepared
         by the caller (to_rgb_nchw, resizing, any normalization: they reach the network as given).
 
@@ -169,6 +183,7 @@ class IQAModel:
                     captured[path] = output[0] if isinstance(output, (tuple, list)) else output
                 if len(captured) == len(layers):
                     raise _TapsDone
+
             return hook
 
         with self.on_device(device) as metric:
@@ -195,7 +210,9 @@ def _per_image(out: Any, n: int, name: str) -> torch.Tensor:
         out = out[0]
     out = torch.as_tensor(out)
     if out.numel() != n:
-        raise RuntimeError(f"IQA metric '{name}' returned {out.numel()} values for {n} images (shape {tuple(out.shape)}).")
+        raise RuntimeError(
+            f"IQA metric '{name}' returned {out.numel()} values for {n} images (shape {tuple(out.shape)})."
+        )
     return out.reshape(n)
 
 
@@ -226,8 +243,10 @@ def to_rgb_nchw(images: torch.Tensor, channels_last: bool = True) -> torch.Tenso
     if c == 1:
         images = images.expand(-1, 3, -1, -1)
     elif c != 3:
-        raise IQAAdapterError(f"Images of shape {list(images.movedim(1, -1).shape if channels_last else images.shape)} have "
-                              f"{c} channels; give RGB, RGBA or greyscale images ([B, H, W, C] with C = 1-4).")
+        raise IQAAdapterError(
+            f"Images of shape {list(images.movedim(1, -1).shape if channels_last else images.shape)} have "
+            f"{c} channels; give RGB, RGBA or greyscale images ([B, H, W, C] with C = 1-4)."
+        )
     if not images.is_floating_point():
         images = images.float()
     if images.numel() and not torch.isfinite(images.detach()).all():
@@ -275,8 +294,14 @@ def create_metric(spec: MetricSpec, source: WeightSource, backbones: Backbones, 
         raise _build_error(spec.name, source, e) from e
 
 
-def wrap_metric(spec: MetricSpec, metric: Any, *, files: Sequence[tuple[str, str]] = (), random_weights: bool = False,
-                home: torch.device | str = CPU) -> IQAModel:
+def wrap_metric(
+    spec: MetricSpec,
+    metric: Any,
+    *,
+    files: Sequence[tuple[str, str]] = (),
+    random_weights: bool = False,
+    home: torch.device | str = CPU,
+) -> IQAModel:
     """A built pyiqa metric as an IQA_MODEL: eval mode, no parameter gradients (gradients are wanted with
     respect to images only), the CC3M statistics where the table has them, then moved to `home`."""
     hidden = hidden_modules(metric.net)
@@ -287,9 +312,17 @@ def wrap_metric(spec: MetricSpec, metric: Any, *, files: Sequence[tuple[str, str
                 p.requires_grad_(False)
             _detach_tensor_attributes(m)
     table = default_norm_table()
-    model = IQAModel(spec.name, spec, metric, table.get(spec.name) if spec.name in table else None,
-                     random_weights=random_weights, files=tuple(files), home=CPU,
-                     fingerprint=file_fingerprint([p for p, _ in files]), _hidden=hidden)
+    model = IQAModel(
+        spec.name,
+        spec,
+        metric,
+        table.get(spec.name) if spec.name in table else None,
+        random_weights=random_weights,
+        files=tuple(files),
+        home=CPU,
+        fingerprint=file_fingerprint([p for p, _ in files]),
+        _hidden=hidden,
+    )
     home = torch.device(home)
     if home != CPU:
         model._move(home)
@@ -308,16 +341,21 @@ def _detach_tensor_attributes(root: torch.nn.Module) -> None:
                 m.__dict__[key] = value.detach()
 
 
-def build_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_download: bool = False,
-                    home: torch.device | str = CPU) -> IQAModel:
+def build_iqa_model(
+    name: str, *, search_dirs: Sequence[str] = (), allow_download: bool = False, home: torch.device | str = CPU
+) -> IQAModel:
     """Build a metric (uncached). Weights: search_dirs first, then pyiqa's cache, the network only if allowed."""
     spec = get_spec(name)
-    source = WeightSource(search_dirs=tuple(str(d) for d in search_dirs), allow_download=allow_download, metric=spec.name)
+    source = WeightSource(
+        search_dirs=tuple(str(d) for d in search_dirs), allow_download=allow_download, metric=spec.name
+    )
     backbones = Backbones(skip=spec.backbone_in_checkpoint)
     metric = create_metric(spec, source, backbones)
     if backbones.skip and backbones.strict_checkpoint_loads == 0:
-        raise RuntimeError(f"IQA metric '{spec.name}' is marked backbone_in_checkpoint, but its checkpoint was not "
-                           "loaded strictly into the whole network; its backbone would stay random. Fix its spec.")
+        raise RuntimeError(
+            f"IQA metric '{spec.name}' is marked backbone_in_checkpoint, but its checkpoint was not "
+            "loaded strictly into the whole network; its backbone would stay random. Fix its spec."
+        )
     return wrap_metric(spec, metric, files=source.used_files, home=home)
 
 
@@ -351,13 +389,16 @@ def cached_model(key: tuple, build: Callable[[], IQAModel]) -> IQAModel:
         return model
 
 
-def load_iqa_model(name: str, *, search_dirs: Sequence[str] = (), allow_download: bool = False,
-                   home: torch.device | str = CPU) -> IQAModel:
+def load_iqa_model(
+    name: str, *, search_dirs: Sequence[str] = (), allow_download: bool = False, home: torch.device | str = CPU
+) -> IQAModel:
     """build_iqa_model through the shared LRU cache: one copy per metric and weight source."""
     spec = get_spec(name)
     dirs = tuple(str(d) for d in search_dirs)
-    return cached_model(("files", spec.name, dirs, str(torch.device(home))),
-                        lambda: build_iqa_model(spec.name, search_dirs=dirs, allow_download=allow_download, home=home))
+    return cached_model(
+        ("files", spec.name, dirs, str(torch.device(home))),
+        lambda: build_iqa_model(spec.name, search_dirs=dirs, allow_download=allow_download, home=home),
+    )
 
 
 def clear_cache() -> None:

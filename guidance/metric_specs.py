@@ -10,6 +10,7 @@ Left out on purpose: qalign (a 7B multimodal LLM: tens of GB, and pyiqa's implem
 transformers>=5, which the ComfyUI host's pinned transformers 4.x excludes); full-reference metrics
 (IQA Score scores images on their own); face-only metrics (topiq_nr-face needs a face detector).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -19,8 +20,13 @@ from typing import Any, Mapping
 
 from ..adapter.errors import IQAAdapterError
 
-TOPIQ_TAPS = ("semantic_model.act1", "semantic_model.layer1", "semantic_model.layer2", "semantic_model.layer3",
-              "semantic_model.layer4")
+TOPIQ_TAPS = (
+    "semantic_model.act1",
+    "semantic_model.layer1",
+    "semantic_model.layer2",
+    "semantic_model.layer3",
+    "semantic_model.layer4",
+)
 
 
 @dataclass(frozen=True)
@@ -69,36 +75,39 @@ def _m(name: str, *, diff: bool = True, **kw: Any) -> MetricSpec:
 
 
 _CKPT = {"backbone_in_checkpoint": True}
-METRICS: dict[str, MetricSpec] = {s.name: s for s in [
-    # The 21 metrics of the CC3M normalization table (paper), then classic and extra ones.
-    _m("topiq_nr", taps=TOPIQ_TAPS, **_CKPT, note="TOPIQ (KonIQ), ResNet-50 at native size"),
-    _m("topiq_nr-flive", taps=TOPIQ_TAPS, **_CKPT, note="TOPIQ (FLIVE), resized to 384"),
-    _m("topiq_nr-spaq", taps=TOPIQ_TAPS, **_CKPT, note="TOPIQ (SPAQ)"),
-    _m("topiq_iaa", **_CKPT, note="TOPIQ aesthetics (AVA), Swin-B at 384"),
-    _m("maniqa", **_CKPT, note="MANIQA (KonIQ), ViT-B/8 on 224 crops; heavy with gradients"),
-    _m("maniqa-pipal", **_CKPT, note="MANIQA (PIPAL)"),
-    _m("clipiqa+", note="CLIP-IQA+ learned prompts, CLIP RN50"),
-    _m("musiq", note="MUSIQ (KonIQ), multi-scale patches"),
-    _m("musiq-paq2piq", note="MUSIQ (PaQ-2-PiQ)"),
-    _m("musiq-ava", note="MUSIQ aesthetics (AVA)"),
-    _m("arniqa", note="ARNIQA (KonIQ regressor): encoder and TorchScript regressor files"),
-    _m("arniqa-kadid", note="ARNIQA (KADID regressor)"),
-    _m("arniqa-flive", note="ARNIQA (FLIVE regressor)"),
-    _m("dbcnn", **_CKPT, note="DBCNN (KonIQ), VGG-16 + SCNN"),
-    _m("laion_aes", note="LAION aesthetics MLP on CLIP ViT-L/14"),
-    _m("liqe", min_side=224, **_CKPT, note="LIQE (KonIQ), CLIP ViT-B/32 on 224 patches"),
-    _m("liqe_mix", min_side=224, **_CKPT, note="LIQE multitask"),
-    _m("nima-vgg16-ava", **_CKPT, note="NIMA aesthetics, VGG-16"),
-    _m("hyperiqa", **_CKPT, note="HyperIQA (KonIQ), ResNet-50 on 224 crops"),
-    _m("tres-flive", **_CKPT, note="TReS (FLIVE); very heavy on CPU"),
-    _m("cnniqa", note="CNNIQA (KonIQ), small CNN"),
-    _m("niqe", min_side=96, note="NIQE, natural scene statistics on 96 px blocks"),
-    _m("brisque", min_side=32, note="BRISQUE, SVM on natural scene statistics"),
-    _m("piqe", diff=False, min_side=16, note="PIQE, block statistics; thresholds, no gradients"),
-    _m("entropy", diff=False, min_side=1, note="grey-level histogram entropy; no gradients"),
-    _m("clipiqa", note="CLIP-IQA with fixed prompts, CLIP RN50"),
-    _m("nima", **_CKPT, note="NIMA aesthetics, Inception-ResNet-v2"),
-]}
+METRICS: dict[str, MetricSpec] = {
+    s.name: s
+    for s in [
+        # The 21 metrics of the CC3M normalization table (paper), then classic and extra ones.
+        _m("topiq_nr", taps=TOPIQ_TAPS, **_CKPT, note="TOPIQ (KonIQ), ResNet-50 at native size"),
+        _m("topiq_nr-flive", taps=TOPIQ_TAPS, **_CKPT, note="TOPIQ (FLIVE), resized to 384"),
+        _m("topiq_nr-spaq", taps=TOPIQ_TAPS, **_CKPT, note="TOPIQ (SPAQ)"),
+        _m("topiq_iaa", **_CKPT, note="TOPIQ aesthetics (AVA), Swin-B at 384"),
+        _m("maniqa", **_CKPT, note="MANIQA (KonIQ), ViT-B/8 on 224 crops; heavy with gradients"),
+        _m("maniqa-pipal", **_CKPT, note="MANIQA (PIPAL)"),
+        _m("clipiqa+", note="CLIP-IQA+ learned prompts, CLIP RN50"),
+        _m("musiq", note="MUSIQ (KonIQ), multi-scale patches"),
+        _m("musiq-paq2piq", note="MUSIQ (PaQ-2-PiQ)"),
+        _m("musiq-ava", note="MUSIQ aesthetics (AVA)"),
+        _m("arniqa", note="ARNIQA (KonIQ regressor): encoder and TorchScript regressor files"),
+        _m("arniqa-kadid", note="ARNIQA (KADID regressor)"),
+        _m("arniqa-flive", note="ARNIQA (FLIVE regressor)"),
+        _m("dbcnn", **_CKPT, note="DBCNN (KonIQ), VGG-16 + SCNN"),
+        _m("laion_aes", note="LAION aesthetics MLP on CLIP ViT-L/14"),
+        _m("liqe", min_side=224, **_CKPT, note="LIQE (KonIQ), CLIP ViT-B/32 on 224 patches"),
+        _m("liqe_mix", min_side=224, **_CKPT, note="LIQE multitask"),
+        _m("nima-vgg16-ava", **_CKPT, note="NIMA aesthetics, VGG-16"),
+        _m("hyperiqa", **_CKPT, note="HyperIQA (KonIQ), ResNet-50 on 224 crops"),
+        _m("tres-flive", **_CKPT, note="TReS (FLIVE); very heavy on CPU"),
+        _m("cnniqa", note="CNNIQA (KonIQ), small CNN"),
+        _m("niqe", min_side=96, note="NIQE, natural scene statistics on 96 px blocks"),
+        _m("brisque", min_side=32, note="BRISQUE, SVM on natural scene statistics"),
+        _m("piqe", diff=False, min_side=16, note="PIQE, block statistics; thresholds, no gradients"),
+        _m("entropy", diff=False, min_side=1, note="grey-level histogram entropy; no gradients"),
+        _m("clipiqa", note="CLIP-IQA with fixed prompts, CLIP RN50"),
+        _m("nima", **_CKPT, note="NIMA aesthetics, Inception-ResNet-v2"),
+    ]
+}
 
 DEFAULT_METRIC = "topiq_nr"
 

@@ -3,6 +3,7 @@
 The taps are read through IQAModel.activations (forward hooks, early stop after the last tap); this module
 adds only what the spec defines: the resize, the optional normalization, and the pooling.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,7 +26,9 @@ def reference_batch(iqa_model: IQAModel, images: torch.Tensor) -> torch.Tensor:
 
 
 def preprocess(images_bchw: torch.Tensor, spec: EmbeddingSpec) -> torch.Tensor:
-    x = F.interpolate(images_bchw, size=(spec.resolution, spec.resolution), mode="bilinear", antialias=True, align_corners=False)
+    x = F.interpolate(
+        images_bchw, size=(spec.resolution, spec.resolution), mode="bilinear", antialias=True, align_corners=False
+    )
     if spec.normalize == "imagenet":
         x = (x - _IMAGENET_MEAN.to(x)) / _IMAGENET_STD.to(x)
     return x
@@ -42,13 +45,17 @@ def _pool(feature: torch.Tensor, pooling: str) -> torch.Tensor:
 def embed_reference(iqa_model: IQAModel, images: torch.Tensor, spec: EmbeddingSpec) -> torch.Tensor:
     """Host IMAGE references -> [B, spec.dim] embeddings (float32, on the CPU)."""
     if iqa_model.name != spec.metric:
-        raise IQAAdapterError(f"The embedding spec '{spec.name}' taps '{spec.metric}', but the IQA model given is "
-                              f"'{iqa_model.name}'. Load '{spec.metric}' with Load IQA Model.")
+        raise IQAAdapterError(
+            f"The embedding spec '{spec.name}' taps '{spec.metric}', but the IQA model given is "
+            f"'{iqa_model.name}'. Load '{spec.metric}' with Load IQA Model."
+        )
     feats = iqa_model.activations(preprocess(reference_batch(iqa_model, images), spec), spec.taps)
     parts = []
     for tap, channels in zip(spec.taps, spec.channels):
         feat = feats[tap]
         if feat.ndim != 4 or feat.shape[1] != channels:
-            raise IQAAdapterError(f"Tap '{tap}' of '{spec.metric}' gives shape {tuple(feat.shape)}, but the spec says {channels} channels.")
+            raise IQAAdapterError(
+                f"Tap '{tap}' of '{spec.metric}' gives shape {tuple(feat.shape)}, but the spec says {channels} channels."
+            )
         parts.append(_pool(feat, spec.pooling))
     return torch.cat(parts, dim=1).cpu()

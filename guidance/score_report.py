@@ -5,6 +5,7 @@ The plot's vertical range covers every score (and at least a tenth of the metric
 the metric has CC3M statistics, dashed lines mark the 1st, 50th and 99th percentiles of its training
 distribution.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,13 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v:.{digits}g}"
 
 
-def score_table(name: str, scores: Sequence[float], percentiles: Sequence[float] | None,
-                z_scores: Sequence[float] | None, lower_better: bool) -> str:
+def score_table(
+    name: str,
+    scores: Sequence[float],
+    percentiles: Sequence[float] | None,
+    z_scores: Sequence[float] | None,
+    lower_better: bool,
+) -> str:
     """One line per image: index, raw score, quality percentile and z-score (n/a without statistics)."""
     head = f"{name} ({'lower' if lower_better else 'higher'} is better)"
     lines = [head, "index\tscore\tpercentile\tz-score"]
@@ -36,12 +42,20 @@ def score_table(name: str, scores: Sequence[float], percentiles: Sequence[float]
         lines.append(f"{i}\t{_fmt(s, 6)}\t{_fmt(p, 4)}\t{_fmt(z, 4)}")
     if len(scores) > 1:
         arr = np.asarray(scores, dtype=np.float64)
-        lines.append(f"mean {_fmt(float(arr.mean()), 6)}  min {_fmt(float(arr.min()), 6)}  max {_fmt(float(arr.max()), 6)}")
+        lines.append(
+            f"mean {_fmt(float(arr.mean()), 6)}  min {_fmt(float(arr.min()), 6)}  max {_fmt(float(arr.max()), 6)}"
+        )
     return "\n".join(lines)
 
 
-def plot_scores(name: str, scores: Sequence[float], score_range: tuple[float, float], lower_better: bool,
-                stats: MetricStats | None = None, size: tuple[int, int] = PLOT_SIZE) -> torch.Tensor:
+def plot_scores(
+    name: str,
+    scores: Sequence[float],
+    score_range: tuple[float, float],
+    lower_better: bool,
+    stats: MetricStats | None = None,
+    size: tuple[int, int] = PLOT_SIZE,
+) -> torch.Tensor:
     """Score against batch index as a host IMAGE [1, H, W, 3] in [0, 1]."""
     w, h = size
     left, top, right, bottom = _MARGIN

@@ -14,6 +14,7 @@ network unannounced, and torch.load reads with weights_only=True.
 
 Builds with other policies (random weights for tests) subclass the two policy objects.
 """
+
 from __future__ import annotations
 
 import logging
@@ -89,7 +90,9 @@ class WeightSource:
                 return c, looked
         return None, looked
 
-    def locate(self, file_name: str, url: str, cache_candidates: Sequence[str], also_looked: Sequence[str] = ()) -> str | None:
+    def locate(
+        self, file_name: str, url: str, cache_candidates: Sequence[str], also_looked: Sequence[str] = ()
+    ) -> str | None:
         """The recorded local path of a file; None when it is absent and may be downloaded (the caller then
         calls download()); MissingWeightsError when it is absent and may not."""
         path, looked = self.find(file_name, cache_candidates)
@@ -193,8 +196,10 @@ def _private(module: Any, name: str) -> Any:
     try:
         return getattr(module, name)
     except AttributeError:
-        raise IQAAdapterError(f"{module.__name__} has no '{name}', which the IQA weight lookup uses; this pack is "
-                              f"written against {PINNED}. Install the pinned versions.") from None
+        raise IQAAdapterError(
+            f"{module.__name__} has no '{name}', which the IQA weight lookup uses; this pack is "
+            f"written against {PINNED}. Install the pinned versions."
+        ) from None
 
 
 def _url_file_name(url: str) -> str:
@@ -239,15 +244,20 @@ class PyiqaHooks:
         self.orig_file = download_util.load_file_from_url
         self.orig_load = arch_util.load_pretrained_network
 
-    def load_file_from_url(self, url: str, model_dir: str | None = None, progress: bool = True, file_name: str | None = None) -> str:
+    def load_file_from_url(
+        self, url: str, model_dir: str | None = None, progress: bool = True, file_name: str | None = None
+    ) -> str:
         name = file_name or _url_file_name(url)
         path = self.source.locate(name, url, [os.path.join(model_dir or pyiqa_cache_dir(), name)])
         if path is None:
-            path = self.source.record(self.source.download(
-                lambda: self.orig_file(url, model_dir, progress, file_name), name, url), url)
+            path = self.source.record(
+                self.source.download(lambda: self.orig_file(url, model_dir, progress, file_name), name, url), url
+            )
         return path
 
-    def load_pretrained_network(self, net: torch.nn.Module, model_path: str, strict: bool = True, weight_keys: str | None = None) -> None:
+    def load_pretrained_network(
+        self, net: torch.nn.Module, model_path: str, strict: bool = True, weight_keys: str | None = None
+    ) -> None:
         if self.backbones.skips(net):
             log.debug("IQA metric %s: %s left at its initial weights", self.source.metric, type(net).__name__)
             return
@@ -267,8 +277,16 @@ class TorchHubHooks:
         self.source, self.backbones, self.hub = source, backbones, hub
         self.orig = hub.load_state_dict_from_url
 
-    def load_state_dict_from_url(self, url: str, model_dir: str | None = None, map_location: Any = None, progress: bool = True,
-                                 check_hash: bool = False, file_name: str | None = None, weights_only: bool = False) -> dict:
+    def load_state_dict_from_url(
+        self,
+        url: str,
+        model_dir: str | None = None,
+        map_location: Any = None,
+        progress: bool = True,
+        check_hash: bool = False,
+        file_name: str | None = None,
+        weights_only: bool = False,
+    ) -> dict:
         name = file_name or _url_file_name(url)
         if self.backbones.skips():
             build = torchvision_arch_for_url(url)
@@ -279,9 +297,14 @@ class TorchHubHooks:
         if path is None:
             return self.source.download(
                 lambda: self.orig(url, model_dir, map_location, progress, check_hash, file_name, weights_only),
-                name, url, record=os.path.join(cache_dir, name))
+                name,
+                url,
+                record=os.path.join(cache_dir, name),
+            )
         # Let torch.hub load it exactly as it would have, from the folder where it was found.
-        return self.orig(url, os.path.dirname(path), map_location, progress, False, os.path.basename(path), weights_only)
+        return self.orig(
+            url, os.path.dirname(path), map_location, progress, False, os.path.basename(path), weights_only
+        )
 
     def replacements(self) -> Replacements:
         return [(self.orig, self.load_state_dict_from_url)]
@@ -297,16 +320,26 @@ class TimmHooks:
         self.orig_hf = _private(_hub, "hf_hub_download")
         self.orig_pretrained = _private(_builder, "load_pretrained")
 
-    def hf_hub_download(self, repo_id: str, filename: str, revision: str | None = None, cache_dir: Any = None, **kw: Any) -> str:
+    def hf_hub_download(
+        self, repo_id: str, filename: str, revision: str | None = None, cache_dir: Any = None, **kw: Any
+    ) -> str:
         import huggingface_hub
 
         local_name = f"{repo_id.replace('/', '--')}--{filename}"
         cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
         url = huggingface_hub.hf_hub_url(repo_id, filename, revision=revision)
-        path = self.source.locate(local_name, url, [cached if isinstance(cached, str) else ""], ["the Hugging Face cache"])
+        path = self.source.locate(
+            local_name, url, [cached if isinstance(cached, str) else ""], ["the Hugging Face cache"]
+        )
         if path is None:
-            path = self.source.record(self.source.download(
-                lambda: self.orig_hf(repo_id, filename=filename, revision=revision, cache_dir=cache_dir, **kw), local_name, url), url)
+            path = self.source.record(
+                self.source.download(
+                    lambda: self.orig_hf(repo_id, filename=filename, revision=revision, cache_dir=cache_dir, **kw),
+                    local_name,
+                    url,
+                ),
+                url,
+            )
         return path
 
     def load_pretrained(self, model: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
@@ -321,8 +354,15 @@ class TimmHooks:
 class ClipHooks:
     """One CLIP loader: pyiqa's copy of CLIP, or the openai-clip package (`clip.clip`)."""
 
-    def __init__(self, source: WeightSource, backbones: Backbones, loader_module: Any, model_module: Any,
-                 returns_pair: bool, default_root: str):
+    def __init__(
+        self,
+        source: WeightSource,
+        backbones: Backbones,
+        loader_module: Any,
+        model_module: Any,
+        returns_pair: bool,
+        default_root: str,
+    ):
         self.source, self.backbones = source, backbones
         self.loader_module, self.model_module = loader_module, model_module
         self.returns_pair, self.default_root = returns_pair, default_root
@@ -379,7 +419,9 @@ class DownloadRefusal:
 
     def refuse_hf(self, repo_id: str, filename: str = "", *args: Any, **kwargs: Any) -> None:
         filename = filename or kwargs.get("filename", "")
-        raise self.source.missing(f"{repo_id.replace('/', '--')}--{filename}", self.hf.hf_hub_url(repo_id, filename), [])
+        raise self.source.missing(
+            f"{repo_id.replace('/', '--')}--{filename}", self.hf.hf_hub_url(repo_id, filename), []
+        )
 
     def replacements(self) -> Replacements:
         return [(o, self.refuse_url) for o in self.originals] + [(self.orig_hf, self.refuse_hf)]
@@ -391,9 +433,11 @@ def weights_only_load(load: Callable[..., Any]) -> Callable[..., Any]:
     pyiqa 0.1.16 reads its checkpoints (arch_util.load_pretrained_network), BRISQUE's SVM and cached prompts
     with weights_only=False: a pickle in models/iqa would run code. Never during a build.
     """
+
     def guarded(*args: Any, **kwargs: Any) -> Any:
         kwargs["weights_only"] = True
         return load(*args, **kwargs)
+
     return guarded
 
 
@@ -405,8 +449,11 @@ class _Swaps:
 
     def swap(self, replacements: Replacements) -> None:
         table = {id(orig): (orig, new) for orig, new in replacements}
-        mods = [m for n, m in list(sys.modules.items())
-                if m is not None and (n.split(".")[0] in _SWAP_ROOTS or n == "torch.hub")]
+        mods = [
+            m
+            for n, m in list(sys.modules.items())
+            if m is not None and (n.split(".")[0] in _SWAP_ROOTS or n == "torch.hub")
+        ]
         for mod in mods:
             namespace = getattr(mod, "__dict__", None)
             if not isinstance(namespace, dict):
@@ -430,7 +477,12 @@ class _Swaps:
 def library_hooks(source: WeightSource, backbones: Backbones) -> list[Any]:
     """Every hook of one build: per library, then (downloads off) the refusal beneath them."""
     clip = ClipHooks.present(source, backbones)
-    hooks: list[Any] = [PyiqaHooks(source, backbones), TorchHubHooks(source, backbones), TimmHooks(source, backbones), *clip]
+    hooks: list[Any] = [
+        PyiqaHooks(source, backbones),
+        TorchHubHooks(source, backbones),
+        TimmHooks(source, backbones),
+        *clip,
+    ]
     if not source.allow_download:
         hooks.append(DownloadRefusal(source, clip))
     return hooks

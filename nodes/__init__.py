@@ -1,4 +1,5 @@
 """Node classes of the pack; one file per node, mappings merged here."""
+
 from . import gradient_guidance, host, iqa_score, load_adapter, load_iqa_model, quality_condition, reference_transfer
 
 host.register_model_folder(host.ADAPTER_FOLDER, host.ADAPTER_EXTENSIONS)

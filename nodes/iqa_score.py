@@ -1,5 +1,6 @@
 """IQA Score: per-image scores of an IMAGE batch, with percentiles and z-scores (CC3M's, or an adapter's own
 training table), a table and a plot."""
+
 from __future__ import annotations
 
 from ..adapter.errors import IQAAdapterError
@@ -42,34 +43,55 @@ class IQAScore:
                 "iqa_model": ("IQA_MODEL", {"tooltip": "From Load IQA Model."}),
             },
             "optional": {
-                "previous_scores": ("IQA_SCORES", {
-                    "tooltip": "iqa_scores of another IQA Score node, to collect several metrics of the same images "
-                               "(one IQA Score per metric of a Quality Condition adapter).",
-                }),
-                "iqa_adapter": ("IQA_ADAPTER", {
-                    "tooltip": "Optional: give percentiles and z-scores in this adapter's own training table (a custom "
-                               "adapter's file carries one), so they compare with Quality Condition's targets. Without "
-                               "it, or for a metric the table lacks: the CC3M table.",
-                }),
-                "batch_size": ("INT", {
-                    "default": 4, "min": 1, "max": 256,
-                    "tooltip": "Images per metric call (the progress bar moves after each call). Larger batches are usually faster "
-                               "but need more memory; 1 moves the bar after every image.",
-                }),
+                "previous_scores": (
+                    "IQA_SCORES",
+                    {
+                        "tooltip": "iqa_scores of another IQA Score node, to collect several metrics of the same images "
+                        "(one IQA Score per metric of a Quality Condition adapter).",
+                    },
+                ),
+                "iqa_adapter": (
+                    "IQA_ADAPTER",
+                    {
+                        "tooltip": "Optional: give percentiles and z-scores in this adapter's own training table (a custom "
+                        "adapter's file carries one), so they compare with Quality Condition's targets. Without "
+                        "it, or for a metric the table lacks: the CC3M table.",
+                    },
+                ),
+                "batch_size": (
+                    "INT",
+                    {
+                        "default": 4,
+                        "min": 1,
+                        "max": 256,
+                        "tooltip": "Images per metric call (the progress bar moves after each call). Larger batches are usually faster "
+                        "but need more memory; 1 moves the bar after every image.",
+                    },
+                ),
             },
         }
 
-    def score(self, image, iqa_model: IQAModel, batch_size: int = 4, previous_scores: dict | None = None,
-              iqa_adapter: IQAAdapter | None = None):
+    def score(
+        self,
+        image,
+        iqa_model: IQAModel,
+        batch_size: int = 4,
+        previous_scores: dict | None = None,
+        iqa_adapter: IQAAdapter | None = None,
+    ):
         if not isinstance(iqa_model, IQAModel):
             raise IQAAdapterError(f"iqa_model is a {type(iqa_model).__name__}; connect Load IQA Model.")
         if isinstance(batch_size, float) and batch_size.is_integer():
             batch_size = int(batch_size)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:  # optional: may arrive unvalidated
+        if (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):  # optional: may arrive unvalidated
             raise IQAAdapterError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
         if previous_scores is not None and not isinstance(previous_scores, dict):  # optional: may arrive unvalidated
-            raise IQAAdapterError(f"previous_scores must be the iqa_scores of another IQA Score node, got a {type(previous_scores).__name__}. "
-                                  "Connect an IQA Score's iqa_scores output, or nothing.")
+            raise IQAAdapterError(
+                f"previous_scores must be the iqa_scores of another IQA Score node, got a {type(previous_scores).__name__}. "
+                "Connect an IQA Score's iqa_scores output, or nothing."
+            )
         n = int(image.shape[0]) if getattr(image, "ndim", 0) == 4 else 1
         bar = host.progress_bar(max(n, 1))
         raw = iqa_model.score(image, channels_last=True, batch_size=batch_size, progress=bar.update)
@@ -79,9 +101,17 @@ class IQAScore:
         z = None if stats is None else [stats.z_from_raw(s) for s in scores]
         table = score_table(iqa_model.name, scores, pct, z, iqa_model.lower_better)
         plot = plot_scores(iqa_model.name, scores, iqa_model.score_range, iqa_model.lower_better, stats)
-        return {"ui": {"text": [table]},
-                "result": (scores, finite_or_nan(pct, len(scores)), finite_or_nan(z, len(scores)), table, plot,
-                           {**(previous_scores or {}), iqa_model.name: scores})}
+        return {
+            "ui": {"text": [table]},
+            "result": (
+                scores,
+                finite_or_nan(pct, len(scores)),
+                finite_or_nan(z, len(scores)),
+                table,
+                plot,
+                {**(previous_scores or {}), iqa_model.name: scores},
+            ),
+        }
 
 
 def _stats(iqa_model: IQAModel, iqa_adapter: IQAAdapter | None) -> MetricStats | None:

@@ -1,4 +1,5 @@
 """Load IQA-Adapter: a checkpoint from models/iqa_adapter, with its metadata, as IQA_ADAPTER."""
+
 from __future__ import annotations
 
 from ..adapter import IQAAdapter, IQAAdapterError
@@ -22,25 +23,36 @@ class LoadIQAAdapter:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "adapter_name": (host.model_file_list(host.ADAPTER_FOLDER), {
-                    "tooltip": "IQA-Adapter file in models/iqa_adapter (or a folder listed for 'iqa_adapter' in extra_model_paths.yaml).",
-                }),
+                "adapter_name": (
+                    host.model_file_list(host.ADAPTER_FOLDER),
+                    {
+                        "tooltip": "IQA-Adapter file in models/iqa_adapter (or a folder listed for 'iqa_adapter' in extra_model_paths.yaml).",
+                    },
+                ),
             },
             "optional": {
-                "metadata_override": ("STRING", {
-                    "default": "", "multiline": True,
-                    "tooltip": 'JSON merged over the file\'s metadata, e.g. {"metrics": ["topiq_nr", "laion_aes"], '
-                               '"use_flag": false, "pos_encode_L": 0, "normalized": true}. Leave empty to use the file\'s own.',
-                }),
+                "metadata_override": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "multiline": True,
+                        "tooltip": 'JSON merged over the file\'s metadata, e.g. {"metrics": ["topiq_nr", "laion_aes"], '
+                        '"use_flag": false, "pos_encode_L": 0, "normalized": true}. Leave empty to use the file\'s own.',
+                    },
+                ),
             },
         }
 
     def load(self, adapter_name: str, metadata_override: str = ""):
         if not isinstance(metadata_override, str):  # optional inputs may reach here unvalidated (API, older hosts)
-            raise IQAAdapterError(f"metadata_override must be JSON text, got {type(metadata_override).__name__} "
-                                  f"{str(metadata_override)[:80]!r}. Leave it empty to use the file's own metadata.")
+            raise IQAAdapterError(
+                f"metadata_override must be JSON text, got {type(metadata_override).__name__} "
+                f"{str(metadata_override)[:80]!r}. Leave it empty to use the file's own metadata."
+            )
         path = host.model_file_path(host.ADAPTER_FOLDER, adapter_name)
-        override = parse_json_text(metadata_override, "the node's metadata_override") if metadata_override.strip() else None
+        override = (
+            parse_json_text(metadata_override, "the node's metadata_override") if metadata_override.strip() else None
+        )
         return (IQAAdapter.load(path, override),)
 
 

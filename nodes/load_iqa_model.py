@@ -1,4 +1,5 @@
 """Load IQA Model: a pyiqa no-reference metric by name, with weights from models/iqa, as IQA_MODEL."""
+
 from __future__ import annotations
 
 from ..adapter.errors import IQAAdapterError
@@ -26,23 +27,34 @@ class LoadIQAModel:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "metric": (metric_names(), {
-                    "default": DEFAULT_METRIC,
-                    "tooltip": "pyiqa metric name. The paper's adapters use topiq_nr and laion_aes; niqe, brisque and piqe "
-                               "are lower-is-better. " + "; ".join(f"{n}: {s.note}" for n, s in list(METRICS.items())[:6]) + "; ...",
-                }),
-                "allow_download": ("BOOLEAN", {
-                    "default": False,
-                    "tooltip": "Off (default): use only files already in models/iqa or pyiqa's cache, and fail with the file "
-                               "name and URL otherwise. On: let pyiqa download missing weights into its cache.",
-                }),
+                "metric": (
+                    metric_names(),
+                    {
+                        "default": DEFAULT_METRIC,
+                        "tooltip": "pyiqa metric name. The paper's adapters use topiq_nr and laion_aes; niqe, brisque and piqe "
+                        "are lower-is-better. "
+                        + "; ".join(f"{n}: {s.note}" for n, s in list(METRICS.items())[:6])
+                        + "; ...",
+                    },
+                ),
+                "allow_download": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Off (default): use only files already in models/iqa or pyiqa's cache, and fail with the file "
+                        "name and URL otherwise. On: let pyiqa download missing weights into its cache.",
+                    },
+                ),
             },
             "optional": {
-                "device": (list(DEVICES), {
-                    "default": "auto",
-                    "tooltip": "auto: run on the host's device (the GPU when there is one), parked on the host's offload "
-                               "device between uses. cpu: always on the CPU, to leave GPU memory to the diffusion model.",
-                }),
+                "device": (
+                    list(DEVICES),
+                    {
+                        "default": "auto",
+                        "tooltip": "auto: run on the host's device (the GPU when there is one), parked on the host's offload "
+                        "device between uses. cpu: always on the CPU, to leave GPU memory to the diffusion model.",
+                    },
+                ),
             },
         }
 
@@ -50,8 +62,9 @@ class LoadIQAModel:
         if device not in DEVICES:
             raise IQAAdapterError(f"device must be one of {DEVICES}, got {device!r}.")
         home = host.offload_device() if device == "auto" else "cpu"
-        model = load_iqa_model(metric, search_dirs=host.model_folder_dirs(host.IQA_FOLDER),
-                               allow_download=allow_download, home=home)
+        model = load_iqa_model(
+            metric, search_dirs=host.model_folder_dirs(host.IQA_FOLDER), allow_download=allow_download, home=home
+        )
         # The device choice travels with this IQA_MODEL; the cached network itself stays shared.
         return (model.with_device(host.compute_device() if device == "auto" else "cpu"),)
 

@@ -1,4 +1,5 @@
 """Quality Condition: condition a MODEL on target quality scores through an IQA-Adapter."""
+
 from __future__ import annotations
 
 from ..adapter import (
@@ -35,44 +36,77 @@ class QualityCondition:
             "required": {
                 "model": MODEL_INPUT,
                 "iqa_adapter": ("IQA_ADAPTER", {"tooltip": "From Load IQA-Adapter; must match the model's family."}),
-                "targets": ("STRING", {
-                    "default": "99", "multiline": True,
-                    "tooltip": "One number for every metric ('99'), or 'metric=value' pairs naming each of the adapter's "
-                               "metrics ('topiq_nr=99, laion_aes=75'). One line (or ';'-separated item) per batch item: "
-                               "'1; 25; 50; 75; 99' is the paper's quality sweep.",
-                }),
-                "target_mode": (list(TARGET_MODES), {
-                    "default": "percentile",
-                    "tooltip": "percentile: quality percentile 0-100 of the adapter's training set (99 = better than 99 % of it, "
-                               "1 = degraded, also for lower-is-better metrics); the table in the adapter file, else CC3M's. "
-                               "z-score: standard deviations from that table's mean. raw: the metric's own score.",
-                }),
+                "targets": (
+                    "STRING",
+                    {
+                        "default": "99",
+                        "multiline": True,
+                        "tooltip": "One number for every metric ('99'), or 'metric=value' pairs naming each of the adapter's "
+                        "metrics ('topiq_nr=99, laion_aes=75'). One line (or ';'-separated item) per batch item: "
+                        "'1; 25; 50; 75; 99' is the paper's quality sweep.",
+                    },
+                ),
+                "target_mode": (
+                    list(TARGET_MODES),
+                    {
+                        "default": "percentile",
+                        "tooltip": "percentile: quality percentile 0-100 of the adapter's training set (99 = better than 99 % of it, "
+                        "1 = degraded, also for lower-is-better metrics); the table in the adapter file, else CC3M's. "
+                        "z-score: standard deviations from that table's mean. raw: the metric's own score.",
+                    },
+                ),
                 **schedule_inputs("quality"),
-                "uncond": (list(UNCOND_MODES), {
-                    "default": "zeros",
-                    "tooltip": "CFG negative branch. zeros: the unconditional input, as trained (default). "
-                               "negative quality: -strength x the target vector; sharper contrast, the authors report over-stylized results.",
-                }),
-                "negative_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 2.0, "step": 0.05,
-                                                "tooltip": "k in -k x target, used only with uncond = negative quality (official 0.5)."}),
+                "uncond": (
+                    list(UNCOND_MODES),
+                    {
+                        "default": "zeros",
+                        "tooltip": "CFG negative branch. zeros: the unconditional input, as trained (default). "
+                        "negative quality: -strength x the target vector; sharper contrast, the authors report over-stylized results.",
+                    },
+                ),
+                "negative_strength": (
+                    "FLOAT",
+                    {
+                        "default": 0.5,
+                        "min": 0.0,
+                        "max": 2.0,
+                        "step": 0.05,
+                        "tooltip": "k in -k x target, used only with uncond = negative quality (official 0.5).",
+                    },
+                ),
             },
             "optional": {
-                "reference_scores": ("IQA_SCORES", {
-                    "tooltip": "Quality matching: take the targets from a reference image's scores (IQA Score's iqa_scores "
-                               "output; chain one IQA Score per adapter metric). When connected, targets and target_mode are "
-                               "ignored and each scored image gives one batch item at its raw scores.",
-                }),
+                "reference_scores": (
+                    "IQA_SCORES",
+                    {
+                        "tooltip": "Quality matching: take the targets from a reference image's scores (IQA Score's iqa_scores "
+                        "output; chain one IQA Score per adapter metric). When connected, targets and target_mode are "
+                        "ignored and each scored image gives one batch item at its raw scores.",
+                    },
+                ),
             },
         }
 
-    def apply(self, model, iqa_adapter: IQAAdapter, targets: str, target_mode: str, scale: float,
-              start_percent: float, end_percent: float, uncond: str = "zeros", negative_strength: float = 0.5,
-              reference_scores: dict | None = None):
+    def apply(
+        self,
+        model,
+        iqa_adapter: IQAAdapter,
+        targets: str,
+        target_mode: str,
+        scale: float,
+        start_percent: float,
+        end_percent: float,
+        uncond: str = "zeros",
+        negative_strength: float = 0.5,
+        reference_scores: dict | None = None,
+    ):
         check_schedule(scale, start_percent, end_percent)
         if uncond not in UNCOND_MODES:
             raise IQAAdapterError(f"uncond must be one of {UNCOND_MODES}, got {uncond!r}.")
         if iqa_adapter.metadata.kind != "quality":
-            raise IQAAdapterError(f"{iqa_adapter.name} is a {iqa_adapter.metadata.kind} adapter; use it with Reference Quality Transfer.")
+            raise IQAAdapterError(
+                f"{iqa_adapter.name} is a {iqa_adapter.metadata.kind} adapter; use it with Reference Quality Transfer."
+            )
         meta, table = iqa_adapter.metadata, iqa_adapter.norm_table
         source = "reference_scores" if reference_scores is not None else "targets"
         try:  # name the input in every target error, as the host shows only the message

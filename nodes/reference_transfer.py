@@ -1,4 +1,5 @@
 """Reference Quality Transfer: condition a MODEL on the quality traits of a reference image."""
+
 from __future__ import annotations
 
 from ..adapter import IQAAdapter, IQAAdapterError, attach_quality_tokens, condition_from_vectors, sigma_window
@@ -23,23 +24,52 @@ class ReferenceQualityTransfer:
         return {
             "required": {
                 "model": MODEL_INPUT,
-                "iqa_adapter": ("IQA_ADAPTER", {"tooltip": "A reference-based IQA-Adapter (metadata kind 'reference' with an embedding spec)."}),
-                "reference": ("IMAGE", {"tooltip": "Reference image(s). One applies to every latent; a batch maps one to one. "
-                                                    "RGBA drops alpha, greyscale repeats to RGB; at least 32 px a side."}),
-                "iqa_model": ("IQA_MODEL", {"tooltip": "From Load IQA Model: the metric the adapter's embedding spec names."}),
+                "iqa_adapter": (
+                    "IQA_ADAPTER",
+                    {"tooltip": "A reference-based IQA-Adapter (metadata kind 'reference' with an embedding spec)."},
+                ),
+                "reference": (
+                    "IMAGE",
+                    {
+                        "tooltip": "Reference image(s). One applies to every latent; a batch maps one to one. "
+                        "RGBA drops alpha, greyscale repeats to RGB; at least 32 px a side."
+                    },
+                ),
+                "iqa_model": (
+                    "IQA_MODEL",
+                    {"tooltip": "From Load IQA Model: the metric the adapter's embedding spec names."},
+                ),
                 **schedule_inputs("reference"),
             },
         }
 
-    def apply(self, model, iqa_adapter: IQAAdapter, reference, iqa_model, scale: float, start_percent: float, end_percent: float):
+    def apply(
+        self,
+        model,
+        iqa_adapter: IQAAdapter,
+        reference,
+        iqa_model,
+        scale: float,
+        start_percent: float,
+        end_percent: float,
+    ):
         check_schedule(scale, start_percent, end_percent)
         spec = iqa_adapter.embedding_spec
         if spec is None:
-            raise IQAAdapterError(f"{iqa_adapter.name} is a score-based adapter; use it with Quality Condition, not Reference Quality Transfer.")
+            raise IQAAdapterError(
+                f"{iqa_adapter.name} is a score-based adapter; use it with Quality Condition, not Reference Quality Transfer."
+            )
         embedding = embed_reference(iqa_model, reference, spec)  # on the device Load IQA Model chose
         s_start, s_end = sigma_window(model, start_percent, end_percent)
-        tokens = condition_from_vectors(iqa_adapter, embedding, scale, s_start, s_end,
-                                        label=f"Reference Quality Transfer ({iqa_adapter.name})", rows_name="references")
+        tokens = condition_from_vectors(
+            iqa_adapter,
+            embedding,
+            scale,
+            s_start,
+            s_end,
+            label=f"Reference Quality Transfer ({iqa_adapter.name})",
+            rows_name="references",
+        )
         return (attach_quality_tokens(model, iqa_adapter.spec, tokens, host.host_attention, iqa_adapter.name),)
 
 

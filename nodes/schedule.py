@@ -1,4 +1,5 @@
 """Inputs and checks shared by the nodes that attach a condition over part of the sampling schedule."""
+
 from __future__ import annotations
 
 import math
@@ -11,12 +12,36 @@ MODEL_INPUT = ("MODEL", {"tooltip": "The SD1.5 or SDXL model to condition. It is
 def schedule_inputs(term: str) -> dict:
     """scale, start_percent and end_percent widgets; `term` names what the scale weighs."""
     return {
-        "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.05,
-                            "tooltip": f"Weight of the {term} attention term (official default 1.0). 0 turns it off."}),
-        "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                    "tooltip": "Fraction of the schedule where the condition starts (0 = first step)."}),
-        "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                  "tooltip": "Fraction of the schedule where it stops (1 = last step)."}),
+        "scale": (
+            "FLOAT",
+            {
+                "default": 1.0,
+                "min": 0.0,
+                "max": 5.0,
+                "step": 0.05,
+                "tooltip": f"Weight of the {term} attention term (official default 1.0). 0 turns it off.",
+            },
+        ),
+        "start_percent": (
+            "FLOAT",
+            {
+                "default": 0.0,
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.01,
+                "tooltip": "Fraction of the schedule where the condition starts (0 = first step).",
+            },
+        ),
+        "end_percent": (
+            "FLOAT",
+            {
+                "default": 1.0,
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.01,
+                "tooltip": "Fraction of the schedule where it stops (1 = last step).",
+            },
+        ),
     }
 
 

@@ -5,6 +5,7 @@ The two start differently. The fork is a package: `python -m comfy.cmd.main --cw
 folder: `<its python> <folder>/main.py --base-directory WS`, which points custom_nodes/, models/, input/,
 output/, temp/ and user/ at the workspace, so the ComfyUI folder itself is never written to.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,24 +38,47 @@ class Host:
         if self.upstream:
             # --disable-api-nodes: the paid cloud nodes are of no use here and would try the network;
             # the database goes into the workspace, not into the shared ComfyUI folder.
-            cmd = [self.python, str(self.folder / "main.py"), "--listen", "127.0.0.1", "--port", str(port),
-                   "--base-directory", str(workspace), "--disable-auto-launch", "--disable-api-nodes",
-                   "--database-url", f"sqlite:///{Path(workspace) / 'user' / 'comfyui.db'}"]
+            cmd = [
+                self.python,
+                str(self.folder / "main.py"),
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--base-directory",
+                str(workspace),
+                "--disable-auto-launch",
+                "--disable-api-nodes",
+                "--database-url",
+                f"sqlite:///{Path(workspace) / 'user' / 'comfyui.db'}",
+            ]
             front_end = os.environ.get("COMFYUI_FRONT_END_ROOT")
             if front_end:  # another frontend than the one ComfyUI pins (a static folder, e.g. a newer package's)
                 cmd += ["--front-end-root", front_end]
         else:
             # --disable-known-models: the fork would otherwise offer, and fetch, well-known checkpoints by
             # name; nothing here may download behind the user's back.
-            cmd = [self.python, "-m", "comfy.cmd.main", "--listen", "127.0.0.1", "--port", str(port),
-                   "--cwd", str(workspace), "--disable-known-models"]
+            cmd = [
+                self.python,
+                "-m",
+                "comfy.cmd.main",
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--cwd",
+                str(workspace),
+                "--disable-known-models",
+            ]
         return cmd if gpu else cmd + ["--cpu"]
 
     def version(self) -> Optional[str]:
         """Upstream's version (comfyui_version.py, which /system_stats also reports); None for the fork."""
         if not self.upstream:
             return None
-        text = (self.folder / "comfyui_version.py").read_text() if (self.folder / "comfyui_version.py").is_file() else ""
+        text = (
+            (self.folder / "comfyui_version.py").read_text() if (self.folder / "comfyui_version.py").is_file() else ""
+        )
         found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", text)
         return found.group(1) if found else None
 
@@ -99,7 +123,9 @@ def upstream(folder: Optional[Path] = None) -> Host:
     if folder is None:
         proc = subprocess.run(["bash", str(SETUP)], stdout=subprocess.PIPE, stderr=None, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"Setting up upstream ComfyUI failed ({SETUP}, exit {proc.returncode}); see its message above.")
+            raise RuntimeError(
+                f"Setting up upstream ComfyUI failed ({SETUP}, exit {proc.returncode}); see its message above."
+            )
         folder = Path(proc.stdout.strip().splitlines()[-1])
     folder = Path(folder).resolve()
     if not (folder / "main.py").is_file():

@@ -24,6 +24,7 @@ checkout, else the shared archive set up by scripts/upstream_host.sh), or a serv
 with --server http://127.0.0.1:8188 (this pack in its custom_nodes/; real weights, by the file names in its
 models folders; nothing is started or stopped).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,7 +72,10 @@ def link_models(ws: Path, args: argparse.Namespace) -> dict[str, Any]:
             if sub.is_dir() and not (models / sub.name).exists():
                 (models / sub.name).symlink_to(sub)
     names = {}
-    for key, folder, default in (("checkpoint", "checkpoints", CHECKPOINT), ("adapter", "iqa_adapter", QUALITY_ADAPTER)):
+    for key, folder, default in (
+        ("checkpoint", "checkpoints", CHECKPOINT),
+        ("adapter", "iqa_adapter", QUALITY_ADAPTER),
+    ):
         given = getattr(args, key)
         path = Path(given).expanduser() if given else None
         if path is not None and path.is_file():  # a file anywhere: link it (and an adapter's sidecar JSON) in
@@ -100,12 +104,18 @@ def real_prompt(prompt: dict, names: dict[str, Any], score_metric: Optional[str]
         inputs = node["inputs"]
         if node["class_type"] == "CheckpointLoaderSimple":
             inputs["ckpt_name"] = names["checkpoint"]
-        elif node["class_type"] == "IQAAdapterLoader" and (len(loaders) == 1 or inputs.get("adapter_name") == QUALITY_ADAPTER):
+        elif node["class_type"] == "IQAAdapterLoader" and (
+            len(loaders) == 1 or inputs.get("adapter_name") == QUALITY_ADAPTER
+        ):
             if names.get("adapter_given") or inputs.get("adapter_name") == QUALITY_ADAPTER:
                 inputs["adapter_name"] = names["adapter"]
         elif node["class_type"] == "IQALoadModel" and score_metric:
-            consumers = {n["class_type"] for n in prompt.values() for v in n["inputs"].values()
-                         if isinstance(v, list) and len(v) == 2 and prompt.get(v[0]) is node}
+            consumers = {
+                n["class_type"]
+                for n in prompt.values()
+                for v in n["inputs"].values()
+                if isinstance(v, list) and len(v) == 2 and prompt.get(v[0]) is node
+            }
             if consumers <= {"IQAScore"}:
                 inputs["metric"] = score_metric
     return prompt
@@ -113,11 +123,13 @@ def real_prompt(prompt: dict, names: dict[str, Any], score_metric: Optional[str]
 
 def parse_score_text(text: str) -> tuple[str, list[tuple[float, float, float]]]:
     """IQA Score's table text: (header, [(score, percentile, z-score)] per image; NaN where 'n/a')."""
+
     def num(s: str) -> float:
         try:
             return float(s)
         except ValueError:
             return math.nan
+
     header, rows = "", []
     for line in text.splitlines():
         cells = line.split("\t")
@@ -155,7 +167,11 @@ def write_scores(out: Path, prompt: dict, entry: dict, images: list[Path], mode_
         if node["class_type"] == "IQAScore" and node_id in entry.get("outputs", {}):
             header, rows = parse_score_text("\n".join(entry["outputs"][node_id].get("text", [])))
             title = node.get("_meta", {}).get("title", "IQA Score")
-            source = prompt.get(node["inputs"]["iqa_model"][0], {}) if isinstance(node["inputs"].get("iqa_model"), list) else {}
+            source = (
+                prompt.get(node["inputs"]["iqa_model"][0], {})
+                if isinstance(node["inputs"].get("iqa_model"), list)
+                else {}
+            )
             random = " (random weights)" if source.get("class_type") == "IQATestRandomIQAModel" else ""
             table = "adapter-table" if isinstance(node["inputs"].get("iqa_adapter"), list) else "CC3M"
             score_cols.append((f"{title}, {header}{random}" if header else title, rows, table))
@@ -172,8 +188,12 @@ def write_scores(out: Path, prompt: dict, entry: dict, images: list[Path], mode_
     else:
         stats = [image_statistics(p) for p in images]
         keys = list(stats[0]) if stats else []
-        lines += ["No IQA Score node in this graph; simple image statistics instead.", "",
-                  "| item | target | " + " | ".join(keys) + " | file |", "|" + "---|" * (len(keys) + 3)]
+        lines += [
+            "No IQA Score node in this graph; simple image statistics instead.",
+            "",
+            "| item | target | " + " | ".join(keys) + " | file |",
+            "|" + "---|" * (len(keys) + 3),
+        ]
         for i, (path, st) in enumerate(zip(images, stats)):
             t = targets[i] if i < len(targets) else (targets[0] if len(targets) == 1 else "-")
             lines.append(f"| {i} | {t} | " + " | ".join(f"{st[k]:.4f}" for k in keys) + f" | {path.name} |")
@@ -188,7 +208,10 @@ def collect(host: HostServer, prompt: dict, entry: dict, out: Path) -> tuple[lis
     images, plots = [], []
     for node_id, refs in host.image_refs(entry).items():
         node = prompt.get(node_id, {})
-        is_plot = node.get("class_type") == "PreviewImage" and prompt.get(node["inputs"]["images"][0], {}).get("class_type") == "IQAScore"
+        is_plot = (
+            node.get("class_type") == "PreviewImage"
+            and prompt.get(node["inputs"]["images"][0], {}).get("class_type") == "IQAScore"
+        )
         for i, ref in enumerate(refs):
             if node.get("class_type") == "SaveImage":
                 target = out / Path(ref["filename"]).name
@@ -203,27 +226,60 @@ def collect(host: HostServer, prompt: dict, entry: dict, out: Path) -> tuple[lis
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workflow", default=DEFAULT_WORKFLOW, help=f"an example's slug or title, or a JSON file (default {DEFAULT_WORKFLOW})")
+    ap.add_argument(
+        "--workflow",
+        default=DEFAULT_WORKFLOW,
+        help=f"an example's slug or title, or a JSON file (default {DEFAULT_WORKFLOW})",
+    )
     ap.add_argument("--out", default=str(REPO / "out" / "demo"), help="output folder (default out/demo); emptied first")
     ap.add_argument("--models", help="a ComfyUI models folder: run the real workflow with the weights in it")
-    ap.add_argument("--checkpoint", help="SDXL checkpoint: a file name in <models>/checkpoints, or a path (runs the real workflow)")
-    ap.add_argument("--adapter", help="IQA-Adapter: a file name in <models>/iqa_adapter, or a path (a sidecar .json beside it is used)")
-    ap.add_argument("--score-metric", help="metric for the IQA Score nodes (tiny runs: piqe, no weights needed; real runs: the graph's own)")
-    ap.add_argument("--cpu", action="store_true", help="real runs: force the CPU (default: the host's GPU if it has one)")
+    ap.add_argument(
+        "--checkpoint", help="SDXL checkpoint: a file name in <models>/checkpoints, or a path (runs the real workflow)"
+    )
+    ap.add_argument(
+        "--adapter",
+        help="IQA-Adapter: a file name in <models>/iqa_adapter, or a path (a sidecar .json beside it is used)",
+    )
+    ap.add_argument(
+        "--score-metric",
+        help="metric for the IQA Score nodes (tiny runs: piqe, no weights needed; real runs: the graph's own)",
+    )
+    ap.add_argument(
+        "--cpu", action="store_true", help="real runs: force the CPU (default: the host's GPU if it has one)"
+    )
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the prompt")
-    ap.add_argument("--host", choices=comfy_host.KINDS, default="fork",
-                    help="which ComfyUI to start: the PyPI fork in this venv (default) or upstream (COMFYUI_DIR, "
-                         "else the shared archive, set up by scripts/upstream_host.sh)")
-    ap.add_argument("--server", metavar="URL", help="queue on a ComfyUI server that is already running (e.g. "
-                    "http://127.0.0.1:8188, this pack in its custom_nodes/) instead of starting one; real runs only")
-    ap.add_argument("--random-tiny", action="store_true", help="without weights: run on the tiny random test model "
-                    "even where the built-in toy model could run the graph")
+    ap.add_argument(
+        "--host",
+        choices=comfy_host.KINDS,
+        default="fork",
+        help="which ComfyUI to start: the PyPI fork in this venv (default) or upstream (COMFYUI_DIR, "
+        "else the shared archive, set up by scripts/upstream_host.sh)",
+    )
+    ap.add_argument(
+        "--server",
+        metavar="URL",
+        help="queue on a ComfyUI server that is already running (e.g. "
+        "http://127.0.0.1:8188, this pack in its custom_nodes/) instead of starting one; real runs only",
+    )
+    ap.add_argument(
+        "--random-tiny",
+        action="store_true",
+        help="without weights: run on the tiny random test model even where the built-in toy model could run the graph",
+    )
     args = ap.parse_args(argv)
     if args.server:
         return run_on_server(ap, args)
     real = bool(args.models or args.checkpoint or args.adapter)
-    if real and not args.models and not (args.checkpoint and Path(args.checkpoint).expanduser().is_file()
-                                         and args.adapter and Path(args.adapter).expanduser().is_file()):
+    if (
+        real
+        and not args.models
+        and not (
+            args.checkpoint
+            and Path(args.checkpoint).expanduser().is_file()
+            and args.adapter
+            and Path(args.adapter).expanduser().is_file()
+        )
+    ):
         ap.error("real runs need --models DIR, or --checkpoint and --adapter as paths to the files")
     workflow_path = resolve_workflow(args.workflow)
     try:
@@ -235,8 +291,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     ws = make_workspace(fixtures=not real, toy=toy)
     names = link_models(ws, args) if real else {}
     adapters = {} if real else workflow_fixtures.write_tiny_adapters_quietly(ws / "models" / "iqa_adapter", host=kind)
-    host = HostServer(ws, log_path=out / "host.log", gpu=real and not args.cpu, threads=None if real else 1,
-                      isolated=not real, host=kind)
+    host = HostServer(
+        ws,
+        log_path=out / "host.log",
+        gpu=real and not args.cpu,
+        threads=None if real else 1,
+        isolated=not real,
+        host=kind,
+    )
     try:
         host.start()
         prompt = api_prompt(host, workflow_path)
@@ -246,16 +308,24 @@ def main(argv: Optional[list[str]] = None) -> int:
             note = f"{workflow_path.stem}, real weights: {names['checkpoint']} + {names['adapter']}"
         elif toy:
             prompt = workflow_fixtures.toy_prompt(prompt, workflow_fixtures.ToyOptions())
-            note = (f"{workflow_path.stem} on the built-in toy model (weights/toy: a 64 px diffusion model and an "
-                    f"IQA-Adapter trained on PIQE, both trained by this project); IQA Score uses PIQE. Pass --models "
-                    "for the real SDXL workflow")
+            note = (
+                f"{workflow_path.stem} on the built-in toy model (weights/toy: a 64 px diffusion model and an "
+                f"IQA-Adapter trained on PIQE, both trained by this project); IQA Score uses PIQE. Pass --models "
+                "for the real SDXL workflow"
+            )
         else:
-            opts = workflow_fixtures.TinyOptions(size=128, steps=8, adapters=adapters,
-                                                 score_metric=args.score_metric or workflow_fixtures.WEIGHTLESS_METRIC)
+            opts = workflow_fixtures.TinyOptions(
+                size=128,
+                steps=8,
+                adapters=adapters,
+                score_metric=args.score_metric or workflow_fixtures.WEIGHTLESS_METRIC,
+            )
             prompt = workflow_fixtures.tiny_prompt(prompt, opts)
-            note = (f"{workflow_path.stem} on the tiny built-in model with a random adapter; IQA Score nodes that only "
-                    f"score use {opts.score_metric}, metrics that also steer the model run with random weights. "
-                    "Pass --models for the real SDXL workflow")
+            note = (
+                f"{workflow_path.stem} on the tiny built-in model with a random adapter; IQA Score nodes that only "
+                f"score use {opts.score_metric}, metrics that also steer the model run with random weights. "
+                "Pass --models for the real SDXL workflow"
+            )
         images = finish(host, prompt, out, args.timeout, note, log_hint=str(out / "host.log"))
     finally:
         host.stop()
@@ -272,7 +342,9 @@ def toy_figures(out: Path, images: list[Path], targets: list[float]) -> None:
     import toy_sweep
 
     scores = toy_sweep.measure([images], held_out=toy_sweep.niqe_available(), targets=targets)
-    labels = [f"target p{t:g}\n" + ", ".join(f"{m} {s[0, i]:.1f}" for m, s in scores.items()) for i, t in enumerate(targets)]
+    labels = [
+        f"target p{t:g}\n" + ", ".join(f"{m} {s[0, i]:.1f}" for m, s in scores.items()) for i, t in enumerate(targets)
+    ]
     toy_sweep.grid(images, labels, out / "sweep_grid.png")
     toy_sweep.plot(scores, out / "score_vs_target.png", targets=targets)
     print(f"sweep_grid.png (images with their scores) and score_vs_target.png written to {out}")
@@ -318,7 +390,9 @@ def run_on_server(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     for key in ("checkpoint", "adapter"):
         value = getattr(args, key)
         if value and (Path(value).is_absolute() or value.startswith("~") or Path(value).is_file()):
-            ap.error(f"--server: give --{key} as a file name the server lists (its models folder), not a path here ({value})")
+            ap.error(
+                f"--server: give --{key} as a file name the server lists (its models folder), not a path here ({value})"
+            )
     workflow_path = resolve_workflow(args.workflow)
     host = HostServer.attach(args.server)
     try:
@@ -326,8 +400,11 @@ def run_on_server(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except RuntimeError as e:
         raise SystemExit(str(e)) from None
     out = fresh_folder(args.out)
-    names = {"checkpoint": args.checkpoint or CHECKPOINT, "adapter": args.adapter or QUALITY_ADAPTER,
-             "adapter_given": bool(args.adapter)}
+    names = {
+        "checkpoint": args.checkpoint or CHECKPOINT,
+        "adapter": args.adapter or QUALITY_ADAPTER,
+        "adapter_given": bool(args.adapter),
+    }
     prompt = real_prompt(api_prompt(host, workflow_path), names, args.score_metric)
     note = f"{workflow_path.stem}, real weights on {host.base}: {names['checkpoint']} + {names['adapter']}"
     finish(host, prompt, out, args.timeout, note, log_hint=f"the console of the server at {host.base}")

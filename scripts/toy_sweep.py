@@ -12,6 +12,7 @@ the 64 px images upscaled bicubically to NIQE_SIZE.
 tests/test_toy_proof.py asserts on the same numbers; scripts/run_workflow.py (the demo) draws the same
 figures for its toy run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,16 +40,20 @@ HELD_OUT_METRIC = "niqe"
 NIQE_SIZE = 192  # NIQE in pyiqa 0.1.16 needs at least 96 px (metric_specs); 3x the toy's 64 px
 # Where NIQE's parameters are: scripts/test.sh's IQA_TEST_NIQE_MAT, else prepare_test_data.sh's default folder.
 NIQE_FILE = "niqe_modelparameters.mat"
-NIQE_DIRS = (Path(os.environ["IQA_TEST_NIQE_MAT"]).parent if os.environ.get("IQA_TEST_NIQE_MAT")
-             else REPO / ".venv" / "test-data",)
+NIQE_DIRS = (
+    Path(os.environ["IQA_TEST_NIQE_MAT"]).parent
+    if os.environ.get("IQA_TEST_NIQE_MAT")
+    else REPO / ".venv" / "test-data",
+)
 
 
 def niqe_available() -> bool:
     return any((d / NIQE_FILE).is_file() for d in NIQE_DIRS)
 
 
-def sweep_prompt(object_info: dict, seed: int, scale: float = 1.0,
-                 opts: Optional[workflow_fixtures.ToyOptions] = None) -> dict:
+def sweep_prompt(
+    object_info: dict, seed: int, scale: float = 1.0, opts: Optional[workflow_fixtures.ToyOptions] = None
+) -> dict:
     """The sweep example on the toy for one seed and adapter scale, without its score branch (scored here)."""
     ui = json.loads(workflow_titles.example_path(SWEEP).read_text())
     opts = dataclasses.replace(opts or workflow_fixtures.ToyOptions(), seed=seed)
@@ -58,14 +63,17 @@ def sweep_prompt(object_info: dict, seed: int, scale: float = 1.0,
     for node in prompt.values():
         if node["class_type"] == "IQAQualityCondition":
             node["inputs"]["scale"] = scale
-            assert [int(t) for t in workflow_fixtures.target_items(node["inputs"])] == list(TARGETS), node["inputs"]["targets"]
+            assert [int(t) for t in workflow_fixtures.target_items(node["inputs"])] == list(TARGETS), node["inputs"][
+                "targets"
+            ]
         if node["class_type"] == "SaveImage":
             node["inputs"]["filename_prefix"] = f"toy_sweep_seed{seed}_scale{scale:g}"
     return prompt
 
 
-def run_sweeps(server, seeds: Sequence[int], scale: float = 1.0,
-               opts: Optional[workflow_fixtures.ToyOptions] = None) -> list[list[Path]]:
+def run_sweeps(
+    server, seeds: Sequence[int], scale: float = 1.0, opts: Optional[workflow_fixtures.ToyOptions] = None
+) -> list[list[Path]]:
     """For each seed, the five saved images (in target order) of one sweep on the server."""
     info = server.object_info()
     runs = []
@@ -116,12 +124,17 @@ def measure(runs: list[list[Path]], held_out: bool = True, targets: Sequence[flo
 
 def table(scores: dict[str, np.ndarray], targets: Sequence[float] = TARGETS) -> str:
     """Median scores per target over the seeds, as Markdown; both metrics are lower-is-better."""
-    lines = ["| metric (lower is better) | " + " | ".join(f"p{t:g}" for t in targets) + " | last target better than first |",
-             "|---|" + "---|" * (len(targets) + 1)]
+    lines = [
+        "| metric (lower is better) | " + " | ".join(f"p{t:g}" for t in targets) + " | last target better than first |",
+        "|---|" + "---|" * (len(targets) + 1),
+    ]
     for m, s in scores.items():
         wins = int((s[:, -1] < s[:, 0]).sum())
-        lines.append(f"| {m} median of {s.shape[0]} seeds | " + " | ".join(f"{v:.2f}" for v in np.median(s, 0))
-                     + f" | {wins}/{s.shape[0]} seeds |")
+        lines.append(
+            f"| {m} median of {s.shape[0]} seeds | "
+            + " | ".join(f"{v:.2f}" for v in np.median(s, 0))
+            + f" | {wins}/{s.shape[0]} seeds |"
+        )
     return "\n".join(lines)
 
 
@@ -155,7 +168,14 @@ def plot(scores: dict[str, np.ndarray], out: Path, targets: Sequence[float] = TA
     for ax, (m, s) in zip(axes[0], scores.items()):
         for row in s:
             ax.plot(targets, row, color="0.75", lw=0.8)
-        ax.plot(targets, np.median(s, 0), color="C0", lw=2.5, marker="o", label=f"median of {s.shape[0]} seeds" if s.shape[0] > 1 else "one seed")
+        ax.plot(
+            targets,
+            np.median(s, 0),
+            color="C0",
+            lw=2.5,
+            marker="o",
+            label=f"median of {s.shape[0]} seeds" if s.shape[0] > 1 else "one seed",
+        )
         ax.set_xlabel("target quality percentile (Quality Condition)")
         ax.set_ylabel(f"{m} of the image (lower is better)")
         ax.set_xticks(list(targets))
@@ -175,8 +195,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--no-held-out", action="store_true", help="skip NIQE")
     args = ap.parse_args(argv)
     if not workflow_fixtures.toy_ready():
-        raise SystemExit(f"The toy weights are missing in {workflow_fixtures.TOY_WEIGHTS}: restore them from git or "
-                         "run scripts/train_toy.sh")
+        raise SystemExit(
+            f"The toy weights are missing in {workflow_fixtures.TOY_WEIGHTS}: restore them from git or "
+            "run scripts/train_toy.sh"
+        )
     from workflow_host import HostServer, make_workspace, remove_workspace
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -192,7 +214,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         server.stop()
         remove_workspace(ws)
-    labels = [f"target p{t}\n" + ", ".join(f"{m} {s[0, i]:.1f}" for m, s in scores.items()) for i, t in enumerate(TARGETS)]
+    labels = [
+        f"target p{t}\n" + ", ".join(f"{m} {s[0, i]:.1f}" for m, s in scores.items()) for i, t in enumerate(TARGETS)
+    ]
     grid(first, labels, args.out / "grid.png")
     plot(scores, args.out / "score_vs_target.png")
     np.savez(args.out / "scores.npz", targets=np.asarray(TARGETS, dtype=float), **scores)  # read by toy/card.py

@@ -12,6 +12,7 @@ It loads the real host's node definitions in-process (workflow_docs.local_object
 /object_info), so widget order and slots match the running host.
 A workflow whose nodes the host does not have yet is skipped and reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,34 +55,86 @@ GROUP_HEAD = 110
 def _sdxl_base(g: Graph, batch: int = 1, width: int = 1024, height: int = 1024, top: float = 560, ckpt_y: float = 0):
     """Checkpoint, both prompts and the empty latent: the part every text-to-image example shares."""
     ckpt = g.add("CheckpointLoaderSimple", (COL["a"], ckpt_y or top), size=(A_W, 100), ckpt_name=CHECKPOINT)
-    pos = g.add("CLIPTextEncode", (COL["b"], top), size=(400, 200), title="Positive prompt", color="green", text=PROMPT,
-                clip=ckpt.out("CLIP"))
-    neg = g.add("CLIPTextEncode", (COL["b"], top + 260), size=(400, 200), title="Negative prompt", color="red",
-                text="blurry, watermark", clip=ckpt.out("CLIP"))
+    pos = g.add(
+        "CLIPTextEncode",
+        (COL["b"], top),
+        size=(400, 200),
+        title="Positive prompt",
+        color="green",
+        text=PROMPT,
+        clip=ckpt.out("CLIP"),
+    )
+    neg = g.add(
+        "CLIPTextEncode",
+        (COL["b"], top + 260),
+        size=(400, 200),
+        title="Negative prompt",
+        color="red",
+        text="blurry, watermark",
+        clip=ckpt.out("CLIP"),
+    )
     latent = g.add("EmptyLatentImage", (COL["b"], top + 520), width=width, height=height, batch_size=batch)
     return ckpt, pos, neg, latent
 
 
 def _sampler(g: Graph, xy, model, pos, neg, latent, title=None, denoise: float = 1.0):
-    return g.add("KSampler", xy, size=(315, 262), title=title, model=model, seed=SEED, steps=30, cfg=7.0,
-                 sampler_name="dpmpp_2m", scheduler="karras", positive=pos.out(0), negative=neg.out(0), latent_image=latent,
-                 denoise=denoise)
+    return g.add(
+        "KSampler",
+        xy,
+        size=(315, 262),
+        title=title,
+        model=model,
+        seed=SEED,
+        steps=30,
+        cfg=7.0,
+        sampler_name="dpmpp_2m",
+        scheduler="karras",
+        positive=pos.out(0),
+        negative=neg.out(0),
+        latent_image=latent,
+        denoise=denoise,
+    )
 
 
 def _same_noise(g: Graph, latent):
     """Every item of the latent batch starts from the same initial noise, so that the items differ only by
     their targets (the paper's sweeps). Host node: with seed_behavior "fixed" it gives every item the first
     item's batch_index, and the host's KSampler then draws one noise tensor for the seed and repeats it."""
-    return g.add("LatentBatchSeedBehavior", (latent.pos[0], latent.pos[1] + 170), size=(400, 82),
-                 title="Same noise for every item", samples=latent.out(0), seed_behavior="fixed")
+    return g.add(
+        "LatentBatchSeedBehavior",
+        (latent.pos[0], latent.pos[1] + 170),
+        size=(400, 82),
+        title="Same noise for every item",
+        samples=latent.out(0),
+        seed_behavior="fixed",
+    )
 
 
 def _adapter_and_condition(g: Graph, model, targets: str, title=None):
-    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(A_W, 130), color=PACK, adapter_name=QUALITY_ADAPTER,
-                   metadata_override="")
-    qc = g.add("IQAQualityCondition", (COL["b"], 60), size=(400, 400), title=title, color=PACK, model=model,
-               iqa_adapter=loader.out(0), targets=targets, target_mode="percentile", scale=1.0, start_percent=0.0,
-               end_percent=1.0, uncond="zeros", negative_strength=0.5)
+    loader = g.add(
+        "IQAAdapterLoader",
+        (COL["a"], 60),
+        size=(A_W, 130),
+        color=PACK,
+        adapter_name=QUALITY_ADAPTER,
+        metadata_override="",
+    )
+    qc = g.add(
+        "IQAQualityCondition",
+        (COL["b"], 60),
+        size=(400, 400),
+        title=title,
+        color=PACK,
+        model=model,
+        iqa_adapter=loader.out(0),
+        targets=targets,
+        target_mode="percentile",
+        scale=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+        uncond="zeros",
+        negative_strength=0.5,
+    )
     g.group("IQA-Adapter", (COL["a"] - 20, 60 - GROUP_HEAD, 960, 420 + GROUP_HEAD), color="#a1309b")
     return qc
 
@@ -91,8 +144,15 @@ def _score(g: Graph, xy, image, metric: str = "topiq_nr", iqa=None, title=None):
     preview is what makes the host run IQA Score (only output nodes and what they read are executed)."""
     if iqa is None:
         iqa = g.add("IQALoadModel", xy, size=(315, 110), color=PACK, metric=metric, allow_download=False, device="auto")
-    score = g.add("IQAScore", (xy[0] + 360, xy[1]), size=(315, 150), title=title, color=PACK, image=image.out(0),
-                  iqa_model=iqa.out(0))
+    score = g.add(
+        "IQAScore",
+        (xy[0] + 360, xy[1]),
+        size=(315, 150),
+        title=title,
+        color=PACK,
+        image=image.out(0),
+        iqa_model=iqa.out(0),
+    )
     g.add("PreviewImage", (xy[0] + 720, xy[1]), size=(420, 320), title="Score plot", images=score.out("plot"))
     return iqa
 
@@ -103,9 +163,13 @@ def quality_condition_t2i(g: Graph) -> None:
     sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, latent.out(0))
     image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
     g.add("SaveImage", (COL["e"], 60), size=(520, 580), images=image.out(0), filename_prefix="iqa_t2i_p99")
-    g.note((COL["c"], 400), "SDXL text-to-image with Quality Condition at a high target: percentile 99 of the CC3M "
-           "training distribution for every metric of the adapter (the paper's 'high quality' setting). "
-           "Put the SDXL checkpoint in models/checkpoints and the adapter in models/iqa_adapter.", size=(315, 180))
+    g.note(
+        (COL["c"], 400),
+        "SDXL text-to-image with Quality Condition at a high target: percentile 99 of the CC3M "
+        "training distribution for every metric of the adapter (the paper's 'high quality' setting). "
+        "Put the SDXL checkpoint in models/checkpoints and the adapter in models/iqa_adapter.",
+        size=(315, 180),
+    )
 
 
 def quality_sweep(g: Graph) -> None:
@@ -114,30 +178,54 @@ def quality_sweep(g: Graph) -> None:
     same = _same_noise(g, latent)
     sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, same.out(0))
     image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
-    g.add("SaveImage", (COL["e"], 60), title="Sweep p1 / p25 / p50 / p75 / p99 (the batch shows as a grid)", size=(640, 540),
-          images=image.out(0), filename_prefix="iqa_sweep")
+    g.add(
+        "SaveImage",
+        (COL["e"], 60),
+        title="Sweep p1 / p25 / p50 / p75 / p99 (the batch shows as a grid)",
+        size=(640, 540),
+        images=image.out(0),
+        filename_prefix="iqa_sweep",
+    )
     _score(g, (COL["c"], 760), image, "topiq_nr")
-    g.note((COL["c"], 400), "The paper's quality sweep: one prompt and one seed, five latents in one batch, each "
-           "conditioned on its own target (one line per batch item: percentiles 1, 25, 50, 75, 99). Batch Latent Seed "
-           "Behavior (fixed) gives all five the same initial noise, so they differ only by their targets. Quality should "
-           "rise from the first image to the last; IQA Score measures it (scores, CC3M percentiles, a plot).", size=(315, 240))
+    g.note(
+        (COL["c"], 400),
+        "The paper's quality sweep: one prompt and one seed, five latents in one batch, each "
+        "conditioned on its own target (one line per batch item: percentiles 1, 25, 50, 75, 99). Batch Latent Seed "
+        "Behavior (fixed) gives all five the same initial noise, so they differ only by their targets. Quality should "
+        "rise from the first image to the last; IQA Score measures it (scores, CC3M percentiles, a plot).",
+        size=(315, 240),
+    )
     g.group("Scores", (COL["c"] - 20, 760 - GROUP_HEAD, 1240, 360 + GROUP_HEAD), color="#3f789e")
 
 
 def degradation(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g, batch=3)
-    qc = _adapter_and_condition(g, ckpt.out("MODEL"), "topiq_nr=1, laion_aes=50\ntopiq_nr=50, laion_aes=1\n1",
-                                title="Quality Condition (low targets)")
+    qc = _adapter_and_condition(
+        g,
+        ckpt.out("MODEL"),
+        "topiq_nr=1, laion_aes=50\ntopiq_nr=50, laion_aes=1\n1",
+        title="Quality Condition (low targets)",
+    )
     same = _same_noise(g, latent)
     sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, same.out(0))
     image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
-    g.add("SaveImage", (COL["e"], 60), title="Degraded: technical / aesthetic / both", size=(600, 540), images=image.out(0),
-          filename_prefix="iqa_degraded")
+    g.add(
+        "SaveImage",
+        (COL["e"], 60),
+        title="Degraded: technical / aesthetic / both",
+        size=(600, 540),
+        images=image.out(0),
+        filename_prefix="iqa_degraded",
+    )
     _score(g, (COL["c"], 760), image, "topiq_nr")
-    g.note((COL["c"], 400), "Low targets turn the adapter into a controllable degradation model. Item 1 lowers only "
-           "the technical metric (TOPIQ at percentile 1, aesthetics at the median), item 2 only the aesthetic one, "
-           "item 3 both. Each line names every metric of the adapter, or gives one number for all. All three start "
-           "from the same noise (Batch Latent Seed Behavior, fixed).", size=(315, 240))
+    g.note(
+        (COL["c"], 400),
+        "Low targets turn the adapter into a controllable degradation model. Item 1 lowers only "
+        "the technical metric (TOPIQ at percentile 1, aesthetics at the median), item 2 only the aesthetic one, "
+        "item 3 both. Each line names every metric of the adapter, or gives one number for all. All three start "
+        "from the same noise (Batch Latent Seed Behavior, fixed).",
+        size=(315, 240),
+    )
     g.group("Scores", (COL["c"] - 20, 760 - GROUP_HEAD, 1240, 360 + GROUP_HEAD), color="#3f789e")
 
 
@@ -147,90 +235,247 @@ def _guided_pair(g: Graph, plain_model, guided_model, pos, neg, latent, vae, lab
     b = _sampler(g, (COL["c"], 380), guided_model, pos, neg, latent.out(0), title=labels[1])
     da = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=a.out(0), vae=vae)
     db = g.add("VAEDecode", (COL["d"], 180), samples=b.out(0), vae=vae)
-    both = g.add("ImageBatch", (COL["d"], 300), title="Batch: image1, image2", image1=da.out(0),  # short: fits its title bar
-                 image2=db.out(0))
-    g.add("SaveImage", (COL["e"], 60), title=f"{labels[0]} | {labels[1]}", size=(600, 420), images=both.out(0),
-          filename_prefix="iqa_guidance")
+    both = g.add(
+        "ImageBatch",
+        (COL["d"], 300),
+        title="Batch: image1, image2",
+        image1=da.out(0),  # short: fits its title bar
+        image2=db.out(0),
+    )
+    g.add(
+        "SaveImage",
+        (COL["e"], 60),
+        title=f"{labels[0]} | {labels[1]}",
+        size=(600, 420),
+        images=both.out(0),
+        filename_prefix="iqa_guidance",
+    )
     return both
 
 
 def _guidance(g: Graph, model, iqa, vae, xy=(COL["b"], 60), title=None):
-    return g.add("IQAGradientGuidance", xy, size=(400, 480), title=title, color=PACK, model=model, iqa_model=iqa.out(0),
-                 vae=vae.out(0), scale=0.1, start_percent=0.0, end_percent=0.8, every_n_steps=1, direction="maximize",
-                 target_z=2.0, max_decode_size=512, normalization="rms", clip=0.0, sigma_weighting="constant", weight_2=1.0,
-                 weight_3=1.0)
+    return g.add(
+        "IQAGradientGuidance",
+        xy,
+        size=(400, 480),
+        title=title,
+        color=PACK,
+        model=model,
+        iqa_model=iqa.out(0),
+        vae=vae.out(0),
+        scale=0.1,
+        start_percent=0.0,
+        end_percent=0.8,
+        every_n_steps=1,
+        direction="maximize",
+        target_z=2.0,
+        max_decode_size=512,
+        normalization="rms",
+        clip=0.0,
+        sigma_weighting="constant",
+        weight_2=1.0,
+        weight_3=1.0,
+    )
 
 
 def gradient_guidance(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g, top=620, ckpt_y=400)
-    iqa = g.add("IQALoadModel", (COL["a"], 60), size=(A_W, 110), title="Load IQA Model (guidance)", color=PACK,
-                metric="topiq_nr", allow_download=False, device="auto")
-    vae = g.add("VAELoader", (COL["a"], 240), size=(A_W, 60), title="Load VAE (TAESD-XL, for the gradient)", vae_name=GUIDANCE_VAE)
+    iqa = g.add(
+        "IQALoadModel",
+        (COL["a"], 60),
+        size=(A_W, 110),
+        title="Load IQA Model (guidance)",
+        color=PACK,
+        metric="topiq_nr",
+        allow_download=False,
+        device="auto",
+    )
+    vae = g.add(
+        "VAELoader",
+        (COL["a"], 240),
+        size=(A_W, 60),
+        title="Load VAE (TAESD-XL, for the gradient)",
+        vae_name=GUIDANCE_VAE,
+    )
     gg = _guidance(g, ckpt.out("MODEL"), iqa, vae)
     g.group("IQA Gradient Guidance", (COL["a"] - 20, 60 - GROUP_HEAD, 960, 500 + GROUP_HEAD), color="#a1309b")
     both = _guided_pair(g, ckpt.out("MODEL"), gg.out(0), pos, neg, latent, ckpt.out("VAE"), ("Unguided", "Guided"))
     _score(g, (COL["c"], 920), both, iqa=iqa, title="IQA Score (the guided metric)")
     _score(g, (COL["c"], 1280), both, "musiq", title="IQA Score (a held-out metric)")
-    g.note((COL["c"], 690), "Same seed with and without IQA Gradient Guidance; the batch is [unguided, guided]. The "
-           "guided metric's score rises by construction; the held-out metric shows whether the gain is real or "
-           "metric-specific (high scales make adversarial patterns).", size=(560, 90))
-    g.group("Scores: index 0 unguided, 1 guided", (COL["c"] - 20, 920 - GROUP_HEAD, 1240, 720 + GROUP_HEAD), color="#3f789e")
+    g.note(
+        (COL["c"], 690),
+        "Same seed with and without IQA Gradient Guidance; the batch is [unguided, guided]. The "
+        "guided metric's score rises by construction; the held-out metric shows whether the gain is real or "
+        "metric-specific (high scales make adversarial patterns).",
+        size=(560, 90),
+    )
+    g.group(
+        "Scores: index 0 unguided, 1 guided", (COL["c"] - 20, 920 - GROUP_HEAD, 1240, 720 + GROUP_HEAD), color="#3f789e"
+    )
 
 
 def quality_condition_with_guidance(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g, top=620, ckpt_y=1100)
-    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(A_W, 130), color=PACK, adapter_name=QUALITY_ADAPTER,
-                   metadata_override="")
-    qc = g.add("IQAQualityCondition", (COL["a"], 250), size=(A_W, 400), color=PACK, model=ckpt.out("MODEL"),
-               iqa_adapter=loader.out(0), targets="99", target_mode="percentile", scale=1.0, start_percent=0.0,
-               end_percent=1.0, uncond="zeros", negative_strength=0.5)
-    iqa = g.add("IQALoadModel", (COL["a"], 720), size=(A_W, 110), title="Load IQA Model (guidance)", color=PACK,
-                metric="topiq_nr", allow_download=False, device="auto")
-    vae = g.add("VAELoader", (COL["a"], 900), size=(A_W, 60), title="Load VAE (TAESD-XL, for the gradient)", vae_name=GUIDANCE_VAE)
+    loader = g.add(
+        "IQAAdapterLoader",
+        (COL["a"], 60),
+        size=(A_W, 130),
+        color=PACK,
+        adapter_name=QUALITY_ADAPTER,
+        metadata_override="",
+    )
+    qc = g.add(
+        "IQAQualityCondition",
+        (COL["a"], 250),
+        size=(A_W, 400),
+        color=PACK,
+        model=ckpt.out("MODEL"),
+        iqa_adapter=loader.out(0),
+        targets="99",
+        target_mode="percentile",
+        scale=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+        uncond="zeros",
+        negative_strength=0.5,
+    )
+    iqa = g.add(
+        "IQALoadModel",
+        (COL["a"], 720),
+        size=(A_W, 110),
+        title="Load IQA Model (guidance)",
+        color=PACK,
+        metric="topiq_nr",
+        allow_download=False,
+        device="auto",
+    )
+    vae = g.add(
+        "VAELoader",
+        (COL["a"], 900),
+        size=(A_W, 60),
+        title="Load VAE (TAESD-XL, for the gradient)",
+        vae_name=GUIDANCE_VAE,
+    )
     gg = _guidance(g, qc.out(0), iqa, vae, title="IQA Gradient Guidance (after Quality Condition)")
-    g.group("Quality Condition, then guidance", (COL["a"] - 20, 60 - GROUP_HEAD, 960, 940 + GROUP_HEAD), color="#a1309b")
-    both = _guided_pair(g, qc.out(0), gg.out(0), pos, neg, latent, ckpt.out("VAE"), ("Condition only", "Condition + guidance"))
+    g.group(
+        "Quality Condition, then guidance", (COL["a"] - 20, 60 - GROUP_HEAD, 960, 940 + GROUP_HEAD), color="#a1309b"
+    )
+    both = _guided_pair(
+        g, qc.out(0), gg.out(0), pos, neg, latent, ckpt.out("VAE"), ("Condition only", "Condition + guidance")
+    )
     _score(g, (COL["c"], 920), both, iqa=iqa, title="IQA Score (the guided metric)")
     _score(g, (COL["c"], 1280), both, "musiq", title="IQA Score (a held-out metric)")
-    g.note((COL["c"], 690), "Quality Condition at p99 stacked with a light IQA Gradient Guidance (scale 0.1, first 80 % "
-           "of the schedule). The batch is [condition only, condition + guidance], same seed.", size=(560, 90))
-    g.group("Scores: index 0 condition only, 1 with guidance", (COL["c"] - 20, 920 - GROUP_HEAD, 1240, 720 + GROUP_HEAD),
-            color="#3f789e")
+    g.note(
+        (COL["c"], 690),
+        "Quality Condition at p99 stacked with a light IQA Gradient Guidance (scale 0.1, first 80 % "
+        "of the schedule). The batch is [condition only, condition + guidance], same seed.",
+        size=(560, 90),
+    )
+    g.group(
+        "Scores: index 0 condition only, 1 with guidance",
+        (COL["c"] - 20, 920 - GROUP_HEAD, 1240, 720 + GROUP_HEAD),
+        color="#3f789e",
+    )
 
 
 def reference_quality_transfer(g: Graph) -> None:
-    loader = g.add("IQAAdapterLoader", (COL["a"], 60), size=(A_W, 130), title="Load IQA-Adapter (reference-based)", color=PACK,
-                   adapter_name=REFERENCE_ADAPTER, metadata_override="")
-    iqa = g.add("IQALoadModel", (COL["a"], 250), size=(A_W, 110), title="Load IQA Model (the adapter's embedding metric)",
-                color=PACK, metric="topiq_nr", allow_download=False, device="auto")
+    loader = g.add(
+        "IQAAdapterLoader",
+        (COL["a"], 60),
+        size=(A_W, 130),
+        title="Load IQA-Adapter (reference-based)",
+        color=PACK,
+        adapter_name=REFERENCE_ADAPTER,
+        metadata_override="",
+    )
+    iqa = g.add(
+        "IQALoadModel",
+        (COL["a"], 250),
+        size=(A_W, 110),
+        title="Load IQA Model (the adapter's embedding metric)",
+        color=PACK,
+        metric="topiq_nr",
+        allow_download=False,
+        device="auto",
+    )
     ref = g.add("LoadImage", (COL["a"], 420), size=(A_W, 380), title="Reference photo", image="example.png")
     ckpt = g.add("CheckpointLoaderSimple", (COL["a"], 1160), size=(A_W, 100), ckpt_name=CHECKPOINT)
-    blur = g.add("ImageBlur", (COL["b"], 380), size=(400, 90), title="Distort the reference (blur)", image=ref.out("IMAGE"),
-                 blur_radius=9, sigma=4.0)
-    rqt = g.add("IQAReferenceQualityTransfer", (COL["b"], 60), size=(400, 250), color=PACK, model=ckpt.out("MODEL"),
-                iqa_adapter=loader.out(0), reference=blur.out(0), iqa_model=iqa.out(0), scale=1.0, start_percent=0.0,
-                end_percent=1.0)
+    blur = g.add(
+        "ImageBlur",
+        (COL["b"], 380),
+        size=(400, 90),
+        title="Distort the reference (blur)",
+        image=ref.out("IMAGE"),
+        blur_radius=9,
+        sigma=4.0,
+    )
+    rqt = g.add(
+        "IQAReferenceQualityTransfer",
+        (COL["b"], 60),
+        size=(400, 250),
+        color=PACK,
+        model=ckpt.out("MODEL"),
+        iqa_adapter=loader.out(0),
+        reference=blur.out(0),
+        iqa_model=iqa.out(0),
+        scale=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+    )
     g.add("PreviewImage", (COL["b"], 520), size=(400, 320), title="Distorted reference", images=blur.out(0))
-    pos = g.add("CLIPTextEncode", (COL["b"], 900), size=(400, 200), title="Positive prompt", color="green", text=PROMPT,
-                clip=ckpt.out("CLIP"))
-    neg = g.add("CLIPTextEncode", (COL["b"], 1160), size=(400, 200), title="Negative prompt", color="red", text="",
-                clip=ckpt.out("CLIP"))
+    pos = g.add(
+        "CLIPTextEncode",
+        (COL["b"], 900),
+        size=(400, 200),
+        title="Positive prompt",
+        color="green",
+        text=PROMPT,
+        clip=ckpt.out("CLIP"),
+    )
+    neg = g.add(
+        "CLIPTextEncode",
+        (COL["b"], 1160),
+        size=(400, 200),
+        title="Negative prompt",
+        color="red",
+        text="",
+        clip=ckpt.out("CLIP"),
+    )
     g.group("Reference Quality Transfer", (COL["a"] - 20, 60 - GROUP_HEAD, 960, 800 + GROUP_HEAD), color="#a1309b")
     content = g.add("LoadImage", (COL["c"], 60), size=(315, 380), title="Content photo (img2img)", image="example.png")
-    scaled = g.add("ImageScale", (COL["c"], 500), size=(315, 150), image=content.out("IMAGE"), upscale_method="lanczos",
-                   width=1024, height=1024, crop="center")
+    scaled = g.add(
+        "ImageScale",
+        (COL["c"], 500),
+        size=(315, 150),
+        image=content.out("IMAGE"),
+        upscale_method="lanczos",
+        width=1024,
+        height=1024,
+        crop="center",
+    )
     latent = g.add("VAEEncode", (COL["c"], 700), size=(315, 50), pixels=scaled.out(0), vae=ckpt.out("VAE"))
-    sampler = _sampler(g, (COL["c"], 820), rqt.out(0), pos, neg, latent.out(0), title="KSampler (img2img, denoise 0.6)",
-                       denoise=0.6)
+    sampler = _sampler(
+        g, (COL["c"], 820), rqt.out(0), pos, neg, latent.out(0), title="KSampler (img2img, denoise 0.6)", denoise=0.6
+    )
     image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
-    g.add("SaveImage", (COL["e"], 60), size=(560, 600), title="Content with the reference's quality", images=image.out(0),
-          filename_prefix="iqa_reference_transfer")
+    g.add(
+        "SaveImage",
+        (COL["e"], 60),
+        size=(560, 600),
+        title="Content with the reference's quality",
+        images=image.out(0),
+        filename_prefix="iqa_reference_transfer",
+    )
     _score(g, (COL["c"], 700), image, iqa=iqa, title="IQA Score (output)")
     _score(g, (COL["c"], 1080), blur, iqa=iqa, title="IQA Score (distorted reference)")
-    g.note((COL["d"], 200), "img2img of the content photo, conditioned on the quality traits of a different, deliberately "
-           "distorted reference (blur here; try ImageQuantize or a JPEG-damaged file). The adapter transfers the blur, "
-           "not the reference's content; the two IQA Scores should come out close. A reference-based adapter carries its "
-           "embedding spec (metric, taps, pooling) in its metadata.", size=(300, 260))
+    g.note(
+        (COL["d"], 200),
+        "img2img of the content photo, conditioned on the quality traits of a different, deliberately "
+        "distorted reference (blur here; try ImageQuantize or a JPEG-damaged file). The adapter transfers the blur, "
+        "not the reference's content; the two IQA Scores should come out close. A reference-based adapter carries its "
+        "embedding spec (metric, taps, pooling) in its metadata.",
+        size=(300, 260),
+    )
 
 
 _QC = ("IQAAdapterLoader", "IQAQualityCondition")
@@ -240,7 +485,10 @@ WORKFLOWS: dict[str, tuple[Callable[[Graph], None], tuple[str, ...]]] = {
     "sdxl_quality_condition_t2i": (quality_condition_t2i, _QC),
     "sdxl_quality_sweep": (quality_sweep, _QC + _SCORE),
     "sdxl_degradation": (degradation, _QC + _SCORE),
-    "sdxl_reference_quality_transfer": (reference_quality_transfer, ("IQAAdapterLoader", "IQAReferenceQualityTransfer") + _SCORE),
+    "sdxl_reference_quality_transfer": (
+        reference_quality_transfer,
+        ("IQAAdapterLoader", "IQAReferenceQualityTransfer") + _SCORE,
+    ),
     "sdxl_gradient_guidance": (gradient_guidance, _SCORE + ("IQAGradientGuidance",)),
     "sdxl_quality_condition_with_guidance": (quality_condition_with_guidance, _QC + _SCORE + ("IQAGradientGuidance",)),
 }
@@ -304,13 +552,18 @@ def main() -> int:
     for line in changed:
         print(("wrote " if args.write else "differs: ") + line)
     # a file no workflow writes (a renamed title, a removed workflow): reported, left to the maintainer
-    stray = sorted(str(p.relative_to(REPO)) for folder, key, suffixes in
-                   ((EXAMPLES, TITLES.values(), (".json", ".jpg")), (PROMPTS, WORKFLOWS, (".json",)))
-                   for p in folder.iterdir() if p.suffix in suffixes and p.stem not in key)
+    stray = sorted(
+        str(p.relative_to(REPO))
+        for folder, key, suffixes in ((EXAMPLES, TITLES.values(), (".json", ".jpg")), (PROMPTS, WORKFLOWS, (".json",)))
+        for p in folder.iterdir()
+        if p.suffix in suffixes and p.stem not in key
+    )
     for line in stray:
         print(f"stray: {line} (no workflow writes it; git rm it, or name it in scripts/workflow_titles.py)")
     if changed and args.write:
-        print("the thumbnails are editor screenshots: refresh them with IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py")
+        print(
+            "the thumbnails are editor screenshots: refresh them with IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py"
+        )
     for line in skipped:
         print("skipped " + line)
     return 0 if (args.write or not changed) and not stray else 1

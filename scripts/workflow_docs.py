@@ -9,6 +9,7 @@ web/docs/<NodeId>.md (the ComfyUI frontend shows them in the node library when t
 is ./web).
 parse_reference() reads the block back: the server tests compare it with the host's /object_info.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,14 @@ PACK_CATEGORY = "IQA-Adapter"
 
 def pack_nodes(object_info: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """This pack's node ids (category IQA-Adapter, test-only nodes excluded), in a stable reading order."""
-    order = ["IQAAdapterLoader", "IQAQualityCondition", "IQAReferenceQualityTransfer", "IQALoadModel", "IQAScore",
-             "IQAGradientGuidance"]
+    order = [
+        "IQAAdapterLoader",
+        "IQAQualityCondition",
+        "IQAReferenceQualityTransfer",
+        "IQALoadModel",
+        "IQAScore",
+        "IQAGradientGuidance",
+    ]
     ids = [k for k, v in object_info.items() if str(v.get("category", "")) == PACK_CATEGORY]
     return sorted(ids, key=lambda k: (order.index(k) if k in order else len(order), k))
 
@@ -76,13 +83,21 @@ def _cell(text: str) -> str:
 
 
 def node_section(node_id: str, info: Mapping[str, Any], level: str = "###") -> str:
-    lines = [f"{level} {info.get('display_name') or node_id} (`{node_id}`)", "", _cell(info.get("description", "")), "",
-             "| Input | Type | Default, range | What it does |", "|---|---|---|---|"]
+    lines = [
+        f"{level} {info.get('display_name') or node_id} (`{node_id}`)",
+        "",
+        _cell(info.get("description", "")),
+        "",
+        "| Input | Type | Default, range | What it does |",
+        "|---|---|---|---|",
+    ]
     inputs = info.get("input", {})
     for group in ("required", "optional"):
         for name, spec in (inputs.get(group) or {}).items():
             label = f"`{name}`" + (" (optional)" if group == "optional" else "")
-            lines.append(f"| {label} | {type_text(spec)} | {default_text(spec)} | {_cell(_opts(spec).get('tooltip', ''))} |")
+            lines.append(
+                f"| {label} | {type_text(spec)} | {default_text(spec)} | {_cell(_opts(spec).get('tooltip', ''))} |"
+            )
     outs = []
     tooltips = info.get("output_tooltips") or []
     for i, (name, kind) in enumerate(zip(info.get("output_name", []), info.get("output", []))):
@@ -99,8 +114,12 @@ def reference_block(object_info: Mapping[str, Mapping[str, Any]]) -> str:
     for node_id in ids:
         info = object_info[node_id]
         names = [f"`{n}`" for g in ("required", "optional") for n in (info["input"].get(g) or {})]
-        outs = [f"`{n}`" if n == t else f"`{n}` ({t})" for n, t in zip(info.get("output_name", []), info.get("output", []))]
-        summary.append(f"| **{info.get('display_name') or node_id}** (`{node_id}`) | {', '.join(names)} | {', '.join(outs) or '-'} |")
+        outs = [
+            f"`{n}`" if n == t else f"`{n}` ({t})" for n, t in zip(info.get("output_name", []), info.get("output", []))
+        ]
+        summary.append(
+            f"| **{info.get('display_name') or node_id}** (`{node_id}`) | {', '.join(names)} | {', '.join(outs) or '-'} |"
+        )
     parts = [BEGIN, "", *summary, ""]
     for node_id in ids:
         parts += [node_section(node_id, object_info[node_id]), ""]
@@ -112,8 +131,15 @@ def help_page(node_id: str, info: Mapping[str, Any]) -> str:
     """The node's help, one short section per input rather than docs/nodes.md's 4-column table: the current
     editor shows help in a side panel about 250 px wide, where such a table is clipped on the right (and so is
     a long node id in code font, which does not wrap)."""
-    lines = [f"# {info.get('display_name') or node_id}", "", f"Node id: {node_id}", "", _cell(info.get("description", "")),
-             "", "## Inputs"]
+    lines = [
+        f"# {info.get('display_name') or node_id}",
+        "",
+        f"Node id: {node_id}",
+        "",
+        _cell(info.get("description", "")),
+        "",
+        "## Inputs",
+    ]
     inputs = info.get("input", {})
     for group in ("required", "optional"):
         for name, spec in (inputs.get(group) or {}).items():
@@ -140,7 +166,7 @@ def parse_reference(text: str) -> dict[str, list[str]]:
     """Node id -> documented input names, read back from the generated node reference (docs/nodes.md)."""
     if BEGIN not in text or END not in text:
         raise ValueError("docs/nodes.md has no node reference block (run scripts/workflow_docs.py --write)")
-    block = text[text.index(BEGIN):text.index(END)]
+    block = text[text.index(BEGIN) : text.index(END)]
     out: dict[str, list[str]] = {}
     current = None
     for line in block.splitlines():
@@ -159,12 +185,12 @@ def render_all(object_info: Mapping[str, Mapping[str, Any]], doc_text: str) -> t
     """docs/nodes.md with a fresh node reference (replacing the block, or a '## Nodes' table), and the help pages."""
     block = reference_block(object_info)
     if BEGIN in doc_text and END in doc_text:
-        new = doc_text[:doc_text.index(BEGIN)] + block + doc_text[doc_text.index(END) + len(END):]
+        new = doc_text[: doc_text.index(BEGIN)] + block + doc_text[doc_text.index(END) + len(END) :]
     else:
         m = re.search(r"(## Nodes\n\n)(\|.*?\n)(?=\n)", doc_text, flags=re.S)
         if not m:
             raise ValueError("docs/nodes.md has neither the node reference markers nor a '## Nodes' table to replace")
-        new = doc_text[:m.start(2)] + block + "\n" + doc_text[m.end(2):]
+        new = doc_text[: m.start(2)] + block + "\n" + doc_text[m.end(2) :]
     pages = {}
     for node_id in pack_nodes(object_info):
         text = help_page(node_id, object_info[node_id])
@@ -210,7 +236,9 @@ def main() -> int:
     doc, pages = render_all(info, NODE_DOC.read_text())
     stale = [NODE_DOC] if doc != NODE_DOC.read_text() else []
     stale += [p for p, text in pages.items() if not p.exists() or p.read_text() != text]
-    extra = [p for p in [*HELP_DIR.glob("*.md"), *HELP_DIR.glob("*/*.md")] if p not in pages] if HELP_DIR.is_dir() else []
+    extra = (
+        [p for p in [*HELP_DIR.glob("*.md"), *HELP_DIR.glob("*/*.md")] if p not in pages] if HELP_DIR.is_dir() else []
+    )
     if args.write:
         NODE_DOC.write_text(doc)
         HELP_DIR.mkdir(parents=True, exist_ok=True)

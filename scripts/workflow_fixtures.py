@@ -12,6 +12,7 @@ The stand-ins (tests/fixture_nodes/more_nodes.py, tests/fixture_nodes/__init__.p
                               else IQATestRandomIQAModel (the same metric with random weights)
     IQAAdapterLoader       -> itself, pointed at a random tiny adapter with the metadata the real one would have
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,13 +31,26 @@ from workflow_build import QUALITY_ADAPTER, REFERENCE_ADAPTER  # noqa: E402
 
 # Metadata of the tiny stand-in for each adapter the example graphs name (what the real file would carry).
 TINY_ADAPTERS: dict[str, dict] = {
-    QUALITY_ADAPTER: {"metadata": {"metrics": ["topiq_nr", "laion_aes"], "use_flag": False, "pos_encode_L": 0,
-                                   "normalized": True, "kind": "quality", "base_model": "sdxl",
-                                   "comment": "random weights, for demos and tests only"}},
-    REFERENCE_ADAPTER: {"metadata": {"kind": "reference", "base_model": "sdxl",
-                                     "embedding": {"spec": "topiq_nr_resnet50_meanstd", "resolution": 64},
-                                     "comment": "random weights, for demos and tests only"},
-                        "input_dim": 2 * (256 + 512 + 1024 + 2048)},
+    QUALITY_ADAPTER: {
+        "metadata": {
+            "metrics": ["topiq_nr", "laion_aes"],
+            "use_flag": False,
+            "pos_encode_L": 0,
+            "normalized": True,
+            "kind": "quality",
+            "base_model": "sdxl",
+            "comment": "random weights, for demos and tests only",
+        }
+    },
+    REFERENCE_ADAPTER: {
+        "metadata": {
+            "kind": "reference",
+            "base_model": "sdxl",
+            "embedding": {"spec": "topiq_nr_resnet50_meanstd", "resolution": 64},
+            "comment": "random weights, for demos and tests only",
+        },
+        "input_dim": 2 * (256 + 512 + 1024 + 2048),
+    },
 }
 # A real no-reference metric that needs no weight file (pyiqa's PIQE: block statistics; lower is better).
 WEIGHTLESS_METRIC = "piqe"
@@ -73,7 +87,9 @@ def tiny_prompt(prompt: Mapping[str, Any], opts: TinyOptions) -> dict:
             node.update(class_type="IQATestTinyVAE", inputs={"seed": 5})
         elif kind == "LoadImage":
             seed = zlib.crc32(str(inputs.get("image", "")).encode()) % 1000
-            node.update(class_type="IQATestPatternImage", inputs={"width": opts.size, "height": opts.size, "seed": seed})
+            node.update(
+                class_type="IQATestPatternImage", inputs={"width": opts.size, "height": opts.size, "seed": seed}
+            )
         elif kind == "IQALoadModel":
             if opts.score_metric and readers.get(node_id, set()) <= {"IQAScore"}:
                 inputs.update(metric=opts.score_metric, allow_download=False)
@@ -122,17 +138,19 @@ def write_tiny_adapters(folder: Path, names: Optional[list[str]] = None, layout:
     return mapping
 
 
-
 # -- the toy world (toy/, weights/toy): the same graphs on a trained 64 px model and a trained adapter ---------------
 TOY_WEIGHTS = REPO / "weights" / "toy"
 TOY_BASE = TOY_WEIGHTS / "toy_base.safetensors"
-TOY_ADAPTER = "toy_adapter_piqe.safetensors"  # in weights/toy; make_workspace(toy=True) links it into models/iqa_adapter
+TOY_ADAPTER = (
+    "toy_adapter_piqe.safetensors"  # in weights/toy; make_workspace(toy=True) links it into models/iqa_adapter
+)
 
 
 @dataclass
 class ToyOptions:
     """How a graph runs on the toy model. The sampler settings are the ones the toy's proof test measured
     (tests/test_toy_proof.py); the caption is one of the toy's training captions (toy/sources.py)."""
+
     text: str = "a photo of a cat"
     steps: int = 25
     cfg: float = 3.0
@@ -196,7 +214,9 @@ def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
         if kind == "CheckpointLoaderSimple":
             node.update(class_type="IQAToyCheckpoint", inputs={})
         elif kind == "EmptyLatentImage":
-            node.update(class_type="IQAToyEmptyLatent", inputs={"width": 64, "height": 64, "batch_size": inputs["batch_size"]})
+            node.update(
+                class_type="IQAToyEmptyLatent", inputs={"width": 64, "height": 64, "batch_size": inputs["batch_size"]}
+            )
         elif kind == "IQAAdapterLoader":
             inputs["adapter_name"] = opts.adapter
         elif kind == "IQALoadModel":
@@ -212,7 +232,9 @@ def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
     return p
 
 
-def write_tiny_adapters_quietly(folder: Path, layout: str = "sdxl", host: Optional[comfy_host.Host] = None) -> dict[str, str]:
+def write_tiny_adapters_quietly(
+    folder: Path, layout: str = "sdxl", host: Optional[comfy_host.Host] = None
+) -> dict[str, str]:
     """write_tiny_adapters in a child process of the host's Python (it imports torch and the host, which
     log to the console; the adapters must fit that host's UNet). host: default, this venv's fork."""
     import json

@@ -8,6 +8,7 @@ definitions, so that widget order, slot lists and output lists are what the 2024
 
 Widgets not given take the node's default; connection inputs are given as node.out(name or index).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +19,15 @@ from workflow_to_api import editor_inputs, is_combo, is_widget_input, widget_def
 TITLE_H, SLOT_H, WIDGET_H, MULTILINE_H = 30, 20, 24, 110
 
 # The editor's own node colours (LGraphCanvas.node_colors): (title colour, body colour).
-PALETTE = {"red": ("#322", "#533"), "green": ("#232", "#353"), "blue": ("#223", "#335"), "purple": ("#323", "#535"),
-           "cyan": ("#233", "#355"), "yellow": ("#432", "#653"), "brown": ("#332922", "#593930")}
+PALETTE = {
+    "red": ("#322", "#533"),
+    "green": ("#232", "#353"),
+    "blue": ("#223", "#335"),
+    "purple": ("#323", "#535"),
+    "cyan": ("#233", "#355"),
+    "yellow": ("#432", "#653"),
+    "brown": ("#332922", "#593930"),
+}
 
 # What the editor saves for its editor-only widgets (see workflow_to_api.widget_slots).
 EDITOR_ONLY_VALUES = {"control": "fixed", "filter": "", "upload": "image"}
@@ -77,23 +85,45 @@ class Graph:
         self.groups: list[dict] = []
         self.notes: list[dict] = []
 
-    def add(self, node_type: str, pos: Sequence[float], title: Optional[str] = None, size: Optional[Sequence[float]] = None,
-            color: Optional[str] = None, **values: Any) -> Node:
+    def add(
+        self,
+        node_type: str,
+        pos: Sequence[float],
+        title: Optional[str] = None,
+        size: Optional[Sequence[float]] = None,
+        color: Optional[str] = None,
+        **values: Any,
+    ) -> Node:
         if node_type not in self.info:
             raise KeyError(f"the host has no node '{node_type}'")
         known = editor_inputs(self.info[node_type])
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise KeyError(f"{node_type} has no inputs {unknown} (it has {list(known)})")
-        node = Node(self, len(self.nodes) + len(self.notes) + 1, node_type, (float(pos[0]), float(pos[1])), title, dict(values),
-                    tuple(size) if size else None, color)
+        node = Node(
+            self,
+            len(self.nodes) + len(self.notes) + 1,
+            node_type,
+            (float(pos[0]), float(pos[1])),
+            title,
+            dict(values),
+            tuple(size) if size else None,
+            color,
+        )
         self.nodes.append(node)
         return node
 
     def note(self, pos: Sequence[float], text: str, size: Sequence[float] = (360, 160), title: str = "Note") -> None:
         """A Note node (editor-only, never sent to the server)."""
-        self.notes.append({"id": len(self.nodes) + len(self.notes) + 1, "pos": [float(pos[0]), float(pos[1])],
-                           "size": [float(size[0]), float(size[1])], "text": text, "title": title})
+        self.notes.append(
+            {
+                "id": len(self.nodes) + len(self.notes) + 1,
+                "pos": [float(pos[0]), float(pos[1])],
+                "size": [float(size[0]), float(size[1])],
+                "text": text,
+                "title": title,
+            }
+        )
 
     def group(self, title: str, bounding: Sequence[float], color: str = "#3f789e") -> None:
         self.groups.append({"title": title, "bounding": [float(b) for b in bounding], "color": color, "font_size": 24})
@@ -117,16 +147,22 @@ class Graph:
             is_widget = is_widget_input(spec)
             if is_widget and not isinstance(value, Out):
                 continue
-            slot = {"name": name, "type": "COMBO" if is_combo(spec) else kind,
-                    "link": link_ids.get((node.id, name))}
+            slot = {"name": name, "type": "COMBO" if is_combo(spec) else kind, "link": link_ids.get((node.id, name))}
             if is_widget:
                 slot["widget"] = {"name": name}
             slots.append(slot)
         outputs = []
         for i, (name, typ) in enumerate(zip(node.output_names, node.output_types)):
             outputs.append({"name": name, "type": typ, "links": node.output_links.get(i) or None, "slot_index": i})
-        data = {"id": node.id, "type": node.type, "pos": list(node.pos), "size": list(node.size or self.auto_size(node)),
-                "flags": {}, "order": 0, "mode": 0}
+        data = {
+            "id": node.id,
+            "type": node.type,
+            "pos": list(node.pos),
+            "size": list(node.size or self.auto_size(node)),
+            "flags": {},
+            "order": 0,
+            "mode": 0,
+        }
         if slots:
             data["inputs"] = slots
         if outputs:
@@ -146,7 +182,11 @@ class Graph:
         inputs_def = editor_inputs(definition)
         n_widgets = len(widget_slots(definition))
         multiline = any(_multiline(spec) for spec in inputs_def.values())
-        n_slots = sum(1 for name, spec in inputs_def.items() if not is_widget_input(spec) or isinstance(node.values.get(name), Out))
+        n_slots = sum(
+            1
+            for name, spec in inputs_def.items()
+            if not is_widget_input(spec) or isinstance(node.values.get(name), Out)
+        )
         rows = max(n_slots, len(node.output_types))
         height = TITLE_H // 2 + rows * SLOT_H + n_widgets * WIDGET_H + (MULTILINE_H if multiline else 0) + 8
         width = 400 if multiline else 315
@@ -163,7 +203,9 @@ class Graph:
             for name, value in node.values.items():
                 if isinstance(value, Out):
                     link_id = len(self.links) + 1
-                    self.links.append([link_id, value.node.id, value.slot, node.id, self._slot_index(node, name), value.type])
+                    self.links.append(
+                        [link_id, value.node.id, value.slot, node.id, self._slot_index(node, name), value.type]
+                    )
                     link_ids[(node.id, name)] = link_id
                     value.node.output_links.setdefault(value.slot, []).append(link_id)
         order = self._execution_order()
@@ -173,13 +215,33 @@ class Graph:
             data["order"] = order[node.id]
             nodes.append(data)
         for i, note in enumerate(self.notes):
-            nodes.append({"id": note["id"], "type": "Note", "pos": note["pos"], "size": note["size"], "flags": {},
-                          "order": len(self.nodes) + i, "mode": 0, "title": note["title"], "properties": {"text": ""},
-                          "widgets_values": [note["text"]], "color": PALETTE["yellow"][0], "bgcolor": PALETTE["yellow"][1]})
+            nodes.append(
+                {
+                    "id": note["id"],
+                    "type": "Note",
+                    "pos": note["pos"],
+                    "size": note["size"],
+                    "flags": {},
+                    "order": len(self.nodes) + i,
+                    "mode": 0,
+                    "title": note["title"],
+                    "properties": {"text": ""},
+                    "widgets_values": [note["text"]],
+                    "color": PALETTE["yellow"][0],
+                    "bgcolor": PALETTE["yellow"][1],
+                }
+            )
         nodes.sort(key=lambda n: n["id"])
-        return {"last_node_id": max((n["id"] for n in nodes), default=0), "last_link_id": len(self.links),
-                "nodes": nodes, "links": self.links, "groups": self.groups, "config": {},
-                "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}, **(extra or {})}, "version": 0.4}
+        return {
+            "last_node_id": max((n["id"] for n in nodes), default=0),
+            "last_link_id": len(self.links),
+            "nodes": nodes,
+            "links": self.links,
+            "groups": self.groups,
+            "config": {},
+            "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}, **(extra or {})},
+            "version": 0.4,
+        }
 
     def _slot_index(self, node: Node, name: str) -> int:
         """Index of an input in the node's slot list (connection inputs, plus widgets turned into inputs)."""
@@ -206,6 +268,9 @@ class Graph:
 
 
 def _multiline(spec: Any) -> bool:
-    return isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) and bool(spec[1].get("multiline"))
-
-
+    return (
+        isinstance(spec, (list, tuple))
+        and len(spec) > 1
+        and isinstance(spec[1], dict)
+        and bool(spec[1].get("multiline"))
+    )

@@ -5,6 +5,7 @@ Used by the main job (scripts/run_workflow.py), the workflow builder and the ser
 serving a workspace WS with this pack (and, for tiny runs, the test-only fixture pack) symlinked into
 WS/custom_nodes. HostServer.attach(url) talks to a server that is already running instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_workspace(root: Optional[Path] = None, fixtures: bool = False, models: Optional[Path] = None,
-                   toy: bool = False) -> Path:
+def make_workspace(
+    root: Optional[Path] = None, fixtures: bool = False, models: Optional[Path] = None, toy: bool = False
+) -> Path:
     """A host working directory: custom_nodes/ with the pack (and the fixture pack, and the toy world's
     hidden loader pack toy/nodes and its adapters when toy), models/ (a link to a user's models folder when given), input/
     and output/."""
@@ -88,8 +90,16 @@ class HostServer:
     """One host process serving one workspace, or (attach) a server someone else started. Use as a context
     manager; stop() always reaps the process it started, and leaves an attached server running."""
 
-    def __init__(self, workspace: Optional[Path], log_path: Optional[Path] = None, gpu: bool = False,
-                 threads: Optional[int] = None, isolated: bool = True, host: Optional[Host] = None, url: Optional[str] = None):
+    def __init__(
+        self,
+        workspace: Optional[Path],
+        log_path: Optional[Path] = None,
+        gpu: bool = False,
+        threads: Optional[int] = None,
+        isolated: bool = True,
+        host: Optional[Host] = None,
+        url: Optional[str] = None,
+    ):
         """isolated: offline Hugging Face hub and a torch cache inside the workspace (tests, tiny runs); a real
         run leaves the user's environment alone, so pyiqa's cache ($TORCH_HOME/hub/pyiqa) is found.
         host: which ComfyUI to start (default: the PyPI fork in this venv). url: use attach() instead."""
@@ -141,12 +151,18 @@ class HostServer:
                 try:
                     info = self.get("/object_info/IQAAdapterLoader", timeout=5)
                 except (urllib.error.URLError, ConnectionError, OSError) as e:
-                    raise RuntimeError(f"No ComfyUI server answers at {self.base} ({e}); start it, or leave out --server") from None
+                    raise RuntimeError(
+                        f"No ComfyUI server answers at {self.base} ({e}); start it, or leave out --server"
+                    ) from None
                 if "IQAAdapterLoader" not in info:
-                    raise RuntimeError(f"The server at {self.base} has not loaded this pack: put it into that ComfyUI's custom_nodes/ and restart it")
+                    raise RuntimeError(
+                        f"The server at {self.base} has not loaded this pack: put it into that ComfyUI's custom_nodes/ and restart it"
+                    )
                 return
             if self.proc.poll() is not None:
-                raise RuntimeError(f"The host exited early (code {self.proc.returncode}); see {self.log_path}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"The host exited early (code {self.proc.returncode}); see {self.log_path}:\n{self.log_tail()}"
+                )
             try:
                 if "IQAAdapterLoader" in self.get("/object_info/IQAAdapterLoader", timeout=5):
                     return
@@ -224,7 +240,9 @@ class HostServer:
         end = time.time() + timeout
         while time.time() < end:
             if not self.alive():
-                raise RuntimeError(f"The host died while running the prompt; see {self.log_path or self.base}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"The host died while running the prompt; see {self.log_path or self.base}:\n{self.log_tail()}"
+                )
             hist = self.get(f"/history/{prompt_id}")
             if prompt_id in hist:
                 entry = hist[prompt_id]
@@ -251,17 +269,20 @@ class HostServer:
                 out.setdefault(node_id, []).append(self.workspace / folder / im.get("subfolder", "") / im["filename"])
         return out
 
-
     @staticmethod
     def image_refs(entry: dict) -> dict[str, list[dict]]:
         """The image entries ({filename, subfolder, type}) each output node of a history entry recorded."""
-        return {node_id: list(node_out.get("images", []) or []) for node_id, node_out in (entry.get("outputs") or {}).items()
-                if node_out.get("images")}
+        return {
+            node_id: list(node_out.get("images", []) or [])
+            for node_id, node_out in (entry.get("outputs") or {}).items()
+            if node_out.get("images")
+        }
 
     def fetch_image(self, ref: dict, timeout: float = 60.0) -> bytes:
         """One image's bytes through GET /view, which every host serves (local or not)."""
-        query = urllib.parse.urlencode({"filename": ref["filename"], "subfolder": ref.get("subfolder", ""),
-                                        "type": ref.get("type", "output")})
+        query = urllib.parse.urlencode(
+            {"filename": ref["filename"], "subfolder": ref.get("subfolder", ""), "type": ref.get("type", "output")}
+        )
         with urllib.request.urlopen(f"{self.base}/view?{query}", timeout=timeout) as r:
             return r.read()
 

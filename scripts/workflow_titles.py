@@ -15,6 +15,7 @@ parameter ids and screenshots. A new example: a builder in workflow_build.WORKFL
 The folder name depends on how the pack was installed, so the file names each one an install gives.
 scripts/workflow_build.py writes and checks the files.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,7 +44,7 @@ TITLES: dict[str, str] = {
 # Not in a title: path separators and what Windows forbids in file names; what would cut or change the
 # unencoded URL ('#' fragment, '?' query, '%' escape, '+' read as a space by some servers, '&'); '-' and '_',
 # which the frontend turns into spaces in the card's description, so that it would differ from the title.
-UNSAFE = set('/\\:*?"<>|#%&+\'`-_')
+UNSAFE = set("/\\:*?\"<>|#%&+'`-_")
 
 
 def unsafe_characters(title: str) -> list[str]:

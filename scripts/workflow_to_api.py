@@ -17,6 +17,7 @@ Usage:
     python scripts/workflow_to_api.py "example_workflows/Quality sweep p1 to p99 (SDXL).json" --server http://127.0.0.1:8188
     python scripts/workflow_to_api.py WORKFLOW.json --object-info object_info.json -o prompt.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -157,8 +158,10 @@ def node_widget_values(node: Mapping[str, Any], node_def: Mapping[str, Any]) -> 
         return dict(values)
     if len(values) != len(names):
         shown = ", ".join(n or "(editor-only)" for n in names)
-        raise WorkflowError(f"{_describe(node)} has {len(values)} widget values, but the editor makes {len(names)} "
-                            f"widgets for {node['type']}: {shown}. Re-save the workflow from the editor, or fix its widgets_values.")
+        raise WorkflowError(
+            f"{_describe(node)} has {len(values)} widget values, but the editor makes {len(names)} "
+            f"widgets for {node['type']}: {shown}. Re-save the workflow from the editor, or fix its widgets_values."
+        )
     return {name: value for name, value in zip(names, values) if name is not None}
 
 
@@ -235,7 +238,7 @@ def check_against_definitions(workflow: Mapping[str, Any], object_info: ObjectIn
                 problems.append(f"{_describe(node)}: slot '{name}' has type {slot.get('type')}, the node says {want}")
         declared = [("COMBO" if isinstance(t, list) else t) for t in node_def.get("output", [])]
         got = [o.get("type") for o in node.get("outputs", []) or []]
-        if got != declared[:len(got)] or len(got) != len(declared):
+        if got != declared[: len(got)] or len(got) != len(declared):
             problems.append(f"{_describe(node)}: outputs {got} differ from the node's {declared}")
     for link in workflow["links"]:
         link_id, src, src_slot, dst, dst_slot, ltype = link[:6]

@@ -17,6 +17,7 @@ frontend's node help side panel, the pack's tooltips vs the frontend's own.
 - Thumbnails: a screenshot saved as the example's .jpg carries a JPEG comment naming the workflow file and
   the pack's node definitions it shows, so a test can tell when a picture is out of date.
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,8 +41,16 @@ import workflow_to_api as w2a  # noqa: E402
 CHROMIUM = Path(os.environ.get("IQA_CHROMIUM", "/usr/bin/chromium"))
 # Headless Chromium on these machines: no sandbox as root, no GPU, and none of the background connections
 # that a closed network refuses (each a stall).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-quic", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 SCREENSHOTS = REPO / "out" / "screenshots"
 EXAMPLES = REPO / "example_workflows"
 THUMB_WIDTH = 1400  # px; the editor is screenshotted at the workflow's own zoom (0.75), then scaled to this
@@ -58,8 +67,10 @@ OVER_CANVAS = ".comfy-menu, .p-buttongroup.absolute, .minimap-main-container, .s
 def browser_unavailable() -> Optional[str]:
     """Why the browser suite cannot run here, or None."""
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        return (f"no Chromium at {CHROMIUM}: install it with scripts/install_browser.sh (Debian's chromium), "
-                "or run scripts/test.sh with IQA_BROWSER_TESTS=1")
+        return (
+            f"no Chromium at {CHROMIUM}: install it with scripts/install_browser.sh (Debian's chromium), "
+            "or run scripts/test.sh with IQA_BROWSER_TESTS=1"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError as e:
@@ -75,8 +86,10 @@ def launch(playwright):
 
 # -- the tiny stand-ins as a UI graph ------------------------------------------------------------------------
 
-def tiny_ui_workflow(workflow: Mapping[str, Any], info: Mapping[str, Any], adapters: Mapping[str, str],
-                     **options) -> tuple[dict, dict]:
+
+def tiny_ui_workflow(
+    workflow: Mapping[str, Any], info: Mapping[str, Any], adapters: Mapping[str, str], **options
+) -> tuple[dict, dict]:
     """(UI graph, API prompt): the example with scripts/workflow_fixtures.py's substitution applied.
 
     The API prompt is workflow_fixtures.tiny_prompt of the example's conversion. The UI graph is the example
@@ -111,7 +124,11 @@ def tiny_ui_workflow(workflow: Mapping[str, Any], info: Mapping[str, Any], adapt
             if role == "value":
                 value = entry["inputs"].get(name)
                 if isinstance(value, list):  # a widget turned into a linked input keeps its saved value
-                    value = old_values[i] if new_type == old_type else w2a.widget_default(w2a.editor_inputs(definition)[name])
+                    value = (
+                        old_values[i]
+                        if new_type == old_type
+                        else w2a.widget_default(w2a.editor_inputs(definition)[name])
+                    )
                 values.append(value)
             elif role == "control":
                 values.append("fixed")
@@ -125,15 +142,18 @@ def tiny_ui_workflow(workflow: Mapping[str, Any], info: Mapping[str, Any], adapt
 
 # -- thumbnails ------------------------------------------------------------------------------------------------
 
+
 def pack_nodes_digest(classes: Mapping[str, type], display_names: Mapping[str, str]) -> str:
     """What a screenshot shows of the pack's nodes: display names, input and output names."""
     shape = {}
     for node_id in sorted(classes):
         cls = classes[node_id]
         inputs = cls.INPUT_TYPES()
-        shape[node_id] = [display_names.get(node_id, node_id),
-                          [n for g in ("required", "optional") for n in (inputs.get(g) or {})],
-                          list(getattr(cls, "RETURN_NAMES", None) or getattr(cls, "RETURN_TYPES", ()))]
+        shape[node_id] = [
+            display_names.get(node_id, node_id),
+            [n for g in ("required", "optional") for n in (inputs.get(g) or {})],
+            list(getattr(cls, "RETURN_NAMES", None) or getattr(cls, "RETURN_TYPES", ())),
+        ]
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -232,12 +252,18 @@ class Editor:
         self.console_errors: list[str] = []
         self.page_errors: list[str] = []
         self.failed_requests: list[str] = []
-        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(f"{m.text} @ {m.location.get('url', '')}"))
+        self.page.on(
+            "console",
+            lambda m: m.type == "error" and self.console_errors.append(f"{m.text} @ {m.location.get('url', '')}"),
+        )
         self.page.on("pageerror", lambda e: self.page_errors.append(str(e)))
         self.page.on("response", lambda r: r.status >= 400 and self.failed_requests.append(f"{r.status} {r.url}"))
         # no answer at all (a refused or unresolvable address: the test machines have no network); ERR_ABORTED is
         # the page cancelling its own request (1.58 aborts a settings save that a newer one replaces)
-        self.page.on("requestfailed", lambda r: r.failure != "net::ERR_ABORTED" and self.failed_requests.append(f"{r.failure} {r.url}"))
+        self.page.on(
+            "requestfailed",
+            lambda r: r.failure != "net::ERR_ABORTED" and self.failed_requests.append(f"{r.failure} {r.url}"),
+        )
         self.modern = False
 
     def open(self, timeout: float = 60.0) -> "Editor":
@@ -246,14 +272,19 @@ class Editor:
         for key, value in MODERN_SETTINGS.items():
             self.page.request.post(f"{self.base_url}/settings/{key}", data=json.dumps(value))
         self.page.goto(self.base_url + "/", wait_until="load", timeout=timeout * 1000)
-        self.page.wait_for_function("() => window.app && app.graph && app.canvas && app.canvasEl && "
-                                    "Object.keys(LiteGraph.registered_node_types).length > 50", timeout=timeout * 1000)
+        self.page.wait_for_function(
+            "() => window.app && app.graph && app.canvas && app.canvasEl && "
+            "Object.keys(LiteGraph.registered_node_types).length > 50",
+            timeout=timeout * 1000,
+        )
         self.modern = self.page.evaluate("() => typeof window.__COMFYUI_FRONTEND_VERSION__ !== 'undefined'")
         self.page.evaluate(_RECORDER)
         # the API's websocket is open and has its client id (the run's events come to it)
-        self.page.wait_for_function("""async () => { const { api } = await import("/scripts/api.js");
+        self.page.wait_for_function(
+            """async () => { const { api } = await import("/scripts/api.js");
                                         return api.socket?.readyState === 1 && !!api.clientId; }""",
-                                    timeout=timeout * 1000)
+            timeout=timeout * 1000,
+        )
         self.page.evaluate("() => { app.canvas.show_info = false; }")
         return self
 
@@ -264,11 +295,14 @@ class Editor:
     def drop_workflow(self, file_name: str, workflow: Mapping[str, Any], timeout: float = 30.0) -> dict:
         """Drop a .json file on the canvas (the app's drop handler -> handleFile -> loadGraphData); the graph state."""
         before = self.page.evaluate("() => window.__iqa.loads")
-        self.page.evaluate("""([name, text]) => {
+        self.page.evaluate(
+            """([name, text]) => {
             const dt = new DataTransfer();
             dt.items.add(new File([text], name, { type: "application/json" }));
             app.canvasEl.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
-        }""", [file_name, json.dumps(workflow)])
+        }""",
+            [file_name, json.dumps(workflow)],
+        )
         self.page.wait_for_function("(n) => window.__iqa.loads > n", arg=before, timeout=timeout * 1000)
         self.page.evaluate("() => app.canvas.draw(true, true)")
         return self.state()
@@ -300,17 +334,27 @@ class Editor:
         if not queued["ok"]:
             return {"queued": queued, "events": [], "finished": False, "queue_text": self.queue_text()}
         prompt_id = queued["res"]["prompt_id"]
-        self.page.wait_for_function("""([from, id]) => {
+        self.page.wait_for_function(
+            """([from, id]) => {
             const ev = window.__iqa.events.slice(from);
             const started = ev.findIndex((e) => e.type === "execution_start" && e.detail?.prompt_id === id);
             const failed = ev.some((e) => e.type === "execution_error" && e.detail?.prompt_id === id);
             const done = started >= 0 && ev.slice(started).some((e) => e.type === "executing" && e.detail === null);
             const empty = window.__iqa.queueRemaining === 0;
             return (done || failed) && empty;
-        }""", arg=[start["events"], prompt_id], timeout=timeout * 1000, polling=100)
+        }""",
+            arg=[start["events"], prompt_id],
+            timeout=timeout * 1000,
+            polling=100,
+        )
         events = self.page.evaluate("(n) => window.__iqa.events.slice(n)", start["events"])
-        return {"queued": queued, "prompt_id": prompt_id, "events": events, "finished": True,
-                "queue_text": self.queue_text()}
+        return {
+            "queued": queued,
+            "prompt_id": prompt_id,
+            "events": events,
+            "finished": True,
+            "queue_text": self.queue_text(),
+        }
 
     def queue_text(self) -> str:
         """What the page shows as the queue's size: the 2024 menu's text; the Vue frontend's queue button badge
@@ -336,24 +380,33 @@ class Editor:
         width, height = int((x1 - x0) * scale) + 2 * margin, int((y1 - y0) * scale) + 2 * margin
         # the canvas's place in the window: (0, 0) in the 2024 editor; right of the side bar and below the
         # top menu in the Vue frontend
-        left, top = self.page.evaluate("() => { const r = app.canvasEl.getBoundingClientRect(); return [r.left, r.top]; }")
+        left, top = self.page.evaluate(
+            "() => { const r = app.canvasEl.getBoundingClientRect(); return [r.left, r.top]; }"
+        )
         self.page.set_viewport_size({"width": max(width, 640) + int(left), "height": max(height, 400) + int(top)})
-        self.page.evaluate("""([x0, y0, scale, margin, hide]) => {
+        self.page.evaluate(
+            """([x0, y0, scale, margin, hide]) => {
             for (const el of document.querySelectorAll(hide)) el.style.visibility = "hidden";
             app.canvas.deselectAll?.();
             app.canvas.ds.scale = scale;
             app.canvas.ds.offset = [margin / scale - x0, margin / scale - y0];
             app.canvas.setDirty(true, true);
             app.canvas.draw(true, true);
-        }""", [x0, y0, scale, margin, OVER_CANVAS])
+        }""",
+            [x0, y0, scale, margin, OVER_CANVAS],
+        )
         self.page.wait_for_timeout(300)  # the Vue frontend moves its HTML widgets on the next animation frame
         path.parent.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(path), clip={"x": left, "y": top, "width": width, "height": height})
-        self.page.evaluate("(hide) => { for (const el of document.querySelectorAll(hide)) el.style.visibility = ''; }", OVER_CANVAS)
+        self.page.evaluate(
+            "(hide) => { for (const el of document.querySelectorAll(hide)) el.style.visibility = ''; }", OVER_CANVAS
+        )
         return path
 
     # -- templates -----------------------------------------------------------------------------------------
-    def template_cards(self, category: str, timeout: float = 10.0, screenshot: Optional[Path] = None) -> tuple[list[dict], dict]:
+    def template_cards(
+        self, category: str, timeout: float = 10.0, screenshot: Optional[Path] = None
+    ) -> tuple[list[dict], dict]:
         """The Vue frontend's template browser (the side bar's Templates button): the cards listed under
         `category` among the custom nodes' templates, each {title, description, clamped (px of the title cut off
         by its line clamp or ellipsis), width (natural width of the thumbnail it shows; 0: none)}, once every thumbnail has
@@ -382,10 +435,14 @@ class Editor:
                     return [h, card, card?.querySelector("img")];
                 })"""
             # the thumbnails load as they scroll into view; then back to the top for the screenshot
-            self.page.evaluate(f"() => ({find})().forEach(([h, card]) => (card || h).scrollIntoView({{block: 'nearest'}}))")
+            self.page.evaluate(
+                f"() => ({find})().forEach(([h, card]) => (card || h).scrollIntoView({{block: 'nearest'}}))"
+            )
             try:
-                self.page.wait_for_function(f"() => ({find})().every(([h, card, img]) => img?.getAttribute('src') && img.complete)",
-                                            timeout=timeout * 1000)
+                self.page.wait_for_function(
+                    f"() => ({find})().every(([h, card, img]) => img?.getAttribute('src') && img.complete)",
+                    timeout=timeout * 1000,
+                )
             except Exception:  # noqa: BLE001 -- the caller judges the cards as they are
                 pass
             self.page.evaluate(f"() => ({find})()[0]?.[1]?.scrollIntoView({{block: 'end'}})")
@@ -406,7 +463,8 @@ class Editor:
     def focus_node(self, node_id: int, scale: float = 1.0) -> None:
         """Centre a node in the window at `scale` and redraw (widgets get their positions when drawn)."""
         self.page.set_viewport_size({"width": 1600, "height": 1000})
-        self.page.evaluate("""([id, scale]) => {
+        self.page.evaluate(
+            """([id, scale]) => {
             const n = app.graph.getNodeById(id);
             const rect = app.canvasEl.getBoundingClientRect();
             app.canvas.ds.scale = scale;
@@ -414,11 +472,15 @@ class Editor:
                                     rect.height / 2 / scale - n.pos[1] - n.size[1] / 2];
             app.canvas.setDirty(true, true);
             app.canvas.draw(true, true);
-        }""", [node_id, scale])
+        }""",
+            [node_id, scale],
+        )
 
     def point_of(self, node_id: int, kind: str, name: Optional[str] = None) -> tuple[float, float]:
         """Window coordinates of a node's title, a widget's middle or an input slot's dot."""
-        return tuple(self.page.evaluate("""([id, kind, name]) => {
+        return tuple(
+            self.page.evaluate(
+                """([id, kind, name]) => {
             const n = app.graph.getNodeById(id);
             let x, y;
             if (kind === "title") { x = n.pos[0] + n.size[0] / 2; y = n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2; }
@@ -438,16 +500,27 @@ class Editor:
             const [cx, cy] = app.canvas.ds.convertOffsetToCanvas([x, y]);
             const rect = app.canvasEl.getBoundingClientRect();
             return [rect.left + cx, rect.top + cy];
-        }""", [node_id, kind, name]))
+        }""",
+                [node_id, kind, name],
+            )
+        )
 
-    def hover_tooltip(self, node_id: int, kind: str, name: Optional[str] = None, timeout: float = 5.0,
-                      screenshot: Optional[Path] = None) -> dict:
+    def hover_tooltip(
+        self,
+        node_id: int,
+        kind: str,
+        name: Optional[str] = None,
+        timeout: float = 5.0,
+        screenshot: Optional[Path] = None,
+    ) -> dict:
         """Move the mouse onto the target (from outside it) and wait for the tooltip; its text and data. The 2024
         editor shows the pack's tooltip (web/iqa_adapter_help.js), which names its target; the Vue frontend its
         own `.node-tooltip`, which shows only the text (its target is then the one hovered)."""
         x, y = self.point_of(node_id, kind, name)
         selector = ".node-tooltip" if self.modern else ".iqa-adapter-tooltip"
-        away = self.page.evaluate("() => { const r = app.canvasEl.getBoundingClientRect(); return [r.left + 5, r.top + 5]; }")
+        away = self.page.evaluate(
+            "() => { const r = app.canvasEl.getBoundingClientRect(); return [r.left + 5, r.top + 5]; }"
+        )
         self.page.mouse.move(*away)
         self.page.mouse.move(x - 3, y, steps=2)
         self.page.mouse.move(x, y)
@@ -457,8 +530,11 @@ class Editor:
             text = self.page.evaluate("(s) => document.querySelector(s).textContent.trim()", selector)
             info = {"text": text, "nodeType": node_type, "kind": kind, "name": node_type if kind == "title" else name}
         else:
-            info = self.page.evaluate("""(s) => { const t = document.querySelector(s);
-                return { text: t.textContent, ...t.dataset }; }""", selector)
+            info = self.page.evaluate(
+                """(s) => { const t = document.querySelector(s);
+                return { text: t.textContent, ...t.dataset }; }""",
+                selector,
+            )
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             self.page.screenshot(path=str(screenshot))
@@ -493,8 +569,9 @@ class Editor:
         self.page.locator('[data-testid="info-button"]').click(timeout=timeout * 1000)
         panel = self.page.locator(".node-help-content")
         panel.wait_for(state="visible", timeout=timeout * 1000)
-        self.page.wait_for_function("() => document.querySelector('.node-help-content')?.innerText.includes('Node id:')",
-                                    timeout=timeout * 1000)
+        self.page.wait_for_function(
+            "() => document.querySelector('.node-help-content')?.innerText.includes('Node id:')", timeout=timeout * 1000
+        )
         info = self.page.evaluate("""() => { const h = document.querySelector(".node-help-content");
             // content wider than the panel (it scrolls sideways), or an element reaching past its right edge
             let clipped = h.scrollWidth - h.clientWidth;
@@ -510,6 +587,9 @@ class Editor:
         toggle = self.page.locator('button[aria-label="Toggle properties panel"]')
         (toggle if toggle.count() else self.page.locator('.side-bar-button:has-text("Nodes")')).first.click()
         panel.wait_for(state="hidden", timeout=timeout * 1000)
-        self.page.mouse.click(*self.page.evaluate("() => { const r = app.canvasEl.getBoundingClientRect(); return [r.left + 5, r.bottom - 5]; }"))
+        self.page.mouse.click(
+            *self.page.evaluate(
+                "() => { const r = app.canvasEl.getBoundingClientRect(); return [r.left + 5, r.bottom - 5]; }"
+            )
+        )
         return info
-

@@ -4,6 +4,7 @@ loader pack (toy/nodes) in its custom_nodes/.
 Everything here runs before the host is imported: the host reads its working directory (COMFYUI_CWD) at
 import time. Outbound network connections are refused for the whole session (loopback stays open).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # non-loopback connection or lookup they attempt is refused and logged; the session fails if one is logged.
 NETGUARD_LOG = _workspace / "netguard"
 NETGUARD_LOG.mkdir()
-os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "netguard")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO / "tests" / "netguard")] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+)
 os.environ["IQA_NETGUARD_DIR"] = str(NETGUARD_LOG)
 
 _real_connect = socket.socket.connect

@@ -3,6 +3,7 @@
 The reference is written from the paper and the checkpoint format, not from the pack: its own encoding,
 projection and layer table (BRIEF §2), applied by replacing each attn2 module's forward.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,9 +26,13 @@ pack = conftest.pack
 
 # Checkpoint layer order in host terms (BRIEF §2): inputs, outputs, then middle; (block, id, depth).
 EXPECTED_SITES = {
-    "sd15": [("input", i, 0) for i in (1, 2, 4, 5, 7, 8)] + [("output", i, 0) for i in range(3, 12)] + [("middle", 0, 0)],
-    "sdxl": [("input", i, d) for i in (4, 5) for d in range(2)] + [("input", i, d) for i in (7, 8) for d in range(10)]
-    + [("output", i, d) for i in (0, 1, 2) for d in range(10)] + [("output", i, d) for i in (3, 4, 5) for d in range(2)]
+    "sd15": [("input", i, 0) for i in (1, 2, 4, 5, 7, 8)]
+    + [("output", i, 0) for i in range(3, 12)]
+    + [("middle", 0, 0)],
+    "sdxl": [("input", i, d) for i in (4, 5) for d in range(2)]
+    + [("input", i, d) for i in (7, 8) for d in range(10)]
+    + [("output", i, d) for i in (0, 1, 2) for d in range(10)]
+    + [("output", i, d) for i in (3, 4, 5) for d in range(2)]
     + [("middle", 0, d) for d in range(10)],
 }
 
@@ -41,8 +46,8 @@ def ref_encode(z: torch.Tensor, use_flag: bool, L: int) -> torch.Tensor:
     sins, coss = [], []
     for i in range(p.shape[1]):
         for k in range(L):
-            sins.append(torch.sin(math.pi * 2 ** k * p[:, i]))
-            coss.append(torch.cos(math.pi * 2 ** k * p[:, i]))
+            sins.append(torch.sin(math.pi * 2**k * p[:, i]))
+            coss.append(torch.cos(math.pi * 2**k * p[:, i]))
     return torch.cat([p, torch.stack(sins, 1), torch.stack(coss, 1)], 1)
 
 
@@ -53,7 +58,9 @@ def ref_tokens(sd: dict, vec: torch.Tensor, num_tokens: int) -> torch.Tensor:
         h = F.linear(vec, sd["image_proj.proj.0.weight"], sd["image_proj.proj.0.bias"])
         h = F.linear(F.gelu(h), sd["image_proj.proj.2.weight"], sd["image_proj.proj.2.bias"])
     c = sd["image_proj.norm.weight"].shape[0]
-    return F.layer_norm(h.reshape(len(vec), num_tokens, c), (c,), sd["image_proj.norm.weight"], sd["image_proj.norm.bias"])
+    return F.layer_norm(
+        h.reshape(len(vec), num_tokens, c), (c,), sd["image_proj.norm.weight"], sd["image_proj.norm.bias"]
+    )
 
 
 def _mha(q, k, v, heads):

@@ -1,4 +1,5 @@
 """Run API-format prompts through the real host's validator and node executor, in-process."""
+
 from __future__ import annotations
 
 import uuid
@@ -56,8 +57,18 @@ def execute(prompt: dict, executor=None) -> Run:
     return Run(executor.success is True, None, {}, executor, recorder.messages)
 
 
-def sampling_graph(layout: str, adapter_name: str | None, targets: str = "99", batch: int = 1, seed: int = 3,
-                   scale: float = 1.0, steps: int = 3, cfg: float = 4.0, mode: str = "percentile", extra: dict | None = None) -> dict:
+def sampling_graph(
+    layout: str,
+    adapter_name: str | None,
+    targets: str = "99",
+    batch: int = 1,
+    seed: int = 3,
+    scale: float = 1.0,
+    steps: int = 3,
+    cfg: float = 4.0,
+    mode: str = "percentile",
+    extra: dict | None = None,
+) -> dict:
     """Tiny model -> (Load IQA-Adapter -> Quality Condition) -> KSampler -> image -> preview.
 
     The positive and negative prompts have the same token count, so the host runs cond and uncond as one
@@ -71,17 +82,43 @@ def sampling_graph(layout: str, adapter_name: str | None, targets: str = "99", b
         "pos": {"class_type": "IQATestTinyConditioning", "inputs": {"layout": layout, "seed": 1, "tokens": 6}},
         "neg": {"class_type": "IQATestTinyConditioning", "inputs": {"layout": layout, "seed": 2, "tokens": 6}},
         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": batch}},
-        "sampler": {"class_type": "KSampler", "inputs": {
-            "model": ["model", 0], "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "normal",
-            "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 1.0}},
+        "sampler": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["model", 0],
+                "seed": seed,
+                "steps": steps,
+                "cfg": cfg,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "positive": ["pos", 0],
+                "negative": ["neg", 0],
+                "latent_image": ["latent", 0],
+                "denoise": 1.0,
+            },
+        },
         "image": {"class_type": "IQATestLatentToImage", "inputs": {"samples": ["sampler", 0]}},
         "preview": {"class_type": "PreviewImage", "inputs": {"images": ["image", 0]}},
     }
     if adapter_name is not None:
-        g["loader"] = {"class_type": "IQAAdapterLoader", "inputs": {"adapter_name": adapter_name, "metadata_override": ""}}
-        g["qc"] = {"class_type": "IQAQualityCondition", "inputs": {
-            "model": ["model", 0], "iqa_adapter": ["loader", 0], "targets": targets, "target_mode": mode, "scale": scale,
-            "start_percent": 0.0, "end_percent": 1.0, "uncond": "zeros", "negative_strength": 0.5}}
+        g["loader"] = {
+            "class_type": "IQAAdapterLoader",
+            "inputs": {"adapter_name": adapter_name, "metadata_override": ""},
+        }
+        g["qc"] = {
+            "class_type": "IQAQualityCondition",
+            "inputs": {
+                "model": ["model", 0],
+                "iqa_adapter": ["loader", 0],
+                "targets": targets,
+                "target_mode": mode,
+                "scale": scale,
+                "start_percent": 0.0,
+                "end_percent": 1.0,
+                "uncond": "zeros",
+                "negative_strength": 0.5,
+            },
+        }
         g["sampler"]["inputs"]["model"] = ["qc", 0]
     for node, inputs in (extra or {}).items():
         g[node]["inputs"].update(inputs)

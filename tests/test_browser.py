@@ -28,6 +28,7 @@ Without Chromium or Playwright the browser tests skip with the reason (scripts/i
 both; scripts/test.sh runs it when CI=true or IQA_BROWSER_TESTS=1). The thumbnail check at the end needs no
 browser: the README's pictures must be this suite's screenshots of the current workflow files.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,14 +58,21 @@ PACK_KINDS = sorted(conftest.pack.NODE_CLASS_MAPPINGS)
 DOCUMENTED = workflow_docs.parse_reference(workflow_docs.NODE_DOC.read_text())
 OUTPUT_KINDS = ("SaveImage", "PreviewImage")
 # Files the examples name, created empty in the host's folders (the editor lists them; nothing reads them).
-PLACEHOLDERS = {"checkpoints": [workflow_build.CHECKPOINT],
-                "vae_approx": ["taesdxl_encoder.safetensors", "taesdxl_decoder.safetensors"],
-                "iqa_adapter": [workflow_build.QUALITY_ADAPTER, workflow_build.REFERENCE_ADAPTER]}
+PLACEHOLDERS = {
+    "checkpoints": [workflow_build.CHECKPOINT],
+    "vae_approx": ["taesdxl_encoder.safetensors", "taesdxl_decoder.safetensors"],
+    "iqa_adapter": [workflow_build.QUALITY_ADAPTER, workflow_build.REFERENCE_ADAPTER],
+}
 IGNORED_CONSOLE = ("favicon.ico",)  # the host ships no icon
 # What the Vue frontend asks of a fresh workspace's empty user folder (a user's stylesheet, saved workflows and
 # subgraphs, saved templates): 404 until the user saves one, on any install; nothing to do with the pack.
-FRESH_USER_FOLDER = ("/api/userdata/user.css", "/user.css", "/api/userdata?dir=workflows", "/api/userdata?dir=subgraphs",
-                     "/api/userdata/comfy.templates.json")
+FRESH_USER_FOLDER = (
+    "/api/userdata/user.css",
+    "/user.css",
+    "/api/userdata?dir=workflows",
+    "/api/userdata?dir=subgraphs",
+    "/api/userdata/comfy.templates.json",
+)
 # A newer frontend than the backend pins (COMFYUI_FRONT_END_ROOT) asks for files the backend's templates
 # package does not have yet: allowed only then (docs/host-compatibility.md lists them).
 NEWER_FRONTEND = ("/templates/index_logo.json", "/api/jobs?")
@@ -77,7 +85,10 @@ def _comparable(prompt: dict, info: dict) -> dict:
     out = {}
     for node_id, node in prompt.items():
         real = {n for g in ("required", "optional") for n in (info[node["class_type"]]["input"].get(g) or {})}
-        out[node_id] = {"class_type": node["class_type"], "inputs": {k: v for k, v in node["inputs"].items() if k in real}}
+        out[node_id] = {
+            "class_type": node["class_type"],
+            "inputs": {k: v for k, v in node["inputs"].items() if k in real},
+        }
     return out
 
 
@@ -128,9 +139,15 @@ def _page_stays_clean(request):
     failed = [r for r in ed.failed_requests if not any(r.split(" ", 1)[1].startswith(u) for u in fresh)]
     # the browser logs each failed request as a console error too: those left are judged above
     ignored = IGNORED_CONSOLE + (NEWER_FRONTEND_CONSOLE if os.environ.get("COMFYUI_FRONT_END_ROOT") else ())
-    console = [e for e in ed.console_errors if not any(i in e for i in ignored)
-               and not (e.startswith("Failed to load resource: the server responded with a status")
-                        and not any(f.split(" ", 1)[1] in e for f in failed))]
+    console = [
+        e
+        for e in ed.console_errors
+        if not any(i in e for i in ignored)
+        and not (
+            e.startswith("Failed to load resource: the server responded with a status")
+            and not any(f.split(" ", 1)[1] in e for f in failed)
+        )
+    ]
     assert (ed.page_errors, console, failed) == ([], [], []), "errors in the page"
 
 
@@ -148,7 +165,9 @@ def _check_loaded(state: dict, workflow: dict) -> None:
         assert shown["widgets_values"] == saved.get("widgets_values", []), f"node #{saved['id']} ({saved['type']})"
         for w in shown["widgets"]:
             if w["type"] == "combo" and w["values"] is not None and w["name"] != "control_after_generate":
-                assert w["value"] in w["values"], f"node #{saved['id']} {w['name']}={w['value']!r} is not a listed choice"
+                assert w["value"] in w["values"], (
+                    f"node #{saved['id']} {w['name']}={w['value']!r} is not a listed choice"
+                )
 
 
 @needs_browser
@@ -162,7 +181,9 @@ def test_the_editor_opens_with_the_pack(editor, host):
     assert editor.page.locator(".iqa-adapter-tooltip").count() == (0 if editor.modern else 1)
     if host.host.upstream:  # the frontend that ComfyUI pins, unless COMFYUI_FRONT_END_ROOT names another
         pinned = re.search(r"comfyui-frontend-package==(\S+)", (host.host.folder / "requirements.txt").read_text())
-        want = os.environ.get("IQA_FRONTEND_VERSION") or (None if os.environ.get("COMFYUI_FRONT_END_ROOT") else pinned.group(1))
+        want = os.environ.get("IQA_FRONTEND_VERSION") or (
+            None if os.environ.get("COMFYUI_FRONT_END_ROOT") else pinned.group(1)
+        )
         print(f"editor: ComfyUI frontend {editor.frontend_version()} (pinned by this ComfyUI: {pinned.group(1)})")
         assert editor.modern and (want is None or editor.frontend_version() == want)
 
@@ -187,13 +208,18 @@ def test_example_loads_like_a_drop(editor, host, name):
         assert widgets == {n for n in documented if w2a.is_widget_input(inputs[n])}, f"{node['type']} widgets"
         assert slots == {n for n in documented if not w2a.is_widget_input(inputs[n])}, f"{node['type']} slots"
     twin = json.loads((conftest.REPO / "scripts" / "prompts" / f"{name}.json").read_text())
-    assert _comparable(editor.editor_prompt(), host.info) == _comparable(twin, host.info), "the editor converts the graph differently"
+    assert _comparable(editor.editor_prompt(), host.info) == _comparable(twin, host.info), (
+        "the editor converts the graph differently"
+    )
     shot = editor.screenshot_graph(be.SCREENSHOTS / f"{name}.png")
     if WRITE_THUMBNAILS:
         # the README shows what users see: the current editor, not the fork's 2024 one
-        assert editor.modern, "write thumbnails from upstream's editor: IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py"
-        marker = be.thumbnail_marker(name, be.pack_nodes_digest(conftest.pack.NODE_CLASS_MAPPINGS,
-                                                                conftest.pack.NODE_DISPLAY_NAME_MAPPINGS))
+        assert editor.modern, (
+            "write thumbnails from upstream's editor: IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py"
+        )
+        marker = be.thumbnail_marker(
+            name, be.pack_nodes_digest(conftest.pack.NODE_CLASS_MAPPINGS, conftest.pack.NODE_DISPLAY_NAME_MAPPINGS)
+        )
         be.write_thumbnail(shot, workflow_titles.example_path(name, ".jpg"), marker)
 
 
@@ -205,7 +231,9 @@ def test_example_runs_from_the_queue_button(editor, host, name):
     ui, tiny = be.tiny_ui_workflow(workflow, host.info, host.adapters)
     state = editor.drop_workflow(path.name, ui)
     _check_loaded(state, ui)
-    assert _comparable(editor.editor_prompt(), host.info) == _comparable(tiny, host.info), "the editor's prompt is not the tiny substitution"
+    assert _comparable(editor.editor_prompt(), host.info) == _comparable(tiny, host.info), (
+        "the editor's prompt is not the tiny substitution"
+    )
     started = time.time()
     run = editor.queue_and_wait(timeout=240)
     assert run["queued"]["ok"], f"the host refused the prompt: {run['queued']}"
@@ -217,13 +245,21 @@ def test_example_runs_from_the_queue_button(editor, host, name):
     assert not state["lastNodeErrors"] and state["dialogs"] == []
     entry = host.get(f"/history/{run['prompt_id']}")[run["prompt_id"]]
     assert entry["status"]["status_str"] == "success", entry["status"]
-    shown = {e["detail"]["node"] for e in run["events"] if e["type"] == "executed" and (e["detail"].get("output") or {}).get("images")}
+    shown = {
+        e["detail"]["node"]
+        for e in run["events"]
+        if e["type"] == "executed" and (e["detail"].get("output") or {}).get("images")
+    }
     outputs = {k for k, v in tiny.items() if v["class_type"] in OUTPUT_KINDS}
     assert outputs and outputs <= shown, f"output nodes without images in the page: {sorted(outputs - shown)}"
-    editor.page.wait_for_function("""(ids) => ids.every((id) => {
+    editor.page.wait_for_function(
+        """(ids) => ids.every((id) => {
         const n = app.graph.getNodeById(Number(id));
         return n.imgs?.length && n.imgs.every((im) => im.complete && im.naturalWidth > 0);
-    })""", arg=sorted(outputs), timeout=30_000)
+    })""",
+        arg=sorted(outputs),
+        timeout=30_000,
+    )
     editor.screenshot_graph(be.SCREENSHOTS / f"{name}_run.png")
     print(f"{name}: ran in {time.time() - started:.1f} s from the {'Run' if editor.modern else 'Queue Prompt'} button")
 
@@ -297,7 +333,9 @@ def test_thumbnails_are_editor_screenshots_of_the_current_graphs():
     readme = (conftest.REPO / "README.md").read_text()
     # a path with spaces and parentheses goes in <...> (CommonMark's link destination form)
     pictures = set(re.findall(r"!\[[^\]]*\]\(<(example_workflows/[^>]+\.jpg)>\)", readme))
-    assert pictures == {f"example_workflows/{workflow_titles.TITLES[n]}.jpg" for n in NAMES}, "the README shows every example's screenshot"
+    assert pictures == {f"example_workflows/{workflow_titles.TITLES[n]}.jpg" for n in NAMES}, (
+        "the README shows every example's screenshot"
+    )
 
 
 @needs_browser

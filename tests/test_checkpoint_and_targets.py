@@ -1,4 +1,5 @@
 """Checkpoint reading, metadata resolution, the normalization table and target encoding."""
+
 from __future__ import annotations
 
 import csv
@@ -50,7 +51,9 @@ def test_metadata_sources_in_order_and_override_merges(tmp_path, monkeypatch):
     assert meta.metrics == ("topiq_nr", "musiq") and meta.use_flag is True and "override" in meta.source
     (tmp_path / "m.json").unlink()
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"files": {"m.safetensors": {"metrics": ["arniqa"], "use_flag": True, "pos_encode_L": 1}}}))
+    manifest.write_text(
+        json.dumps({"files": {"m.safetensors": {"metrics": ["arniqa"], "use_flag": True, "pos_encode_L": 1}}})
+    )
     monkeypatch.setattr(A.metadata, "MANIFEST", manifest)
     assert A.resolve_metadata(st).metrics == ("arniqa",)
 
@@ -63,19 +66,24 @@ def test_missing_metadata_says_where_to_put_it(tmp_path):
 
 def test_metadata_that_disagrees_with_input_dim_suggests_the_fit(tmp_path):
     st = tiny.write_adapter(tmp_path / "d.safetensors", "sd15", None, input_dim=3)
-    with pytest.raises(Err, match=r"into 2 values, but the checkpoint's projection takes 3.*use_flag=true, pos_encode_L=0"):
+    with pytest.raises(
+        Err, match=r"into 2 values, but the checkpoint's projection takes 3.*use_flag=true, pos_encode_L=0"
+    ):
         A.IQAAdapter.load(st, {"metrics": ["topiq_nr", "laion_aes"]})
 
 
-@pytest.mark.parametrize("bad,match", [
-    ('{"metrics": ["topiq_nrr"]}', "unknown metric 'topiq_nrr'.*Did you mean topiq_nr"),
-    ('{"metrics": ["topiq_nr"], "pos_encode_L": -1}', "pos_encode_L"),
-    ('{"metrics": ["topiq_nr"], "use_flag": "yes"}', "use_flag"),
-    ('{"metrics": ["topiq_nr"], "colour": 1}', "unknown fields"),
-    ('[1, 2]', "must be a JSON object"),
-    ('{"metrics": ', "not valid JSON"),
-    ('{"comment": "' + "x" * 70000 + '"}', "over 64 KiB"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ('{"metrics": ["topiq_nrr"]}', "unknown metric 'topiq_nrr'.*Did you mean topiq_nr"),
+        ('{"metrics": ["topiq_nr"], "pos_encode_L": -1}', "pos_encode_L"),
+        ('{"metrics": ["topiq_nr"], "use_flag": "yes"}', "use_flag"),
+        ('{"metrics": ["topiq_nr"], "colour": 1}', "unknown fields"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"metrics": ', "not valid JSON"),
+        ('{"comment": "' + "x" * 70000 + '"}', "over 64 KiB"),
+    ],
+)
 def test_bad_metadata_is_named(tmp_path, bad, match):
     st = tiny.write_adapter(tmp_path / "b.safetensors", "sd15", None, input_dim=1)
     (tmp_path / "b.json").write_text(bad)
@@ -101,9 +109,19 @@ def test_norm_table_matches_the_shared_figures():
 def test_percentiles_are_quality_percentiles_for_lower_is_better_metrics():
     """A table flagged lower_better (PIQE, NIQE; written by python -m training score) reads percentile p at raw
     percentile 100 - p: target 99 is a low raw score, i.e. high quality, and the score node reports it back."""
-    doc = {"metrics": {m: {"mean": 50.0, "std": 20.0, "min": 0.0, "max": 100.0, "lower_better": lower,
-                           "percentiles": {str(p): float(p) for p in range(1, 100)}}
-                       for m, lower in (("piqe", True), ("topiq_nr", False))}}
+    doc = {
+        "metrics": {
+            m: {
+                "mean": 50.0,
+                "std": 20.0,
+                "min": 0.0,
+                "max": 100.0,
+                "lower_better": lower,
+                "percentiles": {str(p): float(p) for p in range(1, 100)},
+            }
+            for m, lower in (("piqe", True), ("topiq_nr", False))
+        }
+    }
     table = A.NormTable.from_dict(doc, "test")
     low, high = table.get("piqe"), table.get("topiq_nr")
     assert low.lower_better and not high.lower_better
@@ -124,27 +142,36 @@ def test_percentile_raw_and_z_modes_agree():
         assert batch.values.item() == pytest.approx(2.011, abs=1e-3)
     raw_batch = A.build_targets(A.parse_targets("99", metrics), "percentile", metrics, False, table)
     assert raw_batch.values.item() == pytest.approx(0.7479, abs=1e-4)
-    assert st.raw_from_percentile(62.5) == pytest.approx((float(st.raw_from_percentile(50)) + st.raw_from_percentile(75)) / 2)
+    assert st.raw_from_percentile(62.5) == pytest.approx(
+        (float(st.raw_from_percentile(50)) + st.raw_from_percentile(75)) / 2
+    )
     assert st.percentile_from_raw(st.raw_from_percentile(37.0)) == pytest.approx(37.0)
 
 
 def test_target_text_forms():
     m = ("topiq_nr", "laion_aes")
-    assert A.parse_targets("1; 25\n99", m) == [{"topiq_nr": 1, "laion_aes": 1}, {"topiq_nr": 25, "laion_aes": 25}, {"topiq_nr": 99, "laion_aes": 99}]
+    assert A.parse_targets("1; 25\n99", m) == [
+        {"topiq_nr": 1, "laion_aes": 1},
+        {"topiq_nr": 25, "laion_aes": 25},
+        {"topiq_nr": 99, "laion_aes": 99},
+    ]
     assert A.parse_targets("laion_aes=10, topiq_nr=90", m) == [{"topiq_nr": 90, "laion_aes": 10}]
 
 
-@pytest.mark.parametrize("text,mode,match", [
-    ("150", "percentile", "outside 0-100"),
-    ("-1", "percentile", "outside 0-100"),
-    ("nan", "z-score", "finite"),
-    ("inf", "raw", "finite"),
-    ("40", "z-score", "far outside the training data"),
-    ("", "percentile", "No targets"),
-    ("abc", "percentile", "not a number"),
-    ("musiq=5", "percentile", "trained on topiq_nr, laion_aes"),
-    ("topiq_nr=5", "percentile", "no value for laion_aes"),
-])
+@pytest.mark.parametrize(
+    "text,mode,match",
+    [
+        ("150", "percentile", "outside 0-100"),
+        ("-1", "percentile", "outside 0-100"),
+        ("nan", "z-score", "finite"),
+        ("inf", "raw", "finite"),
+        ("40", "z-score", "far outside the training data"),
+        ("", "percentile", "No targets"),
+        ("abc", "percentile", "not a number"),
+        ("musiq=5", "percentile", "trained on topiq_nr, laion_aes"),
+        ("topiq_nr=5", "percentile", "no value for laion_aes"),
+    ],
+)
 def test_bad_targets_are_named(text, mode, match):
     m = ("topiq_nr", "laion_aes")
     with pytest.raises(Err, match=match):
@@ -160,8 +187,13 @@ def test_encoding_follows_the_training_script(use_flag, L):
 
 
 def _lora_like(path):
-    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.randn(4, 8),
-               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.randn(8, 4)}, str(path))
+    save_file(
+        {
+            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.randn(4, 8),
+            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.randn(8, 4),
+        },
+        str(path),
+    )
 
 
 def _random_tensors(path):
@@ -187,14 +219,17 @@ def _unsafe_pickle(path):
     torch.save({"image_proj": _Evil(), "ip_adapter": {}}, str(path))
 
 
-@pytest.mark.parametrize("make,suffix,match", [
-    (_lora_like, ".safetensors", "not an IQA-Adapter.*LoRA"),
-    (_random_tensors, ".safetensors", "not an IQA-Adapter"),
-    (_truncated, ".safetensors", "truncated, corrupt or not a checkpoint"),
-    (lambda p: p.write_bytes(b""), ".safetensors", "empty"),
-    (_garbage_pickle, ".bin", "truncated, corrupt or not a checkpoint"),
-    (_unsafe_pickle, ".pt", "truncated, corrupt or not a checkpoint"),
-])
+@pytest.mark.parametrize(
+    "make,suffix,match",
+    [
+        (_lora_like, ".safetensors", "not an IQA-Adapter.*LoRA"),
+        (_random_tensors, ".safetensors", "not an IQA-Adapter"),
+        (_truncated, ".safetensors", "truncated, corrupt or not a checkpoint"),
+        (lambda p: p.write_bytes(b""), ".safetensors", "empty"),
+        (_garbage_pickle, ".bin", "truncated, corrupt or not a checkpoint"),
+        (_unsafe_pickle, ".pt", "truncated, corrupt or not a checkpoint"),
+    ],
+)
 def test_bad_files_get_a_clear_error(tmp_path, make, suffix, match):
     path = tmp_path / f"bad{suffix}"
     make(path)
@@ -208,7 +243,9 @@ def test_model_mismatch_raises_before_anything_is_patched(tmp_path):
     model = tiny.tiny_model("sdxl")
     before = repr(model.model_options)
     with pytest.raises(Err, match="trained for SD1.5.*model is SDXL"):
-        pack.nodes.quality_condition.QualityCondition().apply(model, adapter, "99", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)
+        pack.nodes.quality_condition.QualityCondition().apply(
+            model, adapter, "99", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5
+        )
     assert repr(model.model_options) == before
 
 

@@ -1,6 +1,7 @@
 """Every relative link and #anchor in README.md and docs/*.md points at a file that exists and, for an
 anchor, at a heading of that file (GitHub's anchor rules: lower case, spaces to '-', punctuation other
 than '-' and '_' dropped, '-1', '-2', ... for repeated headings)."""
+
 from __future__ import annotations
 
 import re
@@ -53,7 +54,10 @@ def test_the_slug_rules():
     assert slug("The main job (`scripts/demo.sh`)") == "the-main-job-scriptsdemosh"
     assert slug("Reference Quality Transfer: the embedding spec") == "reference-quality-transfer-the-embedding-spec"
     assert slug("Load IQA-Adapter (`IQAAdapterLoader`)") == "load-iqa-adapter-iqaadapterloader"
-    assert slug("How it works, and the choices where the paper is silent") == "how-it-works-and-the-choices-where-the-paper-is-silent"
+    assert (
+        slug("How it works, and the choices where the paper is silent")
+        == "how-it-works-and-the-choices-where-the-paper-is-silent"
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))

@@ -1,4 +1,5 @@
 """Whole graphs through the real host's prompt validator and node executor (torch.inference_mode on)."""
+
 from __future__ import annotations
 
 import pytest
@@ -47,11 +48,14 @@ def test_wrong_base_model_is_an_execution_error_naming_both(layout, other, adapt
     assert "Use an IQA-Adapter made for this base model" in run.error_message
 
 
-@pytest.mark.parametrize("targets,mode,match", [
-    ("101", "percentile", "outside 0-100"),
-    ("nan", "z-score", "finite"),
-    ("1; 2; 3", "percentile", "3 targets but the latent batch is 1"),
-])
+@pytest.mark.parametrize(
+    "targets,mode,match",
+    [
+        ("101", "percentile", "outside 0-100"),
+        ("nan", "z-score", "finite"),
+        ("1; 2; 3", "percentile", "3 targets but the latent batch is 1"),
+    ],
+)
 def test_bad_targets_are_execution_errors(targets, mode, match, adapters):
     run = execute(sampling_graph("sd15", adapters["sd15"], targets=targets, mode=mode))
     assert not run.ok and match in run.error_message

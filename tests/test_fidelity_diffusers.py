@@ -17,6 +17,7 @@ with EPS input scaling), under both host attention backends.
 diffusers hard-codes 4 tokens for the linear ("proj.weight") projection, so the adapters here have 4 tokens.
 The tiny UNets have no addition embeddings (no SDXL `y`): the attention path is the subject here.
 """
+
 from __future__ import annotations
 
 import conftest
@@ -52,14 +53,20 @@ DIFFUSERS_LAYOUTS = {
     "sd15": dict(
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        block_out_channels=(32, 64, 128, 128), attention_head_dim=(2, 4, 8, 8),
-        transformer_layers_per_block=1, use_linear_projection=False, latent=16,
+        block_out_channels=(32, 64, 128, 128),
+        attention_head_dim=(2, 4, 8, 8),
+        transformer_layers_per_block=1,
+        use_linear_projection=False,
+        latent=16,
     ),
     "sdxl": dict(
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64, 128), attention_head_dim=(2, 4, 8),
-        transformer_layers_per_block=(1, 2, 10), use_linear_projection=True, latent=8,
+        block_out_channels=(32, 64, 128),
+        attention_head_dim=(2, 4, 8),
+        transformer_layers_per_block=(1, 2, 10),
+        use_linear_projection=True,
+        latent=8,
     ),
 }
 
@@ -75,8 +82,13 @@ class Pair:
         self.context_dim = host_cfg["context_dim"]
         with torch.inference_mode(False):
             unet = diffusers.UNet2DConditionModel(
-                sample_size=self.latent, in_channels=4, out_channels=4, layers_per_block=2,
-                cross_attention_dim=self.context_dim, norm_num_groups=32, **cfg,
+                sample_size=self.latent,
+                in_channels=4,
+                out_channels=4,
+                layers_per_block=2,
+                cross_attention_dim=self.context_dim,
+                norm_num_groups=32,
+                **cfg,
             )
             tiny.fill_(unet, seed)
         self.unet = unet.eval().requires_grad_(False)
@@ -94,8 +106,9 @@ class Pair:
             host_unet.load_state_dict(mapped, strict=True)
 
         # One random adapter in the official layout; diffusers gets the very same tensors.
-        self.path = tiny.write_adapter(adapter_dir / f"fidelity_{layout}_{seed}.safetensors", layout, META,
-                                       num_tokens=NUM_TOKENS, seed=seed + 7)
+        self.path = tiny.write_adapter(
+            adapter_dir / f"fidelity_{layout}_{seed}.safetensors", layout, META, num_tokens=NUM_TOKENS, seed=seed + 7
+        )
         from safetensors.torch import load_file
 
         flat = load_file(str(self.path))
@@ -131,8 +144,9 @@ class Pair:
         with torch.inference_mode():
             conds = comfy.samplers.process_conds(base, x, conds, torch.device("cpu"))
             sig = torch.full((b,), sigma)
-            out = comfy.samplers.calc_cond_batch(base, [conds["positive"], conds.get("negative")], x, sig,
-                                                 model.model_options)
+            out = comfy.samplers.calc_cond_batch(
+                base, [conds["positive"], conds.get("negative")], x, sig, model.model_options
+            )
         # EPS model: denoised = x - eps * sigma.
         return [(x - d) / sigma for d in out[: 2 if with_uncond else 1]]
 
@@ -152,7 +166,7 @@ class Pair:
                     proc.scale = [scale]
             kw["added_cond_kwargs"] = {"image_embeds": [embeds[:, None, :]]}
         with torch.no_grad():
-            return unet(x / (sigma ** 2 + 1) ** 0.5, t, encoder_hidden_states=ctx.expand(b, -1, -1), **kw).sample
+            return unet(x / (sigma**2 + 1) ** 0.5, t, encoder_hidden_states=ctx.expand(b, -1, -1), **kw).sample
 
 
 def encoded(z_rows) -> torch.Tensor:
@@ -196,14 +210,17 @@ def test_host_and_diffusers_unets_agree_without_adapter(pair, backend):
 def test_cond_only_matches_diffusers_ip_adapter(pair, backend, scale):
     z = TARGETS[1]
     x = pair.noise[:1]
-    patched = QualityCondition().apply(pair.model, pair.adapter, targets_text(z), "z-score", scale, 0.0, 1.0,
-                                       "zeros", NEG_STRENGTH)[0]
+    patched = QualityCondition().apply(
+        pair.model, pair.adapter, targets_text(z), "z-score", scale, 0.0, 1.0, "zeros", NEG_STRENGTH
+    )[0]
     host = pair.host_eps(patched, x, SIGMA, with_uncond=False)[0]
     ref = pair.diffusers_eps(pair.ip_unet, x, SIGMA, pair.ctx_pos, encoded(z), scale)
     base = pair.diffusers_eps(pair.unet, x, SIGMA, pair.ctx_pos)
     err, effect = rel_err(host, ref), rel_err(ref, base)
     assert effect > 1000 * REL_TOL, f"the adapter term barely moves the output ({effect:.2e}): comparison is vacuous"
-    assert err < REL_TOL, f"{pair.layout}/{backend} scale {scale}: host vs diffusers {err:.2e} (adapter effect {effect:.2e})"
+    assert err < REL_TOL, (
+        f"{pair.layout}/{backend} scale {scale}: host vs diffusers {err:.2e} (adapter effect {effect:.2e})"
+    )
 
 
 @pytest.mark.parametrize("uncond", ["zeros", "negative quality"])
@@ -213,8 +230,9 @@ def test_cfg_batch_matches_diffusers_ip_adapter(pair, backend, batch, uncond):
     z = TARGETS[batch]
     x = pair.noise[:batch]
     scale = 0.8
-    patched = QualityCondition().apply(pair.model, pair.adapter, targets_text(z), "z-score", scale, 0.0, 1.0,
-                                       uncond, NEG_STRENGTH)[0]
+    patched = QualityCondition().apply(
+        pair.model, pair.adapter, targets_text(z), "z-score", scale, 0.0, 1.0, uncond, NEG_STRENGTH
+    )[0]
     cond, unc = pair.host_eps(patched, x, SIGMA, with_uncond=True)
     vec = encoded(z)
     neg = torch.zeros_like(vec) if uncond == "zeros" else -NEG_STRENGTH * vec
@@ -250,8 +268,9 @@ def test_comparison_detects_a_wrong_layer_mapping(pair, fault):
                 ip[key] = torch.zeros_like(ip[key])
     z = TARGETS[1]
     x = pair.noise[:1]
-    patched = QualityCondition().apply(pair.model, pair.adapter, targets_text(z), "z-score", 1.0, 0.0, 1.0,
-                                       "zeros", NEG_STRENGTH)[0]
+    patched = QualityCondition().apply(
+        pair.model, pair.adapter, targets_text(z), "z-score", 1.0, 0.0, 1.0, "zeros", NEG_STRENGTH
+    )[0]
     host = pair.host_eps(patched, x, SIGMA, with_uncond=False)[0]
     ref_wrong = pair.diffusers_eps(pair._ip_unet(wrong), x, SIGMA, pair.ctx_pos, encoded(z), 1.0)
     assert rel_err(host, ref_wrong) > 100 * REL_TOL

@@ -3,6 +3,7 @@
 Graphs run through the host's validator and executor (torch.inference_mode on). A test-only node makes
 IQA_MODEL objects shaped like pyiqa metrics (a sharpness score, a NaN score, or the real NIQE).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,11 @@ def make_metric(kind: str):
         import pyiqa
 
         return pyiqa.create_metric("niqe", device=torch.device("cpu"), pretrained_model_path=str(NIQE_MAT))
-    return {"sharpness": lambda: FakeMetric("sharpness", Sharpness()), "nan": lambda: FakeMetric("nan", NanScore()),
-            "piqe": lambda: FakeMetric("piqe", Sharpness())}[kind]()
+    return {
+        "sharpness": lambda: FakeMetric("sharpness", Sharpness()),
+        "nan": lambda: FakeMetric("nan", NanScore()),
+        "piqe": lambda: FakeMetric("piqe", Sharpness()),
+    }[kind]()
 
 
 class TestMetricNode:
@@ -85,6 +89,7 @@ class GaussianTinyModelNode:
         def eps(apply, p):
             s = p["timestep"].view(-1, 1, 1, 1)
             return p["input"] * s / (1 + s * s) + 0.1 * apply(p["input"], p["timestep"], **p["c"])
+
         model.set_model_unet_function_wrapper(eps)
         return (model,)
 
@@ -123,8 +128,16 @@ def adapters(adapter_dir):
     return {"sd15": "gg_sd15.safetensors"}
 
 
-def guided_graph(vae: str, metric: str = "sharpness", size: int = 64, batch: int = 1, steps: int = 3, cfg: float = 4.0,
-                 adapter: str | None = None, guidance: dict | None = None) -> dict:
+def guided_graph(
+    vae: str,
+    metric: str = "sharpness",
+    size: int = 64,
+    batch: int = 1,
+    steps: int = 3,
+    cfg: float = 4.0,
+    adapter: str | None = None,
+    guidance: dict | None = None,
+) -> dict:
     """sampling_graph + TAESD + test metric + IQA Gradient Guidance between the model and the sampler;
     the image is decoded by the same TAESD (guidance=None: no guidance node)."""
     g = sampling_graph("sd15", adapter, batch=batch, steps=steps, cfg=cfg)
@@ -133,9 +146,21 @@ def guided_graph(vae: str, metric: str = "sharpness", size: int = 64, batch: int
     g["image"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]}}
     if guidance is not None:
         g["metric"] = {"class_type": "IQATestGuidanceMetric", "inputs": {"kind": metric}}
-        inputs = {"model": g["sampler"]["inputs"]["model"], "iqa_model": ["metric", 0], "vae": ["vae", 0], "scale": 0.5,
-                  "start_percent": 0.0, "end_percent": 1.0, "every_n_steps": 1, "direction": "maximize", "target_z": 2.0,
-                  "max_decode_size": 64, "normalization": "rms", "clip": 0.0, "sigma_weighting": "constant"}
+        inputs = {
+            "model": g["sampler"]["inputs"]["model"],
+            "iqa_model": ["metric", 0],
+            "vae": ["vae", 0],
+            "scale": 0.5,
+            "start_percent": 0.0,
+            "end_percent": 1.0,
+            "every_n_steps": 1,
+            "direction": "maximize",
+            "target_z": 2.0,
+            "max_decode_size": 64,
+            "normalization": "rms",
+            "clip": 0.0,
+            "sigma_weighting": "constant",
+        }
         inputs.update(guidance)
         g["gg"] = {"class_type": "IQAGradientGuidance", "inputs": inputs}
         g["sampler"]["inputs"]["model"] = ["gg", 0]
@@ -192,7 +217,9 @@ def test_copies_are_made_once_per_run_and_dropped_at_its_end(taesd):
         hook = patched.model_options["sampler_post_cfg_function"][0]
         builds = []
         real = hook.decoder.build
-        hook.decoder = dataclasses.replace(hook.decoder, build=lambda d, builds=builds, real=real: builds.append(d) or real(d))
+        hook.decoder = dataclasses.replace(
+            hook.decoder, build=lambda d, builds=builds, real=real: builds.append(d) or real(d)
+        )
         seen = []
         for _ in range(2):
             _sample(patched, steps=steps, size=64)
@@ -216,7 +243,9 @@ def test_cfg_one_and_batch_items_get_their_own_gradient(taesd):
         with torch.inference_mode(False), torch.enable_grad():
             dec, score = decoder.build(torch.device("cpu")), term.build(torch.device("cpu"))
             g_all = gg_core.guidance_gradient(x, dec, [score], [term], cfg, 8)[0]
-            g_one = torch.cat([gg_core.guidance_gradient(x[i:i + 1], dec, [score], [term], cfg, 8)[0] for i in range(3)])
+            g_one = torch.cat(
+                [gg_core.guidance_gradient(x[i : i + 1], dec, [score], [term], cfg, 8)[0] for i in range(3)]
+            )
     # Per item, by norm. Rounding alone puts a batch and its items 4e-7 of the norm apart, but the gradient
     # has kinks (TAESD's ReLUs, |.| in Sharpness, the clamp to [0, 1]): a kernel that rounds one input onto
     # the other side of one moves the gradient by up to ~1 % (measured: one |.| sign flip 0.6-1.1 %; relative
@@ -240,7 +269,9 @@ def test_precision_modes(taesd):
         term = pack.nodes.gradient_guidance.score_term(metric, 1.0, "maximize", precision)
         with torch.inference_mode():
             with torch.inference_mode(False), torch.enable_grad():
-                grads[precision] = gg_core.guidance_gradient(x, decoder.build(cpu), [term.build(cpu)], [term], cfg, 8)[0]
+                grads[precision] = gg_core.guidance_gradient(x, decoder.build(cpu), [term.build(cpu)], [term], cfg, 8)[
+                    0
+                ]
     assert torch.equal(grads["auto"], grads["float32"])  # bitwise: auto is float32 here, the same computation
     cos = torch.nn.functional.cosine_similarity(grads["bfloat16"].flatten(1), grads["float32"].flatten(1))
     assert (cos > 0.9).all() and not torch.equal(grads["bfloat16"], grads["float32"]), cos
@@ -273,7 +304,9 @@ def test_target_z_moves_the_score_toward_the_target(taesd):
         patched.set_model_sampler_post_cfg_function(gg_core.GradientGuidance(cfg, decoder, [term]))
         finals[target] = (_score_after(patched, vae) - mean) / std
     z0 = (plain - mean) / std
-    assert ((finals[2.0] - 2.0).abs() < (z0 - 2.0).abs()).all() and ((finals[-2.0] + 2.0).abs() < (z0 + 2.0).abs()).all()
+    assert ((finals[2.0] - 2.0).abs() < (z0 - 2.0).abs()).all() and (
+        (finals[-2.0] + 2.0).abs() < (z0 + 2.0).abs()
+    ).all()
     assert (finals[2.0] > z0).all() and (finals[-2.0] < z0).all()
 
 
@@ -300,12 +333,15 @@ def test_no_grad_state_left_behind(taesd):
         assert torch.equal(p, before[n][0]) and p.requires_grad == before[n][1] and p.grad is None
 
 
-@pytest.mark.parametrize("change,match", [
-    ({"metric": "piqe"}, "not differentiable"),
-    ({"guidance": {"start_percent": 0.8, "end_percent": 0.2}}, "start <= end"),
-    ({"guidance": {"direction": "target z-score"}}, "normalization statistics of 'sharpness'"),
-    ({"guidance": {"precision": "float8"}}, "precision must be one of"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"metric": "piqe"}, "not differentiable"),
+        ({"guidance": {"start_percent": 0.8, "end_percent": 0.2}}, "start <= end"),
+        ({"guidance": {"direction": "target z-score"}}, "normalization statistics of 'sharpness'"),
+        ({"guidance": {"precision": "float8"}}, "precision must be one of"),
+    ],
+)
 def test_bad_input_is_an_execution_error(taesd, change, match):
     guidance = {"scale": 0.5, **change.get("guidance", {})}
     run = execute(guided_graph(taesd, metric=change.get("metric", "sharpness"), guidance=guidance))
@@ -318,12 +354,27 @@ def test_vae_of_another_latent_family_is_rejected(taesd):
         first_stage_model = torch.nn.Conv2d(16, 3, 1)
 
     with pytest.raises(pack.adapter.IQAAdapterError, match="16-channel latents but the model makes 4-channel"):
-        GG().apply(tiny.tiny_model(), make_metric("sharpness"), SixteenChannelVAE(), 0.5, 0.0, 1.0, 1, "maximize", 0.0, 64)
+        GG().apply(
+            tiny.tiny_model(), make_metric("sharpness"), SixteenChannelVAE(), 0.5, 0.0, 1.0, 1, "maximize", 0.0, 64
+        )
     with pytest.raises(pack.adapter.IQAAdapterError, match="finite"):
-        GG().apply(tiny.tiny_model(), make_metric("sharpness"), _load_vae(taesd), 0.5, 0.0, 1.0, 1, "maximize", float("nan"), 64)
+        GG().apply(
+            tiny.tiny_model(),
+            make_metric("sharpness"),
+            _load_vae(taesd),
+            0.5,
+            0.0,
+            1.0,
+            1,
+            "maximize",
+            float("nan"),
+            64,
+        )
 
 
-@pytest.mark.skipif(not NIQE_MAT.is_file(), reason=f"NIQE parameters not prepared ({NIQE_MAT}); run scripts/prepare_test_data.sh")
+@pytest.mark.skipif(
+    not NIQE_MAT.is_file(), reason=f"NIQE parameters not prepared ({NIQE_MAT}); run scripts/prepare_test_data.sh"
+)
 def test_real_niqe_guidance_lowers_niqe(taesd):
     """Real NIQE (lower is better) as the objective on 192x192 decodes (NIQE needs 96 px blocks).
 
@@ -364,6 +415,7 @@ NIQE_MIN_IMPROVED, NIQE_MEAN_MARGIN = 5, 0.23
 
 # -- helpers running the host sampler directly (for tests that need the hook object) -------------------------
 
+
 def _load_vae(name: str):
     from comfy.nodes import base_nodes
 
@@ -401,7 +453,9 @@ def test_copies_convert_modules_kept_in_plain_lists():
         net = Net()
     copy_ = materialize(net, dtype=torch.bfloat16)
     hidden = copy_.clip_model[0]
-    assert hidden is not net.clip_model[0] and hidden.weight.dtype == torch.bfloat16 and not hidden.weight.is_inference()
+    assert (
+        hidden is not net.clip_model[0] and hidden.weight.dtype == torch.bfloat16 and not hidden.weight.is_inference()
+    )
     assert copy_.head.weight.dtype == torch.bfloat16 and net.clip_model[0].weight.dtype == torch.float32
 
 
@@ -424,6 +478,7 @@ def _stop_after_first_call(monkeypatch, stop) -> None:
         if len(calls) == 1:
             stop()
         return out
+
     monkeypatch.setattr(gg_core.GradientGuidance, "__call__", once)
 
 
@@ -450,10 +505,27 @@ def test_a_run_that_ended_early_leaves_nothing_for_the_next_one(taesd, ending, m
     assert want.ok, want.error_message
     executor = PromptExecutor(Recorder())
     if ending == "partial schedule":
-        first = dict(graph, sampler={"class_type": "KSamplerAdvanced", "inputs": {
-            "model": ["gg", 0], "add_noise": "enable", "noise_seed": 3, "steps": 4, "cfg": 4.0, "sampler_name": "euler",
-            "scheduler": "normal", "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
-            "start_at_step": 0, "end_at_step": 1, "return_with_leftover_noise": "enable"}})
+        first = dict(
+            graph,
+            sampler={
+                "class_type": "KSamplerAdvanced",
+                "inputs": {
+                    "model": ["gg", 0],
+                    "add_noise": "enable",
+                    "noise_seed": 3,
+                    "steps": 4,
+                    "cfg": 4.0,
+                    "sampler_name": "euler",
+                    "scheduler": "normal",
+                    "positive": ["pos", 0],
+                    "negative": ["neg", 0],
+                    "latent_image": ["latent", 0],
+                    "start_at_step": 0,
+                    "end_at_step": 1,
+                    "return_with_leftover_noise": "enable",
+                },
+            },
+        )
         assert execute(first, executor).ok
     else:
         with monkeypatch.context() as m:
@@ -462,5 +534,7 @@ def test_a_run_that_ended_early_leaves_nothing_for_the_next_one(taesd, ending, m
         assert not stopped.ok
     again = execute(graph, executor)
     assert again.ok, again.error_message
-    assert "gg" not in [d.get("node") for e, d in again.messages if e == "executing"]  # the guided model came from the cache
+    assert "gg" not in [
+        d.get("node") for e, d in again.messages if e == "executing"
+    ]  # the guided model came from the cache
     assert torch.equal(again.output("image"), want.output("image"))  # same process, inputs and path: bitwise

@@ -1,5 +1,6 @@
 """Choosing the host (scripts/comfy_host.py, scripts/upstream_host.sh) without starting one: each host is
 started the way its users start it, and a missing upstream ComfyUI is an error that says what to do."""
+
 from __future__ import annotations
 
 import os
@@ -43,7 +44,9 @@ def test_upstream_starts_main_py_on_the_workspace_with_its_own_python(tmp_path, 
     assert host.python == str(folder / ".venv" / "bin" / "python") and host.version() == "9.8.7"
     cmd = host.server_command(tmp_path / "ws", 8191)
     assert cmd[:2] == [host.python, str(folder / "main.py")]
-    assert cmd[cmd.index("--base-directory") + 1] == str(tmp_path / "ws"), "custom_nodes, models, input, output in the workspace"
+    assert cmd[cmd.index("--base-directory") + 1] == str(tmp_path / "ws"), (
+        "custom_nodes, models, input, output in the workspace"
+    )
     assert {"--cpu", "--disable-api-nodes", "--disable-auto-launch"} <= set(cmd)
     assert str(tmp_path / "ws") in cmd[cmd.index("--database-url") + 1], "not the shared folder's database"
     argv, env = host.helper_command(Path("helper.py"), "x")
@@ -59,9 +62,14 @@ def test_setup_script_uses_comfyui_dir_as_given(tmp_path):
     assert not (conftest.REPO / ".hosts" / "ComfyUI").exists()
 
 
-@pytest.mark.parametrize("given, says", [("missing_archive", "is missing. Set COMFYUI_DIR"),
-                                         ("not_a_checkout", "not a ComfyUI checkout"),
-                                         ("no_venv", "set COMFYUI_PYTHON")])
+@pytest.mark.parametrize(
+    "given, says",
+    [
+        ("missing_archive", "is missing. Set COMFYUI_DIR"),
+        ("not_a_checkout", "not a ComfyUI checkout"),
+        ("no_venv", "set COMFYUI_PYTHON"),
+    ],
+)
 def test_setup_script_says_what_to_do(tmp_path, given, says):
     env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_DIR", "COMFYUI_PYTHON")}
     if given == "missing_archive":

@@ -5,6 +5,7 @@ entropy (no files) reproduce pyiqa's own reference values on the calibration ima
 Neural metrics are built with random weights. Every test runs with DNS and outbound connections refused
 and recorded, and checks that nothing was attempted unless it switched downloads on.
 """
+
 from __future__ import annotations
 
 import json
@@ -99,7 +100,11 @@ def niqe_params() -> Path:
 def assert_niqe_matches_reference(scores, first: int = len(IMAGES)) -> None:
     """The NIQE scores of the first `first` calibration images, each within its NIQE_TOL of pyiqa's figure."""
     want, tol = REFERENCE["niqe"][:first], NIQE_TOL[:first]
-    assert len(scores) == first and all(abs(s - w) <= t for s, w, t in zip(scores, want, tol)), (list(scores), want, tol)
+    assert len(scores) == first and all(abs(s - w) <= t for s, w, t in zip(scores, want, tol)), (
+        list(scores),
+        want,
+        tol,
+    )
 
 
 def calibration_batch() -> torch.Tensor:
@@ -142,12 +147,16 @@ def test_registry_covers_the_norm_table_and_reads_pyiqa_facts():
         assert isinstance(spec.lower_better, bool) and lo < hi and spec.min_side >= 1, name
     assert not specs.METRICS["piqe"].differentiable and not specs.METRICS["entropy"].differentiable
     # A few facts as pyiqa 0.1.16 states them: lower-better NIQE/BRISQUE/PIQE, '~' bounds taken as given.
-    assert [specs.get_spec(n).lower_better for n in ("niqe", "brisque", "piqe", "topiq_nr", "laion_aes")] == [True] * 3 + [False] * 2
+    assert [specs.get_spec(n).lower_better for n in ("niqe", "brisque", "piqe", "topiq_nr", "laion_aes")] == [
+        True
+    ] * 3 + [False] * 2
     assert specs.get_spec("niqe").score_range == (0.0, 100.0) and specs.get_spec("liqe").score_range == (1.0, 5.0)
 
 
-@pytest.mark.parametrize("text, want", [("~0, ~1", (0.0, 1.0)), ("1, 5", (1.0, 5.0)), (" ~0 , ~150 ", (0.0, 150.0)),
-                                        ("0", None), ("1, 1", None)])
+@pytest.mark.parametrize(
+    "text, want",
+    [("~0, ~1", (0.0, 1.0)), ("1, 5", (1.0, 5.0)), (" ~0 , ~150 ", (0.0, 150.0)), ("0", None), ("1, 1", None)],
+)
 def test_pyiqa_score_ranges_are_parsed(text, want):
     if want is None:
         with pytest.raises(ValueError, match="score range"):
@@ -156,8 +165,15 @@ def test_pyiqa_score_ranges_are_parsed(text, want):
         assert specs.parse_score_range(text) == want
 
 
-@pytest.mark.parametrize("name, hint", [("topiqnr", "Did you mean 'topiq_nr'"), ("LAION_AES", None),
-                                        ("qalign", "7B"), ("no_such_metric", "Supported: topiq_nr")])
+@pytest.mark.parametrize(
+    "name, hint",
+    [
+        ("topiqnr", "Did you mean 'topiq_nr'"),
+        ("LAION_AES", None),
+        ("qalign", "7B"),
+        ("no_such_metric", "Supported: topiq_nr"),
+    ],
+)
 def test_unknown_metric_names(name, hint):
     if hint is None:  # case-insensitive match
         assert specs.get_spec(name).name == "laion_aes"
@@ -242,20 +258,27 @@ def test_corrupt_weight_file_names_the_file(iqa_dir, network_attempts):
         with pytest.raises(IQAAdapterError) as e:
             load("niqe")
         msg = str(e.value)
-        assert str(bad) in msg and "corrupt" in msg and "IQA-PyTorch-Weights/resolve/main/niqe_modelparameters.mat" in msg
+        assert (
+            str(bad) in msg and "corrupt" in msg and "IQA-PyTorch-Weights/resolve/main/niqe_modelparameters.mat" in msg
+        )
     finally:
         bad.unlink()
     assert network_attempts == []
 
 
-@pytest.mark.parametrize("metric, file_name, url_part", [
-    ("topiq_nr", "cfanet_nr_koniq_res50-9a73138b.pth", "huggingface.co/chaofengc/IQA-PyTorch-Weights"),
-    ("musiq", "musiq_koniq_ckpt-e95806b9.pth", "huggingface.co/chaofengc/IQA-PyTorch-Weights"),
-    ("laion_aes", "ViT-L-14.pt", "openaipublic"),
-    ("arniqa", "resnet50-0676ba61.pth", "download.pytorch.org"),
-    ("liqe", "liqe_koniq.pt", "huggingface.co/chaofengc/IQA-PyTorch-Weights"),
-])
-def test_missing_weights_name_file_folder_and_url_without_network(metric, file_name, url_part, iqa_dir, network_attempts):
+@pytest.mark.parametrize(
+    "metric, file_name, url_part",
+    [
+        ("topiq_nr", "cfanet_nr_koniq_res50-9a73138b.pth", "huggingface.co/chaofengc/IQA-PyTorch-Weights"),
+        ("musiq", "musiq_koniq_ckpt-e95806b9.pth", "huggingface.co/chaofengc/IQA-PyTorch-Weights"),
+        ("laion_aes", "ViT-L-14.pt", "openaipublic"),
+        ("arniqa", "resnet50-0676ba61.pth", "download.pytorch.org"),
+        ("liqe", "liqe_koniq.pt", "huggingface.co/chaofengc/IQA-PyTorch-Weights"),
+    ],
+)
+def test_missing_weights_name_file_folder_and_url_without_network(
+    metric, file_name, url_part, iqa_dir, network_attempts
+):
     with pytest.raises(weights.MissingWeightsError) as e:
         load(metric)
     msg = str(e.value)
@@ -287,9 +310,11 @@ def test_arniqa_files_from_the_iqa_folder_torch_hub_and_torchscript(iqa_dir, net
 
     resnet = torchvision.models.resnet50(weights=None)
     encoder = torch.nn.Sequential(*list(resnet.children())[:-1])
-    files = {"resnet50-0676ba61.pth": lambda p: torch.save(resnet.state_dict(), p),
-             "ARNIQA.pth": lambda p: torch.save({f"model.{k}": v for k, v in encoder.state_dict().items()}, p),
-             "regressor_koniq10k.pth": lambda p: torch.jit.save(torch.jit.script(torch.nn.Linear(4096, 1)), str(p))}
+    files = {
+        "resnet50-0676ba61.pth": lambda p: torch.save(resnet.state_dict(), p),
+        "ARNIQA.pth": lambda p: torch.save({f"model.{k}": v for k, v in encoder.state_dict().items()}, p),
+        "regressor_koniq10k.pth": lambda p: torch.jit.save(torch.jit.script(torch.nn.Linear(4096, 1)), str(p)),
+    }
     for name, write in files.items():
         write(iqa_dir / name)
     try:
@@ -355,8 +380,12 @@ def test_topiq_taps_backbone_activations():
     x = torch.rand(1, 3, 224, 224)
     acts = model.activations(x)
     assert {k: (v.shape[1], 224 // v.shape[-1]) for k, v in acts.items()} == {
-        "semantic_model.act1": (64, 2), "semantic_model.layer1": (256, 4), "semantic_model.layer2": (512, 8),
-        "semantic_model.layer3": (1024, 16), "semantic_model.layer4": (2048, 32)}
+        "semantic_model.act1": (64, 2),
+        "semantic_model.layer1": (256, 4),
+        "semantic_model.layer2": (512, 8),
+        "semantic_model.layer3": (1024, 16),
+        "semantic_model.layer4": (2048, 32),
+    }
     early = model.activations(x, ["semantic_model.layer1"])
     assert torch.equal(early["semantic_model.layer1"], acts["semantic_model.layer1"])
     with pytest.raises(IQAAdapterError, match="Did you mean 'semantic_model.layer1'"):
@@ -382,17 +411,29 @@ def test_percentiles_and_z_scores_agree_with_the_table(name):
     spec = specs.get_spec(name)
     scale = 10.0 if spec.score_range[1] > 1 else 1.0  # images hold raw/scale in [0, 1]
     model = iqa.IQAModel(name, spec, MeanScore(scale), pack.adapter.default_norm_table().get(name))
-    raws = [row["percentiles"]["1"], row["percentiles"]["50"], row["percentiles"]["99"],
-            (row["percentiles"]["25"] + row["percentiles"]["75"]) / 2, max(row["min"] - 0.01 * scale, 0.0),
-            min(row["max"] + 0.01 * scale, scale)]
+    raws = [
+        row["percentiles"]["1"],
+        row["percentiles"]["50"],
+        row["percentiles"]["99"],
+        (row["percentiles"]["25"] + row["percentiles"]["75"]) / 2,
+        max(row["min"] - 0.01 * scale, 0.0),
+        min(row["max"] + 0.01 * scale, scale),
+    ]
     image = torch.stack([torch.full((32, 32, 3), r / scale) for r in raws])
     scores, pct, z, table, plot = score_node(image, model)["result"][:5]
     assert scores == pytest.approx(raws, abs=1e-5)
     for s, p, zz in zip(scores, pct, z):
         assert zz == pytest.approx((s - row["mean"]) / row["std"], abs=1e-4)
-        knots = [(0.0, row["min"])] + sorted((float(k), v) for k, v in row["percentiles"].items()) + [(100.0, row["max"])]
-        expected = 0.0 if s <= row["min"] else 100.0 if s >= row["max"] else float(
-            np.interp(s, [v for _, v in knots], [k for k, _ in knots]))
+        knots = (
+            [(0.0, row["min"])] + sorted((float(k), v) for k, v in row["percentiles"].items()) + [(100.0, row["max"])]
+        )
+        expected = (
+            0.0
+            if s <= row["min"]
+            else 100.0
+            if s >= row["max"]
+            else float(np.interp(s, [v for _, v in knots], [k for k, _ in knots]))
+        )
         assert p == pytest.approx(expected, abs=1e-3)
     assert pct[1] == pytest.approx(50.0, abs=1e-3) and pct[2] == pytest.approx(99.0, abs=1e-3)
     assert pct[4] == 0.0 and pct[5] == 100.0
@@ -477,12 +518,14 @@ def test_score_runs_through_the_real_executor(iqa_dir, niqe_params, workspace):
     input_dir = Path(host.folder_paths().get_input_directory())
     input_dir.mkdir(parents=True, exist_ok=True)
     Image.open(CALIBRATION / "I03.bmp").convert("RGB").save(input_dir / "iqa_I03.png")
-    run = execute({
-        "img": {"class_type": "LoadImage", "inputs": {"image": "iqa_I03.png"}},
-        "m": {"class_type": "IQALoadModel", "inputs": {"metric": "niqe", "allow_download": False}},
-        "s": {"class_type": "IQAScore", "inputs": {"image": ["img", 0], "iqa_model": ["m", 0], "batch_size": 1}},
-        "p": {"class_type": "PreviewImage", "inputs": {"images": ["s", 4]}},
-    })
+    run = execute(
+        {
+            "img": {"class_type": "LoadImage", "inputs": {"image": "iqa_I03.png"}},
+            "m": {"class_type": "IQALoadModel", "inputs": {"metric": "niqe", "allow_download": False}},
+            "s": {"class_type": "IQAScore", "inputs": {"image": ["img", 0], "iqa_model": ["m", 0], "batch_size": 1}},
+            "p": {"class_type": "PreviewImage", "inputs": {"images": ["s", 4]}},
+        }
+    )
     assert run.ok, run.error_message
     assert_niqe_matches_reference(run.executor.outputs["s"][0], first=1)  # I03 alone
     shown = [d for e, d in run.messages if e == "executed" and d.get("node") == "s"]

@@ -1,4 +1,5 @@
 """The per-run K/V cache: same results as computing per call, invalidated by a new condition, shared by clones."""
+
 from __future__ import annotations
 
 import torch

@@ -2,6 +2,7 @@
 sweep example through the prompt queue and writes images, a score plot and a scores table; with real
 weights (here: files under the real names) the same command queues the real SDXL graph instead. The job
 starts the host IQA_HOST names (--host), and --server queues on a server that is already running."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,11 @@ def run(*args: str, timeout: float = 600, host: bool = True) -> subprocess.Compl
 
 
 def table_rows(path: Path) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split("|")] for line in path.read_text().splitlines()
-            if line.startswith("| ") and line[2].isdigit()]
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in path.read_text().splitlines()
+        if line.startswith("| ") and line[2].isdigit()
+    ]
 
 
 def test_main_job_runs_the_sweep_through_the_prompt_queue(tmp_path):
@@ -42,7 +46,13 @@ def test_main_job_runs_the_sweep_through_the_prompt_queue(tmp_path):
     assert "piqe" in (out / "scores.md").read_text()
     assert [r[-1] for r in rows] == [p.name for p in images]
     prompt = json.loads((out / "prompt.json").read_text())
-    assert {n["class_type"] for n in prompt.values()} >= {"IQAQualityCondition", "IQAScore", "KSampler", "VAEDecode", "SaveImage"}
+    assert {n["class_type"] for n in prompt.values()} >= {
+        "IQAQualityCondition",
+        "IQAScore",
+        "KSampler",
+        "VAEDecode",
+        "SaveImage",
+    }
     assert str(out) in proc.stdout
     # Without weights the default is the built-in toy world: its trained model and adapter, and the figures.
     assert "IQAToyCheckpoint" in {n["class_type"] for n in prompt.values()}
@@ -65,7 +75,10 @@ def test_random_tiny_runs_the_same_graph_on_the_test_stand_ins(tmp_path):
 
 def _placeholder_models(root: Path) -> Path:
     models = root / "models"
-    for folder, name in (("checkpoints", "sd_xl_base_1.0.safetensors"), ("iqa_adapter", "iqa_adapter_sdxl_topiq_laion.safetensors")):
+    for folder, name in (
+        ("checkpoints", "sd_xl_base_1.0.safetensors"),
+        ("iqa_adapter", "iqa_adapter_sdxl_topiq_laion.safetensors"),
+    ):
         (models / folder).mkdir(parents=True)
         (models / folder / name).write_bytes(b"")
     return models
@@ -75,7 +88,17 @@ def test_with_real_weights_the_same_command_queues_the_real_graph(tmp_path):
     """Empty files under the real names: the real graph passes the host's validation and is queued; loading
     the (empty) checkpoint then fails, and the main job says so with the node and the host log."""
     out = tmp_path / "real"
-    proc = run("--models", str(_placeholder_models(tmp_path)), "--score-metric", "piqe", "--cpu", "--out", str(out), "--timeout", "300")
+    proc = run(
+        "--models",
+        str(_placeholder_models(tmp_path)),
+        "--score-metric",
+        "piqe",
+        "--cpu",
+        "--out",
+        str(out),
+        "--timeout",
+        "300",
+    )
     assert proc.returncode != 0
     assert "The prompt failed" in proc.stderr and "CheckpointLoaderSimple" in proc.stderr, proc.stderr[-3000:]
     prompt = json.loads((out / "prompt.json").read_text())
@@ -93,7 +116,9 @@ def test_real_weights_given_as_file_paths(tmp_path):
     adapter.parent.mkdir()
     adapter.write_bytes(b"")
     out = tmp_path / "paths"
-    proc = run("--checkpoint", str(ckpt), "--adapter", str(adapter), "--score-metric", "piqe", "--cpu", "--out", str(out))
+    proc = run(
+        "--checkpoint", str(ckpt), "--adapter", str(adapter), "--score-metric", "piqe", "--cpu", "--out", str(out)
+    )
     assert proc.returncode != 0 and "The prompt failed" in proc.stderr, proc.stderr[-3000:]
     prompt = json.loads((out / "prompt.json").read_text())
     loader = next(n for n in prompt.values() if n["class_type"] == "IQAAdapterLoader")
@@ -105,14 +130,19 @@ def test_bad_arguments_fail_fast(tmp_path):
     assert proc.returncode == 2 and "--models" in proc.stderr
     proc = run("--workflow", "no_such_workflow", "--out", str(tmp_path / "y"))
     # the message names the examples by title and slug, either of which --workflow takes
-    assert proc.returncode != 0 and "'Quality sweep p1 to p99 (SDXL)' (sdxl_quality_sweep)" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode != 0 and "'Quality sweep p1 to p99 (SDXL)' (sdxl_quality_sweep)" in proc.stderr, proc.stderr[
+        -2000:
+    ]
 
 
 def test_server_option_queues_on_a_running_server_and_leaves_it_running(tmp_path):
     """--server URL: nothing is started; the real graph goes to that server under its own file names."""
     with server_host.running_host(tmp_path / "server") as h:
         models = h.workspace / "models"
-        for folder, name in (("checkpoints", "sd_xl_base_1.0.safetensors"), ("iqa_adapter", "iqa_adapter_sdxl_topiq_laion.safetensors")):
+        for folder, name in (
+            ("checkpoints", "sd_xl_base_1.0.safetensors"),
+            ("iqa_adapter", "iqa_adapter_sdxl_topiq_laion.safetensors"),
+        ):
             (models / folder).mkdir(parents=True, exist_ok=True)
             (models / folder / name).write_bytes(b"")
         out = tmp_path / "remote"

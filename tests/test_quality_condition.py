@@ -1,4 +1,5 @@
 """Quality Condition on tiny SD1.5- and SDXL-layout UNets built with the real host's classes."""
+
 from __future__ import annotations
 
 import copy
@@ -29,6 +30,7 @@ def make_adapter(adapter_dir):
     def make(layout="sd15", meta=META, **kw):
         path = tiny.write_adapter(adapter_dir / f"qc_{layout}_{next(_counter)}.safetensors", layout, meta, **kw)
         return pack.adapter.IQAAdapter.load(path), load_file(str(path))
+
     return make
 
 
@@ -62,7 +64,9 @@ def test_changing_one_key_moves_only_that_layer(make_adapter):
     n_changed = 37
     sd2 = dict(sd)
     sd2[f"ip_adapter.{2 * n_changed + 1}.to_v_ip.weight"] = sd[f"ip_adapter.{2 * n_changed + 1}.to_v_ip.weight"] * -2.0
-    adapter2 = pack.adapter.IQAAdapter(adapter.spec, adapter.metadata, pack.adapter.checkpoint.split_flat_keys(sd2), "changed")
+    adapter2 = pack.adapter.IQAAdapter(
+        adapter.spec, adapter.metadata, pack.adapter.checkpoint.split_flat_keys(sd2), "changed"
+    )
     model = tiny.tiny_model("sdxl")
     p1, p2 = attn2_patches(condition(model, adapter)), attn2_patches(condition(model, adapter2))
     g = torch.Generator().manual_seed(1)
@@ -77,12 +81,15 @@ def test_changing_one_key_moves_only_that_layer(make_adapter):
     assert moved == [n_changed]
 
 
-@pytest.mark.parametrize("layout,meta,proj", [
-    ("sd15", META, "linear"),
-    ("sdxl", META, "linear"),
-    ("sd15", {"metrics": ["topiq_nr"], "use_flag": False, "pos_encode_L": 10}, "mlp"),
-    ("sdxl", {"metrics": ["musiq", "liqe", "laion_aes"], "use_flag": True, "pos_encode_L": 4}, "linear"),
-])
+@pytest.mark.parametrize(
+    "layout,meta,proj",
+    [
+        ("sd15", META, "linear"),
+        ("sdxl", META, "linear"),
+        ("sd15", {"metrics": ["topiq_nr"], "use_flag": False, "pos_encode_L": 10}, "mlp"),
+        ("sdxl", {"metrics": ["musiq", "liqe", "laion_aes"], "use_flag": True, "pos_encode_L": 4}, "linear"),
+    ],
+)
 def test_prediction_matches_independent_reference(layout, meta, proj, make_adapter):
     adapter, sd = make_adapter(layout, meta, proj=proj, num_tokens=3 if proj == "mlp" else 2)
     z = torch.tensor([[1.5] * len(meta["metrics"]), [-0.7] * len(meta["metrics"])])
@@ -120,8 +127,17 @@ def test_scale_zero_equals_unpatched_model(make_adapter):
     plain = run_unet(model, x, ctx)
     assert torch.equal(run_unet(condition(model, adapter, scale=0.0), x, ctx), plain)  # bitwise: nothing is patched
     # A zero-scale term on every layer is also exactly the plain model (base + 0 * term is base, bit for bit).
-    tokens = pack.adapter.quality_tokens(adapter, pack.adapter.build_targets([{"topiq_nr": 99, "laion_aes": 99}], "percentile",
-                                         adapter.metadata.metrics, True, pack.adapter.default_norm_table()), 0.0)
+    tokens = pack.adapter.quality_tokens(
+        adapter,
+        pack.adapter.build_targets(
+            [{"topiq_nr": 99, "laion_aes": 99}],
+            "percentile",
+            adapter.metadata.metrics,
+            True,
+            pack.adapter.default_norm_table(),
+        ),
+        0.0,
+    )
     zero = pack.adapter.attach_quality_tokens(model, adapter.spec, tokens, pack.nodes.host.host_attention, "t")
     assert torch.equal(run_unet(zero, x, ctx), plain)
 
@@ -142,7 +158,9 @@ def test_node_leaves_input_model_unchanged_and_clones_share_weights(make_adapter
 
 def test_two_adapters_stack(make_adapter):
     (a1, sd1), (a2, sd2) = make_adapter("sd15"), make_adapter("sd15", seed=7)
-    patched = condition(condition(tiny.tiny_model("sd15"), a1, "1.0", "z-score", scale=0.5), a2, "-1.0", "z-score", scale=1.5)
+    patched = condition(
+        condition(tiny.tiny_model("sd15"), a1, "1.0", "z-score", scale=0.5), a2, "-1.0", "z-score", scale=1.5
+    )
     assert all(len(p.contributions) == 2 for p in attn2_patches(patched).values())
     x, ctx = inputs("sd15", 1)
     reference = tiny.tiny_model("sd15")
@@ -173,7 +191,9 @@ def test_foreign_attn2_patch_is_wrapped_and_still_runs(key_form, make_adapter):
     q = torch.randn(1, 4, 64)
     opts = {"n_heads": 4, "cond_or_uncond": [0]}
     term_only = wrapped(q, q, q, opts)
-    plain_ip = pack.adapter.DecoupledCrossAttention(wrapped.contributions, pack.nodes.host.host_attention)(q, q, q, opts)
+    plain_ip = pack.adapter.DecoupledCrossAttention(wrapped.contributions, pack.nodes.host.host_attention)(
+        q, q, q, opts
+    )
     base = pack.nodes.host.host_attention(q, q, q, 4)
     torch.testing.assert_close(term_only, plain_ip - base, atol=1e-5, rtol=1e-4)
 
@@ -260,7 +280,9 @@ def test_stacking_with_a_foreign_attn2_patch_in_either_order(order, key_form, ma
     plain = tiny.tiny_model("sd15")
     quality_only = run_unet(condition(plain, adapter), x, ctx)
     foreign_only = run_unet(add_foreign(plain), x, ctx)
-    stacked = condition(add_foreign(plain), adapter) if order == "foreign first" else add_foreign(condition(plain, adapter))
+    stacked = (
+        condition(add_foreign(plain), adapter) if order == "foreign first" else add_foreign(condition(plain, adapter))
+    )
     FOREIGN_CALLS.clear()
     with caplog.at_level("WARNING"):
         out = run_unet(stacked, x, ctx)
@@ -278,7 +300,9 @@ def test_stacking_with_a_foreign_attn2_patch_in_either_order(order, key_form, ma
     q = torch.randn(1, 4, 64)
     alone = {"n_heads": 4, "cond_or_uncond": [0], "block": site[:2]}
     opts = dict(alone, **{pack.adapter.patch_watch.LIVE_ATTN2_KEY: attn2_patches(stacked)})  # as the watch hands it on
-    plain_ip = pack.adapter.DecoupledCrossAttention(on_layer.contributions, pack.nodes.host.host_attention)(q, q, q, alone)
+    plain_ip = pack.adapter.DecoupledCrossAttention(on_layer.contributions, pack.nodes.host.host_attention)(
+        q, q, q, alone
+    )
     base = pack.nodes.host.host_attention(q, q, q, 4)
     FOREIGN_CALLS.clear()
     # The host attention inside both is the same call on the same inputs (bitwise); only the order of the
@@ -290,6 +314,9 @@ def test_stacking_with_a_foreign_attn2_patch_in_either_order(order, key_form, ma
 def test_the_watch_is_installed_once_and_shared_by_clones(make_adapter):
     adapter, _ = make_adapter("sd15")
     twice = condition(condition(tiny.tiny_model("sd15"), adapter), adapter).clone()
-    watches = [p for p in twice.model_options["transformer_options"]["patches"]["input_block_patch"]
-               if getattr(p, "is_iqa_adapter_watch", False)]
+    watches = [
+        p
+        for p in twice.model_options["transformer_options"]["patches"]["input_block_patch"]
+        if getattr(p, "is_iqa_adapter_watch", False)
+    ]
     assert len(watches) == 1 and watches[0].site_keys == tuple(EXPECTED_SITES["sd15"])

@@ -1,4 +1,5 @@
 """Reference embeddings from the topiq_nr ResNet-50 backbone (random weights, built offline by pyiqa)."""
+
 from __future__ import annotations
 
 import importlib
@@ -11,8 +12,6 @@ from helpers import pack, random_iqa, tiny
 A = pack.adapter
 embedding = importlib.import_module(pack.__name__ + ".guidance.reference_embedding")
 SPEC = A.embedding_spec.spec_from_dict({"spec": "topiq_nr_resnet50_meanstd"}, "test")
-
-
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,12 @@ def test_different_references_give_different_tokens(topiq, tmp_path):
     noisy = (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
     e = embedding.embed_reference(topiq, torch.cat([x, blurred, noisy]), SPEC)
     assert (e[0] - e[1]).abs().max() > 1e-4 and (e[0] - e[2]).abs().max() > 1e-4
-    path = tiny.write_adapter(tmp_path / "ref.safetensors", "sd15", {"kind": "reference", "embedding": {"spec": SPEC.name}}, input_dim=SPEC.dim)
+    path = tiny.write_adapter(
+        tmp_path / "ref.safetensors",
+        "sd15",
+        {"kind": "reference", "embedding": {"spec": SPEC.name}},
+        input_dim=SPEC.dim,
+    )
     adapter = A.IQAAdapter.load(path)
     toks = adapter.tokens(e)
     assert (toks[0] - toks[1]).abs().max() > 1e-4 and (toks[1] - toks[2]).abs().max() > 1e-4
@@ -71,14 +75,18 @@ def test_rgba_and_greyscale_references_are_converted(channels, expect, topiq):
         assert torch.equal(out[0].permute(1, 2, 0), img[0, ..., :3])
 
 
-@pytest.mark.parametrize("shape,match", [((1, 16, 64, 3), "at least 32 px"), ((0, 64, 64, 3), "empty"), ((1, 64, 64, 5), "5 channels")])
+@pytest.mark.parametrize(
+    "shape,match", [((1, 16, 64, 3), "at least 32 px"), ((0, 64, 64, 3), "empty"), ((1, 64, 64, 5), "5 channels")]
+)
 def test_bad_references_are_named(shape, match, topiq):
     with pytest.raises(A.IQAAdapterError, match=match):
         embedding.reference_batch(topiq, torch.rand(*shape))
 
 
 def test_spec_that_disagrees_with_the_checkpoint_fails_at_load(tmp_path):
-    path = tiny.write_adapter(tmp_path / "r.safetensors", "sd15", {"kind": "reference", "embedding": {"spec": SPEC.name}}, input_dim=3840)
+    path = tiny.write_adapter(
+        tmp_path / "r.safetensors", "sd15", {"kind": "reference", "embedding": {"spec": SPEC.name}}, input_dim=3840
+    )
     with pytest.raises(A.IQAAdapterError, match="gives 7680 values, but the checkpoint's projection takes 3840"):
         A.IQAAdapter.load(path)
     mean_only = {"kind": "reference", "embedding": {"spec": SPEC.name, "pooling": "mean"}}
@@ -89,7 +97,9 @@ def test_reference_adapter_without_spec_and_unknown_tap(tmp_path, topiq):
     path = tiny.write_adapter(tmp_path / "n.safetensors", "sd15", {"kind": "reference"}, input_dim=16)
     with pytest.raises(A.IQAAdapterError, match="needs an 'embedding' spec"):
         A.IQAAdapter.load(path)
-    bad = A.embedding_spec.spec_from_dict({"metric": "topiq_nr", "taps": ["semantic_model.layer9"], "channels": [8]}, "t")
+    bad = A.embedding_spec.spec_from_dict(
+        {"metric": "topiq_nr", "taps": ["semantic_model.layer9"], "channels": [8]}, "t"
+    )
     with pytest.raises(A.IQAAdapterError, match="no layer 'semantic_model.layer9'.*Did you mean"):
         embedding.embed_reference(topiq, references(1), bad)
 

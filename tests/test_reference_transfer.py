@@ -1,4 +1,5 @@
 """Reference Quality Transfer on the real host: one-to-one and broadcast references, sampling, bad input."""
+
 from __future__ import annotations
 
 import pytest
@@ -65,7 +66,9 @@ def test_wrong_adapter_kinds_and_metrics_are_named(ref_adapter, topiq, adapter_d
     with pytest.raises(A.IQAAdapterError, match="score-based adapter; use it with Quality Condition"):
         transfer(model, score_adapter, refs(1), topiq)
     with pytest.raises(A.IQAAdapterError, match="reference adapter; use it with Reference Quality Transfer"):
-        pack.nodes.quality_condition.QualityCondition().apply(model, ref_adapter, "99", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)
+        pack.nodes.quality_condition.QualityCondition().apply(
+            model, ref_adapter, "99", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5
+        )
     musiq = random_iqa.load_random_iqa_model("musiq")
     with pytest.raises(A.IQAAdapterError, match="taps 'topiq_nr', but the IQA model given is 'musiq'"):
         transfer(model, ref_adapter, refs(1), musiq)
@@ -77,10 +80,22 @@ def test_full_sampling_run_through_the_executor(ref_adapter):
     graph = sampling_graph("sd15", None, batch=2)
     graph["ref_img"] = {"class_type": "IQATestPatternImage", "inputs": {"width": 96, "height": 64, "seed": 5}}
     graph["iqa"] = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "topiq_nr"}}
-    graph["loader"] = {"class_type": "IQAAdapterLoader", "inputs": {"adapter_name": "ref_sd15.safetensors", "metadata_override": ""}}
-    graph["rqt"] = {"class_type": "IQAReferenceQualityTransfer", "inputs": {
-        "model": ["model", 0], "iqa_adapter": ["loader", 0], "reference": ["ref_img", 0], "iqa_model": ["iqa", 0],
-        "scale": 1.0, "start_percent": 0.0, "end_percent": 1.0}}
+    graph["loader"] = {
+        "class_type": "IQAAdapterLoader",
+        "inputs": {"adapter_name": "ref_sd15.safetensors", "metadata_override": ""},
+    }
+    graph["rqt"] = {
+        "class_type": "IQAReferenceQualityTransfer",
+        "inputs": {
+            "model": ["model", 0],
+            "iqa_adapter": ["loader", 0],
+            "reference": ["ref_img", 0],
+            "iqa_model": ["iqa", 0],
+            "scale": 1.0,
+            "start_percent": 0.0,
+            "end_percent": 1.0,
+        },
+    }
     graph["sampler"]["inputs"]["model"] = ["rqt", 0]
     run = execute(graph)
     assert run.ok, run.error_message
@@ -95,7 +110,10 @@ def test_quality_matching_takes_targets_from_a_reference_score(adapter_dir):
     graph = sampling_graph("sd15", "match_sd15.safetensors", targets="1", batch=1)
     graph["ref_img"] = {"class_type": "IQATestPatternImage", "inputs": {"width": 96, "height": 96, "seed": 2}}
     graph["iqa"] = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "topiq_nr"}}
-    graph["score"] = {"class_type": "IQAScore", "inputs": {"image": ["ref_img", 0], "iqa_model": ["iqa", 0], "batch_size": 1}}
+    graph["score"] = {
+        "class_type": "IQAScore",
+        "inputs": {"image": ["ref_img", 0], "iqa_model": ["iqa", 0], "batch_size": 1},
+    }
     graph["qc"]["inputs"]["reference_scores"] = ["score", 5]
     run = execute(graph)
     assert run.ok, run.error_message
@@ -105,4 +123,7 @@ def test_quality_matching_takes_targets_from_a_reference_score(adapter_dir):
     typed = sampling_graph("sd15", "match_sd15.safetensors", targets=repr(raw), mode="raw", batch=1)
     # Bitwise: repr() round-trips the float, so both graphs sample with the same targets, code and shapes.
     assert torch.equal(execute(typed).output("image"), run.output("image"))
-    assert not torch.equal(execute(sampling_graph("sd15", "match_sd15.safetensors", targets="1", batch=1)).output("image"), run.output("image"))
+    assert not torch.equal(
+        execute(sampling_graph("sd15", "match_sd15.safetensors", targets="1", batch=1)).output("image"),
+        run.output("image"),
+    )

@@ -11,6 +11,7 @@ Each case sends one bad prompt to a long-lived host and checks three things:
 The fresh host is a second process that only ever sees good prompts; it works through its queue while
 the catalog runs. Both run one thread each, like CI.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,6 +39,7 @@ PACK_ERRORS = {"IQAAdapterError", "MissingWeightsError"}
 
 # -- files the cases load --------------------------------------------------------------------------------
 
+
 class _Payload:
     """Unpickling this would create a directory: proof that a pickle ran code."""
 
@@ -50,8 +52,11 @@ class _Payload:
 
 def _adapter_with_header(path: Path, header_text: Optional[str], input_dim: int = 2, layout: str = rh.LAYOUT) -> None:
     sd = rh.tiny_models().adapter_state(layout, input_dim, seed=3)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path),
-              metadata=None if header_text is None else {"iqa_adapter": header_text})
+    save_file(
+        {k: v.contiguous() for k, v in sd.items()},
+        str(path),
+        metadata=None if header_text is None else {"iqa_adapter": header_text},
+    )
 
 
 def _write_flat(path: Path, state: dict, header_text: str) -> None:
@@ -62,9 +67,16 @@ def _plus_state(tiny) -> dict:
     """An IP-Adapter Plus layout: a resampler image projection (latents, proj_in, layers, proj_out, norm_out)."""
     state = {k: v for k, v in tiny.adapter_state(rh.LAYOUT, 2, seed=3).items() if k.startswith("ip_adapter.")}
     width = state["ip_adapter.1.to_k_ip.weight"].shape[1]
-    state.update({"image_proj.latents": torch.randn(1, 4, width), "image_proj.proj_in.weight": torch.randn(width, 32),
-                  "image_proj.proj_in.bias": torch.zeros(width), "image_proj.layers.0.0.norm1.weight": torch.ones(width),
-                  "image_proj.proj_out.weight": torch.randn(width, width), "image_proj.norm_out.weight": torch.ones(width)})
+    state.update(
+        {
+            "image_proj.latents": torch.randn(1, 4, width),
+            "image_proj.proj_in.weight": torch.randn(width, 32),
+            "image_proj.proj_in.bias": torch.zeros(width),
+            "image_proj.layers.0.0.norm1.weight": torch.ones(width),
+            "image_proj.proj_out.weight": torch.randn(width, width),
+            "image_proj.norm_out.weight": torch.ones(width),
+        }
+    )
     return state
 
 
@@ -77,8 +89,13 @@ def write_bad_files(ws: Path) -> None:
     (folder / "zero.safetensors").write_bytes(b"")
     (folder / "truncated.safetensors").write_bytes(good[: len(good) * 3 // 5])
     (folder / "garbage.safetensors").write_bytes(bytes(rnd.getrandbits(8) for _ in range(4096)))
-    save_file({"lora_unet_down_blocks_0_attentions_0.lora_down.weight": torch.randn(4, 32),
-               "lora_unet_down_blocks_0_attentions_0.lora_up.weight": torch.randn(32, 4)}, str(folder / "lora.safetensors"))
+    save_file(
+        {
+            "lora_unet_down_blocks_0_attentions_0.lora_down.weight": torch.randn(4, 32),
+            "lora_unet_down_blocks_0_attentions_0.lora_up.weight": torch.randn(32, 4),
+        },
+        str(folder / "lora.safetensors"),
+    )
     torch.save([1, 2, 3], folder / "a_list.pt")
     torch.save({"image_proj": _Payload(str(ws / "PICKLE_RAN_adapter")), "ip_adapter": {}}, folder / "evil.pt")
     (folder / "evil.json").write_text(meta)
@@ -92,14 +109,18 @@ def write_bad_files(ws: Path) -> None:
     (folder / "big_sidecar.json").write_text(json.dumps(dict(rh.QUALITY_META, comment="x" * 70 * KIB)))
     _adapter_with_header(folder / "bad_sidecar.safetensors", None)
     (folder / "bad_sidecar.json").write_text("metrics: topiq_nr, laion_aes\n")
-    _adapter_with_header(folder / "unknown_metric.safetensors", json.dumps(dict(rh.QUALITY_META, metrics=["topiq", "laion_aes"])))
+    _adapter_with_header(
+        folder / "unknown_metric.safetensors", json.dumps(dict(rh.QUALITY_META, metrics=["topiq", "laion_aes"]))
+    )
     _adapter_with_header(folder / "unknown_field.safetensors", json.dumps(dict(rh.QUALITY_META, metricz=["topiq_nr"])))
     _adapter_with_header(folder / "ref_spec_mismatch.safetensors", json.dumps(rh.REFERENCE_META), input_dim=100)
     (folder / "repeated_sidecar.json").write_text(json.dumps(dict(rh.QUALITY_META, metrics=["topiq_nr", "topiq_nr"])))
     _adapter_with_header(folder / "repeated_sidecar.safetensors", None)
     _write_flat(folder / "plus.safetensors", _plus_state(tiny), meta)
     state = tiny.adapter_state(rh.LAYOUT, 2, seed=3)
-    _write_flat(folder / "no_to_v.safetensors", {k: v for k, v in state.items() if k != "ip_adapter.3.to_v_ip.weight"}, meta)
+    _write_flat(
+        folder / "no_to_v.safetensors", {k: v for k, v in state.items() if k != "ip_adapter.3.to_v_ip.weight"}, meta
+    )
     bad_shape = dict(state)
     bad_shape["ip_adapter.3.to_v_ip.weight"] = state["ip_adapter.3.to_v_ip.weight"][:-8]
     _write_flat(folder / "v_shape.safetensors", bad_shape, meta)
@@ -112,6 +133,7 @@ def write_bad_files(ws: Path) -> None:
 
 
 # -- graph pieces ------------------------------------------------------------------------------------------
+
 
 def base() -> dict:
     return rh.graph(BAD_SEED)
@@ -131,7 +153,10 @@ def qc(**inputs) -> Callable[[], dict]:
 
 
 def image(kind: str, size: int = 64, batch: int = 1, seed: int = 3) -> dict:
-    return {"class_type": "IQARelOddImage", "inputs": {"kind": kind, "width": size, "height": size, "seed": seed, "batch": batch}}
+    return {
+        "class_type": "IQARelOddImage",
+        "inputs": {"kind": kind, "width": size, "height": size, "seed": seed, "batch": batch},
+    }
 
 
 def scoring(*kinds: str, size: int = 64, metric: str = "piqe", batch_size: int = 4) -> dict:
@@ -139,7 +164,10 @@ def scoring(*kinds: str, size: int = 64, metric: str = "piqe", batch_size: int =
     p = {"iqa": {"class_type": "IQALoadModel", "inputs": {"metric": metric, "allow_download": False, "device": "cpu"}}}
     for i, kind in enumerate(kinds):
         p[f"img_{i}"] = image(kind, size)
-        p[f"score_{i}"] = {"class_type": "IQAScore", "inputs": {"image": [f"img_{i}", 0], "iqa_model": ["iqa", 0], "batch_size": batch_size}}
+        p[f"score_{i}"] = {
+            "class_type": "IQAScore",
+            "inputs": {"image": [f"img_{i}", 0], "iqa_model": ["iqa", 0], "batch_size": batch_size},
+        }
         p[f"plot_{i}"] = {"class_type": "PreviewImage", "inputs": {"images": [f"score_{i}", 4]}}
     return p
 
@@ -148,16 +176,35 @@ def score_case(*kinds: str, **kw) -> Callable[[], dict]:
     return lambda: scoring(*kinds, **kw)
 
 
-def reference(kind: str = "rgb", size: int = 64, n: int = 1, metric: str = "topiq_nr", adapter: str = rh.REFERENCE,
-              latent_batch: int = 1, **rqt) -> dict:
+def reference(
+    kind: str = "rgb",
+    size: int = 64,
+    n: int = 1,
+    metric: str = "topiq_nr",
+    adapter: str = rh.REFERENCE,
+    latent_batch: int = 1,
+    **rqt,
+) -> dict:
     """The base graph with Reference Quality Transfer (random-weight TOPIQ) in place of Quality Condition."""
     p = base()
     p["ref_adapter"] = {"class_type": "IQAAdapterLoader", "inputs": {"adapter_name": adapter, "metadata_override": ""}}
     p["ref_img"] = image(kind, size, n)
     p["ref_iqa"] = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": metric}}
-    p["rqt"] = {"class_type": "IQAReferenceQualityTransfer", "inputs": dict({
-        "model": ["model", 0], "iqa_adapter": ["ref_adapter", 0], "reference": ["ref_img", 0], "iqa_model": ["ref_iqa", 0],
-        "scale": 1.0, "start_percent": 0.0, "end_percent": 1.0}, **rqt)}
+    p["rqt"] = {
+        "class_type": "IQAReferenceQualityTransfer",
+        "inputs": dict(
+            {
+                "model": ["model", 0],
+                "iqa_adapter": ["ref_adapter", 0],
+                "reference": ["ref_img", 0],
+                "iqa_model": ["ref_iqa", 0],
+                "scale": 1.0,
+                "start_percent": 0.0,
+                "end_percent": 1.0,
+            },
+            **rqt,
+        ),
+    }
     p["ks"]["inputs"]["model"] = ["rqt", 0]
     p["latent"]["inputs"]["batch_size"] = latent_batch
     return p
@@ -172,10 +219,27 @@ def guidance(iqa: dict, model: Optional[list] = None, **gg) -> dict:
     p = base()
     p["vae"] = {"class_type": "IQATestTinyVAE", "inputs": {"seed": 5}}
     p["gg_iqa"] = iqa
-    p["gg"] = {"class_type": "IQAGradientGuidance", "inputs": dict({
-        "model": model or ["qc", 0], "iqa_model": ["gg_iqa", 0], "vae": ["vae", 0], "scale": 0.1, "start_percent": 0.0,
-        "end_percent": 1.0, "every_n_steps": 1, "direction": "maximize", "target_z": 2.0, "max_decode_size": 64,
-        "normalization": "rms", "clip": 0.0, "sigma_weighting": "constant"}, **gg)}
+    p["gg"] = {
+        "class_type": "IQAGradientGuidance",
+        "inputs": dict(
+            {
+                "model": model or ["qc", 0],
+                "iqa_model": ["gg_iqa", 0],
+                "vae": ["vae", 0],
+                "scale": 0.1,
+                "start_percent": 0.0,
+                "end_percent": 1.0,
+                "every_n_steps": 1,
+                "direction": "maximize",
+                "target_z": 2.0,
+                "max_decode_size": 64,
+                "normalization": "rms",
+                "clip": 0.0,
+                "sigma_weighting": "constant",
+            },
+            **gg,
+        ),
+    }
     p["ks"]["inputs"]["model"] = ["gg", 0]
     return p
 
@@ -201,6 +265,7 @@ def with_scores(scores: dict, latent_batch: int = 1) -> Callable[[], dict]:
         p["qc"]["inputs"]["reference_scores"] = ["scores", 0]
         p["latent"]["inputs"]["batch_size"] = latent_batch
         return p
+
     return build
 
 
@@ -211,10 +276,12 @@ def iqa_load(metric: str, node: str = "IQALoadModel") -> Callable[[], dict]:
         if node == "IQALoadModel":
             p["iqa"]["inputs"].update(allow_download=False, device="cpu")
         return p
+
     return build
 
 
 # -- checks for the inputs that are accepted ---------------------------------------------------------------
+
 
 def score_of(entry: dict, node_id: str) -> list[float]:
     text = "\n".join(entry["outputs"][node_id]["text"])
@@ -235,7 +302,10 @@ def rgba_vs_rgb_reference() -> dict:
     """Two references, RGBA and its RGB part, conditioning two samplers that are otherwise the same."""
     p = reference("rgba")
     p["ref_img_b"] = image("rgb")
-    p["rqt_b"] = {"class_type": "IQAReferenceQualityTransfer", "inputs": dict(p["rqt"]["inputs"], reference=["ref_img_b", 0])}
+    p["rqt_b"] = {
+        "class_type": "IQAReferenceQualityTransfer",
+        "inputs": dict(p["rqt"]["inputs"], reference=["ref_img_b", 0]),
+    }
     p["ks_b"] = {"class_type": "KSampler", "inputs": dict(p["ks"]["inputs"], model=["rqt_b", 0])}
     p["img_b"] = {"class_type": "IQATestLatentToImage", "inputs": {"samples": ["ks_b", 0]}}
     p["save_b"] = {"class_type": "SaveImage", "inputs": {"images": ["img_b", 0], "filename_prefix": "rel_b"}}
@@ -243,6 +313,7 @@ def rgba_vs_rgb_reference() -> dict:
 
 
 # -- the catalog -------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Case:
@@ -273,127 +344,550 @@ NOT_IN_LIST = r"not in \[|value not in list"
 LOADER = "IQAAdapterLoader"
 CASES = [
     # Files: not adapters, damaged, unsafe.
-    Case("zero_byte_file", loader("zero.safetensors"), "failed", LOADER, ("zero.safetensors", "0 bytes"), r"download it again"),
-    Case("truncated_file", loader("truncated.safetensors"), "failed", LOADER, ("truncated.safetensors", "truncated"), r"download it again"),
-    Case("garbage_file", loader("garbage.safetensors"), "failed", LOADER, ("garbage.safetensors",), r"download it again"),
-    Case("lora_not_adapter", loader("lora.safetensors"), "failed", LOADER, ("lora.safetensors", "not an IQA-Adapter"), r"pick an IQA-Adapter file"),
-    Case("pickle_of_a_list", loader("a_list.pt"), "failed", LOADER, ("a_list.pt", "list"), r"not an IQA-Adapter state dict"),
-    Case("unsafe_pickle_adapter", loader("evil.pt"), "failed", LOADER, ("evil.pt",), r"download it again", marker="PICKLE_RAN_adapter"),
+    Case(
+        "zero_byte_file",
+        loader("zero.safetensors"),
+        "failed",
+        LOADER,
+        ("zero.safetensors", "0 bytes"),
+        r"download it again",
+    ),
+    Case(
+        "truncated_file",
+        loader("truncated.safetensors"),
+        "failed",
+        LOADER,
+        ("truncated.safetensors", "truncated"),
+        r"download it again",
+    ),
+    Case(
+        "garbage_file", loader("garbage.safetensors"), "failed", LOADER, ("garbage.safetensors",), r"download it again"
+    ),
+    Case(
+        "lora_not_adapter",
+        loader("lora.safetensors"),
+        "failed",
+        LOADER,
+        ("lora.safetensors", "not an IQA-Adapter"),
+        r"pick an IQA-Adapter file",
+    ),
+    Case(
+        "pickle_of_a_list",
+        loader("a_list.pt"),
+        "failed",
+        LOADER,
+        ("a_list.pt", "list"),
+        r"not an IQA-Adapter state dict",
+    ),
+    Case(
+        "unsafe_pickle_adapter",
+        loader("evil.pt"),
+        "failed",
+        LOADER,
+        ("evil.pt",),
+        r"download it again",
+        marker="PICKLE_RAN_adapter",
+    ),
     # Wrong base model; metadata that disagrees with the weights, or is missing, oversized, garbage.
-    Case("wrong_base_model", loader("sdxl.safetensors"), "failed", "IQAQualityCondition", ("sdxl.safetensors", "SDXL", "SD1.5"), r"made for this base model"),
-    Case("metadata_disagrees_with_weights", loader("wrong_dim.safetensors"), "failed", LOADER, ("wrong_dim.safetensors", "2 metrics", "takes 3"), r"fix the metadata"),
-    Case("no_metadata", loader("no_meta.safetensors"), "failed", LOADER, ("no_meta.safetensors", "metrics"), r"add a sidecar.*metadata_override"),
-    Case("oversized_header_json", loader("big_header.safetensors"), "failed", LOADER, ("big_header.safetensors", "64 KiB"), r"sidecar|override"),
-    Case("garbage_header_json", loader("bad_header.safetensors"), "failed", LOADER, ("bad_header.safetensors", "not valid JSON"), r"fix or remove"),
-    Case("header_json_not_object", loader("list_header.safetensors"), "failed", LOADER, ("list_header.safetensors", "JSON object"), r"must be a JSON object"),
-    Case("oversized_sidecar", loader("big_sidecar.safetensors"), "failed", LOADER, ("big_sidecar.json", "64 KiB"), r"sidecar|override"),
-    Case("garbage_sidecar", loader("bad_sidecar.safetensors"), "failed", LOADER, ("bad_sidecar.json", "not valid JSON"), r"fix or remove"),
-    Case("unknown_metric_in_metadata", loader("unknown_metric.safetensors"), "failed", LOADER, ("unknown metric 'topiq'",), r"did you mean topiq_nr"),
+    Case(
+        "wrong_base_model",
+        loader("sdxl.safetensors"),
+        "failed",
+        "IQAQualityCondition",
+        ("sdxl.safetensors", "SDXL", "SD1.5"),
+        r"made for this base model",
+    ),
+    Case(
+        "metadata_disagrees_with_weights",
+        loader("wrong_dim.safetensors"),
+        "failed",
+        LOADER,
+        ("wrong_dim.safetensors", "2 metrics", "takes 3"),
+        r"fix the metadata",
+    ),
+    Case(
+        "no_metadata",
+        loader("no_meta.safetensors"),
+        "failed",
+        LOADER,
+        ("no_meta.safetensors", "metrics"),
+        r"add a sidecar.*metadata_override",
+    ),
+    Case(
+        "oversized_header_json",
+        loader("big_header.safetensors"),
+        "failed",
+        LOADER,
+        ("big_header.safetensors", "64 KiB"),
+        r"sidecar|override",
+    ),
+    Case(
+        "garbage_header_json",
+        loader("bad_header.safetensors"),
+        "failed",
+        LOADER,
+        ("bad_header.safetensors", "not valid JSON"),
+        r"fix or remove",
+    ),
+    Case(
+        "header_json_not_object",
+        loader("list_header.safetensors"),
+        "failed",
+        LOADER,
+        ("list_header.safetensors", "JSON object"),
+        r"must be a JSON object",
+    ),
+    Case(
+        "oversized_sidecar",
+        loader("big_sidecar.safetensors"),
+        "failed",
+        LOADER,
+        ("big_sidecar.json", "64 KiB"),
+        r"sidecar|override",
+    ),
+    Case(
+        "garbage_sidecar",
+        loader("bad_sidecar.safetensors"),
+        "failed",
+        LOADER,
+        ("bad_sidecar.json", "not valid JSON"),
+        r"fix or remove",
+    ),
+    Case(
+        "unknown_metric_in_metadata",
+        loader("unknown_metric.safetensors"),
+        "failed",
+        LOADER,
+        ("unknown metric 'topiq'",),
+        r"did you mean topiq_nr",
+    ),
     Case("unknown_metadata_field", loader("unknown_field.safetensors"), "failed", LOADER, ("metricz",), r"known: \["),
-    Case("metric_repeated_in_sidecar", loader("repeated_sidecar.safetensors"), "failed", LOADER,
-         ("repeated_sidecar.json", "topiq_nr", "more than once"), r"list each metric once"),
-    Case("metric_repeated_in_override", loader(rh.QUALITY, '{"metrics": ["topiq_nr", "topiq_nr"]}'), "failed", LOADER,
-         ("metadata_override", "topiq_nr", "more than once"), r"list each metric once"),
-    Case("metrics_as_text", loader(rh.QUALITY, '{"metrics": "topiq_nr"}'), "failed", LOADER, ("'metrics'", "'topiq_nr'", "text"),
-         r'must be a JSON list .*\["topiq_nr", "laion_aes"\]'),
-    Case("ip_adapter_plus_file", loader("plus.safetensors"), "failed", LOADER, ("plus.safetensors", "IP-Adapter Plus", "resampler"),
-         r"use it with an IP-Adapter node pack"),
-    Case("layer_missing_to_v_ip", loader("no_to_v.safetensors"), "failed", LOADER, ("ip_adapter.3.to_v_ip.weight", "missing"),
-         r"download it again"),
-    Case("layer_to_v_ip_wrong_shape", loader("v_shape.safetensors"), "failed", LOADER,
-         ("ip_adapter.3.to_k_ip.weight", "ip_adapter.3.to_v_ip.weight", "[32, 48]", "[24, 48]"), r"download it again"),
-    Case("override_garbage_json", loader(rh.QUALITY, "{metrics: topiq_nr}"), "failed", LOADER, ("metadata_override", "not valid JSON"), r"fix or remove"),
-    Case("override_oversized", loader(rh.QUALITY, json.dumps({"comment": "y" * 70 * KIB})), "failed", LOADER, ("metadata_override", "64 KiB"), r"sidecar|override"),
-    Case("override_disagrees_with_weights", loader(rh.QUALITY, '{"metrics": ["topiq_nr", "laion_aes", "musiq"]}'), "failed", LOADER,
-         ("3 metrics", "takes 2"), r"fix the metadata"),
-    Case("reference_spec_disagrees_with_weights", loader("ref_spec_mismatch.safetensors"), "failed", LOADER, ("ref_spec_mismatch.safetensors", "takes 100"),
-         r"fix the 'embedding' metadata"),
+    Case(
+        "metric_repeated_in_sidecar",
+        loader("repeated_sidecar.safetensors"),
+        "failed",
+        LOADER,
+        ("repeated_sidecar.json", "topiq_nr", "more than once"),
+        r"list each metric once",
+    ),
+    Case(
+        "metric_repeated_in_override",
+        loader(rh.QUALITY, '{"metrics": ["topiq_nr", "topiq_nr"]}'),
+        "failed",
+        LOADER,
+        ("metadata_override", "topiq_nr", "more than once"),
+        r"list each metric once",
+    ),
+    Case(
+        "metrics_as_text",
+        loader(rh.QUALITY, '{"metrics": "topiq_nr"}'),
+        "failed",
+        LOADER,
+        ("'metrics'", "'topiq_nr'", "text"),
+        r'must be a JSON list .*\["topiq_nr", "laion_aes"\]',
+    ),
+    Case(
+        "ip_adapter_plus_file",
+        loader("plus.safetensors"),
+        "failed",
+        LOADER,
+        ("plus.safetensors", "IP-Adapter Plus", "resampler"),
+        r"use it with an IP-Adapter node pack",
+    ),
+    Case(
+        "layer_missing_to_v_ip",
+        loader("no_to_v.safetensors"),
+        "failed",
+        LOADER,
+        ("ip_adapter.3.to_v_ip.weight", "missing"),
+        r"download it again",
+    ),
+    Case(
+        "layer_to_v_ip_wrong_shape",
+        loader("v_shape.safetensors"),
+        "failed",
+        LOADER,
+        ("ip_adapter.3.to_k_ip.weight", "ip_adapter.3.to_v_ip.weight", "[32, 48]", "[24, 48]"),
+        r"download it again",
+    ),
+    Case(
+        "override_garbage_json",
+        loader(rh.QUALITY, "{metrics: topiq_nr}"),
+        "failed",
+        LOADER,
+        ("metadata_override", "not valid JSON"),
+        r"fix or remove",
+    ),
+    Case(
+        "override_oversized",
+        loader(rh.QUALITY, json.dumps({"comment": "y" * 70 * KIB})),
+        "failed",
+        LOADER,
+        ("metadata_override", "64 KiB"),
+        r"sidecar|override",
+    ),
+    Case(
+        "override_disagrees_with_weights",
+        loader(rh.QUALITY, '{"metrics": ["topiq_nr", "laion_aes", "musiq"]}'),
+        "failed",
+        LOADER,
+        ("3 metrics", "takes 2"),
+        r"fix the metadata",
+    ),
+    Case(
+        "reference_spec_disagrees_with_weights",
+        loader("ref_spec_mismatch.safetensors"),
+        "failed",
+        LOADER,
+        ("ref_spec_mismatch.safetensors", "takes 100"),
+        r"fix the 'embedding' metadata",
+    ),
     # Path traversal through the API: the host validates combo values against the folder's listing.
-    Case("traversal_dotdot", loader("../outside.safetensors"), "rejected", names=("adapter_name", "../outside.safetensors"), fix=NOT_IN_LIST),
-    Case("traversal_nested", loader("sub/../../outside.safetensors"), "rejected", names=("adapter_name",), fix=NOT_IN_LIST),
-    Case("traversal_absolute", lambda: set_in(base(), "adapter", adapter_name=str(HOST_MODELS / "outside.safetensors")), "rejected",
-         names=("adapter_name", "outside.safetensors"), fix=NOT_IN_LIST),
-    Case("traversal_backslash", loader("..\\outside.safetensors"), "rejected", names=("adapter_name",), fix=NOT_IN_LIST),
+    Case(
+        "traversal_dotdot",
+        loader("../outside.safetensors"),
+        "rejected",
+        names=("adapter_name", "../outside.safetensors"),
+        fix=NOT_IN_LIST,
+    ),
+    Case(
+        "traversal_nested",
+        loader("sub/../../outside.safetensors"),
+        "rejected",
+        names=("adapter_name",),
+        fix=NOT_IN_LIST,
+    ),
+    Case(
+        "traversal_absolute",
+        lambda: set_in(base(), "adapter", adapter_name=str(HOST_MODELS / "outside.safetensors")),
+        "rejected",
+        names=("adapter_name", "outside.safetensors"),
+        fix=NOT_IN_LIST,
+    ),
+    Case(
+        "traversal_backslash", loader("..\\outside.safetensors"), "rejected", names=("adapter_name",), fix=NOT_IN_LIST
+    ),
     Case("traversal_iqa_metric", iqa_load("../../models/outside"), "rejected", names=("metric",), fix=NOT_IN_LIST),
     # Numbers: NaN passes the host's min/max check (every comparison with NaN is false), inf does not.
     Case("scale_nan", qc(scale=float("nan")), "failed", "IQAQualityCondition", ("scale", "nan"), r"finite number"),
     Case("scale_inf", qc(scale=float("inf")), "rejected", names=("scale",), fix=r"max"),
     Case("scale_out_of_range", qc(scale=9.0), "rejected", names=("scale", "9"), fix=r"bigger than max"),
-    Case("negative_strength_nan", qc(uncond="negative quality", negative_strength=float("nan")), "failed", "IQAQualityCondition",
-         ("negative_strength", "nan"), r"finite number"),
-    Case("start_after_end", qc(start_percent=0.8, end_percent=0.2), "failed", "IQAQualityCondition", ("start_percent", "end_percent"), r"0 <= start <= end <= 1"),
+    Case(
+        "negative_strength_nan",
+        qc(uncond="negative quality", negative_strength=float("nan")),
+        "failed",
+        "IQAQualityCondition",
+        ("negative_strength", "nan"),
+        r"finite number",
+    ),
+    Case(
+        "start_after_end",
+        qc(start_percent=0.8, end_percent=0.2),
+        "failed",
+        "IQAQualityCondition",
+        ("start_percent", "end_percent"),
+        r"0 <= start <= end <= 1",
+    ),
     Case("target_nan", qc(targets="nan"), "failed", "IQAQualityCondition", ("nan",), r"finite numbers"),
     Case("target_overflow", qc(targets="1e400"), "failed", "IQAQualityCondition", ("1e400",), r"finite numbers"),
-    Case("target_percentile_out_of_range", qc(targets="150"), "failed", "IQAQualityCondition", ("150", "percentile"), r"give a percentile between 0 and 100"),
-    Case("target_zscore_out_of_range", qc(targets="40", target_mode="z-score"), "failed", "IQAQualityCondition", ("40", "z-score"), r"use a value inside"),
-    Case("target_not_a_number", qc(targets="high"), "failed", "IQAQualityCondition", ("'high'", "not a number"), r"target"),
+    Case(
+        "target_percentile_out_of_range",
+        qc(targets="150"),
+        "failed",
+        "IQAQualityCondition",
+        ("150", "percentile"),
+        r"give a percentile between 0 and 100",
+    ),
+    Case(
+        "target_zscore_out_of_range",
+        qc(targets="40", target_mode="z-score"),
+        "failed",
+        "IQAQualityCondition",
+        ("40", "z-score"),
+        r"use a value inside",
+    ),
+    Case(
+        "target_not_a_number",
+        qc(targets="high"),
+        "failed",
+        "IQAQualityCondition",
+        ("'high'", "not a number"),
+        r"target",
+    ),
     Case("target_empty", qc(targets=" ; \n"), "failed", "IQAQualityCondition", ("no targets",), r"write e\.g\. '99'"),
-    Case("target_metric_twice", qc(targets="topiq_nr=50, topiq_nr=60, laion_aes=50"), "failed", "IQAQualityCondition",
-         ("topiq_nr", "twice"), r"give each metric one value"),
-    Case("target_written_p99", qc(targets="p99"), "failed", "IQAQualityCondition", ("'p99'", "not a number"), r"write 99\b"),
-    Case("target_unknown_metric", qc(targets="musiq=99"), "failed", "IQAQualityCondition", ("musiq",), r"name only the adapter's metrics"),
-    Case("guidance_target_z_nan", gg_case(target_z=float("nan")), "failed", "IQAGradientGuidance", ("target_z", "nan"), r"finite number"),
-    Case("guidance_scale_nan", gg_case(scale=float("nan")), "failed", "IQAGradientGuidance", ("scale", "nan"), r"finite number"),
-    Case("guidance_every_n_steps_zero", gg_case(every_n_steps=0), "rejected", names=("every_n_steps",), fix=r"smaller than min"),
-    Case("reference_scale_nan", ref_case(scale=float("nan")), "failed", "IQAReferenceQualityTransfer", ("scale", "nan"), r"finite number"),
+    Case(
+        "target_metric_twice",
+        qc(targets="topiq_nr=50, topiq_nr=60, laion_aes=50"),
+        "failed",
+        "IQAQualityCondition",
+        ("topiq_nr", "twice"),
+        r"give each metric one value",
+    ),
+    Case(
+        "target_written_p99",
+        qc(targets="p99"),
+        "failed",
+        "IQAQualityCondition",
+        ("'p99'", "not a number"),
+        r"write 99\b",
+    ),
+    Case(
+        "target_unknown_metric",
+        qc(targets="musiq=99"),
+        "failed",
+        "IQAQualityCondition",
+        ("musiq",),
+        r"name only the adapter's metrics",
+    ),
+    Case(
+        "guidance_target_z_nan",
+        gg_case(target_z=float("nan")),
+        "failed",
+        "IQAGradientGuidance",
+        ("target_z", "nan"),
+        r"finite number",
+    ),
+    Case(
+        "guidance_scale_nan",
+        gg_case(scale=float("nan")),
+        "failed",
+        "IQAGradientGuidance",
+        ("scale", "nan"),
+        r"finite number",
+    ),
+    Case(
+        "guidance_every_n_steps_zero",
+        gg_case(every_n_steps=0),
+        "rejected",
+        names=("every_n_steps",),
+        fix=r"smaller than min",
+    ),
+    Case(
+        "reference_scale_nan",
+        ref_case(scale=float("nan")),
+        "failed",
+        "IQAReferenceQualityTransfer",
+        ("scale", "nan"),
+        r"finite number",
+    ),
     # Optional inputs: the fork validates required inputs only, so optional ones reach the nodes as sent.
-    Case("score_batch_size_zero", score_case("rgb", batch_size=0), "failed", "IQAScore", ("batch_size", "0"), r"whole number of at least 1",
-         upstream=upstream_rejects(("batch_size", "0"), r"smaller than min of 1")),
-    Case("score_batch_size_text", score_case("rgb", batch_size="four"), "failed", "IQAScore", ("batch_size", "four"), r"whole number of at least 1",
-         upstream=upstream_rejects(("batch_size", "four"), r"failed to convert .*INT")),
+    Case(
+        "score_batch_size_zero",
+        score_case("rgb", batch_size=0),
+        "failed",
+        "IQAScore",
+        ("batch_size", "0"),
+        r"whole number of at least 1",
+        upstream=upstream_rejects(("batch_size", "0"), r"smaller than min of 1"),
+    ),
+    Case(
+        "score_batch_size_text",
+        score_case("rgb", batch_size="four"),
+        "failed",
+        "IQAScore",
+        ("batch_size", "four"),
+        r"whole number of at least 1",
+        upstream=upstream_rejects(("batch_size", "four"), r"failed to convert .*INT"),
+    ),
     # (upstream turns the number into the text "5", which is JSON but not an object)
-    Case("override_not_text", loader(rh.QUALITY, 5), "failed", LOADER, ("metadata_override", "int"), r"must be JSON text.*leave it empty",
-         upstream=dict(fix=r"must be a JSON object.*or remove it")),
-    Case("guidance_weight_text", lambda: set_in(guidance(CNNIQA), "gg", iqa_model_2=["gg_iqa", 0], weight_2="x"), "failed", "IQAGradientGuidance",
-         ("weight_2", "'x'"), r"finite number", upstream=upstream_rejects(("weight_2", "x"), r"failed to convert .*FLOAT")),
-    Case("guidance_second_metric_is_a_vae", lambda: set_in(guidance(CNNIQA), "gg", iqa_model_2=["vae", 0]), "failed", "IQAGradientGuidance",
-         ("VAE", "not an IQA model"), r"connect Load IQA Model", upstream=upstream_rejects(("iqa_model_2", "VAE", "IQA_MODEL"), TYPE_MISMATCH)),
-    Case("reference_scores_from_an_image", lambda: set_in(dict(base(), im=image("rgb")), "qc", reference_scores=["im", 0]), "failed",
-         "IQAQualityCondition", ("reference_scores", "Tensor"), r"connect the iqa_scores output",
-         upstream=upstream_rejects(("reference_scores", "IMAGE", "IQA_SCORES"), TYPE_MISMATCH)),
-    Case("score_previous_scores_from_an_image", lambda: set_in(scoring("rgb"), "score_0", previous_scores=["img_0", 0]), "failed", "IQAScore",
-         ("previous_scores", "Tensor"), r"connect an IQA Score's iqa_scores output",
-         upstream=upstream_rejects(("previous_scores", "IMAGE", "IQA_SCORES"), TYPE_MISMATCH)),
-    Case("iqa_device_unknown", lambda: set_in(scoring("rgb"), "iqa", device="gpu"), "failed", "IQALoadModel", ("device", "gpu"), r"one of \('auto', 'cpu'\)",
-         upstream=upstream_rejects(("device", "gpu"), NOT_IN_LIST)),
+    Case(
+        "override_not_text",
+        loader(rh.QUALITY, 5),
+        "failed",
+        LOADER,
+        ("metadata_override", "int"),
+        r"must be JSON text.*leave it empty",
+        upstream=dict(fix=r"must be a JSON object.*or remove it"),
+    ),
+    Case(
+        "guidance_weight_text",
+        lambda: set_in(guidance(CNNIQA), "gg", iqa_model_2=["gg_iqa", 0], weight_2="x"),
+        "failed",
+        "IQAGradientGuidance",
+        ("weight_2", "'x'"),
+        r"finite number",
+        upstream=upstream_rejects(("weight_2", "x"), r"failed to convert .*FLOAT"),
+    ),
+    Case(
+        "guidance_second_metric_is_a_vae",
+        lambda: set_in(guidance(CNNIQA), "gg", iqa_model_2=["vae", 0]),
+        "failed",
+        "IQAGradientGuidance",
+        ("VAE", "not an IQA model"),
+        r"connect Load IQA Model",
+        upstream=upstream_rejects(("iqa_model_2", "VAE", "IQA_MODEL"), TYPE_MISMATCH),
+    ),
+    Case(
+        "reference_scores_from_an_image",
+        lambda: set_in(dict(base(), im=image("rgb")), "qc", reference_scores=["im", 0]),
+        "failed",
+        "IQAQualityCondition",
+        ("reference_scores", "Tensor"),
+        r"connect the iqa_scores output",
+        upstream=upstream_rejects(("reference_scores", "IMAGE", "IQA_SCORES"), TYPE_MISMATCH),
+    ),
+    Case(
+        "score_previous_scores_from_an_image",
+        lambda: set_in(scoring("rgb"), "score_0", previous_scores=["img_0", 0]),
+        "failed",
+        "IQAScore",
+        ("previous_scores", "Tensor"),
+        r"connect an IQA Score's iqa_scores output",
+        upstream=upstream_rejects(("previous_scores", "IMAGE", "IQA_SCORES"), TYPE_MISMATCH),
+    ),
+    Case(
+        "iqa_device_unknown",
+        lambda: set_in(scoring("rgb"), "iqa", device="gpu"),
+        "failed",
+        "IQALoadModel",
+        ("device", "gpu"),
+        r"one of \('auto', 'cpu'\)",
+        upstream=upstream_rejects(("device", "gpu"), NOT_IN_LIST),
+    ),
     # Images: empty, tiny, NaN; RGBA, greyscale and out-of-range pixels are accepted as documented.
     Case("score_empty_batch", score_case("empty"), "failed", "IQAScore", ("empty",), r"connect|give"),
     Case("score_tiny_image", score_case("rgb", size=8), "failed", "IQAScore", ("8x8", "16 px"), r"upscale"),
     Case("score_nan_pixels", score_case("nan"), "failed", "IQAScore", ("NaN",), r"check the node that made them"),
     Case("score_inf_pixels", score_case("inf"), "failed", "IQAScore", ("infinite",), r"check the node that made them"),
-    Case("score_a_mask", lambda: dict(scoring("rgb"), img_0={"class_type": "SolidMask", "inputs": {"value": 0.5, "width": 64, "height": 64}}),
-         "failed", "IQAScore", ("MASK", "[1, 64, 64]"), r"convert mask to image",
-         upstream=upstream_rejects(("image", "MASK", "IMAGE"), TYPE_MISMATCH)),
+    Case(
+        "score_a_mask",
+        lambda: dict(
+            scoring("rgb"), img_0={"class_type": "SolidMask", "inputs": {"value": 0.5, "width": 64, "height": 64}}
+        ),
+        "failed",
+        "IQAScore",
+        ("MASK", "[1, 64, 64]"),
+        r"convert mask to image",
+        upstream=upstream_rejects(("image", "MASK", "IMAGE"), TYPE_MISMATCH),
+    ),
     Case("score_rgba_is_its_rgb", score_case("rgba", "rgb"), "accepted", check=same_scores),
     Case("score_grey_alpha_is_grey_rgb", score_case("grey_alpha", "grey_rgb"), "accepted", check=same_scores),
     Case("score_greyscale_is_grey_rgb", score_case("grey", "grey_rgb"), "accepted", check=same_scores),
     Case("score_over_range_is_clamped", score_case("over_range", "clamped"), "accepted", check=same_scores),
-    Case("reference_tiny_image", ref_case(size=16), "failed", "IQAReferenceQualityTransfer", ("16x16", "32 px"), r"upscale"),
-    Case("reference_empty_batch", ref_case(kind="empty"), "failed", "IQAReferenceQualityTransfer", ("empty",), r"connect at least one"),
+    Case(
+        "reference_tiny_image",
+        ref_case(size=16),
+        "failed",
+        "IQAReferenceQualityTransfer",
+        ("16x16", "32 px"),
+        r"upscale",
+    ),
+    Case(
+        "reference_empty_batch",
+        ref_case(kind="empty"),
+        "failed",
+        "IQAReferenceQualityTransfer",
+        ("empty",),
+        r"connect at least one",
+    ),
     Case("reference_rgba_is_its_rgb", rgba_vs_rgb_reference, "accepted", check=same_images),
     # Batch mismatches.
-    Case("targets_batch_mismatch", lambda: set_in(qc(targets="1; 50; 99")(), "latent", batch_size=2), "failed", "KSampler",
-         ("3 targets", "latent batch is 2"), r"use a batch of 3 latents"),
-    Case("reference_batch_mismatch", ref_case(n=3, latent_batch=2), "failed", "KSampler", ("3 references", "latent batch is 2"), r"use a batch of 3"),
-    Case("reference_scores_missing_metric", with_scores({"topiq_nr": [0.6]}), "failed", "IQAQualityCondition", ("reference_scores", "laion_aes"),
-         r"one IQA Score node per adapter metric"),
-    Case("reference_scores_nan", with_scores({"topiq_nr": [float("nan")], "laion_aes": [5.0]}), "failed", "IQAQualityCondition",
-         ("topiq_nr",), r"finite"),
-    Case("reference_scores_lengths_differ", with_scores({"topiq_nr": [0.5, 0.6], "laion_aes": [5.0, 5.5, 6.0]}), "failed", "IQAQualityCondition",
-         ("reference_scores",), r"score the same images"),
+    Case(
+        "targets_batch_mismatch",
+        lambda: set_in(qc(targets="1; 50; 99")(), "latent", batch_size=2),
+        "failed",
+        "KSampler",
+        ("3 targets", "latent batch is 2"),
+        r"use a batch of 3 latents",
+    ),
+    Case(
+        "reference_batch_mismatch",
+        ref_case(n=3, latent_batch=2),
+        "failed",
+        "KSampler",
+        ("3 references", "latent batch is 2"),
+        r"use a batch of 3",
+    ),
+    Case(
+        "reference_scores_missing_metric",
+        with_scores({"topiq_nr": [0.6]}),
+        "failed",
+        "IQAQualityCondition",
+        ("reference_scores", "laion_aes"),
+        r"one IQA Score node per adapter metric",
+    ),
+    Case(
+        "reference_scores_nan",
+        with_scores({"topiq_nr": [float("nan")], "laion_aes": [5.0]}),
+        "failed",
+        "IQAQualityCondition",
+        ("topiq_nr",),
+        r"finite",
+    ),
+    Case(
+        "reference_scores_lengths_differ",
+        with_scores({"topiq_nr": [0.5, 0.6], "laion_aes": [5.0, 5.5, 6.0]}),
+        "failed",
+        "IQAQualityCondition",
+        ("reference_scores",),
+        r"score the same images",
+    ),
     # Metrics and decoders.
-    Case("guidance_non_differentiable_metric", gg_case(PIQE), "failed", "IQAGradientGuidance", ("piqe", "not differentiable"), r"use a differentiable metric"),
-    Case("guidance_decoder_mismatch", decoder_mismatch, "failed", "IQAGradientGuidance", ("4-channel", "16-channel"), r"connect the VAE"),
-    Case("unknown_iqa_metric", iqa_load("topiqnr", node="IQATestRandomIQAModel"), "failed", "IQATestRandomIQAModel", ("topiqnr",), r"did you mean 'topiq_nr'"),
-    Case("missing_iqa_weights", iqa_load("musiq"), "failed", "IQALoadModel", ("musiq_koniq_ckpt-e95806b9.pth", "huggingface.co"), r"put it in .*allow_download"),
-    Case("unsafe_pickle_iqa_weights", iqa_load("topiq_nr"), "failed", "IQALoadModel", ("cfanet_nr_koniq_res50-9a73138b.pth",), r"replace it with a fresh copy",
-         marker="PICKLE_RAN_iqa"),
-    Case("reference_adapter_in_quality_condition", loader(rh.REFERENCE), "failed", "IQAQualityCondition", (rh.REFERENCE, "reference"),
-         r"use it with Reference Quality Transfer"),
-    Case("quality_adapter_in_reference_transfer", ref_case(adapter=rh.QUALITY), "failed", "IQAReferenceQualityTransfer", (rh.QUALITY,),
-         r"use it with Quality Condition"),
-    Case("reference_with_the_wrong_iqa_model", ref_case(metric="cnniqa"), "failed", "IQAReferenceQualityTransfer", ("cnniqa", "topiq_nr"),
-         r"load 'topiq_nr' with Load IQA Model"),
+    Case(
+        "guidance_non_differentiable_metric",
+        gg_case(PIQE),
+        "failed",
+        "IQAGradientGuidance",
+        ("piqe", "not differentiable"),
+        r"use a differentiable metric",
+    ),
+    Case(
+        "guidance_decoder_mismatch",
+        decoder_mismatch,
+        "failed",
+        "IQAGradientGuidance",
+        ("4-channel", "16-channel"),
+        r"connect the VAE",
+    ),
+    Case(
+        "unknown_iqa_metric",
+        iqa_load("topiqnr", node="IQATestRandomIQAModel"),
+        "failed",
+        "IQATestRandomIQAModel",
+        ("topiqnr",),
+        r"did you mean 'topiq_nr'",
+    ),
+    Case(
+        "missing_iqa_weights",
+        iqa_load("musiq"),
+        "failed",
+        "IQALoadModel",
+        ("musiq_koniq_ckpt-e95806b9.pth", "huggingface.co"),
+        r"put it in .*allow_download",
+    ),
+    Case(
+        "unsafe_pickle_iqa_weights",
+        iqa_load("topiq_nr"),
+        "failed",
+        "IQALoadModel",
+        ("cfanet_nr_koniq_res50-9a73138b.pth",),
+        r"replace it with a fresh copy",
+        marker="PICKLE_RAN_iqa",
+    ),
+    Case(
+        "reference_adapter_in_quality_condition",
+        loader(rh.REFERENCE),
+        "failed",
+        "IQAQualityCondition",
+        (rh.REFERENCE, "reference"),
+        r"use it with Reference Quality Transfer",
+    ),
+    Case(
+        "quality_adapter_in_reference_transfer",
+        ref_case(adapter=rh.QUALITY),
+        "failed",
+        "IQAReferenceQualityTransfer",
+        (rh.QUALITY,),
+        r"use it with Quality Condition",
+    ),
+    Case(
+        "reference_with_the_wrong_iqa_model",
+        ref_case(metric="cnniqa"),
+        "failed",
+        "IQAReferenceQualityTransfer",
+        ("cnniqa", "topiq_nr"),
+        r"load 'topiq_nr' with Load IQA Model",
+    ),
 ]
 HOST_MODELS = Path("/nonexistent")  # the catalog host's models folder, set by the fixture (traversal_absolute)
 

@@ -9,6 +9,7 @@
 * Loader names resolve only inside the registered model folders: '../', nested '..', absolute paths and
   unknown metric names are refused by the pack itself, even when the host's validation is bypassed.
 """
+
 from __future__ import annotations
 
 import ast
@@ -32,7 +33,9 @@ iqa = pack.guidance.iqa_models
 LoadIQAAdapter = pack.nodes.load_adapter.LoadIQAAdapter
 META = {"metrics": ["topiq_nr", "laion_aes"], "use_flag": False, "pos_encode_L": 0}
 
-RUNTIME = [conftest.REPO / "__init__.py"] + sorted(p for d in ("adapter", "nodes", "guidance") for p in (conftest.REPO / d).rglob("*.py"))
+RUNTIME = [conftest.REPO / "__init__.py"] + sorted(
+    p for d in ("adapter", "nodes", "guidance") for p in (conftest.REPO / d).rglob("*.py")
+)
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "joblib", "marshal", "shelve", "cloudpickle"}
 NETWORK_MODULES = {"socket", "urllib.request", "http.client", "requests", "httpx", "aiohttp", "ftplib", "smtplib"}
 # The one place that refers to torch.load without calling it: the weight gate's forced weights_only=True
@@ -78,7 +81,11 @@ def scan(path: Path) -> tuple[list[str], int]:
                 calls.add(id(node.func))
                 if _kw(node, "weights_only") is not True:
                     problems.append(f"{where}: torch.load without weights_only=True")
-            elif name.split(".")[-1] == "load" and name.split(".")[0] in ("np", "numpy") and _kw(node, "allow_pickle") is not None:
+            elif (
+                name.split(".")[-1] == "load"
+                and name.split(".")[0] in ("np", "numpy")
+                and _kw(node, "allow_pickle") is not None
+            ):
                 problems.append(f"{where}: numpy load with allow_pickle")
             elif name in ("yaml.load", "yaml.unsafe_load", "torch.jit.load", "eval", "exec"):
                 problems.append(f"{where}: {name}")
@@ -86,14 +93,20 @@ def scan(path: Path) -> tuple[list[str], int]:
                 problems.append(f"{where}: load_torch_file(safe_load=False)")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            if isinstance(node, ast.ImportFrom) and node.module == "torch" and any(a.name == "load" for a in node.names):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "torch"
+                and any(a.name == "load" for a in node.names)
+            ):
                 problems.append(f"{where}: from torch import load")
             for m in mods:
                 if m.split(".")[0] in PICKLE_MODULES:
                     problems.append(f"{where}: imports {m}")
                 if m in NETWORK_MODULES or m.split(".")[0] in {"requests", "httpx", "aiohttp", "socket"}:
                     problems.append(f"{where}: imports network module {m}")
-    loose = sum(1 for n in ast.walk(tree) if isinstance(n, ast.Attribute) and _dotted(n) == "torch.load" and id(n) not in calls)
+    loose = sum(
+        1 for n in ast.walk(tree) if isinstance(n, ast.Attribute) and _dotted(n) == "torch.load" and id(n) not in calls
+    )
     return problems, loose
 
 
@@ -112,13 +125,22 @@ def test_runtime_source_loads_pickles_only_with_weights_only_and_has_no_network_
 def test_the_scan_catches_what_it_looks_for(tmp_path):
     """The scan is not vacuous: each forbidden form in a sample file is reported."""
     bad = tmp_path / "bad.py"
-    bad.write_text("import pickle\nimport torch, socket\nfrom torch import load\n"
-                   "a = torch.load('x')\nb = torch.load('x', weights_only=False)\nc = torch.load\n"
-                   "d = eval('1')\nimport numpy as np\ne = np.load('x', allow_pickle=True)\n")
+    bad.write_text(
+        "import pickle\nimport torch, socket\nfrom torch import load\n"
+        "a = torch.load('x')\nb = torch.load('x', weights_only=False)\nc = torch.load\n"
+        "d = eval('1')\nimport numpy as np\ne = np.load('x', allow_pickle=True)\n"
+    )
     problems, loose = scan(bad)
     text = "\n".join(problems)
-    for expected in ("imports pickle", "imports network module socket", "from torch import load", ":4: torch.load without",
-                     ":5: torch.load without", "eval", "allow_pickle"):
+    for expected in (
+        "imports pickle",
+        "imports network module socket",
+        "from torch import load",
+        ":4: torch.load without",
+        ":5: torch.load without",
+        "eval",
+        "allow_pickle",
+    ):
         assert expected in text, (expected, text)
     assert loose == 1
 
@@ -166,9 +188,14 @@ def test_inside_the_gate_even_an_explicit_weights_only_false_is_safe(tmp_path):
 
 # -- JSON size limits ------------------------------------------------------------------------------------
 
+
 def _adapter(path: Path, header: str | None) -> Path:
     sd = tiny.adapter_state("sd15", 2)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path), metadata=None if header is None else {"iqa_adapter": header})
+    save_file(
+        {k: v.contiguous() for k, v in sd.items()},
+        str(path),
+        metadata=None if header is None else {"iqa_adapter": header},
+    )
     return path
 
 
@@ -177,10 +204,16 @@ def test_header_and_override_json_limits(tmp_path, size, ok):
     def doc(n: int) -> str:
         base = json.dumps(dict(META, comment=""))
         return json.dumps(dict(META, comment="x" * (n - len(base))))
+
     text = doc(size)
     assert len(text.encode()) == size
     path = _adapter(tmp_path / "a.safetensors", text)
-    for call in (lambda: A.IQAAdapter.load(path), lambda: A.IQAAdapter.load(_adapter(tmp_path / "b.safetensors", None), A.metadata.parse_json_text(text, "the node's metadata_override"))):
+    for call in (
+        lambda: A.IQAAdapter.load(path),
+        lambda: A.IQAAdapter.load(
+            _adapter(tmp_path / "b.safetensors", None), A.metadata.parse_json_text(text, "the node's metadata_override")
+        ),
+    ):
         if ok:
             assert call().metadata.metrics == tuple(META["metrics"])
         else:
@@ -204,6 +237,7 @@ def test_an_oversized_sidecar_is_refused_from_its_size_without_being_read(tmp_pa
 
 # -- names resolve inside the registered folders only ----------------------------------------------------
 
+
 @pytest.fixture()
 def folders(adapter_dir, tmp_path):
     """A good adapter in the registered folder and in a subfolder, and one outside every model folder."""
@@ -224,8 +258,13 @@ def test_loader_names_resolve_only_inside_the_model_folders(folders):
     assert host.model_file_path(host.ADAPTER_FOLDER, "safe_inside.safetensors") == str(inside)
     assert host.model_file_path(host.ADAPTER_FOLDER, "safe_sub/nested.safetensors") == str(sub)
     node = LoadIQAAdapter()
-    for name in ("../safe_outside.safetensors", "safe_sub/../../safe_outside.safetensors", str(outside),
-                 "./../safe_outside.safetensors", "safe_sub/../../../models/safe_outside.safetensors"):
+    for name in (
+        "../safe_outside.safetensors",
+        "safe_sub/../../safe_outside.safetensors",
+        str(outside),
+        "./../safe_outside.safetensors",
+        "safe_sub/../../../models/safe_outside.safetensors",
+    ):
         with pytest.raises(Err, match="not found in the 'iqa_adapter' folder"):
             host.model_file_path(host.ADAPTER_FOLDER, name)
         with torch.inference_mode(), pytest.raises(Err, match="not found in the 'iqa_adapter' folder"):

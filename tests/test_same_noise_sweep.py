@@ -6,6 +6,7 @@ Through the real host's prompt queue (tests/server_host.py; IQA_HOST picks the f
 tiny fixtures: at adapter scale 0 the five saved images are identical; at scale 1 they are not; and the same
 graph without the node gives five different images at scale 0, so the node is what makes them equal.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ custom_nodes/, tiny random adapters in models/iqa_adapter. Every example workflo
 file with the server's own /object_info, its model loaders swapped for tiny stand-ins
 (scripts/workflow_fixtures.py), POSTed to /prompt and followed through /history.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,7 +46,9 @@ def test_object_info_lists_every_pack_node_with_the_documented_inputs(host):
     assert set(served) == set(conftest.pack.NODE_CLASS_MAPPINGS)
     for node_id, info in served.items():
         inputs = [n for g in ("required", "optional") for n in (info["input"].get(g) or {})]
-        assert inputs == documented[node_id], f"{node_id}: the host has {inputs}, docs/nodes.md documents {documented[node_id]}"
+        assert inputs == documented[node_id], (
+            f"{node_id}: the host has {inputs}, docs/nodes.md documents {documented[node_id]}"
+        )
         assert info["display_name"] != node_id and info["description"], f"{node_id}: display name and description"
         for group in ("required", "optional"):
             for name, spec in (info["input"].get(group) or {}).items():
@@ -96,7 +99,9 @@ def test_example_workflow_runs_through_the_prompt_queue(host, name):
     for node_id, scores in tables.items():
         n = _expected_batch(prompt, prompt[node_id]["inputs"]["image"][0])
         assert len(scores) == n and all(math.isfinite(s) for s in scores), (node_id, scores)
-        plot_previews = [i for i, nd in prompt.items() if nd["class_type"] == "PreviewImage" and nd["inputs"]["images"][0] == node_id]
+        plot_previews = [
+            i for i, nd in prompt.items() if nd["class_type"] == "PreviewImage" and nd["inputs"]["images"][0] == node_id
+        ]
         assert all(files.get(i) for i in plot_previews), "the score plot reached the history"
     has_score_node = any(n["class_type"] == "IQAScore" for n in prompt.values())
     assert bool(tables) == has_score_node
@@ -140,7 +145,9 @@ def test_out_of_range_input_is_rejected_with_http_400_naming_it(host):
 
 
 def test_missing_adapter_file_is_rejected_naming_the_input(host):
-    body = _rejected(host, _bad(host, lambda p: _node_of(p, "IQAAdapterLoader")["inputs"].update(adapter_name="missing.safetensors")))
+    body = _rejected(
+        host, _bad(host, lambda p: _node_of(p, "IQAAdapterLoader")["inputs"].update(adapter_name="missing.safetensors"))
+    )
     text = str(body["node_errors"])
     assert "adapter_name" in text and "missing.safetensors" in text
     _still_serving(host)

@@ -9,6 +9,7 @@ fixtures substituted. Running them through the HTTP prompt queue is tests/test_s
 With IQA_HOST=upstream the node definitions come from an upstream server's /object_info and validation
 is that server's POST /prompt (a valid prompt is then run, or fails on the empty placeholder files).
 """
+
 from __future__ import annotations
 
 import json
@@ -87,7 +88,12 @@ def test_example_files_are_named_by_their_titles():
     assert set(workflow_titles.TITLES) == set(workflow_build.WORKFLOWS), "one title per workflow the builder describes"
     for slug, title in workflow_titles.TITLES.items():
         assert workflow_titles.unsafe_characters(title) == [], title  # the browser suite checks the cards show it whole
-        assert workflow_titles.slug_of(title) == workflow_titles.slug_of(f"{title}.json") == workflow_titles.slug_of(slug) == slug
+        assert (
+            workflow_titles.slug_of(title)
+            == workflow_titles.slug_of(f"{title}.json")
+            == workflow_titles.slug_of(slug)
+            == slug
+        )
     assert sorted(p.stem for p in (conftest.REPO / "scripts" / "prompts").glob("*.json")) == NAMES
     for bad in ("a/b", "a: b", "a#b", "50%", "what?", "p1-p99", "with_underscore", " padded"):
         assert workflow_titles.unsafe_characters(bad), bad
@@ -98,7 +104,12 @@ def test_the_main_job_takes_an_example_by_slug_or_title():
     import run_workflow
 
     sweep = workflow_titles.example_path("sdxl_quality_sweep")
-    for name in ("sdxl_quality_sweep", "Quality sweep p1 to p99 (SDXL)", "Quality sweep p1 to p99 (SDXL).json", str(sweep)):
+    for name in (
+        "sdxl_quality_sweep",
+        "Quality sweep p1 to p99 (SDXL)",
+        "Quality sweep p1 to p99 (SDXL).json",
+        str(sweep),
+    ):
         assert run_workflow.resolve_workflow(name) == sweep, name
     with pytest.raises(SystemExit, match=r"'Quality sweep p1 to p99 \(SDXL\)' \(sdxl_quality_sweep\)"):
         run_workflow.resolve_workflow("sdxl_no_such_example")
@@ -134,7 +145,9 @@ def test_api_twin_and_builder_are_in_sync(name, info):
     """scripts/prompts/<name>.json is the conversion of the UI file, and the UI file is what the builder makes."""
     workflow = load(name)
     twin = json.loads((conftest.REPO / "scripts" / "prompts" / f"{name}.json").read_text())
-    assert twin == w2a.convert(workflow, info), "API twin out of date: run .venv/bin/python scripts/workflow_build.py --write"
+    assert twin == w2a.convert(workflow, info), (
+        "API twin out of date: run .venv/bin/python scripts/workflow_build.py --write"
+    )
     built, _ = workflow_build.build_all(info)
     assert built[name] == workflow, "example out of date: run .venv/bin/python scripts/workflow_build.py --write"
 
@@ -147,9 +160,11 @@ def test_thumbnail_exists(name):
         assert im.format == "JPEG" and im.width >= 640
 
 
-PLACEHOLDERS = {"checkpoints": [workflow_build.CHECKPOINT],
-                "vae_approx": ["taesdxl_encoder.safetensors", "taesdxl_decoder.safetensors"],
-                "iqa_adapter": [workflow_build.QUALITY_ADAPTER, workflow_build.REFERENCE_ADAPTER]}
+PLACEHOLDERS = {
+    "checkpoints": [workflow_build.CHECKPOINT],
+    "vae_approx": ["taesdxl_encoder.safetensors", "taesdxl_decoder.safetensors"],
+    "iqa_adapter": [workflow_build.QUALITY_ADAPTER, workflow_build.REFERENCE_ADAPTER],
+}
 
 
 def _server_placeholders(ws: Path) -> None:
@@ -205,7 +220,9 @@ def test_real_prompt_validates_on_the_host(name, info, placeholder_files, server
 @pytest.mark.parametrize("name", NAMES)
 def test_tiny_prompt_validates_on_the_host(name, info, adapter_dir, server):
     adapters = server.adapters if server is not None else workflow_fixtures.write_tiny_adapters(adapter_dir)
-    prompt = workflow_fixtures.tiny_prompt(w2a.convert(load(name), info), workflow_fixtures.TinyOptions(adapters=adapters))
+    prompt = workflow_fixtures.tiny_prompt(
+        w2a.convert(load(name), info), workflow_fixtures.TinyOptions(adapters=adapters)
+    )
     assert not {n["class_type"] for n in prompt.values()} & {"CheckpointLoaderSimple", "VAELoader", "LoadImage"}
     valid, error, node_errors = validate(prompt, server)
     assert valid, (error, node_errors)
@@ -213,26 +230,51 @@ def test_tiny_prompt_validates_on_the_host(name, info, adapter_dir, server):
 
 # -- the converter's rules, on hand-made graphs ------------------------------------------------------------
 
+
 def _node(node_id, kind, widgets=(), inputs=(), outputs=(), mode=0):
-    return {"id": node_id, "type": kind, "pos": [0, 0], "size": [100, 50], "mode": mode, "order": node_id,
-            "inputs": [dict(name=n, type=t, link=link) for n, t, link in inputs],
-            "outputs": [dict(name=n, type=t, links=ls, slot_index=i) for i, (n, t, ls) in enumerate(outputs)],
-            "widgets_values": list(widgets)}
+    return {
+        "id": node_id,
+        "type": kind,
+        "pos": [0, 0],
+        "size": [100, 50],
+        "mode": mode,
+        "order": node_id,
+        "inputs": [dict(name=n, type=t, link=link) for n, t, link in inputs],
+        "outputs": [dict(name=n, type=t, links=ls, slot_index=i) for i, (n, t, ls) in enumerate(outputs)],
+        "widgets_values": list(widgets),
+    }
 
 
 def test_widget_order_follows_the_editor(info):
     assert w2a.widget_names(info["KSampler"]) == ["seed", None, "steps", "cfg", "sampler_name", "scheduler", "denoise"]
     assert w2a.widget_names(info["LoadImage"]) == ["image", None]  # the upload button
-    assert w2a.widget_names(info["IQAAdapterLoader"]) == ["adapter_name", "metadata_override"]  # required, then optional
+    assert w2a.widget_names(info["IQAAdapterLoader"]) == [
+        "adapter_name",
+        "metadata_override",
+    ]  # required, then optional
     combo_seed = {"input": {"required": {"x": [["a", "b"], {"control_after_generate": True}], "n": ["INT", {}]}}}
     assert w2a.widget_names(combo_seed) == ["x", None, None, "n"]
 
 
 def test_convert_follows_reroutes_and_bypass_and_drops_muted(info):
-    ckpt = _node(1, "CheckpointLoaderSimple", ["m.safetensors"], outputs=[("MODEL", "MODEL", [1]), ("CLIP", "CLIP", [2]), ("VAE", "VAE", [])])
+    ckpt = _node(
+        1,
+        "CheckpointLoaderSimple",
+        ["m.safetensors"],
+        outputs=[("MODEL", "MODEL", [1]), ("CLIP", "CLIP", [2]), ("VAE", "VAE", [])],
+    )
     reroute = _node(2, "Reroute", inputs=[("", "*", 2)], outputs=[("", "CLIP", [3])])
-    text = _node(3, "CLIPTextEncode", ["hello"], inputs=[("clip", "CLIP", 3)], outputs=[("CONDITIONING", "CONDITIONING", [])])
-    bypassed = _node(4, "ModelSamplingDiscrete", ["eps", False], inputs=[("model", "MODEL", 1)], outputs=[("MODEL", "MODEL", [4])], mode=4)
+    text = _node(
+        3, "CLIPTextEncode", ["hello"], inputs=[("clip", "CLIP", 3)], outputs=[("CONDITIONING", "CONDITIONING", [])]
+    )
+    bypassed = _node(
+        4,
+        "ModelSamplingDiscrete",
+        ["eps", False],
+        inputs=[("model", "MODEL", 1)],
+        outputs=[("MODEL", "MODEL", [4])],
+        mode=4,
+    )
     muted = _node(5, "CLIPTextEncode", ["muted"], inputs=[("clip", "CLIP", None)], mode=2)
     sampler = _node(6, "KSampler", [7, "fixed", 20, 8.0, "euler", "normal", 1.0], inputs=[("model", "MODEL", 4)])
     note = {"id": 7, "type": "Note", "pos": [0, 0], "size": [10, 10], "mode": 0, "widgets_values": ["hi"]}
@@ -270,18 +312,32 @@ def test_v3_combo_inputs_are_widgets_too():
     """Upstream's V3 nodes (LatentBatchSeedBehavior in 0.3.64) describe a dropdown as ("COMBO", {"options":
     [...]}) in /object_info (comfy_api/latest/_io.py, Combo.Input.as_dict), not as a list of choices; the
     editor makes the same widget for both forms, so the conversion must too."""
-    v1 = {"input": {"required": {"samples": ["LATENT"], "seed_behavior": [["random", "fixed"], {"default": "fixed"}]}},
-          "output": ["LATENT"]}
-    v3 = {"input": {"required": {"samples": ["LATENT"], "seed_behavior": ["COMBO", {"default": "fixed", "multiselect": False,
-                                                                                     "options": ["random", "fixed"]}]}},
-          "output": ["LATENT"]}
+    v1 = {
+        "input": {"required": {"samples": ["LATENT"], "seed_behavior": [["random", "fixed"], {"default": "fixed"}]}},
+        "output": ["LATENT"],
+    }
+    v3 = {
+        "input": {
+            "required": {
+                "samples": ["LATENT"],
+                "seed_behavior": ["COMBO", {"default": "fixed", "multiselect": False, "options": ["random", "fixed"]}],
+            }
+        },
+        "output": ["LATENT"],
+    }
     for definition in (v1, v3):
         assert w2a.widget_names(definition) == ["seed_behavior"]
         assert w2a.socket_inputs(definition) == [("samples", "LATENT")]
         assert w2a.widget_default(definition["input"]["required"]["seed_behavior"]) == "fixed"
     no_default = ["COMBO", {"options": ["a", "b"]}]
     assert w2a.widget_default(no_default) == "a" and w2a.combo_options(no_default) == ["a", "b"]
-    node = _node(1, "LatentBatchSeedBehavior", ["fixed"], inputs=[("samples", "LATENT", None)], outputs=[("LATENT", "LATENT", [])])
+    node = _node(
+        1,
+        "LatentBatchSeedBehavior",
+        ["fixed"],
+        inputs=[("samples", "LATENT", None)],
+        outputs=[("LATENT", "LATENT", [])],
+    )
     info = {"LatentBatchSeedBehavior": v3}
     assert w2a.check_against_definitions({"nodes": [node], "links": []}, info) == []
     assert w2a.convert({"nodes": [node], "links": []}, info)["1"]["inputs"] == {"seed_behavior": "fixed"}
@@ -292,8 +348,15 @@ def test_same_noise_examples_convert_alike_with_upstreams_v3_definition(name, in
     """With LatentBatchSeedBehavior described the V3 way (as upstream 0.3.64 serves it), the example still
     matches the definitions, converts to its API twin, and the builder makes the same file."""
     v3 = dict(info)
-    v3["LatentBatchSeedBehavior"] = {**info["LatentBatchSeedBehavior"], "input": {"required": {
-        "samples": ["LATENT", {}], "seed_behavior": ["COMBO", {"default": "fixed", "multiselect": False, "options": ["random", "fixed"]}]}}}
+    v3["LatentBatchSeedBehavior"] = {
+        **info["LatentBatchSeedBehavior"],
+        "input": {
+            "required": {
+                "samples": ["LATENT", {}],
+                "seed_behavior": ["COMBO", {"default": "fixed", "multiselect": False, "options": ["random", "fixed"]}],
+            }
+        },
+    }
     workflow = load(name)
     assert w2a.check_against_definitions(workflow, v3) == []
     twin = json.loads((conftest.REPO / "scripts" / "prompts" / f"{name}.json").read_text())

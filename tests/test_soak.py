@@ -13,6 +13,7 @@ non-loopback connection or name lookup is refused and logged with its stack).
 * Network: the guard saw no attempt from the host during all of the above; with allow_download on, the
   attempt is seen and refused (the guard works), and the error says to download by hand.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,21 +33,41 @@ def qc_inputs(p: dict, node: str = "qc", **inputs) -> dict:
 
 def stack_two(seed: int) -> dict:
     p = rh.graph(seed)
-    p["adapter_b"] = {"class_type": "IQAAdapterLoader", "inputs": {"adapter_name": rh.QUALITY_B, "metadata_override": ""}}
-    p["qc_b"] = {"class_type": "IQAQualityCondition", "inputs": dict(p["qc"]["inputs"], model=["qc", 0], iqa_adapter=["adapter_b", 0],
-                                                                      targets="25", scale=0.7)}
+    p["adapter_b"] = {
+        "class_type": "IQAAdapterLoader",
+        "inputs": {"adapter_name": rh.QUALITY_B, "metadata_override": ""},
+    }
+    p["qc_b"] = {
+        "class_type": "IQAQualityCondition",
+        "inputs": dict(p["qc"]["inputs"], model=["qc", 0], iqa_adapter=["adapter_b", 0], targets="25", scale=0.7),
+    }
     p["ks"]["inputs"]["model"] = ["qc_b", 0]
     return p
 
 
 def stack_reference(seed: int) -> dict:
     p = rh.graph(seed)
-    p["ref_adapter"] = {"class_type": "IQAAdapterLoader", "inputs": {"adapter_name": rh.REFERENCE, "metadata_override": ""}}
-    p["ref_img"] = {"class_type": "IQARelOddImage", "inputs": {"kind": "rgb", "width": 64, "height": 64, "seed": 9, "batch": 1}}
+    p["ref_adapter"] = {
+        "class_type": "IQAAdapterLoader",
+        "inputs": {"adapter_name": rh.REFERENCE, "metadata_override": ""},
+    }
+    p["ref_img"] = {
+        "class_type": "IQARelOddImage",
+        "inputs": {"kind": "rgb", "width": 64, "height": 64, "seed": 9, "batch": 1},
+    }
     p["ref_iqa"] = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "topiq_nr"}}
-    p["rqt"] = {"class_type": "IQAReferenceQualityTransfer", "inputs": {
-        "model": ["qc", 0], "iqa_adapter": ["ref_adapter", 0], "reference": ["ref_img", 0], "iqa_model": ["ref_iqa", 0],
-        "scale": 0.8, "start_percent": 0.0, "end_percent": 1.0}}
+    p["rqt"] = {
+        "class_type": "IQAReferenceQualityTransfer",
+        "inputs": {
+            "model": ["qc", 0],
+            "iqa_adapter": ["ref_adapter", 0],
+            "reference": ["ref_img", 0],
+            "iqa_model": ["ref_iqa", 0],
+            "scale": 0.8,
+            "start_percent": 0.0,
+            "end_percent": 1.0,
+        },
+    }
     p["ks"]["inputs"]["model"] = ["rqt", 0]
     return p
 
@@ -55,10 +76,27 @@ def guided(seed: int, on: str = "qc", **gg) -> dict:
     p = rh.graph(seed)
     p["vae"] = {"class_type": "IQATestTinyVAE", "inputs": {"seed": 5}}
     p["gg_iqa"] = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "cnniqa"}}
-    p["gg"] = {"class_type": "IQAGradientGuidance", "inputs": dict({
-        "model": [on, 0], "iqa_model": ["gg_iqa", 0], "vae": ["vae", 0], "scale": 0.2, "start_percent": 0.0, "end_percent": 1.0,
-        "every_n_steps": 1, "direction": "maximize", "target_z": 2.0, "max_decode_size": 64, "normalization": "rms", "clip": 0.0,
-        "sigma_weighting": "constant"}, **gg)}
+    p["gg"] = {
+        "class_type": "IQAGradientGuidance",
+        "inputs": dict(
+            {
+                "model": [on, 0],
+                "iqa_model": ["gg_iqa", 0],
+                "vae": ["vae", 0],
+                "scale": 0.2,
+                "start_percent": 0.0,
+                "end_percent": 1.0,
+                "every_n_steps": 1,
+                "direction": "maximize",
+                "target_z": 2.0,
+                "max_decode_size": 64,
+                "normalization": "rms",
+                "clip": 0.0,
+                "sigma_weighting": "constant",
+            },
+            **gg,
+        ),
+    }
     p["ks"]["inputs"]["model"] = ["gg", 0]
     return p
 
@@ -81,7 +119,9 @@ VARIANTS = {
     "stack_two_adapters": stack_two,
     "stack_reference": stack_reference,
     "guided": guided,
-    "guided_target_z_plain": lambda s: guided(s, on="probe", direction="target z-score", target_z=-1.0, every_n_steps=2),
+    "guided_target_z_plain": lambda s: guided(
+        s, on="probe", direction="target z-score", target_z=-1.0, every_n_steps=2
+    ),
 }
 PLAIN = "plain_only"
 
@@ -114,7 +154,8 @@ def run(host: rh.Host, prompt: dict, files: set | None = None) -> dict[str, list
         assert new and not new & files, "the host answered from its cache: the prompt did not run again"
         files |= new
     return {k: [rh.image_digest(p) for p in v] for k, v in images.items()} | {
-        f"{k}.text": v["text"] for k, v in (entry.get("outputs") or {}).items() if "text" in v}
+        f"{k}.text": v["text"] for k, v in (entry.get("outputs") or {}).items() if "text" in v
+    }
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +168,11 @@ def host(tmp_path_factory):
 
 def test_soak(host):
     seq = schedule()
-    assert len(seq) == 50 and seq[0] == seq[-1] == PLAIN and {n: seq.count(n) for n in VARIANTS} == dict.fromkeys(VARIANTS, ROUNDS)
+    assert (
+        len(seq) == 50
+        and seq[0] == seq[-1] == PLAIN
+        and {n: seq.count(n) for n in VARIANTS} == dict.fromkeys(VARIANTS, ROUNDS)
+    )
     warm_up = len(VARIANTS) + 1  # every variant once: every code path and cache has been used
     results: dict[str, list[dict]] = {}
     rss, files = [], set()
@@ -137,17 +182,26 @@ def test_soak(host):
     for name, outs in results.items():
         assert all(o == outs[0] for o in outs), f"{name}: the same prompt gave different outputs across the soak"
         images = [d for k, v in outs[0].items() if not k.endswith(".text") for d in v]
-        assert images and len(set(images)) == len(images) or name == PLAIN, f"{name}: degenerate (identical) images {images}"
+        assert images and len(set(images)) == len(images) or name == PLAIN, (
+            f"{name}: degenerate (identical) images {images}"
+        )
     assert results[PLAIN][0] == results[PLAIN][-1], "the plain model changed after prompts with the adapter"
     assert len(results["sweep_scored_b3"][0]["save"]) == 3 and len(results["zscores_b2"][0]["save"]) == 2
     for name in VARIANTS:  # the condition changed the picture: every variant differs from its own plain branch
         out = results[name][0]
         assert not set(out["save"]) & set(out["save_plain"]), name
     growth = (rss[-1] - rss[warm_up - 1]) / rss[warm_up - 1]
-    SOAK.update(prompts=len(seq), rss_warm_mb=rss[warm_up - 1] / 2**20, rss_end_mb=rss[-1] / 2**20, growth=growth,
-                rss_max_mb=max(rss[warm_up - 1:]) / 2**20)
-    print(f"soak: {len(seq)} prompts, RSS after warm-up {SOAK['rss_warm_mb']:.0f} MiB, at the end {SOAK['rss_end_mb']:.0f} MiB "
-          f"({100 * growth:+.2f}%), peak after warm-up {SOAK['rss_max_mb']:.0f} MiB")
+    SOAK.update(
+        prompts=len(seq),
+        rss_warm_mb=rss[warm_up - 1] / 2**20,
+        rss_end_mb=rss[-1] / 2**20,
+        growth=growth,
+        rss_max_mb=max(rss[warm_up - 1 :]) / 2**20,
+    )
+    print(
+        f"soak: {len(seq)} prompts, RSS after warm-up {SOAK['rss_warm_mb']:.0f} MiB, at the end {SOAK['rss_end_mb']:.0f} MiB "
+        f"({100 * growth:+.2f}%), peak after warm-up {SOAK['rss_max_mb']:.0f} MiB"
+    )
     assert growth < MEMORY_GROWTH_LIMIT, SOAK
 
 
@@ -180,10 +234,15 @@ def test_conditions_queued_back_to_back_each_get_their_own(host):
 
 def test_no_network_attempt_and_the_guard_sees_one(host):
     assert host.network_attempts() == [], "the host tried to reach the network during the soak"
-    prompt = {"iqa": {"class_type": "IQALoadModel", "inputs": {"metric": "musiq", "allow_download": True, "device": "cpu"}},
-              "img": {"class_type": "IQARelOddImage", "inputs": {"kind": "rgb", "width": 64, "height": 64, "seed": 1, "batch": 1}},
-              "score": {"class_type": "IQAScore", "inputs": {"image": ["img", 0], "iqa_model": ["iqa", 0], "batch_size": 1}},
-              "plot": {"class_type": "PreviewImage", "inputs": {"images": ["score", 4]}}}
+    prompt = {
+        "iqa": {"class_type": "IQALoadModel", "inputs": {"metric": "musiq", "allow_download": True, "device": "cpu"}},
+        "img": {
+            "class_type": "IQARelOddImage",
+            "inputs": {"kind": "rgb", "width": 64, "height": 64, "seed": 1, "batch": 1},
+        },
+        "score": {"class_type": "IQAScore", "inputs": {"image": ["img", 0], "iqa_model": ["iqa", 0], "batch_size": 1}},
+        "plot": {"class_type": "PreviewImage", "inputs": {"images": ["score", 4]}},
+    }
     with pytest.raises(rh.PromptFailed) as info:
         host.wait(host.queue(prompt), timeout=120, poll=0.05)
     assert "download it by hand" in info.value.error["exception_message"].lower()

@@ -15,6 +15,7 @@ for single-seed checks. The median checks compare medians of 8 seeds, which one 
 reorder unless two medians lie within about 2 points; the held-out NIQE medians measured 0.6 apart, 6x the
 largest NIQE change above.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,9 @@ NOT_YET = "Not met yet by the shipped toy (measured, 8 seeds: median PIQE p1..p9
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     if not workflow_fixtures.toy_ready():
-        pytest.fail(f"toy weights missing in {workflow_fixtures.TOY_WEIGHTS}: restore them from git or run "
-                    "scripts/train_toy.sh")
+        pytest.fail(
+            f"toy weights missing in {workflow_fixtures.TOY_WEIGHTS}: restore them from git or run scripts/train_toy.sh"
+        )
     with server_host.running_host(tmp_path_factory.mktemp("toy_proof"), toy=True) as h:
         yield h
 
@@ -50,8 +52,10 @@ def scores(host, niqe_params) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def niqe_params():
     if not toy_sweep.niqe_available():
-        pytest.fail(f"NIQE parameters ({toy_sweep.NIQE_FILE}) missing in {toy_sweep.NIQE_DIRS}: run "
-                    "scripts/prepare_test_data.sh (scripts/test.sh does)")
+        pytest.fail(
+            f"NIQE parameters ({toy_sweep.NIQE_FILE}) missing in {toy_sweep.NIQE_DIRS}: run "
+            "scripts/prepare_test_data.sh (scripts/test.sh does)"
+        )
 
 
 def test_the_sweep_runs_on_the_shipped_toy_files(host):

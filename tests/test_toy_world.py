@@ -1,5 +1,6 @@
 """The toy world's base: degraded patches, the exact s2d VAE, the word-table CLIP, the toy checkpoint and
 its hidden loader node, all on the real host (in-process fork; the server test runs IQA_HOST's host)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -108,7 +109,7 @@ def test_toy_vae_is_exact_through_the_host_nodes():
     (back,) = base_nodes.VAEDecode().decode(vae, latent)
     assert back.shape == (2, 64, 64, 3)
     # x*2-1 then (z+1)/2 in float32: at most two roundings of values <= 1, so < 2**-22 of error.
-    assert (back - pixels).abs().max() < 2 ** -22
+    assert (back - pixels).abs().max() < 2**-22
     # The differentiable path the pack's guidance uses: first_stage_model.decode gives [-1, 1] NCHW.
     img = vae.first_stage_model.decode(latent["samples"])
     assert img.shape == (2, 3, 64, 64) and torch.equal(img, pixels.movedim(-1, 1) * 2 - 1)
@@ -133,6 +134,7 @@ def test_toy_checkpoint_round_trips(toy_file, cfg, tmp_path):
     assert is_toy_checkpoint(toy_file)
     not_toy = tmp_path / "plain.safetensors"
     from safetensors.torch import save_file
+
     save_file({"w": torch.zeros(2)}, str(not_toy), metadata={"iqa_adapter": json.dumps({})})
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     assert not is_toy_checkpoint(not_toy) and not is_toy_checkpoint(tmp_path / "junk.safetensors")
@@ -186,9 +188,21 @@ def test_hidden_node_pack_loads_the_shipped_toy_model(monkeypatch, tmp_path):
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "a photo of a cat"}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": ""}},
         "latent": {"class_type": "IQAToyEmptyLatent", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "sampler": {"class_type": "KSampler", "inputs": {
-            "model": ["ckpt", 0], "seed": 0, "steps": 4, "cfg": 3.0, "sampler_name": "euler", "scheduler": "normal",
-            "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 1.0}},
+        "sampler": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["ckpt", 0],
+                "seed": 0,
+                "steps": 4,
+                "cfg": 3.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "positive": ["pos", 0],
+                "negative": ["neg", 0],
+                "latent_image": ["latent", 0],
+                "denoise": 1.0,
+            },
+        },
         "image": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["ckpt", 2]}},
         "preview": {"class_type": "PreviewImage", "inputs": {"images": ["image", 0]}},
     }
@@ -209,9 +223,21 @@ def test_toy_model_samples_on_the_server_host(tmp_path):
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "a photo of coffee"}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": ""}},
         "latent": {"class_type": "IQAToyEmptyLatent", "inputs": {"width": 64, "height": 64, "batch_size": 2}},
-        "sampler": {"class_type": "KSampler", "inputs": {
-            "model": ["ckpt", 0], "seed": 1, "steps": 4, "cfg": 3.0, "sampler_name": "euler", "scheduler": "normal",
-            "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 1.0}},
+        "sampler": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["ckpt", 0],
+                "seed": 1,
+                "steps": 4,
+                "cfg": 3.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "positive": ["pos", 0],
+                "negative": ["neg", 0],
+                "latent_image": ["latent", 0],
+                "denoise": 1.0,
+            },
+        },
         "image": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["ckpt", 2]}},
         "save": {"class_type": "SaveImage", "inputs": {"images": ["image", 0], "filename_prefix": "toy"}},
     }
@@ -229,9 +255,14 @@ def test_toy_model_samples_on_the_server_host(tmp_path):
 def test_toy_unet_gives_the_adapter_four_attn2_sites(cfg):
     """The IQA-Adapter attaches to these (the pack's own site finder, as Load IQA-Adapter uses it)."""
     sites = conftest.fixtures.tiny_models._adapter_core().layers.find_attn2_sites(
-        build_model(cfg, seed=0).get_model_object("diffusion_model"))
+        build_model(cfg, seed=0).get_model_object("diffusion_model")
+    )
     assert [(s.key, s.hidden, s.context_dim) for s in sites] == [
-        (("input", 3, 0), 64, 64), (("output", 2, 0), 64, 64), (("output", 3, 0), 64, 64), (("middle", 0, 0), 64, 64)]
+        (("input", 3, 0), 64, 64),
+        (("output", 2, 0), 64, 64),
+        (("output", 3, 0), 64, 64),
+        (("middle", 0, 0), 64, 64),
+    ]
 
 
 def test_base_training_resumes_exactly(tmp_path):
@@ -240,7 +271,20 @@ def test_base_training_resumes_exactly(tmp_path):
 
     data = tmp_path / "patches"
     patches.write_patches(data, 4, seed=2)
-    common = ["--data", str(data), "--batch", "2", "--warmup", "1", "--lr", "1e-3", "--log-every", "1", "--save-every", "2"]
+    common = [
+        "--data",
+        str(data),
+        "--batch",
+        "2",
+        "--warmup",
+        "1",
+        "--lr",
+        "1e-3",
+        "--log-every",
+        "1",
+        "--save-every",
+        "2",
+    ]
     train_base.train(train_base.parse_args(common + ["--out", str(tmp_path / "a"), "--steps", "4"]))
     train_base.train(train_base.parse_args(common + ["--out", str(tmp_path / "b"), "--steps", "2"]))
     train_base.train(train_base.parse_args(common + ["--out", str(tmp_path / "b"), "--steps", "4"]))  # resumes at 2
@@ -300,7 +344,7 @@ def test_untrained_toy_unet_is_the_least_squares_eps_estimate(cfg):
         sigma = ms.sigmas[t].float()
         x0 = torch.randn(200_000, generator=g) * cfg["sigma_data"]
         eps = torch.randn(200_000, generator=g)
-        xc = (x0 + sigma * eps) / (1 + sigma ** 2).sqrt()
+        xc = (x0 + sigma * eps) / (1 + sigma**2).sqrt()
         fit = float((xc * eps).sum() / (xc * xc).sum())
         se = float(((eps - fit * xc) ** 2).mean().sqrt() / (xc * xc).sum().sqrt())
         c = float(unet.skip(torch.tensor([float(t)])))

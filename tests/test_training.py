@@ -5,6 +5,7 @@ random weights, the data a folder of small images with caption sidecars, the sco
 `score` writes it. Runs go through the real command line in subprocesses (and accelerate launch for two
 processes); bad input goes through the same entry point in-process.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,11 @@ CAPTIONS = ("a photo of coffee", "a photo of a cat")
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+    )
     # accelerate's CPU processes: torchrun's launcher (--multi_gpu) with gloo, forced onto the CPU
     env["ACCELERATE_USE_CPU"] = "true"
     return env
@@ -72,9 +77,19 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
     pq.write_table(pa.table({"key": keys, METRIC: scores}), root / "scores.parquet")
     v = np.array(scores)
-    table = {"format": "iqa-adapter-norm-table/1", "source": "test images", "metrics": {METRIC: {
-        "mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max()),
-        "percentiles": {str(p): float(np.percentile(v, p)) for p in range(1, 100)}}}}
+    table = {
+        "format": "iqa-adapter-norm-table/1",
+        "source": "test images",
+        "metrics": {
+            METRIC: {
+                "mean": float(v.mean()),
+                "std": float(v.std()),
+                "min": float(v.min()),
+                "max": float(v.max()),
+                "percentiles": {str(p): float(np.percentile(v, p)) for p in range(1, 100)},
+            }
+        },
+    }
     (root / "scores.norm.json").write_text(json.dumps(table))
     cfg = default_config(build_vocab(CAPTIONS))
     model = build_model(cfg, seed=0)
@@ -86,10 +101,36 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 
 def train_args(world: dict[str, Path], out: Path, *extra: str, batch: int = 2, steps: int = 4) -> list[str]:
-    return ["train", "--base", str(world["base"]), "--data", str(world["images"]), "--scores", str(world["scores"]),
-            "--metrics", METRIC, "--resolution", "64", "--batch-size", str(batch), "--steps", str(steps),
-            "--out", str(out), "--checkpoint-every", "2", "--log-every", "1", "--shuffle-buffer", "1", "--seed", "7",
-            "--lr", "1e-3", *extra]
+    return [
+        "train",
+        "--base",
+        str(world["base"]),
+        "--data",
+        str(world["images"]),
+        "--scores",
+        str(world["scores"]),
+        "--metrics",
+        METRIC,
+        "--resolution",
+        "64",
+        "--batch-size",
+        str(batch),
+        "--steps",
+        str(steps),
+        "--out",
+        str(out),
+        "--checkpoint-every",
+        "2",
+        "--log-every",
+        "1",
+        "--shuffle-buffer",
+        "1",
+        "--seed",
+        "7",
+        "--lr",
+        "1e-3",
+        *extra,
+    ]
 
 
 def adapter_at(out: Path, step: int) -> dict[str, torch.Tensor]:
@@ -138,8 +179,20 @@ def test_run_writes_checkpoints_log_and_a_loadable_adapter(world, single):
 def test_two_processes_match_one_with_the_same_global_batch(world, single):
     """accelerate launch --num_processes 2 (gloo on the CPU), batch 1 each = one process with batch 2."""
     out = world["root"] / "ddp"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     run_cli(*train_args(world, out, batch=1), launcher=launcher)
     state = json.loads((out / "checkpoints" / "step-000004" / "state.json").read_text())
     assert state["world_size"] == 2
@@ -213,8 +266,19 @@ def test_convert_from_the_official_layout(world, single, tmp_path):
     folder.mkdir()
     save_file(official, str(folder / "model.safetensors"))
     out = tmp_path / "converted.safetensors"
-    run_cli("convert", "--input", str(folder), "--out", str(out), "--metrics", METRIC, "--dtype", "fp32",
-            "--norm-table", str(world["root"] / "scores.norm.json"))
+    run_cli(
+        "convert",
+        "--input",
+        str(folder),
+        "--out",
+        str(out),
+        "--metrics",
+        METRIC,
+        "--dtype",
+        "fp32",
+        "--norm-table",
+        str(world["root"] / "scores.norm.json"),
+    )
     converted = load_file(str(out))
     assert converted.keys() == exported.keys()
     for k in exported:
@@ -224,7 +288,9 @@ def test_convert_from_the_official_layout(world, single, tmp_path):
 
 def test_convert_refuses_a_file_without_adapter_tensors(capsys, tmp_path):
     save_file({"unet.conv_in.weight": torch.zeros(2, 2)}, str(tmp_path / "model.safetensors"))
-    err = cli_error(capsys, "convert", "--input", str(tmp_path), "--out", str(tmp_path / "x.safetensors"), "--metrics", METRIC)
+    err = cli_error(
+        capsys, "convert", "--input", str(tmp_path), "--out", str(tmp_path / "x.safetensors"), "--metrics", METRIC
+    )
     assert "qual_proj_model" in err and "not" in err
 
 
@@ -264,10 +330,30 @@ def fixed_draw_loss(world, flat) -> float:
     with torch.no_grad():
         latents = host.encode_images(base, images)
         context, _ = host.encode_text(base.clip, [CAPTIONS[i % 2] for i in range(2 * IMAGES)])
-        draws = sample_draws(123, list(range(2 * IMAGES)), tuple(latents.shape[1:]), int(base.model_sampling.sigmas.shape[0]),
-                             drop_quality=0.0, drop_text=0.0, drop_both=0.0)
-        return float(eps_loss(base.unet, base.model_sampling, torch.float32, module, live, patches,
-                              encode_quality_vector(z, False, 0), latents, context, None, draws))
+        draws = sample_draws(
+            123,
+            list(range(2 * IMAGES)),
+            tuple(latents.shape[1:]),
+            int(base.model_sampling.sigmas.shape[0]),
+            drop_quality=0.0,
+            drop_text=0.0,
+            drop_both=0.0,
+        )
+        return float(
+            eps_loss(
+                base.unet,
+                base.model_sampling,
+                torch.float32,
+                module,
+                live,
+                patches,
+                encode_quality_vector(z, False, 0),
+                latents,
+                context,
+                None,
+                draws,
+            )
+        )
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(world):
@@ -298,8 +384,19 @@ def test_gradient_checkpointing_gives_the_same_gradients(world):
         latents = torch.randn(2, *host.encode_images(base, torch.zeros(1, 64, 64, 3)).shape[1:], generator=g)
         context = torch.randn(2, 8, layers[0][0].context_dim, generator=g)
         draws = sample_draws(5, [0, 1], tuple(latents.shape[1:]), 1000, 0.0, 0.0, 0.0)
-        loss = eps_loss(unet, base.model_sampling, torch.float32, module, live, patches, torch.randn(2, 3, generator=g),
-                        latents, context, None, draws)
+        loss = eps_loss(
+            unet,
+            base.model_sampling,
+            torch.float32,
+            module,
+            live,
+            patches,
+            torch.randn(2, 3, generator=g),
+            latents,
+            context,
+            None,
+            draws,
+        )
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in module.named_parameters()})
     # The same float32 operations, recomputed: equal up to the summation order of the recomputation,

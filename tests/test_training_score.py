@@ -5,6 +5,7 @@ that scripts/prepare_test_data.sh converts from PyPI).
 Two processes run under `accelerate launch` on the CPU (gloo); a crash is simulated with the score command's
 fault hook (the process calls os._exit once it has saved k images, as a kill would leave it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,10 +63,27 @@ def _encode(im: Image.Image, fmt: str) -> bytes:
 
 
 FOLDER = {  # relative path -> caption (None: no sidecar)
-    "a.png": "a red thing", "b.jpg": None, "c.webp": "c caption", "sub/d.png": "d", "sub/e.jpg": None,
-    "sub/deeper/f.png": "f", "g.jpeg": "g", "sub/h.png": None, "z.bmp": "z",
+    "a.png": "a red thing",
+    "b.jpg": None,
+    "c.webp": "c caption",
+    "sub/d.png": "d",
+    "sub/e.jpg": None,
+    "sub/deeper/f.png": "f",
+    "g.jpeg": "g",
+    "sub/h.png": None,
+    "z.bmp": "z",
 }
-FOLDER_ORDER = ["a", "b", "c", "g", "z", "sub/d", "sub/e", "sub/h", "sub/deeper/f"]  # a directory's files, then its subdirectories
+FOLDER_ORDER = [
+    "a",
+    "b",
+    "c",
+    "g",
+    "z",
+    "sub/d",
+    "sub/e",
+    "sub/h",
+    "sub/deeper/f",
+]  # a directory's files, then its subdirectories
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +102,25 @@ def data(tmp_path_factory) -> Path:
     (folder / "notes.md").write_text("not an image")
     shards = root / "shards"
     shards.mkdir()
-    _tar(shards / "00000.tar", [("000001.jpg", _encode(_photo(20, 160, 200), "JPEG")), ("000001.txt", b"one"),
-                                ("000002.png", _encode(_photo(21, 200, 160), "PNG")),
-                                ("000002.json", json.dumps({"caption": "two", "url": "x"}).encode())])
-    _tar(shards / "00001.tar", [("d/000003.webp", _encode(_photo(22, 180, 180), "WEBP")),
-                                ("d/000003.json", json.dumps({"text": "three"}).encode()),
-                                ("000004.jpg", _encode(_photo(23, 170, 190), "JPEG")),
-                                ("000004.seg.png", _encode(_photo(25, 170, 190), "PNG")),  # another field, not the image
-                                ("000005.jpg", _encode(_photo(24, 190, 170), "JPEG"))])
+    _tar(
+        shards / "00000.tar",
+        [
+            ("000001.jpg", _encode(_photo(20, 160, 200), "JPEG")),
+            ("000001.txt", b"one"),
+            ("000002.png", _encode(_photo(21, 200, 160), "PNG")),
+            ("000002.json", json.dumps({"caption": "two", "url": "x"}).encode()),
+        ],
+    )
+    _tar(
+        shards / "00001.tar",
+        [
+            ("d/000003.webp", _encode(_photo(22, 180, 180), "WEBP")),
+            ("d/000003.json", json.dumps({"text": "three"}).encode()),
+            ("000004.jpg", _encode(_photo(23, 170, 190), "JPEG")),
+            ("000004.seg.png", _encode(_photo(25, 170, 190), "PNG")),  # another field, not the image
+            ("000005.jpg", _encode(_photo(24, 190, 170), "JPEG")),
+        ],
+    )
     return root
 
 
@@ -139,8 +168,11 @@ def cli(args: list[str], *, launch: list[str] | None = None, env: dict | None = 
     for f in guard.glob("*.jsonl"):
         for line in f.read_text().splitlines():
             a = json.loads(line)
-            ok = (a["event"] in ("socket.gethostbyaddr", "socket.getaddrinfo", "socket.gethostbyname") and a["host"] in own
-                  and any("torch/distributed/elastic" in s for s in a["stack"]))
+            ok = (
+                a["event"] in ("socket.gethostbyaddr", "socket.getaddrinfo", "socket.gethostbyname")
+                and a["host"] in own
+                and any("torch/distributed/elastic" in s for s in a["stack"])
+            )
             assert ok, f"a process under accelerate launch tried to reach the network: {a}"
     return r
 
@@ -189,7 +221,11 @@ def test_shards_read_as_webdataset_does(data):
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_split_gives_every_item_to_exactly_one_process(data, world):
-    for spec, split in ((str(data / "images"), "auto"), (str(data / "shards"), "items"), (str(data / "shards"), "shards")):
+    for spec, split in (
+        (str(data / "images"), "auto"),
+        (str(data / "shards"), "items"),
+        (str(data / "shards"), "shards"),
+    ):
         ds = datasets.open_dataset(spec, split=split)
         every = [s.key for s in ds.samples()]
         shares = [[s.key for s in ds.samples(r, world)] for r in range(world)]
@@ -208,8 +244,8 @@ def test_train_stream_is_seeded_resumable_and_covers_each_epoch(data):
     assert a == take(datasets.train_stream(ds, seed=5, shuffle_buffer=4), 3 * n)
     assert a != take(datasets.train_stream(ds, seed=6, shuffle_buffer=4), 3 * n)
     for e in range(3):  # every epoch is a permutation of the process's share
-        assert sorted(a[e * n:(e + 1) * n]) == sorted(FOLDER_ORDER)
-    assert a[:n] != a[n:2 * n]  # epochs are shuffled differently
+        assert sorted(a[e * n : (e + 1) * n]) == sorted(FOLDER_ORDER)
+    assert a[:n] != a[n : 2 * n]  # epochs are shuffled differently
     assert take(datasets.train_stream(ds, seed=5, shuffle_buffer=4, start=7), 3 * n - 7) == a[7:]
     r1 = take(datasets.train_stream(ds, rank=1, world=2, seed=5), 8)
     assert sorted(r1[:4]) == sorted(FOLDER_ORDER[1::2])
@@ -242,10 +278,37 @@ def two_processes(data, iqa_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("score2") / "scores.parquet"
     # On a machine without GPUs, accelerate 1.15 starts several CPU processes only through its torchrun path
     # (--multi_gpu); `--cpu --num_processes 2` runs one process unless mpirun is configured.
-    r = cli(["--data", str(data / "images"), "--metrics", *METRICS, "--out", str(out), "--size", str(SIZE),
-             "--batch", "2", "--part-size", "2", "--iqa-dir", str(iqa_dir)],
-            launch=["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-                    "--dynamo_backend", "no", "--main_process_port", "29631"])
+    r = cli(
+        [
+            "--data",
+            str(data / "images"),
+            "--metrics",
+            *METRICS,
+            "--out",
+            str(out),
+            "--size",
+            str(SIZE),
+            "--batch",
+            "2",
+            "--part-size",
+            "2",
+            "--iqa-dir",
+            str(iqa_dir),
+        ],
+        launch=[
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29631",
+        ],
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "process 0/2: scored 5 image(s)" in r.stderr and "process 1/2: scored 4 image(s)" in r.stderr
     return out
@@ -263,7 +326,9 @@ def test_two_processes_score_every_image_exactly_once(two_processes):
         per_rank.setdefault(f.name.split("-")[1], []).extend(k)
         keys_in_parts += k
     assert sorted(keys_in_parts) == sorted(FOLDER_ORDER)  # each image in exactly one part
-    assert sorted(per_rank["00000"]) == sorted(FOLDER_ORDER[0::2]) and sorted(per_rank["00001"]) == sorted(FOLDER_ORDER[1::2])
+    assert sorted(per_rank["00000"]) == sorted(FOLDER_ORDER[0::2]) and sorted(per_rank["00001"]) == sorted(
+        FOLDER_ORDER[1::2]
+    )
     assert list(pq.read_table(out).column_names) == ["key", "piqe", "niqe", "piqe_z", "niqe_z"]
     assert all(np.isfinite(v) for r in got.values() for v in list(r.values())[1:])
 
@@ -273,7 +338,11 @@ def test_norm_table_loads_and_matches_the_column(two_processes):
     table_file = score.default_table_path(out)
     nt = NormTable.from_json(table_file)
     doc = json.loads(table_file.read_text())
-    assert doc["format"] == "iqa-adapter-norm-table/1" and doc["count"] == len(FOLDER) and sorted(nt.names()) == sorted(METRICS)
+    assert (
+        doc["format"] == "iqa-adapter-norm-table/1"
+        and doc["count"] == len(FOLDER)
+        and sorted(nt.names()) == sorted(METRICS)
+    )
     t = pq.read_table(out)
     for m in METRICS:
         raw, z = t.column(m).to_numpy(), t.column(f"{m}_z").to_numpy()
@@ -288,7 +357,9 @@ def test_norm_table_loads_and_matches_the_column(two_processes):
         assert np.allclose([st.z_from_raw(v) for v in raw], z, rtol=1e-12, atol=1e-12)
         zs = doc["z_metrics"][m]
         assert zs["mean"] == pytest.approx(0.0, abs=1e-12) and zs["std"] == pytest.approx(1.0, rel=1e-12)
-        assert np.allclose([zs["percentiles"][str(p)] for p in range(1, 100)], np.percentile(z, range(1, 100)), rtol=1e-12, atol=1e-12)
+        assert np.allclose(
+            [zs["percentiles"][str(p)] for p in range(1, 100)], np.percentile(z, range(1, 100)), rtol=1e-12, atol=1e-12
+        )
         assert st.percentile_from_raw(float(np.median(raw))) == pytest.approx(50.0, abs=1e-9)
         # pyiqa's lower_better flag travels with the table, so percentiles are quality percentiles.
         assert doc["metrics"][m]["lower_better"] is st.lower_better is score._metric_specs().get_spec(m).lower_better
@@ -296,8 +367,23 @@ def test_norm_table_loads_and_matches_the_column(two_processes):
 
 def test_resume_after_a_crash_loses_nothing_and_matches(data, iqa_dir, two_processes, tmp_path):
     out = tmp_path / "scores.parquet"
-    args = ["--data", str(data / "images"), "--metrics", *METRICS, "--out", str(out), "--size", str(SIZE),
-            "--batch", "2", "--part-size", "2", "--iqa-dir", str(iqa_dir), "--no-progress"]
+    args = [
+        "--data",
+        str(data / "images"),
+        "--metrics",
+        *METRICS,
+        "--out",
+        str(out),
+        "--size",
+        str(SIZE),
+        "--batch",
+        "2",
+        "--part-size",
+        "2",
+        "--iqa-dir",
+        str(iqa_dir),
+        "--no-progress",
+    ]
     r = cli(args, env={score.CRASH_ENV: "4"})
     assert r.returncode == 75, r.stderr[-3000:]  # died after saving 4 images (two parts), like a kill
     parts = score.parts_dir(out)
@@ -330,9 +416,14 @@ def test_bad_inputs_get_clear_errors(data, iqa_dir, tmp_path):
     (tmp_path / "empty" / "a.txt").write_text("a caption without an image")
     with pytest.raises(TrainingError, match=r"dataset is empty: no images"):
         run_score(["--data", str(tmp_path / "empty"), "--metrics", "piqe", *base])
-    with pytest.raises(TrainingError, match=r"'topiq_nr' needs the weight file '[^']+\.pth'.*never downloads\. Put the file at "
-                                            + str(tmp_path / "noweights")):
-        run_score(["--data", str(data / "images"), "--metrics", "topiq_nr", *base, "--iqa-dir", str(tmp_path / "noweights")])
+    with pytest.raises(
+        TrainingError,
+        match=r"'topiq_nr' needs the weight file '[^']+\.pth'.*never downloads\. Put the file at "
+        + str(tmp_path / "noweights"),
+    ):
+        run_score(
+            ["--data", str(data / "images"), "--metrics", "topiq_nr", *base, "--iqa-dir", str(tmp_path / "noweights")]
+        )
 
     def folder(name: str, extra: dict[str, bytes]) -> str:
         d = tmp_path / name
@@ -346,7 +437,9 @@ def test_bad_inputs_get_clear_errors(data, iqa_dir, tmp_path):
     broken = {"broken.jpg": b"\xff\xd8\xff\xe0 not really a jpeg"}
     black = {"black.png": _encode(Image.new("RGB", (80, 80)), "PNG")}  # PIQE is NaN on a black image
     with pytest.raises(TrainingError, match=r"Cannot decode image .*broken\.jpg.*--skip-bad"):
-        run_score(["--data", folder("broken", broken), "--metrics", "piqe", *base, "--out", str(tmp_path / "1.parquet")])
+        run_score(
+            ["--data", folder("broken", broken), "--metrics", "piqe", *base, "--out", str(tmp_path / "1.parquet")]
+        )
     with pytest.raises(TrainingError, match=r"Image .*black\.png \(key 'black'\): metric 'piqe' gave nan"):
         run_score(["--data", folder("black", black), "--metrics", "piqe", *base, "--out", str(tmp_path / "2.parquet")])
     both = folder("both", {**broken, **black})
@@ -367,7 +460,9 @@ def test_read_scores_gives_train_its_vectors_and_names_bad_rows(two_processes, t
     t = pq.read_table(out)
     assert sorted(z) == sorted(FOLDER_ORDER) and z["a"].dtype == np.float32
     i = t.column("key").to_pylist().index("a")
-    assert z["a"].tolist() == pytest.approx([t.column("niqe_z")[i].as_py(), t.column("piqe_z")[i].as_py()], rel=1e-6)  # float32
+    assert z["a"].tolist() == pytest.approx(
+        [t.column("niqe_z")[i].as_py(), t.column("piqe_z")[i].as_py()], rel=1e-6
+    )  # float32
     assert score.read_scores(out, ["piqe"], z=False)["a"][0] == pytest.approx(t.column("piqe")[i].as_py(), rel=1e-6)
     with pytest.raises(TrainingError, match=r"lacks the column\(s\) topiq_nr_z.*score --metrics piqe topiq_nr"):
         score.read_scores(out, ["piqe", "topiq_nr"])

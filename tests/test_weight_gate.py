@@ -1,5 +1,6 @@
 """The parts of the IQA weight gate one at a time: lookup, download, backbone skipping, each library's hook,
 the torch.load guard, the swaps; and the test-only random-weight builds made with them."""
+
 from __future__ import annotations
 
 import sys
@@ -32,7 +33,10 @@ def test_locate_prefers_the_iqa_folder_and_records_what_it_read(tmp_path):
     assert source.locate("w.pth", "https://x/w.pth", [str(cache / "w.pth")]) == str(folder / "nested" / "w.pth")
     (folder / "nested" / "w.pth").unlink()
     assert source.locate("w.pth", "https://x/w.pth", [str(cache / "w.pth")]) == str(cache / "w.pth")
-    assert source.used_files == [(str(folder / "nested" / "w.pth"), "https://x/w.pth"), (str(cache / "w.pth"), "https://x/w.pth")]
+    assert source.used_files == [
+        (str(folder / "nested" / "w.pth"), "https://x/w.pth"),
+        (str(cache / "w.pth"), "https://x/w.pth"),
+    ]
 
 
 def test_locate_of_an_absent_file_refuses_unless_downloads_are_allowed(tmp_path):
@@ -95,7 +99,9 @@ def test_torch_hub_hook_stands_in_for_a_skipped_torchvision_backbone(tmp_path):
     sd = weights.TorchHubHooks(source, weights.Backbones(skip=True)).load_state_dict_from_url(url)
     assert set(sd) == set(torchvision.models.resnet18().state_dict()) and source.used_files == []
     with pytest.raises(weights.MissingWeightsError, match="resnet18-f37072fd.pth"):
-        weights.TorchHubHooks(source, weights.Backbones()).load_state_dict_from_url(url, model_dir=str(tmp_path / "hub"))
+        weights.TorchHubHooks(source, weights.Backbones()).load_state_dict_from_url(
+            url, model_dir=str(tmp_path / "hub")
+        )
 
 
 def test_clip_hook_names_the_file_or_builds_a_stand_in():
@@ -105,7 +111,9 @@ def test_clip_hook_names_the_file_or_builds_a_stand_in():
     offline = weights.ClipHooks(source, weights.Backbones(), pyiqa_clip, pyiqa_clip, False, "/nonexistent/clip")
     with pytest.raises(weights.MissingWeightsError, match="'RN50.pt'.*openaipublic"):
         offline.load("RN50")
-    skipping = weights.ClipHooks(source, weights.Backbones(skip=True), pyiqa_clip, pyiqa_clip, True, "/nonexistent/clip")
+    skipping = weights.ClipHooks(
+        source, weights.Backbones(skip=True), pyiqa_clip, pyiqa_clip, True, "/nonexistent/clip"
+    )
     model, preprocess = skipping.load("RN50")
     assert isinstance(model, pyiqa_clip.CLIP) and not model.training and preprocess is None and source.used_files == []
 

@@ -1,5 +1,6 @@
 """The toy base model's model card, written from the training state it was exported from, so the numbers
 in weights/toy/MODEL_CARD.md always match weights/toy/toy_base.safetensors."""
+
 from __future__ import annotations
 
 import csv
@@ -10,12 +11,14 @@ from .model import DEFAULT_UNET
 from .sources import SOURCES
 
 # Earlier base runs, stopped (toy/unet.py has the measurements).
-HISTORY = ("- History: earlier runs were stopped: one for a pixel-order bug in the re-packing; one (96 channels, "
-           "2000 steps) without an eps skip, whose samples stayed noise; two (64 channels, 2750 and 3000 steps, "
-           "each with an adapter trained on it) with the skip at c = 1 and at c(sigma), on patches with gaussian "
-           "noise. Both removed little noise at low sigma (x0 RMSE / sigma 0.60 at sigma 0.2, 0.85 at 0.05), so "
-           "their samples stayed grainy at every target and the adapter moved PIQE by under 2 points. This run "
-           "adds the pixel refiner and trains on impulse, not gaussian, noise (toy/unet.py, toy/patches.py).")
+HISTORY = (
+    "- History: earlier runs were stopped: one for a pixel-order bug in the re-packing; one (96 channels, "
+    "2000 steps) without an eps skip, whose samples stayed noise; two (64 channels, 2750 and 3000 steps, "
+    "each with an adapter trained on it) with the skip at c = 1 and at c(sigma), on patches with gaussian "
+    "noise. Both removed little noise at low sigma (x0 RMSE / sigma 0.60 at sigma 0.2, 0.85 at 0.05), so "
+    "their samples stayed grainy at every target and the adapter moved PIQE by under 2 points. This run "
+    "adds the pixel refiner and trains on impulse, not gaussian, noise (toy/unet.py, toy/patches.py)."
+)
 
 
 def _speed(loss_csv: Path) -> str:
@@ -47,9 +50,11 @@ def _data_summary(data: Path) -> str:
         return ""
     rows = list(csv.DictReader(manifest.open()))
     on = [[float(r[k]) > 0 for k in ("blur", "noise", "jpeg")] for r in rows]
-    return (f" In the built set ({len(rows)} patches): {sum(not any(o) for o in on)} clean, "
-            f"{sum(o[0] for o in on)} blurred, {sum(o[1] for o in on)} noisy, {sum(o[2] for o in on)} JPEG, "
-            f"{sum(sum(o) >= 2 for o in on)} with two or three degradations.")
+    return (
+        f" In the built set ({len(rows)} patches): {sum(not any(o) for o in on)} clean, "
+        f"{sum(o[0] for o in on)} blurred, {sum(o[1] for o in on)} noisy, {sum(o[2] for o in on)} JPEG, "
+        f"{sum(sum(o) >= 2 for o in on)} with two or three degradations."
+    )
 
 
 def _run_line(run: Path, stage: str) -> tuple[str, dict, float]:
@@ -62,13 +67,15 @@ def _run_line(run: Path, stage: str) -> tuple[str, dict, float]:
     tail = [float(r["loss"]) for r in rows[-200:]]
     head = [float(r["loss"]) for r in rows[:50]]
     init = f" --init-adapter {settings['init_adapter']}" if settings.get("init_adapter") else ""
-    line = (f"- {stage}: `python -m training train --base {settings['base']} --data out/toy/patches --scores "
-            f"out/toy/scores.parquet --metrics {' '.join(settings['metrics'])} --resolution {settings['resolution']} "
-            f"--batch-size {settings['batch_size']} --lr {settings['lr']} --steps {last.get('step')} --seed "
-            f"{settings['seed']}{init}` on {settings['world_size']} process(es) (one CPU thread each; global batch "
-            f"{settings['batch_size'] * settings['world_size']}): {float(last.get('seconds', 0)) / 60:.1f} min for "
-            f"{last.get('step')} steps. Loss (epsilon MSE): mean {sum(head) / max(len(head), 1):.4f} over its first "
-            f"{len(head)} logged steps, {sum(tail) / max(len(tail), 1):.4f} over its last {len(tail)}.")
+    line = (
+        f"- {stage}: `python -m training train --base {settings['base']} --data out/toy/patches --scores "
+        f"out/toy/scores.parquet --metrics {' '.join(settings['metrics'])} --resolution {settings['resolution']} "
+        f"--batch-size {settings['batch_size']} --lr {settings['lr']} --steps {last.get('step')} --seed "
+        f"{settings['seed']}{init}` on {settings['world_size']} process(es) (one CPU thread each; global batch "
+        f"{settings['batch_size'] * settings['world_size']}): {float(last.get('seconds', 0)) / 60:.1f} min for "
+        f"{last.get('step')} steps. Loss (epsilon MSE): mean {sum(head) / max(len(head), 1):.4f} over its first "
+        f"{len(head)} logged steps, {sum(tail) / max(len(tail), 1):.4f} over its last {len(tail)}."
+    )
     return line, settings, float(last.get("seconds", 0))
 
 
@@ -81,7 +88,8 @@ def adapter_section(runs: list[Path], adapter: Path, sweep: Path | None = None) 
     stages = [_run_line(r, f"Stage {i + 1}" if len(runs) > 1 else "Training") for i, r in enumerate(runs)]
     settings = stages[-1][1]
     lines = [
-        "# Toy IQA-Adapter (PIQE)", "",
+        "# Toy IQA-Adapter (PIQE)",
+        "",
         f"- File: `weights/toy/{adapter.name}` ({adapter.stat().st_size / 1e3:.1f} kB, fp16, sha256 `{sha[:16]}…`), "
         "the IP-Adapter flat format that Load IQA-Adapter reads, with the metadata and the training set's "
         "normalisation table in its header (so its percentiles are those of the toy patches, quality "
@@ -99,34 +107,53 @@ def adapter_section(runs: list[Path], adapter: Path, sweep: Path | None = None) 
     if sweep is not None and sweep.is_file():
         data = np.load(sweep)
         targets = [f"{t:g}" for t in data["targets"]]  # written by scripts/toy_sweep.py beside the scores
-        lines += ["", "## Measured (scripts/toy_sweep.py: the proof test's measurement)",
-                  "The quality sweep example on the toy through the real host's prompt queue, every target from "
-                  "the same noise, one run per seed; median over seeds (lower is better for both metrics; NIQE "
-                  "is held out, the images upscaled 3x bicubically for its 96 px blocks):", "",
-                  "| metric | " + " | ".join(f"p{t}" for t in targets) + " | seeds where p99 beats p1 |",
-                  "|---|" + "---|" * (len(targets) + 1)]
+        lines += [
+            "",
+            "## Measured (scripts/toy_sweep.py: the proof test's measurement)",
+            "The quality sweep example on the toy through the real host's prompt queue, every target from "
+            "the same noise, one run per seed; median over seeds (lower is better for both metrics; NIQE "
+            "is held out, the images upscaled 3x bicubically for its 96 px blocks):",
+            "",
+            "| metric | " + " | ".join(f"p{t}" for t in targets) + " | seeds where p99 beats p1 |",
+            "|---|" + "---|" * (len(targets) + 1),
+        ]
         for m in [f for f in data.files if f != "targets"]:
             v = data[m]
-            lines.append(f"| {m} ({v.shape[0]} seeds) | " + " | ".join(f"{x:.2f}" for x in np.median(v, 0))
-                         + f" | {int((v[:, -1] < v[:, 0]).sum())}/{v.shape[0]} |")
+            lines.append(
+                f"| {m} ({v.shape[0]} seeds) | "
+                + " | ".join(f"{x:.2f}" for x in np.median(v, 0))
+                + f" | {int((v[:, -1] < v[:, 0]).sum())}/{v.shape[0]} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def write_card(path: Path, state: dict, weights: Path, loss_csv: Path, still_training: bool, ema: bool = True,
-               adapter: str = "") -> Path:
+def write_card(
+    path: Path, state: dict, weights: Path, loss_csv: Path, still_training: bool, ema: bool = True, adapter: str = ""
+) -> Path:
     args = state.get("args") or {}
     step, secs = state["step"], state.get("train_seconds", 0.0)
     mean_loss, n = _loss_summary(loss_csv)
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    n_params = sum(v.numel() for k, v in state["ema"]["unet"].items()) + sum(v.numel() for v in state["ema"]["text"].values())
+    n_params = sum(v.numel() for k, v in state["ema"]["unet"].items()) + sum(
+        v.numel() for v in state["ema"]["text"].values()
+    )
     photos = "\n".join(f"| {s.name} | {s.package} `{s.file}` | {s.caption} | {s.licence} |" for s in SOURCES)
-    status = ("**Training was still running when this file was exported**; re-export later (below) for a better model."
-              if still_training else "Training had finished when this file was exported.")
-    kind = ("EMA (decay 0.999)" if ema else
-            "the raw weights (not the EMA, which this early still carries much of the initialisation)")
-    loss_line = (f"{state.get('loss_ema'):.4f} (exponential moving average of the per-step loss, factor 0.99); "
-                 f"mean of the last {n} logged steps {mean_loss:.4f}" if state.get("loss_ema") is not None and mean_loss is not None
-                 else "not logged")
+    status = (
+        "**Training was still running when this file was exported**; re-export later (below) for a better model."
+        if still_training
+        else "Training had finished when this file was exported."
+    )
+    kind = (
+        "EMA (decay 0.999)"
+        if ema
+        else "the raw weights (not the EMA, which this early still carries much of the initialisation)"
+    )
+    loss_line = (
+        f"{state.get('loss_ema'):.4f} (exponential moving average of the per-step loss, factor 0.99); "
+        f"mean of the last {n} logged steps {mean_loss:.4f}"
+        if state.get("loss_ema") is not None and mean_loss is not None
+        else "not logged"
+    )
     text = f"""# Toy base model (IQA-Adapter toy world)
 
 A tiny pixel-space diffusion model trained from scratch on CPU, so that the IQA-Adapter can be trained and
@@ -147,7 +174,7 @@ clean to ruined (blur, noise, JPEG).
   parameters (UNet and text table). Config: `{DEFAULT_UNET}`.
 - Latent: space-to-depth by 8 of the image in [-1, 1] (8x8x192 for 64x64); exact, no parameters (ToyVAE).
   The UNet re-packs it to 16x16x48 on entry (toy/unet.py says why) and back on exit.
-- Pixel refiner: {state['config'].get('refine', 0)} channels, three 3x3 convolutions at the full 64x64 image, given the noisy
+- Pixel refiner: {state["config"].get("refine", 0)} channels, three 3x3 convolutions at the full 64x64 image, given the noisy
   image, the UNet's noise estimate and log sigma; it adds a correction to eps (toy/unet.py says why).
 - Text: lowercased words -> a learned 64-wide embedding table plus position embeddings, 8 tokens, unknown
   words -> UNK (ToyCLIP). Vocabulary: the 13 captions below. 10 % of training captions were empty, for CFG.
@@ -167,12 +194,12 @@ each at a uniform level 0.05-1 (impulse, not gaussian, noise: toy/patches.py say
 Packages: scikit-image 0.26.0 (`skimage/data`), matplotlib 3.11.2 (`mpl-data/sample_data`).
 
 ## Training
-- `python -m toy.train_base --data {args.get('data')} --out {args.get('out')} --steps {step} --threads {args.get('threads')} --seed {args.get('seed')} --lr {args.get('lr')} --warmup {args.get('warmup')}`
-  (batch {args.get('batch')}, AdamW lr {args.get('lr')} after {args.get('warmup')} warm-up steps, weight decay
-  {args.get('weight_decay')}, gradient clip {args.get('clip')}, EMA {args.get('ema')}, text dropout {args.get('text_dropout')}).
+- `python -m toy.train_base --data {args.get("data")} --out {args.get("out")} --steps {step} --threads {args.get("threads")} --seed {args.get("seed")} --lr {args.get("lr")} --warmup {args.get("warmup")}`
+  (batch {args.get("batch")}, AdamW lr {args.get("lr")} after {args.get("warmup")} warm-up steps, weight decay
+  {args.get("weight_decay")}, gradient clip {args.get("clip")}, EMA {args.get("ema")}, text dropout {args.get("text_dropout")}).
 - Seeds: patches 0, base 0 (weights, batch order, noise and timesteps all derive from them).
-- Training time so far: {secs / 3600:.2f} h of compute on {args.get('threads')} CPU thread(s) (shared with other jobs:
-  {_speed(loss_csv)}) for {step} steps ({step * int(args.get('batch') or 0)} images).
+- Training time so far: {secs / 3600:.2f} h of compute on {args.get("threads")} CPU thread(s) (shared with other jobs:
+  {_speed(loss_csv)}) for {step} steps ({step * int(args.get("batch") or 0)} images).
 - Final loss: {loss_line}. Epsilon MSE, uniform timesteps; it starts at 1.0.
 
 ## Reproduce

@@ -4,6 +4,7 @@ means no noise was removed). This is how the grain of the c = 1 skip was found (
 
     python -m toy.denoise_check --ckpt weights/toy/toy_base.safetensors --data out/toy/patches
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,14 @@ def clean_patches(data: Path, n: int) -> tuple[torch.Tensor, list[str]]:
     """The first n undegraded patches of a toy patch folder (its manifest <data>.csv), [n,64,64,3] in [0,1]."""
     from PIL import Image
 
-    rows = [r for r in csv.DictReader((data.parent / f"{data.name}.csv").open())
-            if float(r["blur"]) + float(r["noise"]) + float(r["jpeg"]) == 0][:n]
-    images = np.stack([np.asarray(Image.open(data / f"{r['id']}.png").convert("RGB"), dtype=np.float32) / 255 for r in rows])
+    rows = [
+        r
+        for r in csv.DictReader((data.parent / f"{data.name}.csv").open())
+        if float(r["blur"]) + float(r["noise"]) + float(r["jpeg"]) == 0
+    ][:n]
+    images = np.stack(
+        [np.asarray(Image.open(data / f"{r['id']}.png").convert("RGB"), dtype=np.float32) / 255 for r in rows]
+    )
     return torch.from_numpy(images), [r["caption"] for r in rows]
 
 

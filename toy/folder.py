@@ -3,6 +3,7 @@
 The toy set is ~20k 64x64 patches (~250 MB as uint8), so the base trainer holds it in memory. It is read
 with the same reader as every training dataset (training/datasets.py: order, captions, decode errors).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,9 @@ def read_folder(folder: str | Path, size: int = 64) -> tuple[torch.Tensor, list[
     for i, sample in enumerate(dataset.samples()):
         arr = np.asarray(sample.image)
         if arr.shape[:2] != (size, size):
-            raise ToyError(f"{sample.source}: image is {arr.shape[1]}x{arr.shape[0]}, the toy model needs {size}x{size}")
+            raise ToyError(
+                f"{sample.source}: image is {arr.shape[1]}x{arr.shape[0]}, the toy model needs {size}x{size}"
+            )
         images[i] = arr
         captions.append(sample.require_caption().strip())
     return torch.from_numpy(images), captions

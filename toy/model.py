@@ -3,6 +3,7 @@
 Header metadata key "iqa_toy" holds the JSON config (UNet config, vocabulary, token count, repack), so
 is_toy_checkpoint() reads only the header. Tensors are prefixed "unet." and "text.".
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,9 +30,17 @@ FORMAT_VERSION = 1
 # output blocks 2 and 3 (16x16; the host pops transformer_depth_output from its end), so the IQA-Adapter
 # has four attn2 sites: ('input', 3, 0), ('output', 2, 0), ('output', 3, 0), ('middle', 0, 0).
 DEFAULT_UNET = dict(
-    in_channels=48, out_channels=48, model_channels=64, channel_mult=[1, 1], num_res_blocks=[1, 1],
-    transformer_depth=[0, 1], transformer_depth_output=[1, 1, 0, 0], transformer_depth_middle=1,
-    num_head_channels=32, context_dim=64, use_linear_in_transformer=True,
+    in_channels=48,
+    out_channels=48,
+    model_channels=64,
+    channel_mult=[1, 1],
+    num_res_blocks=[1, 1],
+    transformer_depth=[0, 1],
+    transformer_depth_output=[1, 1, 0, 0],
+    transformer_depth_middle=1,
+    num_head_channels=32,
+    context_dim=64,
+    use_linear_in_transformer=True,
 )
 
 
@@ -43,22 +52,42 @@ SIGMA_DATA = 0.5
 REFINE_CHANNELS = 24
 
 
-def default_config(vocab: list[str], tokens: int = 8, unet: dict | None = None, repack: int = 2,
-                   refine: int = REFINE_CHANNELS) -> dict:
+def default_config(
+    vocab: list[str], tokens: int = 8, unet: dict | None = None, repack: int = 2, refine: int = REFINE_CHANNELS
+) -> dict:
     """A JSON-able toy config: what build_model() needs."""
     u = dict(DEFAULT_UNET)
     u.update(unet or {})
     u["in_channels"] = u["out_channels"] = LATENT_CHANNELS // (repack * repack)
-    return {"format": FORMAT_VERSION, "unet": u, "repack": repack, "vae_factor": FACTOR, "image_size": 64,
-            "tokens": tokens, "context_dim": u["context_dim"], "vocab": list(vocab), "sigma_data": SIGMA_DATA,
-            "refine": refine}
+    return {
+        "format": FORMAT_VERSION,
+        "unet": u,
+        "repack": repack,
+        "vae_factor": FACTOR,
+        "image_size": 64,
+        "tokens": tokens,
+        "context_dim": u["context_dim"],
+        "vocab": list(vocab),
+        "sigma_data": SIGMA_DATA,
+        "refine": refine,
+    }
 
 
 def _host_unet_config(cfg: dict) -> dict:
-    full = dict(image_size=cfg["image_size"] // cfg["vae_factor"], use_spatial_transformer=True, legacy=False,
-                adm_in_channels=None, use_checkpoint=False, use_temporal_attention=False,
-                use_temporal_resblock=False, dtype=torch.float32, repack=cfg["repack"],
-                vae_factor=cfg["vae_factor"], sigma_data=cfg["sigma_data"], refine=cfg.get("refine", 0))
+    full = dict(
+        image_size=cfg["image_size"] // cfg["vae_factor"],
+        use_spatial_transformer=True,
+        legacy=False,
+        adm_in_channels=None,
+        use_checkpoint=False,
+        use_temporal_attention=False,
+        use_temporal_resblock=False,
+        dtype=torch.float32,
+        repack=cfg["repack"],
+        vae_factor=cfg["vae_factor"],
+        sigma_data=cfg["sigma_data"],
+        refine=cfg.get("refine", 0),
+    )
     full.update(cfg["unet"])
     return full
 
@@ -68,6 +97,7 @@ def _latent_format():
 
     class ToyLatent(comfy.latent_formats.LatentFormat):
         """s2d-8 pixels: 192 channels, no scaling, no preview factors."""
+
         latent_channels = LATENT_CHANNELS
         scale_factor = 1.0
         latent_rgb_factors = None
@@ -91,8 +121,9 @@ def build_model(cfg: dict, seed: int | None = 0):
         sampling_settings = {}
 
     with torch.inference_mode(False):
-        model = comfy.model_base.BaseModel(ToyModelConfig(_host_unet_config(cfg)), device=torch.device("cpu"),
-                                           unet_model=toy_unet_class())
+        model = comfy.model_base.BaseModel(
+            ToyModelConfig(_host_unet_config(cfg)), device=torch.device("cpu"), unet_model=toy_unet_class()
+        )
         if seed is not None:
             init_weights_(model.diffusion_model, seed)
     model.toy_config = copy.deepcopy(cfg)
@@ -134,8 +165,14 @@ def toy_state(model: Any, clip: Any, dtype: torch.dtype | None = None) -> dict[s
     return sd
 
 
-def save_toy_checkpoint(path: str | Path, model: Any, clip: Any, config: dict | None = None,
-                        dtype: torch.dtype | None = torch.float16, extra_metadata: dict | None = None) -> Path:
+def save_toy_checkpoint(
+    path: str | Path,
+    model: Any,
+    clip: Any,
+    config: dict | None = None,
+    dtype: torch.dtype | None = torch.float16,
+    extra_metadata: dict | None = None,
+) -> Path:
     """Write a toy checkpoint: model is a ModelPatcher, BaseModel or the UNet; clip a ToyCLIP or TextTable.
     config defaults to the one the model was built with; extra_metadata adds header strings."""
     from safetensors.torch import save_file
@@ -144,7 +181,9 @@ def save_toy_checkpoint(path: str | Path, model: Any, clip: Any, config: dict | 
         base = model.model if hasattr(model, "model") else model
         config = getattr(base, "toy_config", None) or getattr(_unet_of(model), "toy_config", None)
         if config is None:
-            raise ToyError("save_toy_checkpoint: the model carries no toy config; pass config= (toy.model.default_config)")
+            raise ToyError(
+                "save_toy_checkpoint: the model carries no toy config; pass config= (toy.model.default_config)"
+            )
     meta = {HEADER_KEY: json.dumps(config)}
     for k, v in (extra_metadata or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
@@ -197,8 +236,10 @@ def load_toy_checkpoint(path: str | Path):
     table = build_text(cfg)
     with torch.inference_mode(False), torch.no_grad():
         for prefix, module in (("unet.", patcher.model.diffusion_model), ("text.", table)):
-            part = {k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)}
+            part = {k[len(prefix) :]: v.float() for k, v in sd.items() if k.startswith(prefix)}
             missing, unexpected = module.load_state_dict(part, strict=False)
             if missing or unexpected:
-                raise ToyError(f"{path}: tensors do not fit its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+                raise ToyError(
+                    f"{path}: tensors do not fit its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+                )
     return patcher, ToyCLIP(table), ToyVAE(cfg["vae_factor"])

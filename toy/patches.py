@@ -14,6 +14,7 @@ Measured on the two bases (toy.denoise_check, docs/training.md "The toy world").
 
     python -m toy.patches --out out/toy/patches --count 20000 --seed 0
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,17 +33,17 @@ log = logging.getLogger(__name__)
 SIZE = 64
 SCALES = (1.0, 1.5, 2.0, 3.0, 4.0)
 # Level 1 ("ruined") of each degradation.
-BLUR_SIGMA_MAX = 3.0     # px, gaussian sigma
-IMPULSE_MAX = 0.15       # fraction of pixels set to black or white
-JPEG_QUALITY = (95, 5)   # quality at level 0 and at level 1
+BLUR_SIGMA_MAX = 3.0  # px, gaussian sigma
+IMPULSE_MAX = 0.15  # fraction of pixels set to black or white
+JPEG_QUALITY = (95, 5)  # quality at level 0 and at level 1
 P_CLEAN = 0.15
-FLAT_STD = 0.035         # grey-level std in [0, 1] below which a crop is flat
-FLAT_GRAD = 0.012        # mean |gradient| below which a crop is flat
+FLAT_STD = 0.035  # grey-level std in [0, 1] below which a crop is flat
+FLAT_GRAD = 0.012  # mean |gradient| below which a crop is flat
 
 
 @dataclass(frozen=True)
 class Degradation:
-    blur: float   # level in [0, 1]; 0 = not applied
+    blur: float  # level in [0, 1]; 0 = not applied
     noise: float
     jpeg: float
 
@@ -76,7 +77,7 @@ def random_crop(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     scales = [s for s in SCALES if SIZE * s <= min(h, w)] or [1.0]
     side = int(round(SIZE * scales[rng.integers(len(scales))]))
     y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    crop = photo[y:y + side, x:x + side]
+    crop = photo[y : y + side, x : x + side]
     if side != SIZE:
         crop = np.asarray(Image.fromarray(crop).resize((SIZE, SIZE), Image.BOX))
     if rng.random() < 0.5:
@@ -105,7 +106,7 @@ def degrade(patch: np.ndarray, d: Degradation, rng: np.random.Generator) -> np.n
     if d.blur > 0:
         x = gaussian_filter(x, sigma=(d.blur_sigma, d.blur_sigma, 0), mode="reflect")
     if d.noise > 0:
-        hit = rng.random(x.shape[:2]) < d.impulse_fraction       # whole pixels, black or white at random
+        hit = rng.random(x.shape[:2]) < d.impulse_fraction  # whole pixels, black or white at random
         value = (rng.random(x.shape[:2]) < 0.5).astype(np.float32)
         x = np.where(hit[..., None], value[..., None], x)
     out = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
@@ -141,14 +142,27 @@ def write_patches(out: Path, count: int, seed: int = 0, start: int = 0) -> Path:
     manifest = out.parent / f"{out.name}.csv"
     with open(manifest, "w", newline="") as f:
         wr = csv.writer(f)
-        wr.writerow(["id", "source", "caption", "blur", "noise", "jpeg", "blur_sigma", "impulse_fraction", "jpeg_quality"])
+        wr.writerow(
+            ["id", "source", "caption", "blur", "noise", "jpeg", "blur_sigma", "impulse_fraction", "jpeg_quality"]
+        )
         for i in range(start, count):
             s, patch, d = make_patch(photos, seed, i)
             name = f"{i:06d}"
             Image.fromarray(patch).save(out / f"{name}.png", optimize=False)
             (out / f"{name}.txt").write_text(SOURCES[s].caption + "\n")
-            wr.writerow([name, SOURCES[s].name, SOURCES[s].caption, d.blur, d.noise, d.jpeg,
-                         round(d.blur_sigma, 4), round(d.impulse_fraction, 4), d.jpeg_quality or ""])
+            wr.writerow(
+                [
+                    name,
+                    SOURCES[s].name,
+                    SOURCES[s].caption,
+                    d.blur,
+                    d.noise,
+                    d.jpeg,
+                    round(d.blur_sigma, 4),
+                    round(d.impulse_fraction, 4),
+                    d.jpeg_quality or "",
+                ]
+            )
             if (i + 1) % 2000 == 0:
                 log.info("%d/%d patches", i + 1, count)
     return manifest

@@ -1,7 +1,8 @@
 """A contact sheet of toy-model samples, one row per caption, through the host's own sampler.
 
-    python -m toy.preview --ckpt out/toy/base/toy_base_ema.safetensors --out out/toy/base/preview.png
+python -m toy.preview --ckpt out/toy/base/toy_base_ema.safetensors --out out/toy/base/preview.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,18 @@ from .sources import SOURCES
 from .vae import empty_latent
 
 
-def sample(model, clip, vae, caption: str, n: int, seed: int, steps: int, cfg: float,
-           sampler: str = "euler", scheduler: str = "normal") -> torch.Tensor:
+def sample(
+    model,
+    clip,
+    vae,
+    caption: str,
+    n: int,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler: str = "euler",
+    scheduler: str = "normal",
+) -> torch.Tensor:
     """n images [n,64,64,3] in [0,1] for one caption (negative: the empty caption)."""
     import comfy.sample
 
@@ -24,7 +35,9 @@ def sample(model, clip, vae, caption: str, n: int, seed: int, steps: int, cfg: f
     neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
     latent = empty_latent(64, 64, n)
     noise = comfy.sample.prepare_noise(latent, seed)
-    out = comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, pos, neg, latent, disable_pbar=True, seed=seed)
+    out = comfy.sample.sample(
+        model, noise, steps, cfg, sampler, scheduler, pos, neg, latent, disable_pbar=True, seed=seed
+    )
     return vae.decode(out)
 
 

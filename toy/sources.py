@@ -3,6 +3,7 @@
 Each entry names the wheel file, the caption word and the licence the shipping package states for it
 (scikit-image: skimage/data/_fetchers.py docstrings; matplotlib: sample_data). Grey photos become RGB.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,36 +16,64 @@ from .errors import ToyError
 
 @dataclass(frozen=True)
 class Source:
-    name: str      # id used in the manifest
-    package: str   # "skimage" or "matplotlib"
-    file: str      # path inside the package's data folder
-    caption: str   # the sidecar caption
-    licence: str   # as the shipping package states it
+    name: str  # id used in the manifest
+    package: str  # "skimage" or "matplotlib"
+    file: str  # path inside the package's data folder
+    caption: str  # the sidecar caption
+    licence: str  # as the shipping package states it
 
 
 SOURCES: tuple[Source, ...] = (
-    Source("astronaut", "skimage", "astronaut.png", "a photo of an astronaut",
-           "NASA (Eileen Collins); no known copyright restrictions, public domain"),
-    Source("camera", "skimage", "camera.png", "a photo of a cameraman",
-           "CC0 by the photographer (Lav Varshney)"),
+    Source(
+        "astronaut",
+        "skimage",
+        "astronaut.png",
+        "a photo of an astronaut",
+        "NASA (Eileen Collins); no known copyright restrictions, public domain",
+    ),
+    Source("camera", "skimage", "camera.png", "a photo of a cameraman", "CC0 by the photographer (Lav Varshney)"),
     Source("coffee", "skimage", "coffee.png", "a photo of coffee", "CC0 by the photographer (Rachel Michetti)"),
     Source("chelsea", "skimage", "chelsea.png", "a photo of a cat", "CC0 by the photographer (Stefan van der Walt)"),
     Source("rocket", "skimage", "rocket.jpg", "a photo of a rocket", "SpaceX photo, released into the public domain"),
-    Source("retina", "skimage", "retina.jpg", "a photo of a retina",
-           "CC0 1.0 (Mikael Häggström, Wikimedia Commons)"),
-    Source("hubble", "skimage", "hubble_deep_field.jpg", "a photo of galaxies",
-           "NASA/HubbleSite, may be freely used in the public domain"),
-    Source("motorcycle_left", "skimage", "motorcycle_left.png", "a photo of a motorcycle",
-           "Middlebury 2014 stereo benchmark (Scharstein et al., GCPR 2014), downsampled by scikit-image; no licence stated there, cite the paper"),
-    Source("motorcycle_right", "skimage", "motorcycle_right.png", "a photo of a motorcycle",
-           "Middlebury 2014 stereo benchmark (Scharstein et al., GCPR 2014), downsampled by scikit-image; no licence stated there, cite the paper"),
-    Source("coins", "skimage", "coins.png", "a photo of coins",
-           "Brooklyn Museum Collection; no known copyright restrictions"),
+    Source("retina", "skimage", "retina.jpg", "a photo of a retina", "CC0 1.0 (Mikael Häggström, Wikimedia Commons)"),
+    Source(
+        "hubble",
+        "skimage",
+        "hubble_deep_field.jpg",
+        "a photo of galaxies",
+        "NASA/HubbleSite, may be freely used in the public domain",
+    ),
+    Source(
+        "motorcycle_left",
+        "skimage",
+        "motorcycle_left.png",
+        "a photo of a motorcycle",
+        "Middlebury 2014 stereo benchmark (Scharstein et al., GCPR 2014), downsampled by scikit-image; no licence stated there, cite the paper",
+    ),
+    Source(
+        "motorcycle_right",
+        "skimage",
+        "motorcycle_right.png",
+        "a photo of a motorcycle",
+        "Middlebury 2014 stereo benchmark (Scharstein et al., GCPR 2014), downsampled by scikit-image; no licence stated there, cite the paper",
+    ),
+    Source(
+        "coins",
+        "skimage",
+        "coins.png",
+        "a photo of coins",
+        "Brooklyn Museum Collection; no known copyright restrictions",
+    ),
     Source("brick", "skimage", "brick.png", "a photo of a brick wall", "CC0 (CC0Textures Bricks25)"),
     Source("grass", "skimage", "grass.png", "a photo of grass", "CC0 (DeviantArt linolafett, Grass 01)"),
     Source("gravel", "skimage", "gravel.png", "a photo of gravel", "CC0 (CC0Textures Gravel04)"),
-    Source("grace_hopper", "matplotlib", "sample_data/grace_hopper.jpg", "a photo of grace hopper",
-           "US Navy official photo, public domain as a work of the US government; matplotlib sample_data states no licence"),
+    Source(
+        "grace_hopper",
+        "matplotlib",
+        "sample_data/grace_hopper.jpg",
+        "a photo of grace hopper",
+        "US Navy official photo, public domain as a work of the US government; matplotlib sample_data states no licence",
+    ),
 )
 
 
@@ -66,7 +95,9 @@ def load_rgb(src: Source) -> np.ndarray:
 
     path = package_data_dir(src.package) / src.file
     if not path.is_file():
-        raise ToyError(f"{path}: toy source photo missing; install the package that ships it "
-                       "(scikit-image and matplotlib, the training extra)")
+        raise ToyError(
+            f"{path}: toy source photo missing; install the package that ships it "
+            "(scikit-image and matplotlib, the training extra)"
+        )
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()

@@ -4,6 +4,7 @@ Captions are short ("a photo of coffee"), so lowercased word tokens looked up in
 one UNK row, padding -> a PAD row) plus a learned position embedding is enough conditioning, and weighs a
 few kB. An empty caption is all PAD: the unconditional input that text dropout trains for CFG.
 """
+
 from __future__ import annotations
 
 import re
@@ -80,8 +81,9 @@ class ToyCLIP:
             return {"cond": cond, "pooled_output": pooled}
         return (cond, pooled) if return_pooled else cond
 
-    def encode_from_tokens_scheduled(self, tokens: list[int], unprojected: bool = False, add_dict: dict | None = None,
-                                     show_pbar: bool = True) -> list:
+    def encode_from_tokens_scheduled(
+        self, tokens: list[int], unprojected: bool = False, add_dict: dict | None = None, show_pbar: bool = True
+    ) -> list:
         """A CONDITIONING list with one [cond, {"pooled_output": ...}] entry (no hooks, so no schedule)."""
         out = self.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
         cond = out.pop("cond")

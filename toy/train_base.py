@@ -7,6 +7,7 @@ order is a function of (seed, step), so a resumed run continues exactly where an
 
     python -m toy.train_base --data out/toy/patches --out out/toy/base --steps 200000 --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:
         raise ToyError(f"dataset has {n} images, fewer than the batch size {batch}; lower --batch")
     epoch, k = divmod(step, per_epoch)
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)[k * batch:(k + 1) * batch]
+    return torch.randperm(n, generator=g)[k * batch : (k + 1) * batch]
 
 
 class EMA:
@@ -75,9 +76,15 @@ def export_from_state(state_path: str | Path, out: str | Path, use_ema: bool = T
     key = "ema" if use_ema else "model"
     patcher.model.diffusion_model.load_state_dict(state[key]["unet"])
     table.load_state_dict(state[key]["text"])
-    meta = {"iqa_toy_training": {"step": state["step"], "weights": key, "last_loss_ema": state.get("loss_ema"),
-                                 "train_seconds": round(state.get("train_seconds", 0.0), 1),
-                                 "args": {k: str(v) if isinstance(v, Path) else v for k, v in (state.get("args") or {}).items()}}}
+    meta = {
+        "iqa_toy_training": {
+            "step": state["step"],
+            "weights": key,
+            "last_loss_ema": state.get("loss_ema"),
+            "train_seconds": round(state.get("train_seconds", 0.0), 1),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in (state.get("args") or {}).items()},
+        }
+    }
     return save_toy_checkpoint(out, patcher, table, config=cfg, dtype=torch.float16, extra_metadata=meta)
 
 
@@ -90,8 +97,12 @@ def _init_from(path: Path) -> dict:
     patcher, clip, _ = load_toy_checkpoint(path)
     meta = read_header(path)
     step = json.loads(meta.get("iqa_toy_training", "{}")).get("step", 0)
-    return {"config": patcher.model.toy_config, "unet": patcher.model.diffusion_model.state_dict(),
-            "text": clip.table.state_dict(), "step": int(step)}
+    return {
+        "config": patcher.model.toy_config,
+        "unet": patcher.model.diffusion_model.state_dict(),
+        "text": clip.table.state_dict(),
+        "step": int(step),
+    }
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -149,8 +160,14 @@ def train(args: argparse.Namespace) -> Path:
     sigmas = ms.sigmas.float()
     vae = ToyVAE(cfg["vae_factor"])
     n_params = sum(p.numel() for p in params)
-    log.info("%d images, %d trainable parameters, vocab %d, batch %d, %d threads", n, n_params, len(cfg["vocab"]),
-             args.batch, args.threads)
+    log.info(
+        "%d images, %d trainable parameters, vocab %d, batch %d, %d threads",
+        n,
+        n_params,
+        len(cfg["vocab"]),
+        args.batch,
+        args.threads,
+    )
 
     csv_path = out / "loss.csv"
     new_csv = not csv_path.is_file() or not resume
@@ -160,13 +177,23 @@ def train(args: argparse.Namespace) -> Path:
         wr.writerow(["step", "loss", "loss_ema", "lr", "img_per_s", "train_seconds"])
 
     def save() -> None:
-        _atomic_save({
-            "config": cfg, "step": step, "loss_ema": loss_ema, "train_seconds": secs, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "model": {"unet": unet.state_dict(), "text": table.state_dict()},
-            "ema": {"unet": ema.shadow[0].state_dict(), "text": ema.shadow[1].state_dict()},
-            "opt": opt.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "np_rng": np.random.get_state(), "py_rng": random.getstate(),
-        }, state_path)
+        _atomic_save(
+            {
+                "config": cfg,
+                "step": step,
+                "loss_ema": loss_ema,
+                "train_seconds": secs,
+                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                "model": {"unet": unet.state_dict(), "text": table.state_dict()},
+                "ema": {"unet": ema.shadow[0].state_dict(), "text": ema.shadow[1].state_dict()},
+                "opt": opt.state_dict(),
+                "gen": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "np_rng": np.random.get_state(),
+                "py_rng": random.getstate(),
+            },
+            state_path,
+        )
         export_from_state(state_path, out / "toy_base_ema.safetensors")
         logf.flush()
 
@@ -174,11 +201,13 @@ def train(args: argparse.Namespace) -> Path:
     while step < args.steps:
         t0 = time.time()
         idx = batch_indices(n, args.batch, step, args.seed)
-        x = images[idx].float().div_(255.0)                       # [B,64,64,3] in [0,1]
+        x = images[idx].float().div_(255.0)  # [B,64,64,3] in [0,1]
         flip = torch.rand(len(idx), generator=gen) < 0.5
         x[flip] = x[flip].flip(2)
-        z = model.process_latent_in(vae.encode(x))                # [B,192,8,8] in [-1,1]
-        texts = [("" if float(torch.rand((), generator=gen)) < args.text_dropout else captions[i]) for i in idx.tolist()]
+        z = model.process_latent_in(vae.encode(x))  # [B,192,8,8] in [-1,1]
+        texts = [
+            ("" if float(torch.rand((), generator=gen)) < args.text_dropout else captions[i]) for i in idx.tolist()
+        ]
         t = torch.randint(0, len(sigmas), (len(idx),), generator=gen)
         sigma = sigmas[t]
         eps = torch.randn(z.shape, generator=gen)
@@ -230,8 +259,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--save-every", type=int, default=250)
     ap.add_argument("--restart", action="store_true", help="ignore an existing state file in --out")
-    ap.add_argument("--init", type=Path, default=None, help="without a state file: continue from this toy checkpoint's "
-                    "weights (e.g. the shipped weights/toy/toy_base.safetensors), optimizer afresh")
+    ap.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="without a state file: continue from this toy checkpoint's "
+        "weights (e.g. the shipped weights/toy/toy_base.safetensors), optimizer afresh",
+    )
     return ap.parse_args(argv)
 
 

@@ -30,6 +30,7 @@ sigma ~ 0.5 barely decayed and every sample stayed grainy. Measured with the ref
 The sampler still sees a plain EPS model; sigma comes from the timestep through the host's own discrete
 schedule (ModelSamplingDiscrete, the one the toy's BaseModel samples with).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,9 @@ def _unet_class():
     class ToyUNet(UNetModel):
         """UNetModel on the s2d-(vae_factor/repack) grid of the image behind an s2d-vae_factor latent."""
 
-        def __init__(self, *args, repack: int = 2, vae_factor: int = 8, sigma_data: float = 0.5, refine: int = 0,
-                     **kwargs):
+        def __init__(
+            self, *args, repack: int = 2, vae_factor: int = 8, sigma_data: float = 0.5, refine: int = 0, **kwargs
+        ):
             super().__init__(*args, **kwargs)
             self.repack, self.vae_factor, self.sigma_data = repack, vae_factor, sigma_data
             self.refine = refiner(refine) if refine else None
@@ -57,7 +59,7 @@ def _unet_class():
         def skip(self, timesteps: torch.Tensor) -> torch.Tensor:
             """c(sigma) of the module docstring, per batch item, from the (fractional) timestep."""
             sigma = self._sampling.sigma(timesteps.float())
-            return sigma * (1 + sigma ** 2).sqrt() / (self.sigma_data ** 2 + sigma ** 2)
+            return sigma * (1 + sigma**2).sqrt() / (self.sigma_data**2 + sigma**2)
 
         def _to_grid(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
             return F.pixel_unshuffle(F.pixel_shuffle(x, src), dst) if src != dst else x
@@ -65,14 +67,21 @@ def _unet_class():
         def forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options=None, **kwargs):
             transformer_options = {} if transformer_options is None else transformer_options
             f, inner = self.vae_factor, self.vae_factor // self.repack
-            out = super().forward(self._to_grid(x, f, inner), timesteps, context=context, y=y, control=control,
-                                  transformer_options=transformer_options, **kwargs)
+            out = super().forward(
+                self._to_grid(x, f, inner),
+                timesteps,
+                context=context,
+                y=y,
+                control=control,
+                transformer_options=transformer_options,
+                **kwargs,
+            )
             c = self.skip(timesteps).to(x.device, x.dtype).view(-1, *([1] * (x.ndim - 1)))
             eps = self._to_grid(out, inner, f) + c * x  # eps = c(sigma) * input + correction (module docstring)
             if self.refine is None:
                 return eps
             sigma = self._sampling.sigma(timesteps.float()).to(x.device, x.dtype).view(-1, 1, 1, 1)
-            s = sigma / (1 + sigma ** 2).sqrt()  # the input's noise std per unit eps
+            s = sigma / (1 + sigma**2).sqrt()  # the input's noise std per unit eps
             px, pe = F.pixel_shuffle(x, f), F.pixel_shuffle(eps * s, f)
             level = (sigma.log() / 4).expand(-1, 1, *px.shape[-2:])
             return eps + F.pixel_unshuffle(self.refine(torch.cat([px, pe, level], 1)), f) / s
@@ -84,8 +93,13 @@ def refiner(channels: int) -> torch.nn.Module:
     """The pixel refiner of the module docstring: [image, noise estimate, log sigma] (7 channels) -> a noise
     correction (3 channels), three 3x3 convolutions; init_weights_ zeroes the last, so it starts as a no-op."""
     nn = torch.nn
-    return nn.Sequential(nn.Conv2d(7, channels, 3, padding=1), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-                         nn.SiLU(), nn.Conv2d(channels, 3, 3, padding=1))
+    return nn.Sequential(
+        nn.Conv2d(7, channels, 3, padding=1),
+        nn.SiLU(),
+        nn.Conv2d(channels, channels, 3, padding=1),
+        nn.SiLU(),
+        nn.Conv2d(channels, 3, 3, padding=1),
+    )
 
 
 _CLASS = None

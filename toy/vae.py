@@ -4,6 +4,7 @@ A learned autoencoder would blur away the noise and JPEG artefacts that the qual
 pixel_unshuffle a 64x64x3 image in [-1, 1] is an 8x8x192 latent, and EmptyLatentImage(64, 64) (zeros,
 widened by the host to the model's latent channels) decodes to a 64x64 image: the usual SD convention.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """`python -m training ...`: the command line (training/cli.py)."""
+
 from training.cli import main
 
 raise SystemExit(main())

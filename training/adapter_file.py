@@ -4,6 +4,7 @@ The one writer behind `export` and `convert`. The file is checked by reading it 
 loader before it replaces anything at the destination, so a file that Load IQA-Adapter would refuse is
 never written.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ from training.errors import TrainingError
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def write_adapter_file(flat: Mapping[str, torch.Tensor], out: Path, metadata: Mapping[str, Any],
-                       table: Optional[Mapping[str, Any]], dtype: str = "fp16") -> Path:
+def write_adapter_file(
+    flat: Mapping[str, torch.Tensor],
+    out: Path,
+    metadata: Mapping[str, Any],
+    table: Optional[Mapping[str, Any]],
+    dtype: str = "fp16",
+) -> Path:
     from safetensors.torch import save_file
 
     from adapter.model import IQAAdapter

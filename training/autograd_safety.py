@@ -6,6 +6,7 @@ adapter's K/V make the stream require gradients, autograd refuses ("modified by 
 Upstream ComfyUI writes `x = n + x` and needs nothing. Where the block's source has the in-place add, the
 norms get a copy of their input instead, which is what autograd needs and costs one copy per norm.
 """
+
 from __future__ import annotations
 
 import inspect

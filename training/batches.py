@@ -7,6 +7,7 @@ for that sample's draws (training/draws.py). With an image folder and no shuffli
 is the folder's item n * world + r, so N processes see, position by position, what one process with
 the same global batch sees.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,14 +24,24 @@ class Batch:
     vectors: torch.Tensor  # [B, d] metric values (z or raw), before encoding
 
 
-def micro_batches(samples: Iterator[Any], batch_size: int, rank: int, world: int, start: int,
-                  prepare: Callable[[Any], tuple[torch.Tensor, str, torch.Tensor]]) -> Iterator[Batch]:
+def micro_batches(
+    samples: Iterator[Any],
+    batch_size: int,
+    rank: int,
+    world: int,
+    start: int,
+    prepare: Callable[[Any], tuple[torch.Tensor, str, torch.Tensor]],
+) -> Iterator[Batch]:
     """Batches of this process's stream, which begins at its local sample number `start`;
     prepare(sample) -> (image, caption, vector)."""
     n = start
     while True:
         chunk = [next(samples) for _ in range(batch_size)]
         items = [prepare(s) for s in chunk]
-        yield Batch([(n + k) * world + rank for k in range(batch_size)], torch.stack([i[0] for i in items]),
-                    [i[1] for i in items], torch.stack([i[2] for i in items]))
+        yield Batch(
+            [(n + k) * world + rank for k in range(batch_size)],
+            torch.stack([i[0] for i in items]),
+            [i[1] for i in items],
+            torch.stack([i[2] for i in items]),
+        )
         n += batch_size

@@ -8,6 +8,7 @@ look up another layer's patch, silently. So each wrapped call gets a snapshot of
 fork's BasicTransformerBlock adds to its input in place (see autograd_safety.py), which would change the
 input that the checkpoint keeps for the recomputation: the wrapped function works on a copy of it.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,5 +1,6 @@
 """One command line with a subcommand per job. Each job module exposes add_arguments(parser) and
 run(args) -> int, so this file only wires names to modules."""
+
 from __future__ import annotations
 
 import argparse

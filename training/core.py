@@ -7,6 +7,7 @@ code of its own (the pack's __init__.py, which imports the nodes and so the host
 `CORE.adapter` is the top-level `adapter` itself: one set of classes (IQAAdapterError, NormTable) whether
 reached as `adapter.x` or through guidance.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -27,6 +27,7 @@ the first '.' of the file name form one sample, whose `__key__` is that prefix (
 rest of the name is the field ('jpg', 'txt', 'json', ...). tests/test_training_score.py checks the keys
 against the webdataset package's own reader.
 """
+
 from __future__ import annotations
 
 import glob
@@ -50,8 +51,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 WDS_IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp")  # webdataset fields read as the image, first present wins
 WDS_JSON_CAPTION_KEYS = ("caption", "text")
 SPLITS = ("auto", "items", "shards")
-BAD_IMAGE_HELP = ("Delete or replace it (or re-encode it, e.g. with PIL), then run again; "
-                  "`score --skip-bad` records such images and goes on.")
+BAD_IMAGE_HELP = (
+    "Delete or replace it (or re-encode it, e.g. with PIL), then run again; "
+    "`score --skip-bad` records such images and goes on."
+)
 
 
 class Sample:
@@ -81,7 +84,8 @@ class Sample:
             raise TrainingError(
                 f"Image {self.source} (key '{self.key}') has no caption. Training needs one per image: put it in "
                 f"a sidecar .txt file next to the image, in the shard's 'txt' field (or 'json' with a "
-                f"'caption'/'text' entry), or in a column of the scores file (train --caption-column).")
+                f"'caption'/'text' entry), or in a column of the scores file (train --caption-column)."
+            )
         return text
 
     @property
@@ -156,10 +160,14 @@ class Dataset:
 
     def check_not_empty(self) -> None:
         if self.first() is None:
-            what = (f"no images ({', '.join(IMAGE_SUFFIXES)}) under the folder {self.root}" if self.kind == "folder"
-                    else f"no samples in the shards {self.root} ({len(self.shards)} file(s))")
-            raise TrainingError(f"The dataset is empty: {what}. Point --data at a folder of images or at "
-                                "webdataset .tar shards.")
+            what = (
+                f"no images ({', '.join(IMAGE_SUFFIXES)}) under the folder {self.root}"
+                if self.kind == "folder"
+                else f"no samples in the shards {self.root} ({len(self.shards)} file(s))"
+            )
+            raise TrainingError(
+                f"The dataset is empty: {what}. Point --data at a folder of images or at webdataset .tar shards."
+            )
 
     # -- image folder ------------------------------------------------------------------------------------------
     def _walk(self) -> Iterator[Path]:
@@ -182,7 +190,8 @@ class Dataset:
                     if stem in stems:
                         raise TrainingError(
                             f"Images {stems[stem]} and {e.path} have the same key "
-                            f"'{self._key(Path(e.path))}' (the path without extension). Rename or remove one.")
+                            f"'{self._key(Path(e.path))}' (the path without extension). Rename or remove one."
+                        )
                     stems[stem] = e.path
                     yield Path(e.path)
             stack.extend(reversed(subdirs))
@@ -200,13 +209,17 @@ class Dataset:
         return Sample(key, str(path), path.read_bytes, caption)
 
     # -- webdataset shards ---------------------------------------------------------------------------------------
-    def _shard_samples(self, shard: Path, mine: Callable[[int], bool], counter: Optional["_Counter"] = None) -> Iterator[Sample]:
+    def _shard_samples(
+        self, shard: Path, mine: Callable[[int], bool], counter: Optional["_Counter"] = None
+    ) -> Iterator[Sample]:
         counter = counter or _Counter(0)
         try:
             tar = tarfile.open(shard, mode="r|*")
         except (OSError, tarfile.TarError) as e:
-            raise TrainingError(f"Cannot read the shard {shard} ({type(e).__name__}: {e}). Replace it with a "
-                                "good copy (a .tar as webdataset writes it).") from e
+            raise TrainingError(
+                f"Cannot read the shard {shard} ({type(e).__name__}: {e}). Replace it with a "
+                "good copy (a .tar as webdataset writes it)."
+            ) from e
         key, fields, take = None, {}, False
         try:
             with tar:
@@ -228,8 +241,10 @@ class Dataset:
                 if key is not None and take:
                     yield self._wds_sample(shard, key, fields)
         except tarfile.TarError as e:
-            raise TrainingError(f"The shard {shard} is broken after sample '{key}' ({type(e).__name__}: {e}). "
-                                "Replace it with a good copy; samples before it that were scored are kept.") from e
+            raise TrainingError(
+                f"The shard {shard} is broken after sample '{key}' ({type(e).__name__}: {e}). "
+                "Replace it with a good copy; samples before it that were scored are kept."
+            ) from e
 
     def _wds_sample(self, shard: Path, key: str, fields: dict) -> Sample:
         image_field = next((f for f in WDS_IMAGE_FIELDS if f in fields), None)
@@ -237,9 +252,11 @@ class Dataset:
             source = f"{shard}:{key}.*"
 
             def read() -> bytes:
-                raise TrainingError(f"Sample '{key}' in {shard} has no image field (members: "
-                                    f"{', '.join(n for n, _ in fields.values())}; looked for "
-                                    f"{', '.join(WDS_IMAGE_FIELDS)}).")
+                raise TrainingError(
+                    f"Sample '{key}' in {shard} has no image field (members: "
+                    f"{', '.join(n for n, _ in fields.values())}; looked for "
+                    f"{', '.join(WDS_IMAGE_FIELDS)})."
+                )
         else:
             name, data = fields[image_field]
             source = f"{shard}:{name}"
@@ -312,15 +329,18 @@ def expand_shards(spec: str) -> list[Path]:
         files = [p]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise TrainingError(f"Shard file(s) not found: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
-                            f"(from --data {spec}). Check the pattern.")
+        raise TrainingError(
+            f"Shard file(s) not found: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+            f"(from --data {spec}). Check the pattern."
+        )
     if not files:
         raise TrainingError(f"--data {spec} matches no files.")
     return files
 
 
-def open_dataset(spec: str, *, kind: str = "auto", captions: Optional[Mapping[str, str]] = None,
-                 split: str = "auto") -> Dataset:
+def open_dataset(
+    spec: str, *, kind: str = "auto", captions: Optional[Mapping[str, str]] = None, split: str = "auto"
+) -> Dataset:
     """A Dataset from what the user gave as --data.
 
     kind 'auto': a brace pattern, a glob or a path ending in .tar means shards; a folder holding .tar files
@@ -339,8 +359,10 @@ def open_dataset(spec: str, *, kind: str = "auto", captions: Optional[Mapping[st
         elif spec.endswith(".tar") or "{" in spec or any(c in spec for c in "*?["):
             kind = "shards"
         else:
-            raise TrainingError(f"--data {spec} is neither a folder nor .tar shards (it does not exist?). Give an "
-                                "image folder, a .tar, a folder of .tar files or a pattern like data/{00000..00009}.tar.")
+            raise TrainingError(
+                f"--data {spec} is neither a folder nor .tar shards (it does not exist?). Give an "
+                "image folder, a .tar, a folder of .tar files or a pattern like data/{00000..00009}.tar."
+            )
     if kind == "folder":
         if not p.is_dir():
             raise TrainingError(f"The image folder {spec} does not exist.")
@@ -348,8 +370,9 @@ def open_dataset(spec: str, *, kind: str = "auto", captions: Optional[Mapping[st
     return Dataset("shards", spec, shards=tuple(expand_shards(spec)), captions=captions, split=split)
 
 
-def train_stream(dataset: Dataset, *, rank: int = 0, world: int = 1, seed: int = 0, shuffle_buffer: int = 1000,
-                 start: int = 0) -> Iterator[Sample]:
+def train_stream(
+    dataset: Dataset, *, rank: int = 0, world: int = 1, seed: int = 0, shuffle_buffer: int = 1000, start: int = 0
+) -> Iterator[Sample]:
     """This process's samples, epoch after epoch without end, shuffled in a streaming buffer.
 
     Epoch e streams the process's share in global order through a buffer of `shuffle_buffer` samples (lazy:
@@ -369,8 +392,10 @@ def train_stream(dataset: Dataset, *, rank: int = 0, world: int = 1, seed: int =
                 yield sample
             n += 1
         if yielded == 0:
-            raise TrainingError(f"Process {rank} of {world} got no samples from {dataset.root}: the dataset has fewer "
-                                "items (or shards) than processes. Use more data or fewer processes.")
+            raise TrainingError(
+                f"Process {rank} of {world} got no samples from {dataset.root}: the dataset has fewer "
+                "items (or shards) than processes. Use more data or fewer processes."
+            )
         epoch += 1
 
 
@@ -385,4 +410,3 @@ def _shuffled(items: Iterator[Sample], size: int, rng: random.Random) -> Iterato
         yield out
     rng.shuffle(buf)
     yield from buf
-

@@ -5,6 +5,7 @@ at a timestep drawn uniformly from the model's discrete schedule, and the UNet r
 DecoupledCrossAttention as its attn2 replace patch: the code that applies an adapter at inference is the
 code that trains it. Only the adapter's parameters get gradients.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -23,9 +24,19 @@ def adapter_patches(sites: list[AttnSite], live: LiveQualityTokens, attention: C
     return {"attn2": {site.key: DecoupledCrossAttention(((live, n),), attention) for n, site in enumerate(sites)}}
 
 
-def eps_loss(unet: torch.nn.Module, model_sampling: Any, dtype: torch.dtype, adapter: torch.nn.Module,
-             live: LiveQualityTokens, patches: dict, vectors: torch.Tensor, latents: torch.Tensor, context: torch.Tensor,
-             y: Optional[torch.Tensor], draws: Draws) -> torch.Tensor:
+def eps_loss(
+    unet: torch.nn.Module,
+    model_sampling: Any,
+    dtype: torch.dtype,
+    adapter: torch.nn.Module,
+    live: LiveQualityTokens,
+    patches: dict,
+    vectors: torch.Tensor,
+    latents: torch.Tensor,
+    context: torch.Tensor,
+    y: Optional[torch.Tensor],
+    draws: Draws,
+) -> torch.Tensor:
     """MSE between the predicted and the true noise, averaged over the batch (float32)."""
     device = latents.device
     live.set(adapter(vectors))  # through the (DDP-wrapped) adapter, so its gradients are synchronised

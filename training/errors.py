@@ -1,4 +1,5 @@
 """The one error type of the training tools: its message names the file or row at fault and says what to do."""
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ The header carries the metadata (metrics, use_flag, pos_encode_L, normalized, ki
 training set's normalisation table, so percentile targets on the adapter refer to its own training
 distribution (Quality Condition uses that table when a file has one, and the CC3M table otherwise).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,16 @@ from training.errors import TrainingError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a checkpoint folder (out/checkpoints/step-NNNNNN) or a run folder (its newest)")
-    p.add_argument("--out", required=True, help="the IQA-Adapter file to write (.safetensors), e.g. in ComfyUI's models/iqa_adapter")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a checkpoint folder (out/checkpoints/step-NNNNNN) or a run folder (its newest)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the IQA-Adapter file to write (.safetensors), e.g. in ComfyUI's models/iqa_adapter",
+    )
     p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16", help="weight precision (default fp16)")
 
 
@@ -41,10 +50,17 @@ def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "fp16") -> Path:
     table_path = Path(state["norm_table"])
     table = json.loads(table_path.read_text()) if table_path.is_file() else None
     if table is None:
-        raise TrainingError(f"The run's normalisation table {table_path} is gone; the adapter's percentiles need it. "
-                            "Put it back (it is written by `python -m training score`).")
-    metadata = {"kind": "quality", "metrics": state["metrics"], "use_flag": state["use_flag"],
-                "pos_encode_L": state["pos_encode_L"], "normalized": state["normalized"],
-                "base_model": state["base_family"],
-                "comment": f"trained by python -m training train, step {state['step']}, from {Path(state['base']).name}"}
+        raise TrainingError(
+            f"The run's normalisation table {table_path} is gone; the adapter's percentiles need it. "
+            "Put it back (it is written by `python -m training score`)."
+        )
+    metadata = {
+        "kind": "quality",
+        "metrics": state["metrics"],
+        "use_flag": state["use_flag"],
+        "pos_encode_L": state["pos_encode_L"],
+        "normalized": state["normalized"],
+        "base_model": state["base_family"],
+        "comment": f"trained by python -m training train, step {state['step']}, from {Path(state['base']).name}",
+    }
     return write_adapter_file(load_file(str(weights)), out, metadata, table, dtype)

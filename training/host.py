@@ -5,6 +5,7 @@ A ComfyUI user already has the base model as a single-file checkpoint in models/
 reads that file exactly as Load Checkpoint does. The toy world's checkpoints (toy/) load through their
 own loader, marked by their header. Nothing else in training/ imports the host.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,13 +26,17 @@ def import_host(comfyui_dir: Optional[str] = None) -> None:
     folder = comfyui_dir or os.environ.get("COMFYUI_DIR")
     if folder:
         if not (Path(folder) / "comfy").is_dir():
-            raise TrainingError(f"--comfyui-dir {folder} is not a ComfyUI folder (it has no comfy/). Give the folder that holds main.py.")
+            raise TrainingError(
+                f"--comfyui-dir {folder} is not a ComfyUI folder (it has no comfy/). Give the folder that holds main.py."
+            )
         sys.path.insert(0, str(Path(folder).resolve()))
     try:
         import comfy.cli_args
     except ImportError:
-        raise TrainingError("ComfyUI is not importable here. Run with ComfyUI's Python and give --comfyui-dir "
-                            "/path/to/ComfyUI (or set COMFYUI_DIR).") from None
+        raise TrainingError(
+            "ComfyUI is not importable here. Run with ComfyUI's Python and give --comfyui-dir "
+            "/path/to/ComfyUI (or set COMFYUI_DIR)."
+        ) from None
     if folder and not torch.cuda.is_available():
         comfy.cli_args.args.cpu = True
 
@@ -58,8 +63,10 @@ def load_base(path: str | Path) -> BaseModel:
     """Read a single-file checkpoint (SD1.5, SDXL, or a toy checkpoint) with the host's loader."""
     path = Path(path)
     if not path.is_file():
-        raise TrainingError(f"--base {path}: no such file. Give a single-file checkpoint (.safetensors) such as the "
-                            "ones in ComfyUI's models/checkpoints.")
+        raise TrainingError(
+            f"--base {path}: no such file. Give a single-file checkpoint (.safetensors) such as the "
+            "ones in ComfyUI's models/checkpoints."
+        )
     try:
         from toy.model import is_toy_checkpoint, load_toy_checkpoint
     except ImportError:  # the toy package is optional for users
@@ -70,21 +77,30 @@ def load_base(path: str | Path) -> BaseModel:
         import comfy.sd
 
         try:
-            out = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True, embedding_directory=None)
+            out = comfy.sd.load_checkpoint_guess_config(
+                str(path), output_vae=True, output_clip=True, embedding_directory=None
+            )
         except Exception as exc:  # unknown layout, corrupt file
-            raise TrainingError(f"--base {path.name}: the host could not load it as a checkpoint ({type(exc).__name__}: "
-                                f"{str(exc)[:200]}). Give a full SD1.5 or SDXL checkpoint (UNet, text encoder and VAE in one file).") from None
+            raise TrainingError(
+                f"--base {path.name}: the host could not load it as a checkpoint ({type(exc).__name__}: "
+                f"{str(exc)[:200]}). Give a full SD1.5 or SDXL checkpoint (UNet, text encoder and VAE in one file)."
+            ) from None
         patcher, clip, vae = out[:3]
         if patcher is None or clip is None or vae is None:
             missing = [n for n, o in (("UNet", patcher), ("text encoder", clip), ("VAE", vae)) if o is None]
-            raise TrainingError(f"--base {path.name} has no {', '.join(missing)}. Training needs a full checkpoint "
-                                "(UNet, text encoder and VAE in one file), as Load Checkpoint reads it.")
+            raise TrainingError(
+                f"--base {path.name} has no {', '.join(missing)}. Training needs a full checkpoint "
+                "(UNet, text encoder and VAE in one file), as Load Checkpoint reads it."
+            )
     import comfy.model_sampling
 
     if not isinstance(patcher.model.model_sampling, comfy.model_sampling.EPS) or isinstance(
-            patcher.model.model_sampling, comfy.model_sampling.V_PREDICTION):
-        raise TrainingError(f"--base {path.name} is not an epsilon-prediction model; training supports SD1.5- and SDXL-style "
-                            "eps models (as the paper's).")
+        patcher.model.model_sampling, comfy.model_sampling.V_PREDICTION
+    ):
+        raise TrainingError(
+            f"--base {path.name} is not an epsilon-prediction model; training supports SD1.5- and SDXL-style "
+            "eps models (as the paper's)."
+        )
     return BaseModel(patcher, clip, vae, path)
 
 
@@ -117,8 +133,19 @@ def adm_vector(base: BaseModel, pooled: Optional[torch.Tensor], width: int, heig
     model = base.patcher.model
     if getattr(model, "adm_channels", 0) in (0, None) or pooled is None:
         return None
-    rows = [model.encode_adm(pooled_output=p[None], width=width, height=height, crop_w=0, crop_h=0,
-                             target_width=width, target_height=height, device=p.device) for p in pooled]
+    rows = [
+        model.encode_adm(
+            pooled_output=p[None],
+            width=width,
+            height=height,
+            crop_w=0,
+            crop_h=0,
+            target_width=width,
+            target_height=height,
+            device=p.device,
+        )
+        for p in pooled
+    ]
     return torch.cat(rows).float()
 
 

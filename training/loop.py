@@ -1,4 +1,5 @@
 """The training loop behind `python -m training train` (arguments and checkpoint files: training/train.py)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,16 +12,46 @@ import torch
 
 from training.errors import TrainingError
 
-SETTINGS = ("metrics", "proj", "num_tokens", "use_flag", "pos_encode_L", "normalized", "base", "base_family",
-            "resolution", "batch_size", "grad_accum", "lr", "weight_decay", "seed", "world_size", "norm_table")
+SETTINGS = (
+    "metrics",
+    "proj",
+    "num_tokens",
+    "use_flag",
+    "pos_encode_L",
+    "normalized",
+    "base",
+    "base_family",
+    "resolution",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "weight_decay",
+    "seed",
+    "world_size",
+    "norm_table",
+)
 
 
 def _settings(args: argparse.Namespace, family: str, world: int, table_path: Path) -> dict[str, Any]:
-    return {"metrics": list(args.metrics), "proj": args.proj, "num_tokens": args.num_tokens, "use_flag": bool(args.use_flag),
-            "pos_encode_L": args.pos_encode_L, "normalized": not args.no_normalize, "base": str(args.base),
-            "base_family": family, "resolution": args.resolution, "batch_size": args.batch_size,
-            "grad_accum": args.grad_accum, "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
-            "world_size": world, "norm_table": str(table_path), "init_adapter": args.init_adapter or ""}
+    return {
+        "metrics": list(args.metrics),
+        "proj": args.proj,
+        "num_tokens": args.num_tokens,
+        "use_flag": bool(args.use_flag),
+        "pos_encode_L": args.pos_encode_L,
+        "normalized": not args.no_normalize,
+        "base": str(args.base),
+        "base_family": family,
+        "resolution": args.resolution,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "seed": args.seed,
+        "world_size": world,
+        "norm_table": str(table_path),
+        "init_adapter": args.init_adapter or "",
+    }
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -81,18 +112,24 @@ def train(args: argparse.Namespace) -> None:
     _check_args(args)
     out = Path(args.out)
     # cpu=True without a GPU: several CPU processes (accelerate launch --multi_gpu) then form one gloo group
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum,
-                              cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.grad_accum,
+        cpu=not torch.cuda.is_available(),
+    )
     rank, world = accelerator.process_index, accelerator.num_processes
     set_seed(args.seed)  # the new adapter's projection starts from the same weights in every run with this seed
 
     table_path = Path(args.norm_table) if args.norm_table else Path(args.scores).with_suffix(".norm.json")
     if not table_path.is_file():
-        raise TrainingError(f"No normalisation table at {table_path}. `python -m training score` writes it beside the "
-                            "scores file; give it with --norm-table.")
+        raise TrainingError(
+            f"No normalisation table at {table_path}. `python -m training score` writes it beside the "
+            "scores file; give it with --norm-table."
+        )
     table = NormTable.from_json(table_path)
-    vectors_by_key = metric_vectors(read_scores(Path(args.scores), args.metrics, z=False), args.metrics,
-                                    None if args.no_normalize else table)
+    vectors_by_key = metric_vectors(
+        read_scores(Path(args.scores), args.metrics, z=False), args.metrics, None if args.no_normalize else table
+    )
     captions = read_captions(Path(args.scores), args.caption_column) if args.caption_column else None
 
     host.import_host(args.comfyui_dir)
@@ -106,9 +143,11 @@ def train(args: argparse.Namespace) -> None:
     if args.init_adapter:
         adapter = TrainableAdapter.from_file(Path(args.init_adapter), sites)
         if adapter.spec.input_dim != input_dim:
-            raise TrainingError(f"--init-adapter {args.init_adapter} takes {adapter.spec.input_dim} inputs, but --metrics "
-                                f"{' '.join(args.metrics)} with use_flag={args.use_flag}, pos_encode_L={args.pos_encode_L} "
-                                f"encode to {input_dim}. Give the metrics and flags it was trained with.")
+            raise TrainingError(
+                f"--init-adapter {args.init_adapter} takes {adapter.spec.input_dim} inputs, but --metrics "
+                f"{' '.join(args.metrics)} with use_flag={args.use_flag}, pos_encode_L={args.pos_encode_L} "
+                f"encode to {input_dim}. Give the metrics and flags it was trained with."
+            )
     else:
         adapter = TrainableAdapter.from_base(layers, args.proj, args.num_tokens, input_dim)
     make_autograd_safe(unet)
@@ -136,11 +175,23 @@ def train(args: argparse.Namespace) -> None:
         ckpt = Path(args.resume)
     if ckpt is not None:
         state = read_state(ckpt)
-        for key in ("metrics", "proj", "num_tokens", "use_flag", "pos_encode_L", "batch_size", "grad_accum", "seed", "world_size"):
+        for key in (
+            "metrics",
+            "proj",
+            "num_tokens",
+            "use_flag",
+            "pos_encode_L",
+            "batch_size",
+            "grad_accum",
+            "seed",
+            "world_size",
+        ):
             now = _settings(args, "", world, table_path)[key]
             if state.get(key) != now:
-                raise TrainingError(f"--resume {ckpt}: it was trained with {key}={state.get(key)!r}, this run has {now!r}. "
-                                    "Resume with the same settings (a different setting is a new run: use another --out).")
+                raise TrainingError(
+                    f"--resume {ckpt}: it was trained with {key}={state.get(key)!r}, this run has {now!r}. "
+                    "Resume with the same settings (a different setting is a new run: use another --out)."
+                )
         accelerator.load_state(str(ckpt))
         step = int(state["step"])
     settings = _settings(args, type(base.patcher.model.model_config).__name__.lower(), world, table_path)
@@ -151,20 +202,25 @@ def train(args: argparse.Namespace) -> None:
     dataset = datasets.open_dataset(args.data, captions=captions)
     size = dataset.count()
     if size is not None and size < args.batch_size * world:
-        raise TrainingError(f"--data {args.data} has {size} images, fewer than one batch across all processes "
-                            f"({args.batch_size} x {world} processes). Add images or lower --batch-size.")
+        raise TrainingError(
+            f"--data {args.data} has {size} images, fewer than one batch across all processes "
+            f"({args.batch_size} x {world} processes). Add images or lower --batch-size."
+        )
     per_rank_step = args.batch_size * args.grad_accum
 
     def prepare(sample: Any) -> tuple[torch.Tensor, str, torch.Tensor]:
         caption = sample.require_caption()
         vector = vectors_by_key.get(sample.key)
         if vector is None:
-            raise TrainingError(f"{sample.source} (key '{sample.key}') has no row in {args.scores}. Score the whole "
-                                "dataset first (python -m training score), or remove the image.")
+            raise TrainingError(
+                f"{sample.source} (key '{sample.key}') has no row in {args.scores}. Score the whole "
+                "dataset first (python -m training score), or remove the image."
+            )
         return prepare_image(sample.image, args.resolution), caption, vector
 
-    stream = datasets.train_stream(dataset, rank=rank, world=world, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
-                                   start=step * per_rank_step)
+    stream = datasets.train_stream(
+        dataset, rank=rank, world=world, seed=args.seed, shuffle_buffer=args.shuffle_buffer, start=step * per_rank_step
+    )
     batches = micro_batches(stream, args.batch_size, rank, world, step * per_rank_step, prepare)
     log = LossLog(out, accelerator.is_main_process, resume_step=step)
     ms = base.model_sampling
@@ -184,8 +240,19 @@ def train(args: argparse.Namespace) -> None:
                 vectors = encode_quality_vector(batch.vectors, args.use_flag, args.pos_encode_L)
                 vectors = torch.where(draws.drop_quality[:, None], torch.zeros_like(vectors), vectors).to(device)
                 with accelerator.autocast():
-                    loss = eps_loss(unet, ms, dtype, adapter, live, patches, vectors, latents, context.to(device),
-                                    None if y is None else y.to(device), draws)
+                    loss = eps_loss(
+                        unet,
+                        ms,
+                        dtype,
+                        adapter,
+                        live,
+                        patches,
+                        vectors,
+                        latents,
+                        context.to(device),
+                        None if y is None else y.to(device),
+                        draws,
+                    )
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

@@ -3,6 +3,7 @@
 Only the main process writes. On resume the CSV is cut back to the checkpoint's step, so a resumed run's
 log reads as the uninterrupted run's would.
 """
+
 from __future__ import annotations
 
 import csv
@@ -73,7 +74,7 @@ def plot_loss(csv_path: Path, png_path: Path) -> None:
     steps = [int(r["step"]) for r in rows]
     loss = [float(r["loss"]) for r in rows]
     k = max(1, len(loss) // 20)
-    smooth = [sum(loss[max(0, i - k + 1):i + 1]) / len(loss[max(0, i - k + 1):i + 1]) for i in range(len(loss))]
+    smooth = [sum(loss[max(0, i - k + 1) : i + 1]) / len(loss[max(0, i - k + 1) : i + 1]) for i in range(len(loss))]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     ax.plot(steps, loss, lw=0.6, alpha=0.5, label="loss")
     ax.plot(steps, smooth, lw=1.5, label=f"mean of {k}")

@@ -33,6 +33,7 @@ A rerun (with any number of processes) skips every key already in a part. When e
 process 0 merges the parts into OUT and writes TABLE, each also through a temporary file and a rename.
 OUT.parts/ is kept (a later rerun then has nothing to do); delete it once OUT is there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,22 +68,51 @@ def z_column(metric: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="an image folder (captions optional for scoring), a .tar, a folder of "
-                   ".tar shards, or a pattern such as 'data/{00000..00009}.tar'")
-    p.add_argument("--data-kind", choices=("auto", "folder", "shards"), default="auto", help="how to read --data (default: guess)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="an image folder (captions optional for scoring), a .tar, a folder of "
+        ".tar shards, or a pattern such as 'data/{00000..00009}.tar'",
+    )
+    p.add_argument(
+        "--data-kind", choices=("auto", "folder", "shards"), default="auto", help="how to read --data (default: guess)"
+    )
     p.add_argument("--metrics", nargs="+", required=True, help="pyiqa metric names, e.g. topiq_nr laion_aes piqe niqe")
     p.add_argument("--out", type=Path, required=True, help="the Parquet file to write (its parts go to OUT.parts/)")
-    p.add_argument("--table", type=Path, default=None, help="the normalisation table to write (default: OUT with suffix .norm.json)")
-    p.add_argument("--size", type=int, default=512, help="resize every image to SIZE x SIZE before scoring "
-                   "(512: as the CC3M table; 0: native size)")
+    p.add_argument(
+        "--table",
+        type=Path,
+        default=None,
+        help="the normalisation table to write (default: OUT with suffix .norm.json)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=512,
+        help="resize every image to SIZE x SIZE before scoring (512: as the CC3M table; 0: native size)",
+    )
     p.add_argument("--batch", type=int, default=8, help="images per metric call")
     p.add_argument("--device", default=None, help="torch device (default: this process's accelerate device)")
-    p.add_argument("--iqa-dir", action="append", type=Path, default=[], help="folder with IQA weight files "
-                   "(searched before pyiqa's cache; repeatable)")
-    p.add_argument("--skip-bad", action="store_true", help="record images that fail to decode or score NaN in "
-                   "OUT.skipped.jsonl and go on (default: stop with an error naming the image)")
+    p.add_argument(
+        "--iqa-dir",
+        action="append",
+        type=Path,
+        default=[],
+        help="folder with IQA weight files (searched before pyiqa's cache; repeatable)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="record images that fail to decode or score NaN in "
+        "OUT.skipped.jsonl and go on (default: stop with an error naming the image)",
+    )
     p.add_argument("--part-size", type=int, default=256, help="images per saved part (what a crash can lose at most)")
-    p.add_argument("--split", choices=SPLITS, default="auto", help="how shards are divided among processes (see training/datasets.py)")
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="auto",
+        help="how shards are divided among processes (see training/datasets.py)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -180,8 +210,14 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         lines = "".join(json.dumps(b.__dict__) + "\n" for b in bad)
         _atomic_write(parts / f"skipped-{ctx.rank:05d}.jsonl", lambda f: f.write(lines.encode()))
-    log.info("process %d/%d: scored %d image(s), %d already done, %d skipped as bad", ctx.rank, ctx.world, scored,
-             len(done), len(bad))
+    log.info(
+        "process %d/%d: scored %d image(s), %d already done, %d skipped as bad",
+        ctx.rank,
+        ctx.world,
+        scored,
+        len(done),
+        len(bad),
+    )
     ctx.wait()
     if ctx.main:
         merge(parts, out, table_path, metrics, args.size, str(args.data))
@@ -204,8 +240,9 @@ def resolve_metrics(names: Sequence[str], size: int) -> list[str]:
             raise TrainingError(f"--metrics names '{s.name}' twice; give each metric once.")
         seen.add(s.name)
         if size and size < s.min_side:
-            raise TrainingError(f"--size {size} is too small for '{s.name}', which needs at least {s.min_side} px. "
-                                "Use a larger --size.")
+            raise TrainingError(
+                f"--size {size} is too small for '{s.name}', which needs at least {s.min_side} px. Use a larger --size."
+            )
     return [s.name for s in specs]
 
 
@@ -228,7 +265,8 @@ def build_metric(name: str, iqa_dirs: Sequence[Path], device: Any):
         raise TrainingError(
             f"IQA metric '{name}' needs the weight file '{e.file_name}', which is not on this machine, and score never "
             f"downloads. Put the file at {os.path.join(where, e.file_name)} (or in any folder passed with --iqa-dir). "
-            f"It comes from {e.url} .") from None
+            f"It comes from {e.url} ."
+        ) from None
     except IQAAdapterError as e:
         raise TrainingError(str(e)) from None
 
@@ -245,7 +283,8 @@ def _check_parts_meta(parts: Path, meta: dict) -> None:
         if old.get(k) != meta[k]:
             raise TrainingError(
                 f"The saved parts in {parts} were scored with {k} {old.get(k)!r}, this run asks for {meta[k]!r}. Run "
-                f"with the same --metrics/--size to resume, or delete {parts} (or choose another --out) to start over.")
+                f"with the same --metrics/--size to resume, or delete {parts} (or choose another --out) to start over."
+            )
     if old.get("data") != meta["data"]:
         log.warning("resuming parts made from --data %s with --data %s", old.get("data"), meta["data"])
 
@@ -258,8 +297,10 @@ def _done_keys(parts: Path) -> set[str]:
         try:
             done.update(pq.read_table(f, columns=["key"]).column("key").to_pylist())
         except Exception as e:  # noqa: BLE001 - a part written by hand or by another tool
-            raise TrainingError(f"The saved part {f} is unreadable ({type(e).__name__}: {e}). Delete it; its images "
-                                "are scored again on the next run.") from None
+            raise TrainingError(
+                f"The saved part {f} is unreadable ({type(e).__name__}: {e}). Delete it; its images "
+                "are scored again on the next run."
+            ) from None
     return done
 
 
@@ -414,7 +455,7 @@ def score_batch(models: list, metrics: list[str], x: Any) -> tuple[np.ndarray, l
         except Exception:  # noqa: BLE001 - find the image(s) at fault
             for i in range(n):
                 try:
-                    rows[i, j] = float(_metric_scores(model, x[i:i + 1])[0])
+                    rows[i, j] = float(_metric_scores(model, x[i : i + 1])[0])
                 except Exception as e:  # noqa: BLE001
                     errors[i].append(f"metric '{name}' failed ({type(e).__name__}: {e})")
         for i in range(n):
@@ -423,16 +464,22 @@ def score_batch(models: list, metrics: list[str], x: Any) -> tuple[np.ndarray, l
     return rows, ["; ".join(e) for e in errors]
 
 
-def _score_share(dataset: Dataset, models: list, metrics: list[str], ctx: _Rank, done: set[str], parts: Path,
-                 args: argparse.Namespace) -> tuple[int, list[_Bad]]:
+def _score_share(
+    dataset: Dataset,
+    models: list,
+    metrics: list[str],
+    ctx: _Rank,
+    done: set[str],
+    parts: Path,
+    args: argparse.Namespace,
+) -> tuple[int, list[_Bad]]:
     import torch
     from tqdm import tqdm
 
     show = ctx.main and not args.no_progress
     total = dataset.count() if show else None  # a folder's names only; shards are not counted (a full read)
     share = None if total is None else len(range(ctx.rank, total, ctx.world))
-    bar = tqdm(total=share, unit="img", desc=f"score (process 0 of {ctx.world})", disable=not show,
-               dynamic_ncols=True)
+    bar = tqdm(total=share, unit="img", desc=f"score (process 0 of {ctx.world})", disable=not show, dynamic_ncols=True)
     writer = _PartWriter(parts, ctx.rank, metrics, args.part_size, int(os.environ.get(CRASH_ENV, "0") or 0))
     bad: list[_Bad] = []
     scored = 0
@@ -452,8 +499,10 @@ def _score_share(dataset: Dataset, models: list, metrics: list[str], ctx: _Rank,
             scores, errors = score_batch(models, metrics, x)
             for it, row, err in zip(group, scores, errors):
                 if err:
-                    msg = (f"Image {it.sample.source} (key '{it.sample.key}'): {err}. Such images (flat, tiny or broken) "
-                           "have no defined score: remove the image, or pass --skip-bad to record it and go on.")
+                    msg = (
+                        f"Image {it.sample.source} (key '{it.sample.key}'): {err}. Such images (flat, tiny or broken) "
+                        "have no defined score: remove the image, or pass --skip-bad to record it and go on."
+                    )
                     if not args.skip_bad:
                         raise TrainingError(msg)
                     log.warning("skipping %s", msg)
@@ -483,7 +532,9 @@ def merge(parts: Path, out: Path, table_path: Path, metrics: list[str], size: in
         if missing:
             raise TrainingError(f"The saved part {f} lacks the column(s) {missing}. Delete {parts} to start over.")
         tables.append(t.select(["key", *metrics]))
-    bad = [json.loads(line) for f in sorted(parts.glob("skipped-*.jsonl")) for line in f.read_text().splitlines() if line]
+    bad = [
+        json.loads(line) for f in sorted(parts.glob("skipped-*.jsonl")) for line in f.read_text().splitlines() if line
+    ]
     if bad:
         lines = "".join(json.dumps(b) + "\n" for b in bad)
         _atomic_write(skipped_path(out), lambda f: f.write(lines.encode()))
@@ -491,29 +542,39 @@ def merge(parts: Path, out: Path, table_path: Path, metrics: list[str], size: in
     elif skipped_path(out).exists():
         skipped_path(out).unlink()
     if not tables or sum(t.num_rows for t in tables) == 0:
-        raise TrainingError(f"No image of {data} could be scored ({len(bad)} bad; see {skipped_path(out)}). "
-                            "Check the images.")
+        raise TrainingError(
+            f"No image of {data} could be scored ({len(bad)} bad; see {skipped_path(out)}). Check the images."
+        )
     table = pa.concat_tables(tables).sort_by("key")
     keys = table.column("key")
     if pc.count_distinct(keys).as_py() != table.num_rows:
         vc = pc.value_counts(keys)
         dup = [d["values"] for d in vc.to_pylist() if d["counts"] > 1][:5]
-        raise TrainingError(f"Key(s) {dup} occur more than once in {data} (two images or shard samples with the "
-                            f"same id). Give every image a unique name; then delete {parts} and score again.")
+        raise TrainingError(
+            f"Key(s) {dup} occur more than once in {data} (two images or shard samples with the "
+            f"same id). Give every image a unique name; then delete {parts} and score again."
+        )
     stats, zstats, zcols = {}, {}, {}
     for m in metrics:
         raw = table.column(m).to_numpy().astype(np.float64)
         mean, std = float(raw.mean()), float(raw.std())
         if not (std > 0 and math.isfinite(std)):
-            raise TrainingError(f"Metric '{m}' gives the same score ({mean}) to all {raw.size} image(s) of {data}, so "
-                                "its z-scores are undefined. Score more (and more varied) images, or drop the metric.")
+            raise TrainingError(
+                f"Metric '{m}' gives the same score ({mean}) to all {raw.size} image(s) of {data}, so "
+                "its z-scores are undefined. Score more (and more varied) images, or drop the metric."
+            )
         z = (raw - mean) / std
         lower = bool(_metric_specs().get_spec(m).lower_better)
         stats[m], zstats[m] = dict(describe(raw), lower_better=lower), dict(describe(z), lower_better=lower)
         zcols[z_column(m)] = pa.array(z, pa.float64())
     n = table.num_rows
-    info = {"metrics": " ".join(metrics), "image_size": str(size), "pyiqa": pyiqa.__version__,
-            "z": "(raw - mean) / std over this file, population std (ddof 0)", "table": table_path.name}
+    info = {
+        "metrics": " ".join(metrics),
+        "image_size": str(size),
+        "pyiqa": pyiqa.__version__,
+        "z": "(raw - mean) / std over this file, population std (ddof 0)",
+        "table": table_path.name,
+    }
     final = pa.table({"key": keys, **{m: table.column(m) for m in metrics}, **zcols})
     final = final.replace_schema_metadata({f"iqa_score.{k}": v for k, v in info.items()})
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -521,12 +582,12 @@ def merge(parts: Path, out: Path, table_path: Path, metrics: list[str], size: in
     doc = {
         "format": TABLE_FORMAT,
         "source": f"python -m training score: pyiqa {pyiqa.__version__} scores of {n} images of {data}, "
-                  f"{'resized to ' + str(size) + 'x' + str(size) if size else 'at native size'}, RGB in [0,1].",
+        f"{'resized to ' + str(size) + 'x' + str(size) if size else 'at native size'}, RGB in [0,1].",
         "description": "Per-metric raw-score statistics. z = (raw - mean) / std (std with ddof 0). percentiles maps a "
-                       "percentile (0-100, as a string) to the raw score at that percentile (numpy linear "
-                       "interpolation); min and max stand for percentiles 0 and 100. lower_better (pyiqa's flag): "
-                       "lower raw scores are better, so a quality percentile p is the raw percentile 100 - p. "
-                       "z_metrics: the same statistics of the z-scores.",
+        "percentile (0-100, as a string) to the raw score at that percentile (numpy linear "
+        "interpolation); min and max stand for percentiles 0 and 100. lower_better (pyiqa's flag): "
+        "lower raw scores are better, so a quality percentile p is the raw percentile 100 - p. "
+        "z_metrics: the same statistics of the z-scores.",
         "count": n,
         "image_size": size,
         "metrics": stats,
@@ -543,15 +604,22 @@ def _read_part(f: Path):
     try:
         return pq.read_table(f)
     except Exception as e:  # noqa: BLE001
-        raise TrainingError(f"The saved part {f} is unreadable ({type(e).__name__}: {e}). Delete it and run score "
-                            "again: its images are scored again.") from None
+        raise TrainingError(
+            f"The saved part {f} is unreadable ({type(e).__name__}: {e}). Delete it and run score "
+            "again: its images are scored again."
+        ) from None
 
 
 def describe(values: np.ndarray) -> dict:
     """mean, std (ddof 0), min, max and percentiles 1..99 of one column, as the norm table stores them."""
     pct = np.percentile(values, PERCENTILES)
-    return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
-            "max": float(values.max()), "percentiles": {str(p): float(v) for p, v in zip(PERCENTILES, pct)}}
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "percentiles": {str(p): float(v) for p, v in zip(PERCENTILES, pct)},
+    }
 
 
 # -- reading a scores file (for train) ------------------------------------------------------------------------------
@@ -570,7 +638,9 @@ def read_scores(path: Path, metrics: Sequence[str], *, z: bool = True) -> dict[s
     try:
         table = feather.read_table(path) if path.suffix in (".feather", ".arrow") else pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
-        raise TrainingError(f"Cannot read the scores file {path} ({e}). Give the Parquet file that score wrote.") from None
+        raise TrainingError(
+            f"Cannot read the scores file {path} ({e}). Give the Parquet file that score wrote."
+        ) from None
     key_col = "key" if "key" in table.column_names else "image_file" if "image_file" in table.column_names else None
     if key_col is None:
         raise TrainingError(f"The scores file {path} has no 'key' column (columns: {', '.join(table.column_names)}).")
@@ -579,17 +649,21 @@ def read_scores(path: Path, metrics: Sequence[str], *, z: bool = True) -> dict[s
         cols = [c if c in table.column_names else f"{m}_normalized" for c, m in zip(cols, metrics)]
     missing = [c for c in cols if c not in table.column_names]
     if missing:
-        raise TrainingError(f"The scores file {path} lacks the column(s) {', '.join(missing)} (it has: "
-                            f"{', '.join(table.column_names)}). Score the dataset with these metrics "
-                            f"(score --metrics {' '.join(metrics)}), or train on the metrics it has.")
+        raise TrainingError(
+            f"The scores file {path} lacks the column(s) {', '.join(missing)} (it has: "
+            f"{', '.join(table.column_names)}). Score the dataset with these metrics "
+            f"(score --metrics {' '.join(metrics)}), or train on the metrics it has."
+        )
     keys = [str(k) for k in table.column(key_col).to_pylist()]
     values = np.stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols], axis=1)
     bad = np.argwhere(~np.isfinite(values))
     if bad.size:
         i, j = bad[0]
-        raise TrainingError(f"The scores file {path} holds {values[i, j]} in column '{cols[j]}' at row {i} (key "
-                            f"'{keys[i]}'){f' and {len(bad) - 1} more' if len(bad) > 1 else ''}. Score that image "
-                            "again, or remove its row.")
+        raise TrainingError(
+            f"The scores file {path} holds {values[i, j]} in column '{cols[j]}' at row {i} (key "
+            f"'{keys[i]}'){f' and {len(bad) - 1} more' if len(bad) > 1 else ''}. Score that image "
+            "again, or remove its row."
+        )
     out = dict(zip(keys, values.astype(np.float32)))
     if len(out) != len(keys):
         seen: set[str] = set()
@@ -604,6 +678,8 @@ def read_captions(path: Path, column: str) -> dict[str, str]:
 
     schema = pq.read_schema(path)
     if column not in schema.names:
-        raise TrainingError(f"The scores file {path} has no caption column '{column}' (columns: {', '.join(schema.names)}).")
+        raise TrainingError(
+            f"The scores file {path} has no caption column '{column}' (columns: {', '.join(schema.names)})."
+        )
     t = pq.read_table(path, columns=["key", column])
     return {str(k): c for k, c in zip(t.column("key").to_pylist(), t.column(column).to_pylist()) if c is not None}

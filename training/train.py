@@ -10,6 +10,7 @@ state.json (step, run settings); --resume continues exactly where the run stoppe
 draw is a function of the seed and the sample's stream position (training/draws.py).
 Run under `accelerate launch` for several processes, GPUs or machines; see docs/training.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--norm-table", help="its normalisation table (default: the scores file with .norm.json)")
     g.add_argument("--metrics", nargs="+", required=True, help="pyiqa metric names, in the adapter's input order")
     g.add_argument("--caption-column", help="take captions from this column of the scores file, not from the dataset")
-    g.add_argument("--comfyui-dir", help="an upstream ComfyUI folder to import the host from (default: the installed one)")
+    g.add_argument(
+        "--comfyui-dir", help="an upstream ComfyUI folder to import the host from (default: the installed one)"
+    )
     a = p.add_argument_group("adapter")
-    a.add_argument("--proj", choices=("linear", "mlp"), default="linear", help="projection type (default linear, the paper's)")
+    a.add_argument(
+        "--proj", choices=("linear", "mlp"), default="linear", help="projection type (default linear, the paper's)"
+    )
     a.add_argument("--num-tokens", type=int, default=2, help="quality tokens (default 2, the published config)")
-    a.add_argument("--use-flag", action="store_true", help="append the constant 1 feature (the official script's default; "
-                                                             "the published config has it off)")
+    a.add_argument(
+        "--use-flag",
+        action="store_true",
+        help="append the constant 1 feature (the official script's default; the published config has it off)",
+    )
     a.add_argument("--pos-encode-L", type=int, default=0, help="sin/cos frequencies of the input (0 = off)")
     a.add_argument("--no-normalize", action="store_true", help="train on raw scores instead of z-scores")
     a.add_argument("--init-adapter", help="fine-tune this IQA-Adapter file instead of starting new")
@@ -45,19 +53,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--resolution", type=int, default=512, help="training image size (square center crop)")
     o.add_argument("--batch-size", type=int, default=4, help="images per process per micro-batch")
     o.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    o.add_argument("--steps", type=int, required=True, help="optimizer steps to train to (total, counting resumed ones)")
-    o.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (official script 1e-4; the paper ran 1e-5)")
+    o.add_argument(
+        "--steps", type=int, required=True, help="optimizer steps to train to (total, counting resumed ones)"
+    )
+    o.add_argument(
+        "--lr", type=float, default=1e-4, help="AdamW learning rate (official script 1e-4; the paper ran 1e-5)"
+    )
     o.add_argument("--weight-decay", type=float, default=1e-2)
     o.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
-    o.add_argument("--gradient-checkpointing", action="store_true", help="recompute UNet activations in the backward pass")
+    o.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute UNet activations in the backward pass"
+    )
     o.add_argument("--shuffle-buffer", type=int, default=1000, help="streaming shuffle buffer (1 = dataset order)")
     o.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("output")
     r.add_argument("--out", required=True, help="run folder: checkpoints/, loss.csv, loss.png")
     r.add_argument("--checkpoint-every", type=int, default=500)
     r.add_argument("--keep-checkpoints", type=int, default=3)
-    r.add_argument("--resume", help="a checkpoint folder, or 'latest': the newest in --out/checkpoints if there is one, else start "
-                                          "(so one command starts and restarts a preemptible job)")
+    r.add_argument(
+        "--resume",
+        help="a checkpoint folder, or 'latest': the newest in --out/checkpoints if there is one, else start "
+        "(so one command starts and restarts a preemptible job)",
+    )
     r.add_argument("--log-every", type=int, default=10)
     r.add_argument("--export", help="also write the final adapter here (as `python -m training export` does)")
 
@@ -77,8 +94,10 @@ def latest_checkpoint(out: Path) -> Optional[Path]:
 def read_state(checkpoint: Path) -> dict[str, Any]:
     path = Path(checkpoint) / STATE_FILE
     if not path.is_file():
-        raise TrainingError(f"{checkpoint} is not a training checkpoint (it has no {STATE_FILE}). Give a folder "
-                            "out/checkpoints/step-NNNNNN written by `python -m training train`.")
+        raise TrainingError(
+            f"{checkpoint} is not a training checkpoint (it has no {STATE_FILE}). Give a folder "
+            "out/checkpoints/step-NNNNNN written by `python -m training train`."
+        )
     return json.loads(path.read_text())
 
 
@@ -88,8 +107,10 @@ def write_checkpoint(accelerator: Any, adapter: Any, out: Path, step: int, setti
 
     checksums = rank_checksums(accelerator, accelerator.unwrap_model(adapter))
     if len(set(checksums)) != 1:
-        raise TrainingError(f"At step {step} the processes hold different adapter weights (checksums {checksums}): "
-                            "gradient synchronisation failed. Check the launch (accelerate launch, same arguments on every node).")
+        raise TrainingError(
+            f"At step {step} the processes hold different adapter weights (checksums {checksums}): "
+            "gradient synchronisation failed. Check the launch (accelerate launch, same arguments on every node)."
+        )
     final = out / "checkpoints" / f"step-{step:06d}"
     tmp = out / "checkpoints" / f".tmp-step-{step:06d}"
     if accelerator.is_main_process:

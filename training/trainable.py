@@ -5,6 +5,7 @@ Its state_dict keys are the IP-Adapter flat format itself ("image_proj.proj.weig
 result with no renaming. Its forward maps encoded quality vectors to every layer's K/V; running that
 forward through the (DDP-wrapped) module is what lets accelerate synchronise the gradients.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,15 +41,24 @@ class TrainableAdapter(nn.Module):
         self.ip_adapter = nn.ModuleDict({str(2 * n + 1): IPLayer(h, c) for n, (h, c) in enumerate(spec.layer_shapes)})
 
     @classmethod
-    def from_base(cls, layers: Sequence[tuple[AttnSite, nn.Module]], proj_type: str, num_tokens: int,
-                  input_dim: int) -> "TrainableAdapter":
+    def from_base(
+        cls, layers: Sequence[tuple[AttnSite, nn.Module]], proj_type: str, num_tokens: int, input_dim: int
+    ) -> "TrainableAdapter":
         """A new adapter for this UNet: to_k_ip/to_v_ip start as copies of each layer's to_k/to_v (as the
         official script does), the projection at torch's default initialisation."""
         if not layers:
-            raise TrainingError("The base model has no cross-attention layers: IQA-Adapter needs an SD1.5/SDXL-style UNet.")
+            raise TrainingError(
+                "The base model has no cross-attention layers: IQA-Adapter needs an SD1.5/SDXL-style UNet."
+            )
         cross = layers[0][0].context_dim
-        spec = AdapterSpec(proj_type, num_tokens, input_dim, cross, tuple((s.hidden, s.context_dim) for s, _ in layers),
-                           MLP_INNER_DIM if proj_type == "mlp" else None)
+        spec = AdapterSpec(
+            proj_type,
+            num_tokens,
+            input_dim,
+            cross,
+            tuple((s.hidden, s.context_dim) for s, _ in layers),
+            MLP_INNER_DIM if proj_type == "mlp" else None,
+        )
         module = cls(spec)
         with torch.no_grad():
             for n, (_, attn2) in enumerate(layers):

@@ -2,6 +2,7 @@
 
 Never shipped to users: it lives under tests/ and is put into custom_nodes/ only by tests and the demo.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,12 @@ class TinyModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"layout": (list(tiny_models.LAYOUTS),), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+        return {
+            "required": {
+                "layout": (list(tiny_models.LAYOUTS),),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+            }
+        }
 
     def build(self, layout, seed):
         return (tiny_models.tiny_model(layout, seed),)
@@ -31,8 +37,13 @@ class TinyConditioning:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"layout": (list(tiny_models.LAYOUTS),), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
-                             "tokens": ("INT", {"default": 8, "min": 1, "max": 77})}}
+        return {
+            "required": {
+                "layout": (list(tiny_models.LAYOUTS),),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                "tokens": ("INT", {"default": 8, "min": 1, "max": 77}),
+            }
+        }
 
     def build(self, layout, seed, tokens):
         g = torch.Generator().manual_seed(seed)
@@ -52,14 +63,19 @@ class LatentToImage:
 
     def decode(self, samples):
         x = samples["samples"].float()
-        m = torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]])
+        m = torch.tensor(
+            [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
+        )
         rgb = torch.einsum("bchw,cr->brhw", x, m)
         rgb = torch.nn.functional.interpolate(rgb, scale_factor=8, mode="bilinear")
         return (((rgb + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).contiguous(),)
 
 
-NODE_CLASS_MAPPINGS = {"IQATestTinyModel": TinyModel, "IQATestTinyConditioning": TinyConditioning,
-                       "IQATestLatentToImage": LatentToImage}
+NODE_CLASS_MAPPINGS = {
+    "IQATestTinyModel": TinyModel,
+    "IQATestTinyConditioning": TinyConditioning,
+    "IQATestLatentToImage": LatentToImage,
+}
 
 from . import more_nodes  # noqa: E402  (stand-ins for the host's loaders, used by the example-workflow tests)
 

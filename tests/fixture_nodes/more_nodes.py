@@ -10,6 +10,7 @@ workflows run unchanged (apart from the loader nodes) on the real host without r
 
 Never shipped to users; scripts/workflow_fixtures.py maps the real loaders onto these.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,8 +43,9 @@ class TinyCLIP:
             return {"cond": cond, "pooled_output": pooled}
         return (cond, pooled) if return_pooled else cond
 
-    def encode_from_tokens_scheduled(self, tokens: str, unprojected: bool = False, add_dict: dict | None = None,
-                                     show_pbar: bool = True) -> list:
+    def encode_from_tokens_scheduled(
+        self, tokens: str, unprojected: bool = False, add_dict: dict | None = None, show_pbar: bool = True
+    ) -> list:
         """A CONDITIONING list: one [cond, {"pooled_output": ...}] entry (no hooks, so no schedule)."""
         out = self.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
         cond = out.pop("cond")
@@ -77,11 +79,18 @@ class TinyCheckpoint:
     CATEGORY = "IQA-Adapter/testing"
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"
-    DESCRIPTION = "Stands in for Load Checkpoint: a tiny random UNet, a text-hash CLIP and a random TAESD VAE (testing only)."
+    DESCRIPTION = (
+        "Stands in for Load Checkpoint: a tiny random UNet, a text-hash CLIP and a random TAESD VAE (testing only)."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"layout": (list(tiny_models.LAYOUTS),), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+        return {
+            "required": {
+                "layout": (list(tiny_models.LAYOUTS),),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+            }
+        }
 
     def load(self, layout: str, seed: int):
         return tiny_models.tiny_model(layout, seed), TinyCLIP(layout), tiny_vae()
@@ -123,9 +132,13 @@ class PatternImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"width": ("INT", {"default": 64, "min": 32, "max": 1024}),
-                             "height": ("INT", {"default": 64, "min": 32, "max": 1024}),
-                             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+        return {
+            "required": {
+                "width": ("INT", {"default": 64, "min": 32, "max": 1024}),
+                "height": ("INT", {"default": 64, "min": 32, "max": 1024}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+            }
+        }
 
     def load(self, width: int, height: int, seed: int):
         return pattern_image(width, height, seed), torch.zeros(1, height, width)
@@ -147,5 +160,9 @@ class RandomIQAModel:
         return (random_iqa.load_random_iqa_model(metric),)  # seeded by the metric's name
 
 
-NODE_CLASS_MAPPINGS = {"IQATestTinyCheckpoint": TinyCheckpoint, "IQATestTinyVAE": TinyVAE,
-                       "IQATestPatternImage": PatternImage, "IQATestRandomIQAModel": RandomIQAModel}
+NODE_CLASS_MAPPINGS = {
+    "IQATestTinyCheckpoint": TinyCheckpoint,
+    "IQATestTinyVAE": TinyVAE,
+    "IQATestPatternImage": PatternImage,
+    "IQATestRandomIQAModel": RandomIQAModel,
+}

@@ -8,6 +8,7 @@ for a metric gets the same network whoever asked first.
 
 Imported lazily (after the host has loaded the pack), by tests, the fixture nodes and bench/.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -31,8 +32,10 @@ errors, weights, iqa_models = _pack("adapter.errors"), _pack("guidance.weights")
 
 # Metrics whose build reads files that no random stand-in replaces (why, for the error message).
 UNSUPPORTED = {
-    "arniqa": "encoder and TorchScript regressor files", "arniqa-kadid": "TorchScript regressor file",
-    "arniqa-flive": "TorchScript regressor file", "niqe": "natural scene statistics parameters",
+    "arniqa": "encoder and TorchScript regressor files",
+    "arniqa-kadid": "TorchScript regressor file",
+    "arniqa-flive": "TorchScript regressor file",
+    "niqe": "natural scene statistics parameters",
     "brisque": "SVM parameters",
 }
 # Extra pyiqa options that keep a build from reading files (CLIP-IQA+'s learned prompts).
@@ -48,7 +51,8 @@ class NoFiles(weights.WeightSource):
 
     def locate(self, file_name: str, url: str, cache_candidates: Any, also_looked: Any = ()) -> str | None:
         raise RandomWeightsUnsupported(
-            f"IQA metric '{self.metric}' reads '{file_name}' while it is built and cannot be built with random weights.")
+            f"IQA metric '{self.metric}' reads '{file_name}' while it is built and cannot be built with random weights."
+        )
 
 
 class AllInitial(weights.Backbones):
@@ -91,8 +95,9 @@ def build_random_iqa_model(name: str) -> Any:
     """An IQA_MODEL of `name` with random weights (uncached); the same weights on every build."""
     spec = iqa_models.get_spec(name)
     if spec.name in UNSUPPORTED:
-        raise errors.IQAAdapterError(f"IQA metric '{spec.name}' cannot be built with random weights "
-                                     f"(it reads its {UNSUPPORTED[spec.name]}).")
+        raise errors.IQAAdapterError(
+            f"IQA metric '{spec.name}' cannot be built with random weights (it reads its {UNSUPPORTED[spec.name]})."
+        )
     source = NoFiles(metric=spec.name)
     backbones = AllInitial()
     with torch.inference_mode(False):

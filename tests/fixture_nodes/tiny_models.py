@@ -3,6 +3,7 @@
 The block layouts of SD1.5 and SDXL are reproduced at tiny width, so the real layer mapping (16 and 70
 cross-attention layers, the middle block included) is exercised in seconds on a CPU.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,20 +15,43 @@ import torch
 
 LAYOUTS = {
     # SD1.5: attention at input 1,2,4,5,7,8, output 3..11, middle; depth 1 each.
-    "sd15": dict(channel_mult=[1, 2, 4, 4], num_res_blocks=[2, 2, 2, 2], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
-                 transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], transformer_depth_middle=1,
-                 context_dim=48, use_linear_in_transformer=False),
+    "sd15": dict(
+        channel_mult=[1, 2, 4, 4],
+        num_res_blocks=[2, 2, 2, 2],
+        transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+        transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        transformer_depth_middle=1,
+        context_dim=48,
+        use_linear_in_transformer=False,
+    ),
     # SDXL: input 4,5 (depth 2), 7,8 (10); output 0,1,2 (10), 3,4,5 (2); middle (10).
-    "sdxl": dict(channel_mult=[1, 2, 4], num_res_blocks=[2, 2, 2], transformer_depth=[0, 0, 2, 2, 10, 10],
-                 transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10,
-                 context_dim=64, use_linear_in_transformer=True),
+    "sdxl": dict(
+        channel_mult=[1, 2, 4],
+        num_res_blocks=[2, 2, 2],
+        transformer_depth=[0, 0, 2, 2, 10, 10],
+        transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
+        transformer_depth_middle=10,
+        context_dim=64,
+        use_linear_in_transformer=True,
+    ),
 }
 
 
 def unet_config(layout: str) -> dict:
-    cfg = dict(image_size=32, in_channels=4, out_channels=4, model_channels=32, num_head_channels=16,
-               use_spatial_transformer=True, legacy=False, adm_in_channels=None, use_checkpoint=False,
-               use_temporal_attention=False, use_temporal_resblock=False, dtype=torch.float32)
+    cfg = dict(
+        image_size=32,
+        in_channels=4,
+        out_channels=4,
+        model_channels=32,
+        num_head_channels=16,
+        use_spatial_transformer=True,
+        legacy=False,
+        adm_in_channels=None,
+        use_checkpoint=False,
+        use_temporal_attention=False,
+        use_temporal_resblock=False,
+        dtype=torch.float32,
+    )
     cfg.update(LAYOUTS[layout])
     return cfg
 
@@ -39,7 +63,7 @@ def fill_(module: torch.nn.Module, seed: int) -> None:
         for name, p in module.named_parameters():
             if p.ndim > 1:
                 fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
             elif name.endswith("weight"):
                 p.fill_(1.0)
             else:
@@ -73,7 +97,9 @@ def site_hiddens(layout: str) -> tuple[int, ...]:
     return tuple(s.hidden for s in _adapter_core().layers.find_attn2_sites(model.get_model_object("diffusion_model")))
 
 
-def adapter_state(layout: str, input_dim: int, num_tokens: int = 2, proj: str = "linear", seed: int = 0) -> dict[str, torch.Tensor]:
+def adapter_state(
+    layout: str, input_dim: int, num_tokens: int = 2, proj: str = "linear", seed: int = 0
+) -> dict[str, torch.Tensor]:
     """A random IQA-Adapter state dict (flat keys) that fits tiny_model(layout)."""
     cross = LAYOUTS[layout]["context_dim"]
     g = torch.Generator().manual_seed(seed)
@@ -90,7 +116,7 @@ def adapter_state(layout: str, input_dim: int, num_tokens: int = 2, proj: str = 
     sd["image_proj.norm.bias"] = 0.1 * torch.randn(cross, generator=g)
     for n, hidden in enumerate(site_hiddens(layout)):
         for kv in ("k", "v"):
-            sd[f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight"] = torch.randn(hidden, cross, generator=g) / cross ** 0.5
+            sd[f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight"] = torch.randn(hidden, cross, generator=g) / cross**0.5
     return sd
 
 
@@ -128,7 +154,9 @@ def _adapter_core():
         return loaded
     if "iqa_adapter_core" not in sys.modules:
         root = Path(__file__).resolve().parents[2] / "adapter"
-        spec = importlib.util.spec_from_file_location("iqa_adapter_core", root / "__init__.py", submodule_search_locations=[str(root)])
+        spec = importlib.util.spec_from_file_location(
+            "iqa_adapter_core", root / "__init__.py", submodule_search_locations=[str(root)]
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules["iqa_adapter_core"] = module
         spec.loader.exec_module(module)
@@ -137,5 +165,13 @@ def _adapter_core():
 
 if __name__ == "__main__":  # python tiny_models.py OUT.safetensors [layout]: a random adapter for the demo
     out, lay = Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else "sd15")
-    write_adapter(out, lay, {"metrics": ["topiq_nr", "laion_aes"], "use_flag": True, "pos_encode_L": 0,
-                             "comment": "random weights, for demos and tests only"})
+    write_adapter(
+        out,
+        lay,
+        {
+            "metrics": ["topiq_nr", "laion_aes"],
+            "use_flag": True,
+            "pos_encode_L": 0,
+            "comment": "random weights, for demos and tests only",
+        },
+    )

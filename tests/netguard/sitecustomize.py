@@ -6,6 +6,7 @@ not loopback (or a Unix socket) is refused with ConnectionRefusedError and recor
 that tried it, as one JSON line in IQA_NETGUARD_DIR/<pid>.jsonl. The tests read those files to prove who
 tried to reach the network: an audit hook sees attempts from every library, whichever API it used.
 """
+
 import json
 import os
 import socket
@@ -21,7 +22,9 @@ _LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", "", None, sock
 def _is_local(host):
     if isinstance(host, bytes):
         host = host.decode("ascii", "replace")
-    return host in _LOCAL_NAMES or (isinstance(host, str) and (host.startswith("127.") or host.startswith("::ffff:127.")))
+    return host in _LOCAL_NAMES or (
+        isinstance(host, str) and (host.startswith("127.") or host.startswith("::ffff:127."))
+    )
 
 
 def _target(event, args):

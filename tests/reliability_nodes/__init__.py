@@ -4,6 +4,7 @@ The host's own nodes cannot make some of them (an empty or greyscale IMAGE, NaN 
 16-channel latent, an IQA_SCORES value), so these nodes do, through the same prompt queue as everything
 else. Never shipped to users: the reliability tests put this folder into a test host's custom_nodes/.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -72,11 +73,15 @@ class OddImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"kind": (list(IMAGE_KINDS),),
-                             "width": ("INT", {"default": 64, "min": 1, "max": 1024}),
-                             "height": ("INT", {"default": 64, "min": 1, "max": 1024}),
-                             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
-                             "batch": ("INT", {"default": 1, "min": 1, "max": 16})}}
+        return {
+            "required": {
+                "kind": (list(IMAGE_KINDS),),
+                "width": ("INT", {"default": 64, "min": 1, "max": 1024}),
+                "height": ("INT", {"default": 64, "min": 1, "max": 1024}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                "batch": ("INT", {"default": 1, "min": 1, "max": 16}),
+            }
+        }
 
     def make(self, kind, width, height, seed, batch):
         return (odd_image(kind, width, height, seed, batch),)
@@ -161,11 +166,17 @@ class Probe:
     def check(self, model, nonce):  # nonce: a new value makes the host run the check again
         opts = model.model_options
         replace = opts.get("transformer_options", {}).get("patches_replace", {})
-        hooks = [k for k in ("sampler_post_cfg_function", "sampler_pre_cfg_function", "sampler_cfg_function") if opts.get(k)]
+        hooks = [
+            k for k in ("sampler_post_cfg_function", "sampler_pre_cfg_function", "sampler_cfg_function") if opts.get(k)
+        ]
         if any(replace.values()) or hooks:
             raise RuntimeError(f"patched model leaked: attn replace {sorted(replace)} hooks {hooks}")
         return (model,)
 
 
-NODE_CLASS_MAPPINGS = {"IQARelOddImage": OddImage, "IQARelTinyModel16": TinyModel16, "IQARelScores": Scores,
-                       "IQARelPlainModelProbe": Probe}
+NODE_CLASS_MAPPINGS = {
+    "IQARelOddImage": OddImage,
+    "IQARelTinyModel16": TinyModel16,
+    "IQARelScores": Scores,
+    "IQARelPlainModelProbe": Probe,
+}

