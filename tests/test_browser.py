@@ -50,6 +50,8 @@ import workflow_host  # noqa: E402
 import workflow_titles  # noqa: E402
 import workflow_to_api as w2a  # noqa: E402
 
+pytestmark = [pytest.mark.server, pytest.mark.browser]
+
 NAMES = server_host.example_names()
 REASON = be.browser_unavailable()
 needs_browser = pytest.mark.skipif(REASON is not None, reason=f"browser tests skipped: {REASON}")

@@ -10,9 +10,12 @@ import math
 import subprocess
 from pathlib import Path
 
+import pytest
 import server_host
 from PIL import Image
 from workflow_host import free_port
+
+pytestmark = pytest.mark.server
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_TYPES = {"IQATestTinyCheckpoint", "IQATestTinyVAE", "IQATestPatternImage", "IQATestRandomIQAModel"}

@@ -31,6 +31,8 @@ import torch
 from reliability_host import PromptFailed, PromptRejected
 from safetensors.torch import save_file
 
+pytestmark = pytest.mark.server
+
 GOOD_SEED = 5000  # good prompt i uses seed GOOD_SEED + i, so the host cannot answer it from its cache
 BAD_SEED = 77
 KIB = 1024

@@ -15,6 +15,8 @@ import server_host
 from helpers import SAME_LEVELS
 from PIL import Image
 
+pytestmark = pytest.mark.server
+
 SWEEP = "sdxl_quality_sweep"
 SEED_NODE = "LatentBatchSeedBehavior"
 

@@ -20,6 +20,8 @@ from server_host import PromptFailed, PromptRejected
 sys.path.insert(0, str(conftest.REPO / "scripts"))
 import workflow_docs  # noqa: E402
 
+pytestmark = pytest.mark.server
+
 NAMES = server_host.example_names()
 
 

@@ -29,6 +29,8 @@ import workflow_fixtures  # noqa: E402
 import workflow_titles  # noqa: E402
 import workflow_to_api as w2a  # noqa: E402
 
+pytestmark = pytest.mark.server
+
 NAMES = workflow_titles.example_slugs()  # the examples' slugs; their files carry the titles
 
 

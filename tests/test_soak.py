@@ -21,6 +21,8 @@ import copy
 import pytest
 import reliability_host as rh
 
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
 ROUNDS = 5
 MEMORY_GROWTH_LIMIT = 0.05
 SOAK = {}  # figures for the report: filled by test_soak, read by later tests

@@ -25,6 +25,8 @@ import toy_sweep
 import workflow_fixtures
 from helpers import SAME_LEVELS
 
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
 SEEDS = range(8)
 # p99 must beat p1 by this many PIQE points (of 0-100; the toy training set's std is 23) on at least
 # MIN_WINS of the 8 seeds.

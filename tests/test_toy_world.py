@@ -216,6 +216,7 @@ def test_hidden_node_pack_loads_the_shipped_toy_model(monkeypatch, tmp_path):
         toy_nodes.IQAToyCheckpoint().load()
 
 
+@pytest.mark.server
 def test_toy_model_samples_on_the_server_host(tmp_path):
     """Through the HTTP prompt queue of IQA_HOST's host (the fork, or upstream 0.3.64)."""
     prompt = {

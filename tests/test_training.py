@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+pytestmark = pytest.mark.slow
+
 REPO = conftest.REPO
 METRIC = "piqe"
 IMAGES = 8
