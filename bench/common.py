@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "comfyui_iqa_adapter"
 FIXTURES_NAME = "iqa_test_fixtures"  # tests/fixture_nodes: random-weight IQA models among others
 
-# Real-size configs (BRIEF §4 and the host's supported models); weights are random, timing does not need real ones.
+# Real-size configs (the host's supported models); weights are random, timing does not need real ones.
 CONFIGS = {
     "sdxl": dict(
         model_channels=320,

@@ -58,7 +58,7 @@ SD_VAE_DDCONFIG = dict(
     attn_resolutions=[],
     dropout=0.0,
 )
-# The guided-step goals of issue 8, by (decoder, decode cap).
+# The guided-step budgets (docs/performance.md), by (decoder, decode cap).
 GOALS = {("taesd", 512): 1.5, ("vae", 512): 3.0}
 
 
@@ -100,7 +100,7 @@ def random_vaes(seed: int = 5) -> dict:
 
 
 def random_metric(name: str):
-    """A pyiqa metric with random weights, built offline (BRIEF §5)."""
+    """A pyiqa metric with random weights, built offline."""
     import pyiqa
     import torch
 

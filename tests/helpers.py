@@ -1,7 +1,7 @@
 """Shared test helpers: an independent reference of decoupled attention, and UNet runs on the real host.
 
 The reference is written from the paper and the checkpoint format, not from the pack: its own encoding,
-projection and layer table (BRIEF §2), applied by replacing each attn2 module's forward.
+projection and layer table (docs/nodes.md, adapter checkpoints), applied by replacing each attn2 module's forward.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import conftest
 import torch
 import torch.nn.functional as F
 
-# NIQE parameters (BRIEF §5): scripts/prepare_test_data.sh converts them into .venv/test-data (never committed);
+# NIQE parameters: scripts/prepare_test_data.sh converts them into .venv/test-data (never committed);
 # IQA_TEST_NIQE_MAT overrides.
 NIQE_FILE = "niqe_modelparameters.mat"
 NIQE_MAT = Path(os.environ.get("IQA_TEST_NIQE_MAT", conftest.REPO / ".venv" / "test-data" / NIQE_FILE))
@@ -24,7 +24,7 @@ tiny = conftest.fixtures.tiny_models
 random_iqa = importlib.import_module(conftest.fixtures.__name__ + ".random_iqa")  # after the pack has loaded
 pack = conftest.pack
 
-# Checkpoint layer order in host terms (BRIEF §2): inputs, outputs, then middle; (block, id, depth).
+# Checkpoint layer order in host terms (the IP-Adapter format): inputs, outputs, then middle; (block, id, depth).
 EXPECTED_SITES = {
     "sd15": [("input", i, 0) for i in (1, 2, 4, 5, 7, 8)]
     + [("output", i, 0) for i in range(3, 12)]

@@ -1,4 +1,4 @@
-"""A catalog of bad input, through the real host's HTTP prompt queue (issue 7, part 1).
+"""A catalog of bad input, through the real host's HTTP prompt queue.
 
 Each case sends one bad prompt to a long-lived host and checks three things:
   * the error names the input (or the file, or the value) and says what to do about it, and it is the

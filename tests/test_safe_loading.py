@@ -1,4 +1,4 @@
-"""Safe loading (issue 7, part 3), in-process on the real host.
+"""Safe loading, in-process on the real host.
 
 * No pickle runs code: a scan of the pack's runtime source (what the host imports) finds every torch.load
   with weights_only=True, no pickle-family module, no eval/exec, no network module; and at run time a

@@ -1,4 +1,4 @@
-"""Soak, isolation of state, and the network, through the real host's HTTP prompt queue (issue 7, parts 2, 4, 5).
+"""Soak, isolation of state, and the network, through the real host's HTTP prompt queue.
 
 One host process for the module, single-threaded like CI, with the network guard of tests/netguard (every
 non-loopback connection or name lookup is refused and logged with its stack).

@@ -32,7 +32,7 @@ SEEDS = range(8)
 # MIN_WINS of the 8 seeds.
 PIQE_MARGIN = 3.0
 MIN_WINS = 7
-NOT_YET = "Not met yet by the shipped toy (measured, 8 seeds: median PIQE p1..p99 68.45, 72.99, 69.18, 67.25, 66.82; p99 beats p1 on 7/8 seeds by about 1.6). The base samples stay grainy at this CPU budget, so the adapter moves PIQE only a little; strict, so this fails loudly once retrained weights meet it (issue 14)."
+NOT_YET = "Not met yet by the shipped toy (measured, 8 seeds: median PIQE p1..p99 68.45, 72.99, 69.18, 67.25, 66.82; p99 beats p1 on 7/8 seeds by about 1.6). The base samples stay grainy at this CPU budget, so the adapter moves PIQE only a little; strict, so this fails loudly once retrained weights meet it."
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from adapter.norm_table import NormTable  # noqa: E402
 from training import datasets, score  # noqa: E402
 from training.errors import TrainingError  # noqa: E402
 
-SIZE = 192  # NIQE needs >= 2x2 blocks of 96 px for a covariance (BRIEF §8); small enough to be quick
+SIZE = 192  # NIQE needs >= 2x2 blocks of 96 px for a covariance (pyiqa's NIQE); small enough to be quick
 METRICS = ["piqe", "niqe"]
 # Per-image agreement between two runs that batch the images differently (batch 2, other neighbours, other
 # processes). PIQE runs in float32 with per-image reductions: a batch-size-dependent kernel path may change
