@@ -35,8 +35,6 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import comfy_host  # noqa: E402
 import workflow_fixtures  # noqa: E402
 import workflow_titles  # noqa: E402

@@ -25,8 +25,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # training.core: the pack's metric registry
+# The repository root, for training.core (the pack's metric registry) when this runs as a script.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import workflow_fixtures  # noqa: E402
 import workflow_titles  # noqa: E402

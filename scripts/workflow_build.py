@@ -21,8 +21,6 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from workflow_graph import Graph  # noqa: E402
 from workflow_titles import TITLES, example_path, locale_messages, unsafe_characters  # noqa: E402
 from workflow_to_api import convert  # noqa: E402

@@ -211,7 +211,6 @@ def local_object_info() -> dict:
     plus output tooltips, which this host's /object_info leaves out)."""
     import os
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from workflow_host import make_workspace, remove_workspace
     from workflow_to_api import object_info_from_classes
 

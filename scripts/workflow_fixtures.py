@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import comfy_host  # noqa: E402
 from workflow_build import QUALITY_ADAPTER, REFERENCE_ADAPTER  # noqa: E402

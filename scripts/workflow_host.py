@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -22,8 +21,6 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Optional
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import comfy_host  # noqa: E402
 from comfy_host import Host  # noqa: E402

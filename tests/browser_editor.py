@@ -26,14 +26,11 @@ import json
 import os
 import re
 import shutil
-import sys
 import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
-
 import workflow_fixtures  # noqa: E402
 import workflow_titles  # noqa: E402
 import workflow_to_api as w2a  # noqa: E402

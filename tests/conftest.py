@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from workflow_host import PACK_NAME  # scripts/ is on pytest's pythonpath (pyproject.toml)
 
 REPO = Path(__file__).resolve().parent.parent
-PACK_NAME = "comfyui_iqa_adapter"
 FIXTURES_NAME = "iqa_test_fixtures"
 TOY_NODES_NAME = "iqa_toy_nodes"
 

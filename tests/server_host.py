@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
-
 import comfy_host  # noqa: E402
 import workflow_fixtures  # noqa: E402
 import workflow_titles  # noqa: E402

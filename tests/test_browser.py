@@ -34,21 +34,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import time
 
 import browser_editor as be
 import conftest
 import pytest
 import server_host
-from PIL import Image
-
-sys.path.insert(0, str(conftest.REPO / "scripts"))
 import workflow_build  # noqa: E402
 import workflow_docs  # noqa: E402
 import workflow_host  # noqa: E402
 import workflow_titles  # noqa: E402
 import workflow_to_api as w2a  # noqa: E402
+from PIL import Image
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 

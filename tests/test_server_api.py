@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 
 import conftest
 import pytest
 import server_host
-from server_host import PromptFailed, PromptRejected
-
-sys.path.insert(0, str(conftest.REPO / "scripts"))
 import workflow_docs  # noqa: E402
+from server_host import PromptFailed, PromptRejected
 
 pytestmark = pytest.mark.server
 

@@ -13,21 +13,17 @@ is that server's POST /prompt (a valid prompt is then run, or fails on the empty
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import conftest
 import pytest
 import server_host
-from PIL import Image
-from server_host import PromptFailed
-
-sys.path.insert(0, str(conftest.REPO / "scripts"))
-
 import workflow_build  # noqa: E402
 import workflow_fixtures  # noqa: E402
 import workflow_titles  # noqa: E402
 import workflow_to_api as w2a  # noqa: E402
+from PIL import Image
+from server_host import PromptFailed
 
 pytestmark = pytest.mark.server
 

@@ -28,9 +28,6 @@ from helpers import NIQE_FILE, NIQE_MAT
 from PIL import Image
 
 REPO = conftest.REPO
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 from adapter.norm_table import NormTable  # noqa: E402
 from training import datasets, score  # noqa: E402
 from training.errors import TrainingError  # noqa: E402
