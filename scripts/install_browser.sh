@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The browser for tests/test_browser.py: Debian's Chromium and ChromeDriver (apt) and Playwright's Python
+# The browser for tests/workflows/test_browser.py: Debian's Chromium and ChromeDriver (apt) and Playwright's Python
 # client, pinned in requirements/dev.txt, in the project's virtual environment. Playwright is only the
 # client: it drives /usr/bin/chromium and never downloads a browser of its own. Idempotent: what is already
 # there is skipped. Never fatal: when something cannot be installed it says why, and the browser tests then
@@ -25,7 +25,7 @@ have_playwright() {
 
 if (( if_wanted )) && [[ "${CI:-}" != "true" && "${IQA_BROWSER_TESTS:-}" != "1" ]]; then
   if [[ ! -x /usr/bin/chromium ]]; then
-    say "no /usr/bin/chromium: the browser tests (tests/test_browser.py) will skip;" \
+    say "no /usr/bin/chromium: the browser tests (tests/workflows/test_browser.py) will skip;" \
         "set IQA_BROWSER_TESTS=1 or run scripts/install_browser.sh to install Debian's chromium"
   fi
   exit 0

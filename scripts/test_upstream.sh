@@ -25,7 +25,7 @@ done
 browser=()
 if [[ "${CI:-}" == "true" || "${IQA_BROWSER_TESTS:-}" == "1" ]]; then
   "$root/scripts/install_browser.sh" --if-wanted "$venv"
-  browser=(tests/test_browser.py)
+  browser=(tests/workflows/test_browser.py)
 fi
-exec "$venv/bin/python" -m pytest -q "$@" tests/test_server_api.py tests/test_server_workflows.py tests/test_main_job.py \
-  tests/test_reliability_catalog.py tests/test_soak.py tests/test_same_noise_sweep.py "${browser[@]}"
+exec "$venv/bin/python" -m pytest -q "$@" tests/server/test_http_api.py tests/workflows/test_example_workflows.py tests/server/test_main_job.py \
+  tests/reliability/test_reliability_catalog.py tests/reliability/test_soak.py tests/workflows/test_same_noise_sweep.py "${browser[@]}"

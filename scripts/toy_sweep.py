@@ -9,7 +9,7 @@ the 64 px images upscaled bicubically to NIQE_SIZE.
 
     python scripts/toy_sweep.py --seeds 8 --out out/toy/sweep      # table, grid.png, score_vs_target.png
 
-tests/test_toy_proof.py asserts on the same numbers; scripts/run_workflow.py (the demo) draws the same
+tests/toy/test_toy_proof.py asserts on the same numbers; scripts/run_workflow.py (the demo) draws the same
 figures for its toy run.
 """
 

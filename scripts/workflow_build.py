@@ -2,7 +2,7 @@
 template browser lists, named by its title: scripts/workflow_titles.py) and the API-format twin of each in
 scripts/prompts/<slug>.json (what POST /prompt takes), all derived from one description per workflow below.
 The .jpg thumbnails beside the examples (same name) are editor screenshots, written by the browser tests
-(IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py).
+(IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/workflows/test_browser.py).
 
     scripts/demo.sh ... is the user-facing command; this one is for maintainers:
     .venv/bin/python scripts/workflow_build.py            # check: report what would change
@@ -560,7 +560,7 @@ def main() -> int:
         print(f"stray: {line} (no workflow writes it; git rm it, or name it in scripts/workflow_titles.py)")
     if changed and args.write:
         print(
-            "the thumbnails are editor screenshots: refresh them with IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py"
+            "the thumbnails are editor screenshots: refresh them with IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/workflows/test_browser.py"
         )
     for line in skipped:
         print("skipped " + line)

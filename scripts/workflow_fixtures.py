@@ -148,7 +148,7 @@ TOY_ADAPTER = (
 @dataclass
 class ToyOptions:
     """How a graph runs on the toy model. The sampler settings are the ones the toy's proof test measured
-    (tests/test_toy_proof.py); the caption is one of the toy's training captions (toy/sources.py)."""
+    (tests/toy/test_toy_proof.py); the caption is one of the toy's training captions (toy/sources.py)."""
 
     text: str = "a photo of a cat"
     steps: int = 25

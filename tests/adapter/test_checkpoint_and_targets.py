@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 A = pack.adapter
 Err = A.IQAAdapterError
 META = {"metrics": ["topiq_nr", "laion_aes"], "use_flag": False, "pos_encode_L": 0}
-SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "CC3M_stats.csv"
+SHARED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "CC3M_stats.csv"
 
 
 @pytest.mark.parametrize("layout,proj,tokens", [("sd15", "linear", 2), ("sdxl", "mlp", 4), ("sdxl", "linear", 1)])

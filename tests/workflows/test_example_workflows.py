@@ -4,7 +4,7 @@ Every UI workflow in example_workflows/ (named by its title, scripts/workflow_ti
 widget counts in the editor's order), converts to an API prompt whose every widget maps to a real input,
 equals its API twin in scripts/prompts/, is what scripts/workflow_build.py generates, has a thumbnail,
 and validates on the real host: with placeholder files under the names it asks for, and with the tiny
-fixtures substituted. Running them through the HTTP prompt queue is tests/test_server_api.py.
+fixtures substituted. Running them through the HTTP prompt queue is tests/server/test_http_api.py.
 
 With IQA_HOST=upstream the node definitions come from an upstream server's /object_info and validation
 is that server's POST /prompt (a valid prompt is then run, or fails on the empty placeholder files).

@@ -17,7 +17,7 @@ from workflow_host import free_port
 
 pytestmark = pytest.mark.server
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FIXTURE_TYPES = {"IQATestTinyCheckpoint", "IQATestTinyVAE", "IQATestPatternImage", "IQATestRandomIQAModel"}
 
 

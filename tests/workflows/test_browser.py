@@ -214,7 +214,7 @@ def test_example_loads_like_a_drop(editor, host, name):
     if WRITE_THUMBNAILS:
         # the README shows what users see: the current editor, not the fork's 2024 one
         assert editor.modern, (
-            "write thumbnails from upstream's editor: IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py"
+            "write thumbnails from upstream's editor: IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/workflows/test_browser.py"
         )
         marker = be.thumbnail_marker(
             name, be.pack_nodes_digest(conftest.pack.NODE_CLASS_MAPPINGS, conftest.pack.NODE_DISPLAY_NAME_MAPPINGS)
@@ -318,7 +318,7 @@ def test_tooltips_and_help_for_every_pack_node_kind(editor, host):
 def test_thumbnails_are_editor_screenshots_of_the_current_graphs():
     """The README's pictures (example_workflows/<title>.jpg) are this suite's screenshots of these very files."""
     digest = be.pack_nodes_digest(conftest.pack.NODE_CLASS_MAPPINGS, conftest.pack.NODE_DISPLAY_NAME_MAPPINGS)
-    hint = "refresh them: IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/test_browser.py"
+    hint = "refresh them: IQA_WRITE_THUMBNAILS=1 scripts/test_upstream.sh tests/workflows/test_browser.py"
     stale = []
     for name in NAMES:
         thumb = workflow_titles.example_path(name, ".jpg")

@@ -38,7 +38,7 @@ METRICS = ["piqe", "niqe"]
 # processes). PIQE runs in float32 with per-image reductions: a batch-size-dependent kernel path may change
 # summation order, a few ulps (float32 eps 1.2e-7) in each of a few reductions: rel 1e-5. NIQE rounds
 # 255 * Y to grey levels, and a .5 tie may round either way with the kernel's summation order: up to 0.025 on
-# a natural image (tests/test_iqa_models.py, NIQE_TOL); the rest is float64.
+# a natural image (tests/guidance/test_iqa_models.py, NIQE_TOL); the rest is float64.
 TOL = {"piqe": dict(rel=1e-5, abs=1e-6), "niqe": dict(rel=0, abs=0.025)}
 
 
