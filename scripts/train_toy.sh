@@ -6,7 +6,7 @@
 # a stop and it continues (patches are rebuilt only when incomplete, each training resumes from its state).
 #
 #   scripts/train_toy.sh                       # everything, the shipped files' settings
-#   TOY_BASE_STEPS=2000 scripts/train_toy.sh   # a shorter base run
+#   TOY_BASE_STEPS=1500 scripts/train_toy.sh   # a shorter base run
 #
 # Environment: TOY_OUT (out/toy), TOY_PATCHES (20000), TOY_PATCH_SEED (0), TOY_BASE_STEPS, TOY_BASE_SEED (0),
 # TOY_ADAPTER_STEPS, TOY_ADAPTER_SEED (0), TOY_ADAPTER_LR (1e-3),
@@ -20,7 +20,7 @@ py="${PYTHON:-$root/.venv/bin/python}"
 out="${TOY_OUT:-out/toy}"
 count="${TOY_PATCHES:-20000}"
 patch_seed="${TOY_PATCH_SEED:-0}"
-base_steps="${TOY_BASE_STEPS:-3000}"
+base_steps="${TOY_BASE_STEPS:-2500}"
 base_seed="${TOY_BASE_SEED:-0}"
 adapter_steps="${TOY_ADAPTER_STEPS:-5000}"
 adapter_seed="${TOY_ADAPTER_SEED:-0}"

@@ -12,8 +12,8 @@ toy image by at most a level or so at a few pixels. Measured on seed 0's five im
 noise on *every* pixel moved PIQE by 0.003-0.02 on four images and by 2.1 on one (PIQE counts blocks
 against thresholds, so it can jump), and NIQE by 0.03-0.09. So PIQE_MARGIN (3 points) sits above such a jump
 for single-seed checks. The median checks compare medians of 8 seeds, which one jumping image cannot
-reorder unless two medians lie within about 2 points; the held-out NIQE medians measured 0.6 apart, 6x the
-largest NIQE change above.
+reorder unless two medians lie within about 2 points; the held-out NIQE medians of p1 and p99 measured 1.4
+apart, 15x the largest NIQE change above.
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ SEEDS = range(8)
 # MIN_WINS of the 8 seeds.
 PIQE_MARGIN = 3.0
 MIN_WINS = 7
-NOT_YET = "Not met yet by the shipped toy (measured, 8 seeds: median PIQE p1..p99 68.45, 72.99, 69.18, 67.25, 66.82; p99 beats p1 on 7/8 seeds by about 1.6). The base samples stay grainy at this CPU budget, so the adapter moves PIQE only a little; strict, so this fails loudly once retrained weights meet it."
+NOT_YET = (
+    "Not met yet by the shipped toy. Measured, 8 seeds: median PIQE p1..p99 67.39, 61.56, 59.87, 60.32, 61.78 "
+    "(falls to p50, then rises: the base's grain floor, about 60 without the adapter, is where the high targets "
+    "stop); p99 beats p1 on 8/8 seeds, by 2.7-10.0, by more than the margin on 6/8. Not strict: two seeds sit "
+    "within 0.3 of the margin, so another CPU's rounding may pass the margin check."
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +73,14 @@ def test_the_sweep_runs_on_the_shipped_toy_files(host):
     assert loader["inputs"]["adapter_name"] == workflow_fixtures.TOY_ADAPTER
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET)
+@pytest.mark.xfail(strict=False, reason=NOT_YET)
 def test_median_training_metric_is_monotone_in_the_target(scores):
     med = np.median(scores[toy_sweep.TRAINED_METRIC], axis=0)
     print(toy_sweep.table(scores))
     assert np.all(np.diff(med) < 0), f"median PIQE per target p1..p99 (lower is better): {med.round(2)}"
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET)
+@pytest.mark.xfail(strict=False, reason=NOT_YET)
 def test_p99_beats_p1_on_almost_every_seed(scores):
     s = scores[toy_sweep.TRAINED_METRIC]
     gain = s[:, 0] - s[:, -1]
