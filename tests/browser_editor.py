@@ -52,7 +52,7 @@ SCREENSHOTS = REPO / "out" / "screenshots"
 EXAMPLES = REPO / "example_workflows"
 THUMB_WIDTH = 1400  # px; the editor is screenshotted at the workflow's own zoom (0.75), then scaled to this
 THUMB_MAX_BYTES = 150_000
-MARKER = "iqa-adapter editor screenshot (tests/workflows/test_browser.py)"
+MARKER = "iqa-adapter editor screenshot (the browser suite)"  # no file path: moving the test must not stale them
 # Set on the server before the page opens (the Vue frontend reads them; the 2024 editor ignores them): the
 # canvas for a returning user (no template browser), no minimap over the graph.
 MODERN_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}

@@ -58,7 +58,9 @@ def _unet_class():
 
         def skip(self, timesteps: torch.Tensor) -> torch.Tensor:
             """c(sigma) of the module docstring, per batch item, from the (fractional) timestep."""
-            sigma = self._sampling.sigma(timesteps.float())
+            return self._skip_at(self._sampling.sigma(timesteps.float()))
+
+        def _skip_at(self, sigma: torch.Tensor) -> torch.Tensor:
             return sigma * (1 + sigma**2).sqrt() / (self.sigma_data**2 + sigma**2)
 
         def _to_grid(self, x: torch.Tensor, src: int, dst: int) -> torch.Tensor:
@@ -76,11 +78,11 @@ def _unet_class():
                 transformer_options=transformer_options,
                 **kwargs,
             )
-            c = self.skip(timesteps).to(x.device, x.dtype).view(-1, *([1] * (x.ndim - 1)))
-            eps = self._to_grid(out, inner, f) + c * x  # eps = c(sigma) * input + correction (module docstring)
+            # sigma once per call, from the timestep, for the skip and the refiner
+            sigma = self._sampling.sigma(timesteps.float()).to(x.device, x.dtype).view(-1, *([1] * (x.ndim - 1)))
+            eps = self._to_grid(out, inner, f) + self._skip_at(sigma) * x  # eps = c(sigma) * input + correction
             if self.refine is None:
                 return eps
-            sigma = self._sampling.sigma(timesteps.float()).to(x.device, x.dtype).view(-1, 1, 1, 1)
             s = sigma / (1 + sigma**2).sqrt()  # the input's noise std per unit eps
             px, pe = F.pixel_shuffle(x, f), F.pixel_shuffle(eps * s, f)
             level = (sigma.log() / 4).expand(-1, 1, *px.shape[-2:])
