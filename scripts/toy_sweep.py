@@ -52,7 +52,10 @@ def niqe_available() -> bool:
 
 
 def sweep_prompt(
-    object_info: dict, seed: int, scale: float = 1.0, opts: Optional[workflow_fixtures.ToyOptions] = None
+    object_info: dict,
+    seed: int,
+    scale: float = 1.0,
+    opts: Optional[workflow_fixtures.ToyOptions] = None,
 ) -> dict:
     """The sweep example on the toy for one seed and adapter scale, without its score branch (scored here)."""
     ui = json.loads(workflow_titles.example_path(SWEEP).read_text())
@@ -72,7 +75,10 @@ def sweep_prompt(
 
 
 def run_sweeps(
-    server, seeds: Sequence[int], scale: float = 1.0, opts: Optional[workflow_fixtures.ToyOptions] = None
+    server,
+    seeds: Sequence[int],
+    scale: float = 1.0,
+    opts: Optional[workflow_fixtures.ToyOptions] = None,
 ) -> list[list[Path]]:
     """For each seed, the five saved images (in target order) of one sweep on the server."""
     info = server.object_info()
@@ -191,6 +197,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=8, help="seeds 0..N-1 (default 8)")
     ap.add_argument("--scale", type=float, default=1.0, help="Quality Condition scale (default 1)")
+    toy = workflow_fixtures.ToyOptions()
+    ap.add_argument("--uncond", default=toy.uncond, help=f"Quality Condition uncond (default {toy.uncond!r})")
+    ap.add_argument(
+        "--negative-strength", type=float, default=toy.negative_strength, help="k of -k x target (negative quality)"
+    )
+    ap.add_argument("--cfg", type=float, default=toy.cfg, help=f"KSampler cfg (default {toy.cfg:g})")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "toy" / "sweep")
     ap.add_argument("--no-held-out", action="store_true", help="skip NIQE")
     args = ap.parse_args(argv)
@@ -206,7 +218,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     server = HostServer(ws, log_path=args.out / "host.log", threads=1)
     try:
         server.start()
-        runs = run_sweeps(server, range(args.seeds), args.scale)
+        opts = dataclasses.replace(toy, cfg=args.cfg, uncond=args.uncond, negative_strength=args.negative_strength)
+        runs = run_sweeps(server, range(args.seeds), args.scale, opts)
         scores = measure(runs, held_out=not args.no_held_out)
         first = [args.out / f"seed0_p{t}.png" for t in TARGETS]
         for src, dst in zip(runs[0], first):
@@ -219,7 +232,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     ]
     grid(first, labels, args.out / "grid.png")
     plot(scores, args.out / "score_vs_target.png")
-    np.savez(args.out / "scores.npz", targets=np.asarray(TARGETS, dtype=float), **scores)  # read by toy/card.py
+    settings = dict(
+        seeds=args.seeds,
+        scale=args.scale,
+        steps=opts.steps,
+        cfg=opts.cfg,
+        sampler=f"{opts.sampler_name} {opts.scheduler}",
+        uncond=opts.uncond,
+        negative_strength=opts.negative_strength,
+    )
+    np.savez(  # read by toy/card.py
+        args.out / "scores.npz", targets=np.asarray(TARGETS, dtype=float), settings=json.dumps(settings), **scores
+    )
     print(table(scores))
     print(f"grid.png, score_vs_target.png and scores.npz in {args.out}")
     return 0

@@ -147,8 +147,13 @@ TOY_ADAPTER = (
 
 @dataclass
 class ToyOptions:
-    """How a graph runs on the toy model. The sampler settings are the ones the toy's proof test measured
-    (tests/toy/test_toy_proof.py); the caption is one of the toy's training captions (toy/sources.py)."""
+    """How a graph runs on the toy model. The sampler settings and the quality guidance are the ones the
+    toy's proof test measured (tests/toy/test_toy_proof.py); the caption is one of the toy's training
+    captions (toy/sources.py).
+
+    Quality Condition runs with the paper's optional negative quality guidance (uncond tokens from
+    -k x target) at k = 1, not the pack's default zeros: on the toy base the high targets otherwise stop at
+    its grain floor (docs/training.md, "The toy world", has the measured sweeps of both)."""
 
     text: str = "a photo of a cat"
     steps: int = 25
@@ -158,6 +163,8 @@ class ToyOptions:
     score_metric: str = WEIGHTLESS_METRIC
     adapter: str = TOY_ADAPTER
     seed: Optional[int] = None  # None: the graph's own
+    uncond: str = "negative quality"
+    negative_strength: float = 1.0
 
 
 def toy_ready() -> bool:
@@ -201,7 +208,7 @@ def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
     """A copy of a text-to-image API prompt on the toy world: Load Toy Checkpoint for the checkpoint loader,
     Empty Toy Latent (64x64, same batch) for Empty Latent Image, the toy adapter for the quality adapter,
     the toy caption as positive and an empty negative, PIQE for scoring (percentiles in the toy adapter's own
-    table), and the toy's sampler settings."""
+    table), and the toy's sampler settings and quality guidance."""
     why = toy_unsupported(prompt)
     if why:
         raise ValueError(f"This graph cannot run on the toy model: it uses {', '.join(why)}")
@@ -218,6 +225,8 @@ def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
             )
         elif kind == "IQAAdapterLoader":
             inputs["adapter_name"] = opts.adapter
+        elif kind == "IQAQualityCondition":
+            inputs.update(uncond=opts.uncond, negative_strength=opts.negative_strength)
         elif kind == "IQALoadModel":
             inputs.update(metric=opts.score_metric, allow_download=False)
         elif kind == "IQAScore" and loaders:  # percentiles in the toy adapter's own table

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 from .model import DEFAULT_UNET
@@ -59,7 +60,6 @@ def _data_summary(data: Path) -> str:
 
 def _run_line(run: Path, stage: str) -> tuple[str, dict, float]:
     """One training run of the adapter: its command line, settings and compute time (from run.json and loss.csv)."""
-    import json
 
     settings = json.loads((run / "run.json").read_text())
     rows = list(csv.DictReader((run / "loss.csv").open()))
@@ -107,17 +107,20 @@ def adapter_section(runs: list[Path], adapter: Path, sweep: Path | None = None) 
     if sweep is not None and sweep.is_file():
         data = np.load(sweep)
         targets = [f"{t:g}" for t in data["targets"]]  # written by scripts/toy_sweep.py beside the scores
+        run = json.loads(str(data["settings"])) if "settings" in data.files else {}
+        settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in run.items() if k != "seeds")
         lines += [
             "",
             "## Measured (scripts/toy_sweep.py: the proof test's measurement)",
             "The quality sweep example on the toy through the real host's prompt queue, every target from "
             "the same noise, one run per seed; median over seeds (lower is better for both metrics; NIQE "
-            "is held out, the images upscaled 3x bicubically for its 96 px blocks):",
+            "is held out, the images upscaled 3x bicubically for its 96 px blocks)"
+            + (f". Settings: {settings}." if settings else ":"),
             "",
             "| metric | " + " | ".join(f"p{t}" for t in targets) + " | seeds where p99 beats p1 |",
             "|---|" + "---|" * (len(targets) + 1),
         ]
-        for m in [f for f in data.files if f != "targets"]:
+        for m in [f for f in data.files if f not in ("targets", "settings")]:
             v = data[m]
             lines.append(
                 f"| {m} ({v.shape[0]} seeds) | "
