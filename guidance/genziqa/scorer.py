@@ -116,6 +116,11 @@ class GenzIQAScorer:
                 "GenzIQA gradients need UNet weights that are not inference tensors (a model loaded inside a "
                 "prompt's inference mode); score without gradients, or load the model outside inference mode."
             )
+        steps = len(base.model_sampling.sigmas)
+        if max(self.meta.timesteps) >= steps:
+            raise IQAAdapterError(
+                f"{self.file.name} uses timestep {max(self.meta.timesteps)}, but the model's schedule has {steps} steps."
+            )
         device = host.load_for_compute(self.patcher)
         mode = (
             (

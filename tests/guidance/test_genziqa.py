@@ -162,6 +162,26 @@ def test_sdxl_layout_scores(sdxl):
     assert s.shape == (2,) and torch.isfinite(s).all()
 
 
+def test_context_vectors_enter_right_after_the_start_token(sd15):
+    host = importlib.import_module(pack.__name__ + ".guidance.genziqa.host")
+    clip = sd15[1]
+    ctx = torch.randn(16, WIDTH["sd15"], generator=torch.Generator().manual_seed(0))
+    changed = ctx.clone()
+    changed[5] = torch.randn(
+        WIDTH["sd15"], generator=torch.Generator().manual_seed(1)
+    )  # not a constant shift: LayerNorm removes those
+    a, _ = host.encode_with_context(clip, "Good Photo.", {"l": ctx})
+    b, _ = host.encode_with_context(clip, "Good Photo.", {"l": changed})
+    assert a.shape == (1, 77, WIDTH["sd15"])
+    # causal text encoder: the start token and context vectors 0..4 (positions 0..5) cannot see vector 5
+    torch.testing.assert_close(a[:, :6], b[:, :6], rtol=0, atol=0)
+    assert (a[:, 6] - b[:, 6]).abs().max() > 1e-4
+    plain = clip.encode_from_tokens(clip.tokenize("Good Photo."))
+    assert not torch.allclose(plain[:, 1], a[:, 1])
+    with pytest.raises(Error, match="too long"):
+        host.encode_with_context(clip, " ".join(["word"] * 70), {"l": ctx})
+
+
 # -- the score ------------------------------------------------------------------------------------------------
 def _direct_pool(q, k, heads, lam):
     """Written from the method: per head, s = q k^T / sqrt(d); (1/lam) log sum over positions exp(lam s)."""
