@@ -329,3 +329,29 @@ def test_gradients_flow_to_the_latent(sd15):
     with torch.no_grad():
         fd = (s.score_latents(x.detach() + h * d).sum() - s.score_latents(x.detach() - h * d).sum()) / (2 * h)
     torch.testing.assert_close((g * d).sum(), fd, rtol=0.05, atol=1e-3)
+
+
+# -- the loader node and IQA Score ------------------------------------------------------------------------------
+def test_load_genziqa_node_feeds_iqa_score_and_is_refused_by_guidance(sd15, workspace):
+    model, clip, vae = sd15
+    folder = workspace / "models" / "genziqa"
+    gz.save_genziqa(folder / "tiny_sd1.safetensors", make_file(model, clip))
+    gz.save_genziqa(folder / "tiny_sdxl.safetensors", make_file(*sd15[:2]).with_meta(family="sdxl", context_dim=64))
+    nodes = pack.NODE_CLASS_MAPPINGS
+    assert "tiny_sd1.safetensors" in nodes["IQALoadGenzIQA"].INPUT_TYPES()["required"]["genziqa_name"][0]
+    images = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():  # as the host runs a prompt
+        (iqa,) = nodes["IQALoadGenzIQA"]().load(model, clip, vae, "tiny_sd1.safetensors")
+        out = nodes["IQAScore"]().score(images, iqa, batch_size=1)
+        direct = iqa.scorer.score_images(images)
+    scores = out["result"][0]
+    assert iqa.name == "genziqa:tiny_sd1" and len(scores) == 2
+    assert scores == [float(v) for v in direct]
+    assert all(math.isnan(v) for v in out["result"][1])  # no percentile table for a GenzIQA score
+    guidance = importlib.import_module(pack.__name__ + ".nodes.gradient_guidance")
+    with pytest.raises(Error, match="GenzIQA scorer; IQA Gradient Guidance takes pyiqa metrics"):
+        guidance.score_term(iqa, 1.0, "maximize")
+    with pytest.raises(Error, match="made for SDXL"):
+        nodes["IQALoadGenzIQA"]().load(model, clip, vae, "tiny_sdxl.safetensors")
+    with pytest.raises(Error, match="not found in the 'genziqa' folder"):
+        nodes["IQALoadGenzIQA"]().load(model, clip, vae, "missing.safetensors")
