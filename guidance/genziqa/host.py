@@ -117,3 +117,15 @@ def vae_encode(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
 
 def vae_stride(vae: Any) -> int:
     return int(getattr(vae, "downscale_ratio", 8))
+
+
+def diffusers_lora_targets(model: Any) -> dict[str, str]:
+    """diffusers attention-processor LoRA names ("down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor.to_q")
+    -> host module paths ("input_blocks.1.1.transformer_blocks.0.attn2.to_q"), from the host's own LoRA key map."""
+    import comfy.lora
+
+    out = {}
+    for key, target in comfy.lora.model_lora_keys_unet(model.model, {}).items():
+        if ".processor." in key and not key.startswith("unet.") and target.startswith("diffusion_model."):
+            out[key] = target[len("diffusion_model.") : -len(".weight")]
+    return out

@@ -128,6 +128,34 @@ def test_wrong_and_corrupt_files_are_clear_errors(sd15, tmp_path):
         gz.load_genziqa(tmp_path / "missing.safetensors")
 
 
+def test_the_authors_checkpoint_converts_to_the_same_scorer(sd15):
+    """Their diffusers LoRA keys (save_attn_procs) and prompt-learner 'ctx' give the same scores as the file."""
+    convert = importlib.import_module(pack.__name__ + ".guidance.genziqa.convert")
+    host = importlib.import_module(pack.__name__ + ".guidance.genziqa.host")
+    model, clip, vae = sd15
+    f = make_file(model, clip)
+    to_diffusers = {v: k for k, v in host.diffusers_lora_targets(model).items()}
+    authors = {}
+    for key, t in f.lora.items():
+        if key.endswith(".lora_up.weight") or key.endswith(".lora_down.weight"):
+            base, part = key[len("lora_unet_") :].split(".lora_")
+            path = next(p for p in to_diffusers if p.replace(".", "_") == base)
+            authors[f"{to_diffusers[path]}_lora.{part.split('.')[0]}.weight"] = t
+    attn1 = next(k for k in to_diffusers.values() if ".attn1." in k)
+    authors[attn1 + "_lora.up.weight"] = torch.zeros(32, 4)  # their frozen self-attention LoRA
+    authors[attn1 + "_lora.down.weight"] = torch.ones(4, 32)
+    assert any(k.startswith("down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor.to_q") for k in authors)
+    prompt_sd = {"ctx": f.context["l"], "token_prefix": torch.zeros(2, 1, 48)}
+    g = convert.from_authors(
+        model, authors, prompt_sd, family="sd1", encoder="l", timesteps=f.meta.timesteps, image_size=64
+    )
+    assert g.lora.keys() == f.lora.keys()
+    x = latents(2)
+    torch.testing.assert_close(
+        gz.GenzIQAScorer(model, clip, vae, g).score_latents(x), gz.GenzIQAScorer(model, clip, vae, f).score_latents(x)
+    )
+
+
 # -- layers and families -----------------------------------------------------------------------------------------
 def test_layer_selection_resolves_on_sd15_and_sdxl_layouts(sd15, sdxl):
     s15 = layer_selection.model_sites(sd15[0].get_model_object("diffusion_model"))
