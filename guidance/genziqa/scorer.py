@@ -30,7 +30,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _clone_saved(t: torch.Tensor) -> torch.Tensor:
-    return t.clone()
+    """Keep a copy of saved activations: the fork's transformer blocks add residuals in place after a norm
+    saved them. Leaves (the weights) are kept as they are, so the UNet is not duplicated."""
+    return t if t.grad_fn is None else t.clone()
 
 
 class GenzIQAScorer:

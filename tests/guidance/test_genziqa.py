@@ -383,3 +383,16 @@ def test_load_genziqa_node_feeds_iqa_score_and_is_refused_by_guidance(sd15, work
         nodes["IQALoadGenzIQA"]().load(model, clip, vae, "tiny_sdxl.safetensors")
     with pytest.raises(Error, match="not found in the 'genziqa' folder"):
         nodes["IQALoadGenzIQA"]().load(model, clip, vae, "missing.safetensors")
+
+
+def test_gradients_on_inference_mode_weights_are_a_clear_error(sd15):
+    model = tiny.tiny_model("sd15", seed=1)
+    clip, vae = sd15[1], sd15[2]
+    with torch.inference_mode():  # as a checkpoint loaded inside a prompt
+        for p in model.model.diffusion_model.parameters():
+            p.data = p.data.clone()
+    assert next(model.model.diffusion_model.parameters()).is_inference()
+    s = gz.GenzIQAScorer(model, clip, vae, make_file(model, clip, timesteps=(9,)))
+    assert torch.isfinite(s.score_latents(latents(1))).all()  # scoring without gradients still works
+    with pytest.raises(Error, match="not inference tensors"):
+        s.score_latents(latents(1).requires_grad_(True), grad=True)
