@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 def _pyiqa_metric(iqa_model: Any) -> Any:
     """The pyiqa InferenceModel inside an IQA_MODEL (a bare pyiqa metric is taken as it is)."""
+    if getattr(iqa_model, "kind", None) == "genziqa":
+        raise IQAAdapterError(
+            f"{iqa_model.name} is a GenzIQA scorer; IQA Gradient Guidance takes pyiqa metrics from Load IQA Model. "
+            "Use GenzIQA with IQA Score."
+        )
     inner = getattr(iqa_model, "metric", None)
     if inner is not None and hasattr(inner, "net"):
         return inner

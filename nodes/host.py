@@ -66,6 +66,8 @@ def progress_bar(total: int):
 
 
 IQA_FOLDER = "iqa"
+GENZIQA_FOLDER = "genziqa"
+GENZIQA_EXTENSIONS = (".safetensors",)
 IQA_EXTENSIONS = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".mat", ".pkl")
 
 

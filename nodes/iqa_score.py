@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..adapter.errors import IQAAdapterError
 from ..adapter.model import IQAAdapter
 from ..adapter.norm_table import MetricStats
+from ..guidance.genziqa.iqa_model import GenzIQAModel
 from ..guidance.iqa_models import IQAModel, finite_or_nan
 from ..guidance.score_report import plot_scores, score_table
 from . import host
@@ -40,7 +41,7 @@ class IQAScore:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "Images to score (a batch is scored image by image, in order)."}),
-                "iqa_model": ("IQA_MODEL", {"tooltip": "From Load IQA Model."}),
+                "iqa_model": ("IQA_MODEL", {"tooltip": "From Load IQA Model or Load GenzIQA."}),
             },
             "optional": {
                 "previous_scores": (
@@ -79,8 +80,8 @@ class IQAScore:
         previous_scores: dict | None = None,
         iqa_adapter: IQAAdapter | None = None,
     ):
-        if not isinstance(iqa_model, IQAModel):
-            raise IQAAdapterError(f"iqa_model is a {type(iqa_model).__name__}; connect Load IQA Model.")
+        if not isinstance(iqa_model, (IQAModel, GenzIQAModel)):
+            raise IQAAdapterError(f"iqa_model is a {type(iqa_model).__name__}; connect Load IQA Model or Load GenzIQA.")
         if isinstance(batch_size, float) and batch_size.is_integer():
             batch_size = int(batch_size)
         if (

@@ -271,6 +271,19 @@ def with_scores(scores: dict, latent_batch: int = 1) -> Callable[[], dict]:
     return build
 
 
+def genziqa_load(name: str) -> Callable[[], dict]:
+    def build() -> dict:
+        p = scoring("rgb")
+        p["ckpt"] = {"class_type": "IQATestTinyCheckpoint", "inputs": {"layout": "sd15", "seed": 0}}
+        p["iqa"] = {
+            "class_type": "IQALoadGenzIQA",
+            "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2], "genziqa_name": name},
+        }
+        return p
+
+    return build
+
+
 def iqa_load(metric: str, node: str = "IQALoadModel") -> Callable[[], dict]:
     def build() -> dict:
         p = scoring("rgb")
@@ -570,6 +583,13 @@ CASES = [
         "traversal_backslash", loader("..\\outside.safetensors"), "rejected", names=("adapter_name",), fix=NOT_IN_LIST
     ),
     Case("traversal_iqa_metric", iqa_load("../../models/outside"), "rejected", names=("metric",), fix=NOT_IN_LIST),
+    Case(
+        "genziqa_file_not_in_folder",
+        genziqa_load("../../models/outside.safetensors"),
+        "rejected",
+        names=("genziqa_name",),
+        fix=NOT_IN_LIST,
+    ),
     # Numbers: NaN passes the host's min/max check (every comparison with NaN is false), inf does not.
     Case("scale_nan", qc(scale=float("nan")), "failed", "IQAQualityCondition", ("scale", "nan"), r"finite number"),
     Case("scale_inf", qc(scale=float("inf")), "rejected", names=("scale",), fix=r"max"),
