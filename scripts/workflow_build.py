@@ -35,6 +35,17 @@ CHECKPOINT = "sd_xl_base_1.0.safetensors"
 QUALITY_ADAPTER = "iqa_adapter_sdxl_topiq_laion.safetensors"
 REFERENCE_ADAPTER = "iqa_adapter_sdxl_reference_topiq.safetensors"
 GUIDANCE_VAE = "taesdxl"
+# GenzIQA reads the model it was trained on: the authors used SD 2.1-base (its single-file name on Hugging
+# Face). No trained GenzIQA file is published; this is the pack's suggested name (docs/genziqa.md).
+GENZIQA_CHECKPOINT = "v2-1_512-ema-pruned.safetensors"
+GENZIQA_FILE = "genziqa_sd21_base.safetensors"
+# The model files each host folder must list for the examples to validate (the tests make empty stand-ins).
+MODEL_FILES: dict[str, list[str]] = {
+    "checkpoints": [CHECKPOINT, GENZIQA_CHECKPOINT],
+    "vae_approx": [f"{GUIDANCE_VAE}_encoder.safetensors", f"{GUIDANCE_VAE}_decoder.safetensors"],
+    "iqa_adapter": [QUALITY_ADAPTER, REFERENCE_ADAPTER],
+    "genziqa": [GENZIQA_FILE],
+}
 PROMPT = "a photo of a lighthouse on a rocky cliff at sunset, waves, seagulls"
 SEED = 42
 PACK = "purple"  # colour of this pack's nodes
@@ -137,9 +148,10 @@ def _adapter_and_condition(g: Graph, model, targets: str, title=None):
     return qc
 
 
-def _score(g: Graph, xy, image, metric: str = "topiq_nr", iqa=None, title=None):
-    """Load IQA Model (unless one is given) -> IQA Score on an IMAGE batch -> preview of the score plot. The
-    preview is what makes the host run IQA Score (only output nodes and what they read are executed)."""
+def _score(g: Graph, xy, image, metric: str = "topiq_nr", iqa=None, title=None, save_plot: bool = False):
+    """Load IQA Model (unless one is given) -> IQA Score on an IMAGE batch -> preview (or save) of the score
+    plot. That output node is what makes the host run IQA Score (only output nodes and what they read are
+    executed)."""
     if iqa is None:
         iqa = g.add("IQALoadModel", xy, size=(315, 110), color=PACK, metric=metric, allow_download=False, device="auto")
     score = g.add(
@@ -151,7 +163,17 @@ def _score(g: Graph, xy, image, metric: str = "topiq_nr", iqa=None, title=None):
         image=image.out(0),
         iqa_model=iqa.out(0),
     )
-    g.add("PreviewImage", (xy[0] + 720, xy[1]), size=(420, 320), title="Score plot", images=score.out("plot"))
+    if save_plot:
+        g.add(
+            "SaveImage",
+            (xy[0] + 720, xy[1]),
+            size=(420, 360),
+            title="Score plot",
+            images=score.out("plot"),
+            filename_prefix="iqa_scores",
+        )
+    else:
+        g.add("PreviewImage", (xy[0] + 720, xy[1]), size=(420, 320), title="Score plot", images=score.out("plot"))
     return iqa
 
 
@@ -476,6 +498,42 @@ def reference_quality_transfer(g: Graph) -> None:
     )
 
 
+def genziqa_score(g: Graph) -> None:
+    ckpt = g.add(
+        "CheckpointLoaderSimple", (COL["a"], 60), size=(A_W, 100), title="SD 2.1-base", ckpt_name=GENZIQA_CHECKPOINT
+    )
+    photo = g.add("LoadImage", (COL["a"], 220), size=(A_W, 380), title="Photo to judge", image="example.png")
+    blur = g.add(
+        "ImageBlur",
+        (COL["b"], 300),
+        size=(400, 90),
+        title="A blurred copy",
+        image=photo.out("IMAGE"),
+        blur_radius=9,
+        sigma=4.0,
+    )
+    both = g.add("ImageBatch", (COL["b"], 450), title="Batch: photo, blurred", image1=photo.out(0), image2=blur.out(0))
+    judge = g.add(
+        "IQALoadGenzIQA",
+        (COL["b"], 60),
+        size=(400, 150),
+        color=PACK,
+        model=ckpt.out("MODEL"),
+        clip=ckpt.out("CLIP"),
+        vae=ckpt.out("VAE"),
+        genziqa_name=GENZIQA_FILE,
+    )
+    _score(g, (COL["c"], 60), both, iqa=judge, title="IQA Score (GenzIQA)", save_plot=True)
+    g.note(
+        (COL["c"], 430),
+        "GenzIQA judges quality with the diffusion model itself: the cross-attention between the image's noisy "
+        "latent and learned 'good photo' / 'bad photo' prompts. The photo should score above its blurred copy. "
+        "No trained GenzIQA file is published: convert a checkpoint trained with the authors' code, or train "
+        "one (docs/genziqa.md), and put it in models/genziqa. It must be made for the checkpoint connected.",
+        size=(420, 240),
+    )
+
+
 _QC = ("IQAAdapterLoader", "IQAQualityCondition")
 _SCORE = ("IQALoadModel", "IQAScore")
 # slug -> (builder, this pack's node types it needs); its title and file name: workflow_titles.TITLES
@@ -489,6 +547,7 @@ WORKFLOWS: dict[str, tuple[Callable[[Graph], None], tuple[str, ...]]] = {
     ),
     "sdxl_gradient_guidance": (gradient_guidance, _SCORE + ("IQAGradientGuidance",)),
     "sdxl_quality_condition_with_guidance": (quality_condition_with_guidance, _QC + _SCORE + ("IQAGradientGuidance",)),
+    "sd2_genziqa_score": (genziqa_score, ("IQALoadGenzIQA", "IQAScore")),
 }
 
 

@@ -5,12 +5,14 @@ under the names the graph asks for. Every other node (text encoding, sampling, V
 saving, this pack's nodes) runs unchanged.
 
 The stand-ins (tests/fixture_nodes/more_nodes.py, tests/fixture_nodes/__init__.py):
-    CheckpointLoaderSimple -> IQATestTinyCheckpoint  (tiny UNet in the SDXL or SD1.5 block layout, text-hash CLIP, random TAESD VAE)
+    CheckpointLoaderSimple -> IQATestTinyCheckpoint  (tiny UNet in the SDXL or SD1.5 block layout, text-hash CLIP, random TAESD VAE;
+                              in a graph with Load GenzIQA: the SD1.5 layout and the host's own CLIP classes at tiny width)
     VAELoader              -> IQATestTinyVAE         (random TAESD in the host's VAE class)
     LoadImage              -> IQATestPatternImage    (a synthetic picture)
     IQALoadModel           -> itself with a metric that needs no weight file (piqe) where it only feeds IQA Score,
                               else IQATestRandomIQAModel (the same metric with random weights)
     IQAAdapterLoader       -> itself, pointed at a random tiny adapter with the metadata the real one would have
+    IQALoadGenzIQA         -> itself, pointed at an untrained tiny GenzIQA file (write_tiny_genziqa)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Mapping, Optional
 REPO = Path(__file__).resolve().parent.parent
 
 import comfy_host  # noqa: E402
-from workflow_build import QUALITY_ADAPTER, REFERENCE_ADAPTER  # noqa: E402
+from workflow_build import GENZIQA_FILE, QUALITY_ADAPTER, REFERENCE_ADAPTER  # noqa: E402
 
 # Metadata of the tiny stand-in for each adapter the example graphs name (what the real file would carry).
 TINY_ADAPTERS: dict[str, dict] = {
@@ -51,6 +53,9 @@ TINY_ADAPTERS: dict[str, dict] = {
         "input_dim": 2 * (256 + 512 + 1024 + 2048),
     },
 }
+# The tiny GenzIQA file for each one the example graphs name; it fits the tiny SD1.5-layout checkpoint.
+TINY_GENZIQA_LAYOUT = "sd15"
+TINY_GENZIQA: dict[str, str] = {GENZIQA_FILE: f"tiny_{TINY_GENZIQA_LAYOUT}_genziqa.safetensors"}
 # A real no-reference metric that needs no weight file (pyiqa's PIQE: block statistics; lower is better).
 WEIGHTLESS_METRIC = "piqe"
 
@@ -78,9 +83,13 @@ def tiny_prompt(prompt: Mapping[str, Any], opts: TinyOptions) -> dict:
     """A copy of an API prompt that runs on the fixtures in seconds (see the module docstring)."""
     p = copy.deepcopy(dict(prompt))
     readers = _consumers(p)
+    genziqa = any(n["class_type"] == "IQALoadGenzIQA" for n in p.values())
     for node_id, node in p.items():
         kind, inputs = node["class_type"], node["inputs"]
-        if kind == "CheckpointLoaderSimple":
+        if kind == "CheckpointLoaderSimple" and genziqa:  # GenzIQA's prompts need a real text model
+            tiny = {"layout": TINY_GENZIQA_LAYOUT, "seed": 0, "host_clip": True}
+            node.update(class_type="IQATestTinyCheckpoint", inputs=tiny)
+        elif kind == "CheckpointLoaderSimple":
             node.update(class_type="IQATestTinyCheckpoint", inputs={"layout": opts.layout, "seed": 0})
         elif kind == "VAELoader":
             node.update(class_type="IQATestTinyVAE", inputs={"seed": 5})
@@ -99,6 +108,11 @@ def tiny_prompt(prompt: Mapping[str, Any], opts: TinyOptions) -> dict:
             if name not in opts.adapters:
                 raise ValueError(f"No tiny stand-in for adapter '{name}'; known: {sorted(opts.adapters)}")
             inputs["adapter_name"] = opts.adapters[name]
+        elif kind == "IQALoadGenzIQA":
+            name = inputs.get("genziqa_name")
+            if name not in TINY_GENZIQA:
+                raise ValueError(f"No tiny stand-in for GenzIQA file '{name}'; known: {sorted(TINY_GENZIQA)}")
+            inputs["genziqa_name"] = TINY_GENZIQA[name]
         elif kind in ("EmptyLatentImage", "ImageScale"):
             inputs.update(width=opts.size, height=opts.size)
         elif kind in ("KSampler", "KSamplerAdvanced"):
@@ -135,6 +149,17 @@ def write_tiny_adapters(folder: Path, names: Optional[list[str]] = None, layout:
             tiny.write_adapter(path, layout, meta, input_dim=entry.get("input_dim"))
         mapping[name] = tiny_name
     return mapping
+
+
+def write_tiny_genziqa(folder: Path) -> None:
+    """The tiny GenzIQA files (TINY_GENZIQA) in `folder` (models/genziqa), where Load GenzIQA lists them. In a
+    process that has the pack loaded (the tests')."""
+    make = importlib.import_module(tiny_models_module().__name__.rsplit(".", 1)[0] + ".more_nodes").write_genziqa
+    for tiny_name in TINY_GENZIQA.values():
+        path = Path(folder) / tiny_name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            make(path, TINY_GENZIQA_LAYOUT)
 
 
 # -- the toy world (toy/, weights/toy): the same graphs on a trained 64 px model and a trained adapter ---------------

@@ -39,6 +39,7 @@ TITLES: dict[str, str] = {
     "sdxl_reference_quality_transfer": "Reference Quality Transfer (SDXL)",
     "sdxl_gradient_guidance": "IQA Gradient Guidance (SDXL)",
     "sdxl_quality_condition_with_guidance": "Quality Condition, guided (SDXL)",
+    "sd2_genziqa_score": "Judge quality with GenzIQA (SD2)",
 }
 
 # Not in a title: path separators and what Windows forbids in file names; what would cut or change the

@@ -2,7 +2,9 @@
 workflows run unchanged (apart from the loader nodes) on the real host without real weights.
 
 - IQATestTinyCheckpoint stands in for CheckpointLoaderSimple: (MODEL, CLIP, VAE), a tiny UNet, a CLIP
-  duck type whose tokens are a function of the text, and the host's own VAE class around a random TAESD;
+  duck type whose tokens are a function of the text (or, with host_clip, the host's own CLIP classes at tiny
+  width, for GenzIQA, whose learned prompts go through the real text model), and the host's own VAE class
+  around a random TAESD;
 - IQATestTinyVAE stands in for VAELoader (the same random TAESD);
 - IQATestPatternImage stands in for LoadImage: (IMAGE, MASK), a deterministic synthetic photo-like image;
 - IQATestRandomIQAModel stands in for Load IQA Model where a metric's weights are not on the machine: the
@@ -75,12 +77,52 @@ def tiny_vae(seed: int = 5):
         return comfy.sd.VAE(sd=dict(_taesd_state(seed)), device=torch.device("cpu"))
 
 
+def tiny_host_clip(width: int, seed: int = 3):
+    """The host's CLIP (SD1 tokenizer and text model classes) with a 2-layer text model of `width`."""
+    import comfy.model_management as mm
+    import comfy.sd
+    import comfy.sd1_clip as s1
+
+    cfg = dict(
+        hidden_size=width, intermediate_size=2 * width, num_attention_heads=2, num_hidden_layers=2,
+        max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+        projection_dim=width, model_type="clip_text_model", bos_token_id=0, eos_token_id=2, pad_token_id=1,
+    )  # fmt: skip
+    # This CPU-only torch has no CUDA; the test host runs without --cpu, and the host's text-encoder device
+    # probe asks CUDA unless told, so the CLIP is placed on the CPU here as --cpu would.
+    probe, mm.text_encoder_device = mm.text_encoder_device, lambda: torch.device("cpu")
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            clip = comfy.sd.CLIP(
+                comfy.sd.CLIPTarget(clip=s1.SD1ClipModel, tokenizer=s1.SD1Tokenizer), textmodel_json_config=cfg
+            )
+            tiny_models.fill_(clip.cond_stage_model, seed)
+    finally:
+        mm.text_encoder_device = probe
+    return clip
+
+
+def write_genziqa(path, layout: str = "sd15", family: str = "sd2", seed: int = 0):
+    """An untrained GenzIQA file (random LoRA, so it matters) that fits IQATestTinyCheckpoint(layout,
+    host_clip=True): what the example graphs' Load GenzIQA reads in tiny runs."""
+    fresh = tiny_models.loaded_pack_module("guidance.genziqa.fresh")
+    genziqa = tiny_models.loaded_pack_module("guidance.genziqa")
+    if fresh is None:
+        raise RuntimeError("write_genziqa needs the IQA-Adapter pack loaded by the host (the tests' conftest does)")
+    model, clip = tiny_models.tiny_model(layout, seed), tiny_host_clip(tiny_models.LAYOUTS[layout]["context_dim"])
+    genziqa.save_genziqa(
+        path, fresh.fresh_file(model, clip, family, up_std=0.05, seed=seed, image_size=64, timesteps=(9, 57))
+    )
+    return path
+
+
 class TinyCheckpoint:
     CATEGORY = "IQA-Adapter/testing"
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"
     DESCRIPTION = (
-        "Stands in for Load Checkpoint: a tiny random UNet, a text-hash CLIP and a random TAESD VAE (testing only)."
+        "Stands in for Load Checkpoint: a tiny random UNet, a text-hash CLIP (or the host's CLIP at tiny width) "
+        "and a random TAESD VAE (testing only)."
     )
 
     @classmethod
@@ -89,11 +131,14 @@ class TinyCheckpoint:
             "required": {
                 "layout": (list(tiny_models.LAYOUTS),),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
-            }
+            },
+            "optional": {"host_clip": ("BOOLEAN", {"default": False})},
         }
 
-    def load(self, layout: str, seed: int):
-        return tiny_models.tiny_model(layout, seed), TinyCLIP(layout), tiny_vae()
+    def load(self, layout: str, seed: int, host_clip: bool = False):
+        width = tiny_models.LAYOUTS[layout]["context_dim"]
+        clip = tiny_host_clip(width) if host_clip else TinyCLIP(layout)
+        return tiny_models.tiny_model(layout, seed), clip, tiny_vae()
 
 
 class TinyVAE:

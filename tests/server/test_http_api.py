@@ -74,7 +74,7 @@ def _expected_batch(prompt: dict, node_id: str) -> int:
         return int(inputs["batch_size"])
     if kind == "ImageBatch":
         return _expected_batch(prompt, inputs["image1"][0]) + _expected_batch(prompt, inputs["image2"][0])
-    if kind in ("IQATestPatternImage",):
+    if kind in ("IQATestPatternImage", "IQAScore"):  # IQA Score's IMAGE is one plot of the whole batch
         return 1
     for key in ("latent_image", "samples", "images", "image", "pixels"):
         if isinstance(inputs.get(key), list):

@@ -57,11 +57,7 @@ PACK_KINDS = sorted(conftest.pack.NODE_CLASS_MAPPINGS)
 DOCUMENTED = workflow_docs.parse_reference(workflow_docs.NODE_DOC.read_text())
 OUTPUT_KINDS = ("SaveImage", "PreviewImage")
 # Files the examples name, created empty in the host's folders (the editor lists them; nothing reads them).
-PLACEHOLDERS = {
-    "checkpoints": [workflow_build.CHECKPOINT],
-    "vae_approx": ["taesdxl_encoder.safetensors", "taesdxl_decoder.safetensors"],
-    "iqa_adapter": [workflow_build.QUALITY_ADAPTER, workflow_build.REFERENCE_ADAPTER],
-}
+PLACEHOLDERS = workflow_build.MODEL_FILES  # empty files under every model name the examples use
 IGNORED_CONSOLE = ("favicon.ico",)  # the host ships no icon
 # What the Vue frontend asks of a fresh workspace's empty user folder (a user's stylesheet, saved workflows and
 # subgraphs, saved templates): 404 until the user saves one, on any install; nothing to do with the pack.

@@ -158,11 +158,7 @@ def test_thumbnail_exists(name):
         assert im.format == "JPEG" and im.width >= 640
 
 
-PLACEHOLDERS = {
-    "checkpoints": [workflow_build.CHECKPOINT],
-    "vae_approx": ["taesdxl_encoder.safetensors", "taesdxl_decoder.safetensors"],
-    "iqa_adapter": [workflow_build.QUALITY_ADAPTER, workflow_build.REFERENCE_ADAPTER],
-}
+PLACEHOLDERS = workflow_build.MODEL_FILES  # empty files under every model name the examples use
 
 
 def _server_placeholders(ws: Path) -> None:
@@ -218,6 +214,8 @@ def test_real_prompt_validates_on_the_host(name, info, placeholder_files, server
 @pytest.mark.parametrize("name", NAMES)
 def test_tiny_prompt_validates_on_the_host(name, info, adapter_dir, server):
     adapters = server.adapters if server is not None else workflow_fixtures.write_tiny_adapters(adapter_dir)
+    if server is None:  # the server's own workspace has them (server_host.running_host)
+        workflow_fixtures.write_tiny_genziqa(adapter_dir.parent / "genziqa")
     prompt = workflow_fixtures.tiny_prompt(
         w2a.convert(load(name), info), workflow_fixtures.TinyOptions(adapters=adapters)
     )
