@@ -78,10 +78,12 @@ def tiny_vae(seed: int = 5):
 
 
 def tiny_host_clip(width: int, seed: int = 3):
-    """The host's CLIP (SD1 tokenizer and text model classes) with a 2-layer text model of `width`."""
+    """The host's CLIP (SD1 tokenizer and text model classes) with a 2-layer text model of `width`. Built
+    through ClipTarget params, which both the PyPI fork and upstream ComfyUI hand on to the text model."""
     import comfy.model_management as mm
     import comfy.sd
     import comfy.sd1_clip as s1
+    import comfy.supported_models_base as smb
 
     cfg = dict(
         hidden_size=width, intermediate_size=2 * width, num_attention_heads=2, num_hidden_layers=2,
@@ -93,9 +95,9 @@ def tiny_host_clip(width: int, seed: int = 3):
     probe, mm.text_encoder_device = mm.text_encoder_device, lambda: torch.device("cpu")
     try:
         with torch.inference_mode(False), torch.no_grad():
-            clip = comfy.sd.CLIP(
-                comfy.sd.CLIPTarget(clip=s1.SD1ClipModel, tokenizer=s1.SD1Tokenizer), textmodel_json_config=cfg
-            )
+            target = smb.ClipTarget(s1.SD1Tokenizer, s1.SD1ClipModel)
+            target.params = {"clip_model": s1.SDClipModel, "textmodel_json_config": cfg}
+            clip = comfy.sd.CLIP(target)
             tiny_models.fill_(clip.cond_stage_model, seed)
     finally:
         mm.text_encoder_device = probe
