@@ -90,7 +90,9 @@ def tiny_prompt(prompt: Mapping[str, Any], opts: TinyOptions) -> dict:
             tiny = {"layout": TINY_GENZIQA_LAYOUT, "seed": 0, "host_clip": True}
             node.update(class_type="IQATestTinyCheckpoint", inputs=tiny)
         elif kind == "CheckpointLoaderSimple":
-            node.update(class_type="IQATestTinyCheckpoint", inputs={"layout": opts.layout, "seed": 0})
+            node.update(
+                class_type="IQATestTinyCheckpoint", inputs={"layout": opts.layout, "seed": 0, "host_clip": False}
+            )
         elif kind == "VAELoader":
             node.update(class_type="IQATestTinyVAE", inputs={"seed": 5})
         elif kind == "LoadImage":

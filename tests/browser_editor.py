@@ -406,8 +406,8 @@ class Editor:
     ) -> tuple[list[dict], dict]:
         """The Vue frontend's template browser (the side bar's Templates button): the cards listed under
         `category` among the custom nodes' templates, each {title, description, clamped (px of the title cut off
-        by its line clamp or ellipsis), width (natural width of the thumbnail it shows; 0: none)}, once every thumbnail has
-        loaded (or `timeout` passed); and {URL path: HTTP status} of what the page fetched from
+        by its line clamp or ellipsis), width (natural width of the thumbnail it shows, measured with the card scrolled
+        into view, once it has loaded or `timeout` passed; 0: none)}; and {URL path: HTTP status} of what the page fetched from
         /api/workflow_templates/ meanwhile (the frontend fetches a thumbnail, then shows it from a blob: URL).
         The dialog is closed again."""
         fetched: dict[str, int] = {}
@@ -431,25 +431,30 @@ class Editor:
                     while (card && !card.querySelector("img")) card = card.parentElement;
                     return [h, card, card?.querySelector("img")];
                 })"""
-            # the thumbnails load as they scroll into view; then back to the top for the screenshot
-            self.page.evaluate(
-                f"() => ({find})().forEach(([h, card]) => (card || h).scrollIntoView({{block: 'nearest'}}))"
-            )
-            try:
-                self.page.wait_for_function(
-                    f"() => ({find})().every(([h, card, img]) => img?.getAttribute('src') && img.complete)",
-                    timeout=timeout * 1000,
+            # The thumbnails load as they scroll into view, and the frontend may drop one that scrolls out again
+            # (7 cards are three rows): each card's thumbnail is measured while its card is in view.
+            count = self.page.evaluate(f"() => ({find})().length")
+            widths = []
+            for i in range(count):
+                self.page.evaluate(
+                    f"(i) => {{ const [h, card] = ({find})()[i]; (card || h).scrollIntoView({{block: 'nearest'}}); }}",
+                    i,
                 )
-            except Exception:  # noqa: BLE001 -- the caller judges the cards as they are
-                pass
+                shown = f"(i) => {{ const img = ({find})()[i]?.[2]; return img && img.getAttribute('src') && img.complete ? img.naturalWidth : 0; }}"
+                try:
+                    self.page.wait_for_function(shown, arg=i, timeout=timeout * 1000)
+                except Exception:  # noqa: BLE001 -- the caller judges the cards as they are
+                    pass
+                widths.append(self.page.evaluate(shown, i))
             self.page.evaluate(f"() => ({find})()[0]?.[1]?.scrollIntoView({{block: 'end'}})")
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 dialog.screenshot(path=str(screenshot))
             cards = self.page.evaluate(f"""() => ({find})().map(([h, card, img]) => ({{
                 title: h.innerText.trim(), clamped: Math.max(h.scrollHeight - h.clientHeight, h.scrollWidth - h.clientWidth),
-                description: (card?.querySelector("p")?.innerText || "").trim(),
-                width: img && img.getAttribute("src") && img.complete ? img.naturalWidth : 0}}))""")
+                description: (card?.querySelector("p")?.innerText || "").trim()}}))""")
+            for card, width in zip(cards, widths):
+                card["width"] = width
             self.page.keyboard.press("Escape")
             dialog.wait_for(state="hidden", timeout=timeout * 1000)
         finally:
