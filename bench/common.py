@@ -14,33 +14,35 @@ REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "comfyui_iqa_adapter"
 FIXTURES_NAME = "iqa_test_fixtures"  # tests/fixture_nodes: random-weight IQA models among others
 
+
+def _unet_layouts():
+    """adapter/unet_layouts.py, loaded by path (plain data) before the host imports the pack."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("iqa_unet_layouts", REPO / "adapter" / "unet_layouts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_LAYOUTS = _unet_layouts()
 # Real-size configs (the host's supported models); weights are random, timing does not need real ones.
 CONFIGS = {
     "sdxl": dict(
         model_channels=320,
-        channel_mult=[1, 2, 4],
-        num_res_blocks=[2, 2, 2],
-        transformer_depth=[0, 0, 2, 2, 10, 10],
-        transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
-        transformer_depth_middle=10,
-        context_dim=2048,
+        **_LAYOUTS.unet_config("sdxl"),
+        context_dim=_LAYOUTS.CONTEXT_DIMS["sdxl"],
         num_head_channels=64,
         adm_in_channels=2816,
         num_classes="sequential",
-        use_linear_in_transformer=True,
     ),
     "sd15": dict(
         model_channels=320,
-        channel_mult=[1, 2, 4, 4],
-        num_res_blocks=[2, 2, 2, 2],
-        transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
-        transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-        transformer_depth_middle=1,
-        context_dim=768,
+        **_LAYOUTS.unet_config("sd15"),
+        context_dim=_LAYOUTS.CONTEXT_DIMS["sd15"],
         num_heads=8,
         num_head_channels=-1,
         adm_in_channels=None,
-        use_linear_in_transformer=False,
     ),
 }
 
