@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
-PACK_NAME = "comfyui_iqa_adapter"
-FIXTURES_NAME = "iqa_test_fixtures"  # tests/fixture_nodes: random-weight IQA models among others
+sys.path.insert(0, str(REPO / "scripts"))  # the folder names the pack and the fixtures are installed under
+from workflow_host import FIXTURES_NAME, PACK_NAME  # noqa: E402  (FIXTURES_NAME: tests/fixture_nodes)
 
 
 def _unet_layouts():
