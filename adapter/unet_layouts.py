@@ -33,6 +33,18 @@ BLOCK_LAYOUTS: dict[str, dict] = {
     ),
 }
 
+# The host UNetModel options every SD1.5/SDXL UNet shares (4 latent channels, spatial transformers, no
+# temporal layers, no gradient checkpointing), beside the block layout.
+SD_UNET_OPTIONS: dict = dict(
+    in_channels=4,
+    out_channels=4,
+    use_spatial_transformer=True,
+    legacy=False,
+    use_checkpoint=False,
+    use_temporal_attention=False,
+    use_temporal_resblock=False,
+)
+
 # Text-encoder context width of the real models (SD2.x: the SD1.5 layout with a wider context).
 CONTEXT_DIMS: dict[str, int] = {"sd15": 768, "sd2": 1024, "sdxl": 2048}
 

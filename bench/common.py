@@ -81,18 +81,7 @@ def real_size_model(kind: str, device: str = "cpu", dtype: str = "float32"):
         latent_format = comfy.latent_formats.SDXL if kind == "sdxl" else comfy.latent_formats.SD15
         sampling_settings = {}
 
-    cfg = dict(
-        image_size=32,
-        in_channels=4,
-        out_channels=4,
-        use_spatial_transformer=True,
-        legacy=False,
-        use_checkpoint=False,
-        use_temporal_attention=False,
-        use_temporal_resblock=False,
-        dtype=getattr(torch, dtype),
-        **CONFIGS[kind],
-    )
+    cfg = dict(image_size=32, **_LAYOUTS.SD_UNET_OPTIONS, dtype=getattr(torch, dtype), **CONFIGS[kind])
     dev = torch.device(device)
     with torch.inference_mode(False):
         model = comfy.model_base.BaseModel(Config(cfg), device=dev)

@@ -33,16 +33,10 @@ LAYOUTS = {name: dict(UNET_LAYOUTS.unet_config(name), context_dim=ctx) for name,
 def unet_config(layout: str) -> dict:
     cfg = dict(
         image_size=32,
-        in_channels=4,
-        out_channels=4,
+        **UNET_LAYOUTS.SD_UNET_OPTIONS,
         model_channels=32,
         num_head_channels=16,
-        use_spatial_transformer=True,
-        legacy=False,
         adm_in_channels=None,
-        use_checkpoint=False,
-        use_temporal_attention=False,
-        use_temporal_resblock=False,
         dtype=torch.float32,
     )
     cfg.update(LAYOUTS[layout])
