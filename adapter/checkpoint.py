@@ -17,9 +17,10 @@ from typing import Mapping
 import torch
 
 from .errors import IQAAdapterError, load_error_detail
+from .unet_layouts import attn2_layer_count
 
-# Families by their number of cross-attention layers; the tests reproduce both layouts at tiny width.
-FAMILIES_BY_LAYER_COUNT = {70: "sdxl", 16: "sd15"}
+# Families by their number of cross-attention layers (adapter/unet_layouts.py).
+FAMILIES_BY_LAYER_COUNT = {attn2_layer_count(f): f for f in ("sdxl", "sd15")}
 FAMILY_NAMES = {"sdxl": "SDXL", "sd15": "SD1.5"}
 
 _IP_KEY = re.compile(r"^(\d+)\.to_([kv])_ip\.weight$")

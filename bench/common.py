@@ -11,36 +11,38 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
-PACK_NAME = "comfyui_iqa_adapter"
-FIXTURES_NAME = "iqa_test_fixtures"  # tests/fixture_nodes: random-weight IQA models among others
+sys.path.insert(0, str(REPO / "scripts"))  # the folder names the pack and the fixtures are installed under
+from workflow_host import FIXTURES_NAME, PACK_NAME  # noqa: E402  (FIXTURES_NAME: tests/fixture_nodes)
 
+
+def _unet_layouts():
+    """adapter/unet_layouts.py, loaded by path (plain data) before the host imports the pack."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("iqa_unet_layouts", REPO / "adapter" / "unet_layouts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_LAYOUTS = _unet_layouts()
 # Real-size configs (the host's supported models); weights are random, timing does not need real ones.
 CONFIGS = {
     "sdxl": dict(
         model_channels=320,
-        channel_mult=[1, 2, 4],
-        num_res_blocks=[2, 2, 2],
-        transformer_depth=[0, 0, 2, 2, 10, 10],
-        transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
-        transformer_depth_middle=10,
-        context_dim=2048,
+        **_LAYOUTS.unet_config("sdxl"),
+        context_dim=_LAYOUTS.CONTEXT_DIMS["sdxl"],
         num_head_channels=64,
         adm_in_channels=2816,
         num_classes="sequential",
-        use_linear_in_transformer=True,
     ),
     "sd15": dict(
         model_channels=320,
-        channel_mult=[1, 2, 4, 4],
-        num_res_blocks=[2, 2, 2, 2],
-        transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
-        transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-        transformer_depth_middle=1,
-        context_dim=768,
+        **_LAYOUTS.unet_config("sd15"),
+        context_dim=_LAYOUTS.CONTEXT_DIMS["sd15"],
         num_heads=8,
         num_head_channels=-1,
         adm_in_channels=None,
-        use_linear_in_transformer=False,
     ),
 }
 
@@ -79,18 +81,7 @@ def real_size_model(kind: str, device: str = "cpu", dtype: str = "float32"):
         latent_format = comfy.latent_formats.SDXL if kind == "sdxl" else comfy.latent_formats.SD15
         sampling_settings = {}
 
-    cfg = dict(
-        image_size=32,
-        in_channels=4,
-        out_channels=4,
-        use_spatial_transformer=True,
-        legacy=False,
-        use_checkpoint=False,
-        use_temporal_attention=False,
-        use_temporal_resblock=False,
-        dtype=getattr(torch, dtype),
-        **CONFIGS[kind],
-    )
+    cfg = dict(image_size=32, **_LAYOUTS.SD_UNET_OPTIONS, dtype=getattr(torch, dtype), **CONFIGS[kind])
     dev = torch.device(device)
     with torch.inference_mode(False):
         model = comfy.model_base.BaseModel(Config(cfg), device=dev)

@@ -30,10 +30,10 @@ from pathlib import Path
 os.environ.setdefault("TORCH_HOME", tempfile.mkdtemp(prefix="iqa-bench-torch-"))
 
 import common  # noqa: E402
+from prepared_data import NIQE_MAT  # noqa: E402  (scripts/, on the path through common)
 
 sys.path.insert(0, str(common.REPO))
 log = logging.getLogger("bench.score_throughput")
-NIQE_MAT = Path(os.environ.get("IQA_TEST_NIQE_MAT", common.REPO / ".venv" / "test-data" / "niqe_modelparameters.mat"))
 
 
 def make_images(folder: Path, n: int) -> list[Path]:

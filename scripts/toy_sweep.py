@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import workflow_fixtures  # noqa: E402
 import workflow_titles  # noqa: E402
 import workflow_to_api  # noqa: E402
+from prepared_data import NIQE_FILE, NIQE_MAT  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = (1, 25, 50, 75, 99)  # the sweep example's targets (quality percentiles)
@@ -38,13 +38,7 @@ SWEEP = "sdxl_quality_sweep"
 TRAINED_METRIC = "piqe"
 HELD_OUT_METRIC = "niqe"
 NIQE_SIZE = 192  # NIQE in pyiqa 0.1.16 needs at least 96 px (metric_specs); 3x the toy's 64 px
-# Where NIQE's parameters are: scripts/test.sh's IQA_TEST_NIQE_MAT, else prepare_test_data.sh's default folder.
-NIQE_FILE = "niqe_modelparameters.mat"
-NIQE_DIRS = (
-    Path(os.environ["IQA_TEST_NIQE_MAT"]).parent
-    if os.environ.get("IQA_TEST_NIQE_MAT")
-    else REPO / ".venv" / "test-data",
-)
+NIQE_DIRS = (NIQE_MAT.parent,)  # where pyiqa is to look for NIQE_FILE (scripts/prepared_data.py)
 
 
 def niqe_available() -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from workflow_to_api import editor_inputs, is_combo, is_widget_input, widget_default, widget_slots
+from workflow_to_api import EDITOR_ONLY_VALUES, editor_inputs, is_combo, is_widget_input, widget_default, widget_slots
 
 TITLE_H, SLOT_H, WIDGET_H, MULTILINE_H = 30, 20, 24, 110
 
@@ -28,9 +28,6 @@ PALETTE = {
     "yellow": ("#432", "#653"),
     "brown": ("#332922", "#593930"),
 }
-
-# What the editor saves for its editor-only widgets (see workflow_to_api.widget_slots).
-EDITOR_ONLY_VALUES = {"control": "fixed", "filter": "", "upload": "image"}
 
 
 @dataclass(frozen=True)

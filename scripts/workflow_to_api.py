@@ -32,6 +32,8 @@ SEED_NAMES = ("seed", "noise_seed")
 # Editor-only nodes: never sent to the server. Reroute passes its input through.
 FRONTEND_ONLY = ("Note", "Reroute", "PrimitiveNode")
 MUTED, BYPASSED = 2, 4
+# What the editor saves for each editor-only widget role of widget_slots (the server never sees them).
+EDITOR_ONLY_VALUES = {"control": "fixed", "filter": "", "upload": "image"}
 
 ObjectInfo = Mapping[str, Mapping[str, Any]]
 

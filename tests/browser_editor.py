@@ -127,12 +127,8 @@ def tiny_ui_workflow(
                         else w2a.widget_default(w2a.editor_inputs(definition)[name])
                     )
                 values.append(value)
-            elif role == "control":
-                values.append("fixed")
-            elif role == "filter":
-                values.append("")
-            else:  # the upload button
-                values.append("image")
+            else:  # control_after_generate, a combo's filter list or the upload button
+                values.append(w2a.EDITOR_ONLY_VALUES[role])
         node["widgets_values"] = values
     return ui, tiny
 

@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
-from pathlib import Path
 
 import conftest
 import torch
 import torch.nn.functional as F
-
-# NIQE parameters: scripts/prepare_test_data.sh converts them into .venv/test-data (never committed);
-# IQA_TEST_NIQE_MAT overrides.
-NIQE_FILE = "niqe_modelparameters.mat"
-NIQE_MAT = Path(os.environ.get("IQA_TEST_NIQE_MAT", conftest.REPO / ".venv" / "test-data" / NIQE_FILE))
+from prepared_data import NIQE_FILE, NIQE_MAT  # noqa: F401  (scripts/: the NIQE parameters, never committed)
 
 tiny = conftest.fixtures.tiny_models
 random_iqa = importlib.import_module(conftest.fixtures.__name__ + ".random_iqa")  # after the pack has loaded

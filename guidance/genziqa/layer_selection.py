@@ -18,20 +18,20 @@ from torch import nn
 
 from ...adapter.errors import IQAAdapterError
 from ...adapter.layers import AttnSite, find_attn2_sites
+from ...adapter.unet_layouts import CONTEXT_DIMS, attn2_layer_count, attn2_sites
 
 SiteKey = tuple[str, int, int]
 BLOCKS = ("input", "middle", "output")
 
-# (attn2 layer count, context width) of each known family.
-FAMILIES = {"sd1": (16, 768), "sd2": (16, 1024), "sdxl": (70, 2048)}
+# (attn2 layer count, context width) of each known family; SD1.x and SD2.x share the SD1.5 block layout.
+FAMILIES = {
+    "sd1": (attn2_layer_count("sd15"), CONTEXT_DIMS["sd15"]),
+    "sd2": (attn2_layer_count("sd15"), CONTEXT_DIMS["sd2"]),
+    "sdxl": (attn2_layer_count("sdxl"), CONTEXT_DIMS["sdxl"]),
+}
 FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}
-LAYOUT_OF = {"sd1": 16, "sd2": 16, "sdxl": 70}
 
-SD_16_LAYERS: tuple[SiteKey, ...] = (
-    tuple(("input", i, 0) for i in (1, 2, 4, 5, 7, 8))
-    + (("middle", 0, 0),)
-    + tuple(("output", i, 0) for i in range(3, 12))
-)
+SD_16_LAYERS: tuple[SiteKey, ...] = attn2_sites("sd15")
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,10 @@ def check_family(family: str, context_dim: int, sites: Sequence[AttnSite], name:
     """A file made for one family must not score with another: layer count and context width must match."""
     if not sites:
         raise IQAAdapterError("The MODEL has no cross-attention layers; GenzIQA needs an SD-family UNet.")
-    if len(sites) != LAYOUT_OF[family] or sites[0].context_dim != context_dim:
+    layers = FAMILIES[family][0]
+    if len(sites) != layers or sites[0].context_dim != context_dim:
         raise IQAAdapterError(
-            f"{name} was made for {FAMILY_NAMES[family]} ({LAYOUT_OF[family]} cross-attention layers, context "
+            f"{name} was made for {FAMILY_NAMES[family]} ({layers} cross-attention layers, context "
             f"width {context_dim}), but the MODEL is {describe_model(sites)}. Load the base model it was made "
             "for, or a GenzIQA file made for this model."
         )

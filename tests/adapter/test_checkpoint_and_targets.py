@@ -17,6 +17,13 @@ META = {"metrics": ["topiq_nr", "laion_aes"], "use_flag": False, "pos_encode_L":
 SHARED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "CC3M_stats.csv"
 
 
+@pytest.mark.parametrize("layout", ["sd15", "sdxl"])
+def test_the_layout_table_names_every_attn2_layer_of_the_host_model(layout):
+    """adapter/unet_layouts.py derives the attn2 layers from the block table; the host's model must agree."""
+    host = A.layers.find_attn2_sites(tiny.tiny_model(layout).get_model_object("diffusion_model"))
+    assert sorted(A.unet_layouts.attn2_sites(layout)) == sorted(s.key for s in host)
+
+
 @pytest.mark.parametrize("layout,proj,tokens", [("sd15", "linear", 2), ("sdxl", "mlp", 4), ("sdxl", "linear", 1)])
 def test_spec_is_inferred_from_shapes_and_pickle_loads_identically(tmp_path, layout, proj, tokens):
     st = tiny.write_adapter(tmp_path / "a.safetensors", layout, META, proj=proj, num_tokens=tokens)

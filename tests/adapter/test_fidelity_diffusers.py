@@ -47,28 +47,29 @@ REL_TOL = 2e-5  # max |host - diffusers| / max |diffusers|, float32; observed 6e
 
 BACKENDS = {"sub_quad": host_attention.attention_sub_quad, "pytorch": host_attention.attention_pytorch}
 
-# diffusers block layouts matching tests/fixture_nodes/tiny_models.LAYOUTS (model_channels 32, 16 channels
-# per head). Trap: in these configs diffusers' attention_head_dim is the number of heads, not their width.
-DIFFUSERS_LAYOUTS = {
-    "sd15": dict(
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        block_out_channels=(32, 64, 128, 128),
-        attention_head_dim=(2, 4, 8, 8),
-        transformer_layers_per_block=1,
-        use_linear_projection=False,
-        latent=16,
-    ),
-    "sdxl": dict(
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64, 128),
-        attention_head_dim=(2, 4, 8),
-        transformer_layers_per_block=(1, 2, 10),
-        use_linear_projection=True,
-        latent=8,
-    ),
-}
+LATENT = {"sd15": 16, "sdxl": 8}
+
+
+def diffusers_layout(host_cfg: dict) -> dict:
+    """The diffusers UNet2DConditionModel arguments of the same block layout as a host UNet config.
+
+    One level per channel_mult entry, with cross-attention where its first input block has it. Traps: here
+    diffusers' attention_head_dim is the number of heads, not their width; its mid block takes the depth
+    of the last level, so a level without attention is given the middle block's depth.
+    """
+    res = host_cfg["num_res_blocks"]
+    starts = [sum(res[:level]) for level in range(len(res))]
+    depths = [host_cfg["transformer_depth"][i] for i in starts]
+    down = tuple("CrossAttnDownBlock2D" if d else "DownBlock2D" for d in depths)
+    channels = tuple(host_cfg["model_channels"] * m for m in host_cfg["channel_mult"])
+    return dict(
+        down_block_types=down,
+        up_block_types=tuple(t.replace("Down", "Up") for t in reversed(down)),
+        block_out_channels=channels,
+        attention_head_dim=tuple(c // host_cfg["num_head_channels"] for c in channels),
+        transformer_layers_per_block=tuple(d or host_cfg["transformer_depth_middle"] for d in depths),
+        use_linear_projection=host_cfg["use_linear_in_transformer"],
+    )
 
 
 class Pair:
@@ -76,9 +77,9 @@ class Pair:
 
     def __init__(self, layout: str, adapter_dir, seed: int = 0):
         self.layout = layout
-        cfg = dict(DIFFUSERS_LAYOUTS[layout])
-        self.latent = cfg.pop("latent")
         host_cfg = tiny.unet_config(layout)
+        cfg = diffusers_layout(host_cfg)
+        self.latent = LATENT[layout]
         self.context_dim = host_cfg["context_dim"]
         with torch.inference_mode(False):
             unet = diffusers.UNet2DConditionModel(

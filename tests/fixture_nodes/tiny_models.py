@@ -13,43 +13,30 @@ from pathlib import Path
 
 import torch
 
-LAYOUTS = {
-    # SD1.5: attention at input 1,2,4,5,7,8, output 3..11, middle; depth 1 each.
-    "sd15": dict(
-        channel_mult=[1, 2, 4, 4],
-        num_res_blocks=[2, 2, 2, 2],
-        transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
-        transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-        transformer_depth_middle=1,
-        context_dim=48,
-        use_linear_in_transformer=False,
-    ),
-    # SDXL: input 4,5 (depth 2), 7,8 (10); output 0,1,2 (10), 3,4,5 (2); middle (10).
-    "sdxl": dict(
-        channel_mult=[1, 2, 4],
-        num_res_blocks=[2, 2, 2],
-        transformer_depth=[0, 0, 2, 2, 10, 10],
-        transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
-        transformer_depth_middle=10,
-        context_dim=64,
-        use_linear_in_transformer=True,
-    ),
-}
+
+def _unet_layouts():
+    """adapter/unet_layouts.py, loaded by path: plain data, so a second copy beside the pack's is harmless."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "adapter" / "unet_layouts.py"
+    spec = importlib.util.spec_from_file_location("iqa_unet_layouts", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+UNET_LAYOUTS = _unet_layouts()
+# The real SD1.5 and SDXL block layouts, with a tiny context width.
+LAYOUTS = {name: dict(UNET_LAYOUTS.unet_config(name), context_dim=ctx) for name, ctx in (("sd15", 48), ("sdxl", 64))}
 
 
 def unet_config(layout: str) -> dict:
     cfg = dict(
         image_size=32,
-        in_channels=4,
-        out_channels=4,
+        **UNET_LAYOUTS.SD_UNET_OPTIONS,
         model_channels=32,
         num_head_channels=16,
-        use_spatial_transformer=True,
-        legacy=False,
         adm_in_channels=None,
-        use_checkpoint=False,
-        use_temporal_attention=False,
-        use_temporal_resblock=False,
         dtype=torch.float32,
     )
     cfg.update(LAYOUTS[layout])

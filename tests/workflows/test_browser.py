@@ -1,4 +1,4 @@
-"""The example workflows in the host's own web editor, in a real headless browser (issues 9 and 16).
+"""The example workflows in the host's own web editor, in a real headless browser.
 
 Most users never touch the API: they drop a workflow file on the ComfyUI editor, look at the nodes, change a
 widget and press Queue Prompt (Run). This module does exactly that, in Debian's Chromium driven by Playwright,
