@@ -177,12 +177,15 @@ def write_scores(out: Path, prompt: dict, entry: dict, images: list[Path], mode_
     if score_cols:
         head = ["item", "target"] + [f"{h}: score / {t} percentile / z" for h, _, t in score_cols] + ["file"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for i, path in enumerate(images):
+        # one row per scored item; the file column only where the saved images are those items (a graph that
+        # saves just the score plot has fewer files than items)
+        items = max([len(images)] + [len(rows) for _, rows, _ in score_cols])
+        for i in range(items):
             cells = [str(i), targets[i] if i < len(targets) else (targets[0] if len(targets) == 1 else "-")]
             for _, rows, _ in score_cols:
                 s, p, z = rows[i] if i < len(rows) else (math.nan,) * 3
                 cells.append(" / ".join("n/a" if math.isnan(v) else f"{v:.4g}" for v in (s, p, z)))
-            lines.append("| " + " | ".join(cells + [path.name]) + " |")
+            lines.append("| " + " | ".join(cells + [images[i].name if len(images) == items else "-"]) + " |")
     else:
         stats = [image_statistics(p) for p in images]
         keys = list(stats[0]) if stats else []
@@ -288,7 +291,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     toy = not real and not args.random_tiny and workflow_fixtures.toy_ready()
     ws = make_workspace(fixtures=not real, toy=toy)
     names = link_models(ws, args) if real else {}
-    adapters = {} if real else workflow_fixtures.write_tiny_adapters_quietly(ws / "models" / "iqa_adapter", host=kind)
+    adapters = {} if real else workflow_fixtures.write_tiny_files_quietly(ws / "models", host=kind)
     host = HostServer(
         ws,
         log_path=out / "host.log",

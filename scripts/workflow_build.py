@@ -148,10 +148,9 @@ def _adapter_and_condition(g: Graph, model, targets: str, title=None):
     return qc
 
 
-def _score(g: Graph, xy, image, metric: str = "topiq_nr", iqa=None, title=None, save_plot: bool = False):
-    """Load IQA Model (unless one is given) -> IQA Score on an IMAGE batch -> preview (or save) of the score
-    plot. That output node is what makes the host run IQA Score (only output nodes and what they read are
-    executed)."""
+def _score(g: Graph, xy, image, metric: str = "topiq_nr", iqa=None, title=None):
+    """Load IQA Model (unless one is given) -> IQA Score on an IMAGE batch -> preview of the score plot. The
+    preview is what makes the host run IQA Score (only output nodes and what they read are executed)."""
     if iqa is None:
         iqa = g.add("IQALoadModel", xy, size=(315, 110), color=PACK, metric=metric, allow_download=False, device="auto")
     score = g.add(
@@ -163,17 +162,7 @@ def _score(g: Graph, xy, image, metric: str = "topiq_nr", iqa=None, title=None, 
         image=image.out(0),
         iqa_model=iqa.out(0),
     )
-    if save_plot:
-        g.add(
-            "SaveImage",
-            (xy[0] + 720, xy[1]),
-            size=(420, 360),
-            title="Score plot",
-            images=score.out("plot"),
-            filename_prefix="iqa_scores",
-        )
-    else:
-        g.add("PreviewImage", (xy[0] + 720, xy[1]), size=(420, 320), title="Score plot", images=score.out("plot"))
+    g.add("PreviewImage", (xy[0] + 720, xy[1]), size=(420, 320), title="Score plot", images=score.out("plot"))
     return iqa
 
 
@@ -523,13 +512,16 @@ def genziqa_score(g: Graph) -> None:
         vae=ckpt.out("VAE"),
         genziqa_name=GENZIQA_FILE,
     )
-    _score(g, (COL["c"], 60), both, iqa=judge, title="IQA Score (GenzIQA)", save_plot=True)
+    g.add(
+        "SaveImage", (COL["c"], 720), size=(420, 300), title="Judged", images=both.out(0), filename_prefix="iqa_judged"
+    )
+    _score(g, (COL["c"], 60), both, iqa=judge, title="IQA Score (GenzIQA)")
     g.note(
         (COL["c"], 430),
         "GenzIQA judges quality with the diffusion model itself: the cross-attention between the image's noisy "
         "latent and learned 'good photo' / 'bad photo' prompts. The photo should score above its blurred copy. "
-        "No trained GenzIQA file is published: convert a checkpoint trained with the authors' code, or train "
-        "one (docs/genziqa.md), and put it in models/genziqa. It must be made for the checkpoint connected.",
+        "No trained GenzIQA file is published: train one with python -m training genziqa-train, or convert one "
+        "trained with the authors' code (docs/genziqa.md), into models/genziqa, made for the checkpoint connected.",
         size=(420, 240),
     )
 

@@ -153,15 +153,34 @@ def write_tiny_adapters(folder: Path, names: Optional[list[str]] = None, layout:
     return mapping
 
 
-def write_tiny_genziqa(folder: Path) -> None:
-    """The tiny GenzIQA files (TINY_GENZIQA) in `folder` (models/genziqa), where Load GenzIQA lists them. In a
-    process that has the pack loaded (the tests')."""
-    make = importlib.import_module(tiny_models_module().__name__.rsplit(".", 1)[0] + ".more_nodes").write_genziqa
+def _loaded_or_by_path(name: str, init: Path) -> Any:
+    """The package of `init` as the host loaded it (under whatever name), else imported by path under `name`
+    (in a helper process, where no host has loaded custom nodes)."""
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve() == init.resolve():
+            return module
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_tiny_genziqa(folder: Path) -> dict[str, str]:
+    """The tiny GenzIQA files (TINY_GENZIQA) in `folder` (models/genziqa), where Load GenzIQA lists them; returns
+    real name -> tiny name. Uses the pack's GenzIQA code: the host-loaded pack, else the repository's by path."""
+    from workflow_host import FIXTURES_NAME, PACK_NAME
+
+    _loaded_or_by_path(PACK_NAME, REPO / "__init__.py")
+    fixtures = _loaded_or_by_path(FIXTURES_NAME, REPO / "tests" / "fixture_nodes" / "__init__.py")
+    more_nodes = importlib.import_module(fixtures.__name__ + ".more_nodes")
     for tiny_name in TINY_GENZIQA.values():
         path = Path(folder) / tiny_name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            make(path, TINY_GENZIQA_LAYOUT)
+            more_nodes.write_genziqa(path, TINY_GENZIQA_LAYOUT)
+    return dict(TINY_GENZIQA)
 
 
 # -- the toy world (toy/, weights/toy): the same graphs on a trained 64 px model and a trained adapter ---------------
@@ -267,27 +286,34 @@ def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
     return p
 
 
-def write_tiny_adapters_quietly(
-    folder: Path, layout: str = "sdxl", host: Optional[comfy_host.Host] = None
+def write_tiny_files(models: Path, layout: str = "sdxl") -> dict[str, str]:
+    """Every tiny stand-in file the example graphs need, under a host's models folder: the adapters in
+    iqa_adapter/ and the GenzIQA files in genziqa/. Returns real adapter name -> tiny name."""
+    write_tiny_genziqa(Path(models) / "genziqa")
+    return write_tiny_adapters(Path(models) / "iqa_adapter", layout=layout)
+
+
+def write_tiny_files_quietly(
+    models: Path, layout: str = "sdxl", host: Optional[comfy_host.Host] = None
 ) -> dict[str, str]:
-    """write_tiny_adapters in a child process of the host's Python (it imports torch and the host, which
-    log to the console; the adapters must fit that host's UNet). host: default, this venv's fork."""
+    """write_tiny_files in a child process of the host's Python (it imports torch and the host, which log to
+    the console; the files must fit that host's UNet). host: default, this venv's fork."""
     import json
     import subprocess
 
-    argv, env = (host or comfy_host.fork()).helper_command(Path(__file__), "write-adapters", str(folder), layout)
+    argv, env = (host or comfy_host.fork()).helper_command(Path(__file__), "write-files", str(models), layout)
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"Writing the tiny adapters failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"Writing the tiny stand-in files failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-if __name__ == "__main__":  # python scripts/workflow_fixtures.py write-adapters FOLDER [LAYOUT] [--cpu]
+if __name__ == "__main__":  # python scripts/workflow_fixtures.py write-files MODELS_FOLDER [LAYOUT] [--cpu]
     import json
 
     args = [a for a in sys.argv[1:] if a != "--cpu"]
-    if len(args) < 2 or args[0] != "write-adapters":
-        raise SystemExit("usage: workflow_fixtures.py write-adapters FOLDER [sdxl|sd15] [--cpu]")
+    if len(args) < 2 or args[0] != "write-files":
+        raise SystemExit("usage: workflow_fixtures.py write-files MODELS_FOLDER [sdxl|sd15] [--cpu]")
     if "--cpu" in sys.argv:  # upstream ComfyUI on its path: keep its import from initializing CUDA
         comfy_host.cpu_only_upstream()
-    print(json.dumps(write_tiny_adapters(Path(args[1]), layout=args[2] if len(args) > 2 else "sdxl")))
+    print(json.dumps(write_tiny_files(Path(args[1]), layout=args[2] if len(args) > 2 else "sdxl")))
