@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from helpers import EXPECTED_SITES, pack, tiny
+from helpers import EXPECTED_SITES, pack, tiny, tiny_clip
 
 gz = importlib.import_module(pack.__name__ + ".guidance.genziqa")
 fresh = importlib.import_module(pack.__name__ + ".guidance.genziqa.fresh")
@@ -18,32 +18,6 @@ layer_selection = importlib.import_module(pack.__name__ + ".guidance.genziqa.lay
 more_nodes = importlib.import_module(tiny.__name__.rsplit(".", 1)[0] + ".more_nodes")
 Error = pack.adapter.IQAAdapterError
 WIDTH = {"sd15": 48, "sdxl": 64}
-
-
-def tiny_clip(width: int, seed: int = 3):
-    """The host's CLIP (SD1 tokenizer and text model classes) with a 2-layer text model of `width`."""
-    import comfy.sd
-    import comfy.sd1_clip as s1
-
-    cfg = dict(
-        hidden_size=width, intermediate_size=2 * width, num_attention_heads=2, num_hidden_layers=2,
-        max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-        projection_dim=width, model_type="clip_text_model", bos_token_id=0, eos_token_id=2, pad_token_id=1,
-    )  # fmt: skip
-    import comfy.model_management as mm
-
-    # This CPU-only torch has no CUDA; the test host runs without --cpu, and the host's text-encoder device
-    # probe asks CUDA unless told, so the CLIP is placed on the CPU here as --cpu would.
-    probe, mm.text_encoder_device = mm.text_encoder_device, lambda: torch.device("cpu")
-    try:
-        with torch.inference_mode(False), torch.no_grad():
-            clip = comfy.sd.CLIP(
-                comfy.sd.CLIPTarget(clip=s1.SD1ClipModel, tokenizer=s1.SD1Tokenizer), textmodel_json_config=cfg
-            )
-            tiny.fill_(clip.cond_stage_model, seed)
-    finally:
-        mm.text_encoder_device = probe
-    return clip
 
 
 @pytest.fixture(scope="module")
