@@ -172,6 +172,11 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
         base = host.load_base(args.base)
     gz_host, fresh, fmt = guidance("genziqa.host"), guidance("genziqa.fresh"), guidance("genziqa.file_format")
     scorer_mod, selection = guidance("genziqa.scorer"), guidance("genziqa.layer_selection")
+    if not isinstance(base.clip.tokenize("a"), dict):
+        raise TrainingError(
+            f"--base {Path(args.base).name}: its text encoder is not the host's CLIP (a toy checkpoint?). GenzIQA "
+            "training needs an SD1.x/SD2.x/SDXL checkpoint, whose CLIP takes the learned context vectors."
+        )
     check_sizes(labels, gz_host.vae_stride(base.vae))
     unet = base.unet.requires_grad_(False)
     for frozen in (getattr(base.clip, "cond_stage_model", None), getattr(base.vae, "first_stage_model", None)):

@@ -10,6 +10,7 @@ import importlib
 import json
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 import torch
@@ -147,6 +148,33 @@ def test_lora_hooks_match_the_hosts_lora_patch(base):
         hooked = plain.score_latents(x)
     torch.testing.assert_close(hooked, patched, atol=1e-4, rtol=1e-4)
     assert not any(m._forward_hooks for m in module._targets)  # removed after the block
+
+
+def test_resume_ends_where_the_uninterrupted_run_ends(base, data, tmp_path):
+    from safetensors.torch import load_file
+
+    from training.genziqa_train import train
+
+    common = ("--batch-size", "2", "--lr", "1e-2", "--checkpoint-every", "2")
+    whole = train(_args(data, tmp_path / "a", "--steps", "4", *common), base=base)
+    train(_args(data, tmp_path / "b", "--steps", "2", *common), base=base)
+    resumed = train(_args(data, tmp_path / "b", "--steps", "4", "--resume", "latest", *common), base=base)
+    a, b = load_file(str(whole)), load_file(str(resumed))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
+    assert _loss(tmp_path / "a") == pytest.approx(_loss(tmp_path / "b"), rel=1e-5)
+
+
+def test_a_toy_checkpoint_is_refused_by_name(data, capsys):
+    from training.cli import main
+
+    toy = conftest.REPO / "weights" / "toy" / "toy_base.safetensors"
+    if not toy.is_file():
+        pytest.skip("no toy base checkpoint in weights/toy")
+    argv = ["genziqa-train", "--base", str(toy), "--images", str(data["images"]), "--labels", str(data["labels"])]
+    assert main(argv + ["--out", str(data["images"].parent / "toy_out"), "--steps", "1"]) == 2
+    assert "not the host's CLIP" in capsys.readouterr().err
 
 
 def _labels(tmp_path: Path, rows: list[str]) -> Path:
