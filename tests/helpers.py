@@ -135,3 +135,9 @@ def inputs(layout: str, batch: int, seed: int = 0):
 # 8-bit PNG, such a difference can at most flip a value that sits on a rounding boundary by one level:
 # allow 1 of 255.
 SAME_LEVELS = 1
+
+
+def tiny_clip(width: int, seed: int = 3):
+    """The host's CLIP (SD1 tokenizer and text model classes) with a 2-layer text model of `width` (the
+    fixture pack's builder, which also runs on upstream ComfyUI)."""
+    return conftest.fixtures.more_nodes.tiny_host_clip(width, seed)

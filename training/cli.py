@@ -13,6 +13,10 @@ COMMANDS = {
     "score": ("training.score", "score a dataset with pyiqa metrics: a Parquet file and a normalisation table"),
     "train": ("training.train", "train an IQA-Adapter on a base checkpoint, a dataset and its scores"),
     "export": ("training.export", "write a training checkpoint as an IQA-Adapter file for Load IQA-Adapter"),
+    "genziqa-train": (
+        "training.genziqa_train",
+        "train a GenzIQA file on an image folder and a MOS label file (pyiqa CSV)",
+    ),
     "convert": ("training.convert", "turn the official training script's save_state output into an IQA-Adapter file"),
 }
 

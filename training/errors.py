@@ -4,4 +4,4 @@ from __future__ import annotations
 
 
 class TrainingError(Exception):
-    """Bad input to score/train/export/convert. The CLI prints the message alone, without a traceback."""
+    """Bad input to score/train/export/convert/genziqa-train. The CLI prints the message alone, without a traceback."""

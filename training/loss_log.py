@@ -13,8 +13,8 @@ COLUMNS = ("step", "loss", "lr", "images", "seconds")
 
 
 class LossLog:
-    def __init__(self, out: Path, main: bool, resume_step: int = 0):
-        self.path, self.main, self.rows = Path(out) / "loss.csv", main, []
+    def __init__(self, out: Path, main: bool, resume_step: int = 0, ylabel: str = "diffusion loss (MSE)"):
+        self.path, self.main, self.rows, self.ylabel = Path(out) / "loss.csv", main, [], ylabel
         self.writer = None
         if not main:
             return
@@ -52,7 +52,7 @@ class LossLog:
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, COLUMNS).writerows(self.rows)
         self.rows = []
-        plot_loss(self.path, self.path.with_suffix(".png"))
+        plot_loss(self.path, self.path.with_suffix(".png"), self.ylabel)
 
     def close(self) -> None:
         self.flush()
@@ -60,7 +60,7 @@ class LossLog:
             self.tb.close()
 
 
-def plot_loss(csv_path: Path, png_path: Path) -> None:
+def plot_loss(csv_path: Path, png_path: Path, ylabel: str = "diffusion loss (MSE)") -> None:
     """The loss curve (and its running mean, since per-step diffusion losses are noisy) as a PNG."""
     import matplotlib
 
@@ -79,7 +79,7 @@ def plot_loss(csv_path: Path, png_path: Path) -> None:
     ax.plot(steps, loss, lw=0.6, alpha=0.5, label="loss")
     ax.plot(steps, smooth, lw=1.5, label=f"mean of {k}")
     ax.set_xlabel("step")
-    ax.set_ylabel("diffusion loss (MSE)")
+    ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
     fig.savefig(png_path)

@@ -107,6 +107,37 @@ class GenzIQAScorer:
 
     def evaluate(self, latents: torch.Tensor, *, grad: bool = False) -> dict[str, torch.Tensor]:
         """Score and its parts, each [B]: attention, noise, raw, score."""
+        with self._mode(latents, grad) as device:
+            return self._evaluate(latents, device)
+
+    def train_terms(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        noise: torch.Tensor,
+        context: torch.Tensor | None = None,
+        pooled: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Training's forward, with gradients: one noising per image (timesteps [B] integer schedule indices,
+        noise [B, C, h, w]), under the prompts' features `context` [2, T, C] (good, bad) and `pooled` when
+        given (trained context vectors carry gradients through them). Returns attention, noise and raw,
+        each [B], uncalibrated."""
+        with self._mode(latents, True) as device:
+            ms = self.patcher.model.model_sampling
+            sigmas = ms.sigmas[timesteps.long().cpu()].to(device=device, dtype=torch.float32)
+            attention, noise_term = self._terms(
+                latents.to(device=device, dtype=torch.float32),
+                noise.to(device=device, dtype=torch.float32),
+                sigmas,
+                self.context if context is None else context,
+                self.pooled if pooled is None else pooled,
+                device,
+            )
+        raw = attention + noise_term if self.meta.noise_term else attention
+        return {"attention": attention, "noise": noise_term, "raw": raw}
+
+    @contextlib.contextmanager
+    def _mode(self, latents: torch.Tensor, grad: bool):
         base = self.patcher.model
         channels = getattr(base.diffusion_model, "in_channels", latents.shape[1] if latents.ndim == 4 else None)
         if latents.ndim != 4 or latents.shape[1] != channels or latents.shape[0] == 0:
@@ -136,17 +167,41 @@ class GenzIQAScorer:
         with contextlib.ExitStack() as stack:
             for m in mode:
                 stack.enter_context(m)
-            return self._evaluate(latents, device)
+            yield device
 
     def _evaluate(self, latents: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-        meta, base = self.meta, self.patcher.model
-        ms = base.model_sampling
+        meta, ms = self.meta, self.patcher.model.model_sampling
         x0 = latents.to(device=device, dtype=torch.float32)
         b = x0.shape[0]
+        gen = torch.Generator().manual_seed(meta.noise_seed)
+        att_terms, noise_terms = [], []
+        for t in meta.timesteps:
+            noise = torch.randn(tuple(x0.shape[1:]), generator=gen).to(device)
+            sigma = ms.sigmas[int(t)].to(device=device, dtype=torch.float32)
+            att, nt = self._terms(x0, noise.expand(b, *noise.shape), sigma.expand(b), self.context, self.pooled, device)
+            att_terms.append(att)
+            noise_terms.append(nt)
+        attention = torch.stack(att_terms).mean(0)
+        noise_term = torch.stack(noise_terms).mean(0)
+        raw = attention + noise_term if meta.noise_term else attention
+        a, c = meta.calibration
+        return {"attention": attention, "noise": noise_term, "raw": raw, "score": a * raw + c}
+
+    def _terms(
+        self,
+        x0: torch.Tensor,
+        noise: torch.Tensor,
+        sigmas: torch.Tensor,
+        context: torch.Tensor,
+        pooled: torch.Tensor | None,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One UNet call on x0 + sigma * noise (per row) under both prompts: the attention and noise terms, [B]."""
+        meta, base = self.meta, self.patcher.model
+        b = x0.shape[0]
         rows = torch.tensor([0] * b + [1] * b)
-        context = self.context[rows].to(device)
         extra = {}
-        if getattr(base, "adm_channels", 0) and self.pooled is not None:
+        if getattr(base, "adm_channels", 0) and pooled is not None:
             h, w = x0.shape[-2] * 8, x0.shape[-1] * 8
             y = [
                 base.encode_adm(
@@ -159,22 +214,20 @@ class GenzIQAScorer:
                     target_height=h,
                     device=device,
                 )
-                for p in self.pooled
+                for p in pooled
             ]
             extra["y"] = torch.cat(y)[rows].to(device)
         options = dict(self.patcher.model_options.get("transformer_options", {}))
         options["cond_or_uncond"] = [0, 0]
-        gen = torch.Generator().manual_seed(meta.noise_seed)
-        att_terms, noise_terms = [], []
-        for t in meta.timesteps:
-            noise = torch.randn(tuple(x0.shape[1:]), generator=gen).to(device)
-            sigma = ms.sigmas[int(t)].to(device=device, dtype=torch.float32)
-            x = x0 + noise * sigma
-            xx = torch.cat([x, x])
-            sig = sigma.expand(2 * b)
-            options["sigmas"] = sig
-            self.recorder.clear()
-            denoised = base.apply_model(xx, sig, c_crossattn=context, transformer_options=options, **extra)
+        x = x0 + noise * sigmas.view(b, 1, 1, 1)
+        xx = torch.cat([x, x])
+        sig = torch.cat([sigmas, sigmas])
+        options["sigmas"] = sig
+        self.recorder.clear()
+        try:
+            denoised = base.apply_model(
+                xx, sig, c_crossattn=context[rows].to(device), transformer_options=options, **extra
+            )
             missing = [s.key for s in self.sites if s.key not in self.recorder.values]
             if missing:
                 raise IQAAdapterError(
@@ -182,14 +235,10 @@ class GenzIQAScorer:
                     "after this one was set up. Apply the other node first."
                 )
             per_row = torch.stack([self.recorder.values[s.key].float() for s in self.sites]).mean(0)
-            good, bad = per_row[:b], per_row[b:]
-            att_terms.append((good + bad) / 2 if meta.attention_term == "mean" else good - bad)
-            eps = ((xx - denoised.float()) / sigma).flatten(1)
-            n = noise.flatten()[None]
-            noise_terms.append((n - eps[:b]).norm(dim=1) - (n - eps[b:]).norm(dim=1))
-        self.recorder.clear()
-        attention = torch.stack(att_terms).mean(0)
-        noise_term = torch.stack(noise_terms).mean(0)
-        raw = attention + noise_term if meta.noise_term else attention
-        a, c = meta.calibration
-        return {"attention": attention, "noise": noise_term, "raw": raw, "score": a * raw + c}
+        finally:
+            self.recorder.clear()
+        good, bad = per_row[:b], per_row[b:]
+        attention = (good + bad) / 2 if meta.attention_term == "mean" else good - bad
+        eps = ((xx - denoised.float()) / sig.view(2 * b, 1, 1, 1)).flatten(1)
+        n = noise.flatten(1)
+        return attention, (n - eps[:b]).norm(dim=1) - (n - eps[b:]).norm(dim=1)

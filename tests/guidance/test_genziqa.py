@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from helpers import EXPECTED_SITES, pack, tiny
+from helpers import EXPECTED_SITES, pack, tiny, tiny_clip
 
 gz = importlib.import_module(pack.__name__ + ".guidance.genziqa")
 fresh = importlib.import_module(pack.__name__ + ".guidance.genziqa.fresh")
@@ -18,9 +18,6 @@ layer_selection = importlib.import_module(pack.__name__ + ".guidance.genziqa.lay
 more_nodes = importlib.import_module(tiny.__name__.rsplit(".", 1)[0] + ".more_nodes")
 Error = pack.adapter.IQAAdapterError
 WIDTH = {"sd15": 48, "sdxl": 64}
-
-
-tiny_clip = more_nodes.tiny_host_clip  # the host's CLIP classes at tiny width
 
 
 @pytest.fixture(scope="module")

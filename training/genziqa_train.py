@@ -1,0 +1,288 @@
+"""`python -m training genziqa-train`: train a GenzIQA file (docs/genziqa.md) on images and their MOS.
+
+The authors' recipe: a frozen SD-family model (UNet, VAE, CLIP); trained are the 16 context vectors of the
+antonym prompts and a rank-4 LoRA on every attn2 layer's to_q/to_k/to_v/to_out.0, starting from a fresh
+file (fresh.py). Each image gets one timestep t ~ U{0..99} and one noise, shared by both prompts; the loss
+is the MSE of the raw score, less the untrained file's mean raw score (raw_offset), against the MOS
+standardised over the label file ((MOS - mean) / std). The exported file carries the calibration
+(a, b) = (std, mean - std * offset), so Load GenzIQA's scores are on the MOS scale.
+AdamW; gradient accumulation, mixed precision and DDP from accelerate, as `train`.
+
+Checkpoints (out/checkpoints/step-NNNNNN/) hold accelerate's state and state.json as `train` writes them;
+--resume continues where the run stopped (each sample's timestep and noise are a function of the seed and
+its stream position, training/draws.py). The run ends by writing the GenzIQA file (--export, default
+out/genziqa.safetensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from training.errors import TrainingError
+
+OFFSET_IMAGES = 32  # images the untrained raw score's offset is measured on
+TRAIN_TIMESTEPS = 100  # t ~ U{0..99}, the authors' training draw
+RESUME_KEYS = ("labels", "family", "resolution", "batch_size", "grad_accum", "seed", "world_size", "lora_rank")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inputs")
+    g.add_argument("--base", required=True, help="single-file base checkpoint (SD1.5, SD2.x or SDXL, epsilon)")
+    g.add_argument("--images", required=True, help="image folder; the label file's names are relative to it")
+    g.add_argument(
+        "--labels",
+        required=True,
+        help="CSV in pyiqa's meta format: image file name, MOS[, ...]; a header row is allowed",
+    )
+    g.add_argument("--family", choices=("sd1", "sd2", "sdxl"), help="model family (default: from the UNet)")
+    g.add_argument(
+        "--comfyui-dir", help="an upstream ComfyUI folder to import the host from (default: the installed one)"
+    )
+    o = p.add_argument_group("optimisation")
+    o.add_argument(
+        "--resolution",
+        type=int,
+        default=512,
+        help="square resize before the VAE (default 512, the authors'; 0: native)",
+    )
+    o.add_argument("--batch-size", type=int, default=1, help="images per process per micro-batch (authors: 1)")
+    o.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    n = o.add_mutually_exclusive_group(required=True)
+    n.add_argument("--steps", type=int, help="optimizer steps to train to (total, counting resumed ones)")
+    n.add_argument("--epochs", type=float, help="passes over the label file (converted to steps)")
+    o.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4, the authors')")
+    o.add_argument("--weight-decay", type=float, default=1e-2)
+    o.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4, the authors')")
+    o.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
+    o.add_argument("--seed", type=int, default=0)
+    r = p.add_argument_group("output")
+    r.add_argument("--out", required=True, help="run folder: checkpoints/, loss.csv, loss.png, genziqa.safetensors")
+    r.add_argument("--export", help="where to write the GenzIQA file (default: OUT/genziqa.safetensors)")
+    r.add_argument("--checkpoint-every", type=int, default=500)
+    r.add_argument("--keep-checkpoints", type=int, default=3)
+    r.add_argument("--resume", help="a checkpoint folder, or 'latest' (the newest in OUT/checkpoints, else start)")
+
+
+def run(args: argparse.Namespace) -> int:
+    train(args)
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("batch_size", "grad_accum", "rank", "checkpoint_every"):
+        if getattr(args, name) < 1:
+            raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    if args.steps is not None and args.steps < 1 or args.epochs is not None and not args.epochs > 0:
+        raise TrainingError("--steps must be at least 1 and --epochs positive.")
+    if args.resolution and args.resolution < 8 or args.resolution < 0:
+        raise TrainingError(f"--resolution must be 0 (native size) or at least 8, got {args.resolution}.")
+
+
+def _family(sites: list, given: Optional[str]) -> str:
+    if given:
+        return given
+    if len(sites) == 70:
+        return "sdxl"
+    if len(sites) == 16:
+        return "sd2" if sites[0].context_dim == 1024 else "sd1"
+    raise TrainingError(
+        f"The base UNet has {len(sites)} cross-attention layers, not an SD1.x/SD2.x (16) or SDXL (70) layout; "
+        "GenzIQA training needs one of those."
+    )
+
+
+def mos_standardisation(labels: list) -> tuple[float, float]:
+    """Mean and (population) std of the MOS; the targets are (MOS - mean) / std, calibration (std, mean)."""
+    mos = torch.tensor([lab.mos for lab in labels], dtype=torch.float64)
+    mean, std = float(mos.mean()), float(mos.std(unbiased=False))
+    if not std > 0:
+        raise TrainingError(
+            f"Every image in the label file has the same MOS ({mean:g}): there is nothing to learn. Give images "
+            "of different quality."
+        )
+    return mean, std
+
+
+def sample_index(seed: int, position: int, count: int, cache: dict) -> int:
+    """The label row at a global stream position: epoch by epoch, each a seeded permutation of the rows."""
+    epoch = position // count
+    if epoch not in cache:
+        cache.clear()
+        cache[epoch] = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
+    return cache[epoch][position % count]
+
+
+def raw_offset(scorer: Any, labels: list, count: int = OFFSET_IMAGES) -> float:
+    """The untrained file's mean raw score over the first label rows (at the file's test timesteps).
+
+    Raw GenzIQA scores sit far from zero (the pooled logits are log-sum-exps over the latent's positions);
+    the loss compares raw - offset with the standardised MOS, so training learns the ranking, not a shift,
+    and the calibration takes the offset: score = std * (raw - offset) + mean."""
+    raws = [scorer.evaluate(scorer.encode(load_pixels(lab.path)))["raw"] for lab in labels[:count]]
+    return float(torch.cat(raws).mean())
+
+
+def load_pixels(path: Path) -> torch.Tensor:
+    """[1, H, W, 3] float in [0, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        image = im.convert("RGB")
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
+
+
+def train(args: argparse.Namespace, base: Any = None) -> Path:
+    """Run the training; `base` (a training.host.BaseModel) replaces --base when given (tests). Returns the file."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    from training import host
+    from training.core import guidance
+    from training.draws import sample_draws
+    from training.genziqa_labels import check_sizes, read_labels
+    from training.genziqa_prompts import encode_prompts
+    from training.genziqa_trainable import TrainableGenzIQA
+    from training.loss_log import LossLog
+    from training.train import latest_checkpoint, read_state, write_checkpoint
+
+    _check_args(args)
+    out = Path(args.out)
+    labels = read_labels(Path(args.labels), Path(args.images))
+    mean, std = mos_standardisation(labels)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.grad_accum,
+        cpu=not torch.cuda.is_available(),
+    )
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    set_seed(args.seed)
+
+    if base is None:
+        host.import_host(args.comfyui_dir)
+        base = host.load_base(args.base)
+    gz_host, fresh, fmt = guidance("genziqa.host"), guidance("genziqa.fresh"), guidance("genziqa.file_format")
+    scorer_mod, selection = guidance("genziqa.scorer"), guidance("genziqa.layer_selection")
+    if not isinstance(base.clip.tokenize("a"), dict):
+        raise TrainingError(
+            f"--base {Path(args.base).name}: its text encoder is not the host's CLIP (a toy checkpoint?). GenzIQA "
+            "training needs an SD1.x/SD2.x/SDXL checkpoint, whose CLIP takes the learned context vectors."
+        )
+    check_sizes(labels, gz_host.vae_stride(base.vae))
+    unet = base.unet.requires_grad_(False)
+    for frozen in (getattr(base.clip, "cond_stage_model", None), getattr(base.vae, "first_stage_model", None)):
+        if isinstance(frozen, torch.nn.Module):
+            frozen.requires_grad_(False)
+    family = _family(selection.model_sites(unet), args.family)
+    start = fresh.fresh_file(
+        base.patcher,
+        base.clip,
+        family,
+        rank=args.rank,
+        seed=args.seed,
+        base_model=Path(args.base).stem,
+        image_size=args.resolution or None,
+    )
+    # The scorer runs the frozen model (no LoRA patches: the trained LoRA runs as hooks) and reads the logits.
+    scorer = scorer_mod.GenzIQAScorer(base.patcher, base.clip, base.vae, replace(start, lora={}))
+    module = TrainableGenzIQA(start, unet)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    module, optimizer = accelerator.prepare(module, optimizer)
+    trainable = accelerator.unwrap_model(module)
+
+    per_rank_step = args.batch_size * args.grad_accum
+    steps = args.steps or max(1, math.ceil(args.epochs * len(labels) / (per_rank_step * world)))
+    settings = {
+        "command": "genziqa-train",
+        "labels": str(args.labels),
+        "images": str(args.images),
+        "base": str(args.base),
+        "family": family,
+        "resolution": args.resolution,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "lora_rank": args.rank,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "seed": args.seed,
+        "world_size": world,
+        "steps": steps,
+        "mos_mean": mean,
+        "mos_std": std,
+    }
+    step, offset = 0, None
+    ckpt = latest_checkpoint(out) if args.resume == "latest" else Path(args.resume) if args.resume else None
+    if ckpt is not None:
+        state = read_state(ckpt)
+        for key in RESUME_KEYS:
+            if state.get(key) != settings[key]:
+                raise TrainingError(
+                    f"--resume {ckpt}: it was trained with {key}={state.get(key)!r}, this run has {settings[key]!r}. "
+                    "Resume with the same settings (a different setting is a new run: use another --out)."
+                )
+        accelerator.load_state(str(ckpt))
+        step, offset = int(state["step"]), float(state["raw_offset"])
+    if offset is None:
+        offset = raw_offset(scorer, labels)
+    settings["raw_offset"] = offset
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text(json.dumps(settings, indent=1))
+
+    log = LossLog(out, main, resume_step=step, ylabel="MSE against standardised MOS")
+    device = accelerator.device
+    order: dict = {}
+    started = time.time()
+    bar = tqdm(total=steps, initial=step, disable=not main, desc="genziqa-train", unit="step")
+    while step < steps:
+        total = torch.zeros((), device=device)
+        for micro in range(args.grad_accum):
+            first = ((step * args.grad_accum + micro) * world + rank) * args.batch_size
+            positions = list(range(first, first + args.batch_size))
+            batch = [labels[sample_index(args.seed, p, len(labels), order)] for p in positions]
+            latents = [scorer.encode(load_pixels(lab.path)) for lab in batch]
+            if len({tuple(x.shape) for x in latents}) > 1:
+                raise TrainingError(
+                    f"At --resolution 0 the images of a batch must share a size; {batch[0].name} and others differ. "
+                    "Give --resolution, or --batch-size 1."
+                )
+            latents = torch.cat(latents).to(device)
+            draws = sample_draws(args.seed, positions, tuple(latents.shape[1:]), TRAIN_TIMESTEPS)
+            target = torch.tensor([(lab.mos - mean) / std for lab in batch], device=device)
+            with accelerator.accumulate(module):
+                with accelerator.autocast():
+                    weights = module()
+                    context, pooled = encode_prompts(base.clip, scorer.meta.prompts, weights["ctx"])
+                    with trainable.lora_on_unet(weights):
+                        raw = scorer.train_terms(latents, draws.timesteps, draws.noise, context, pooled)["raw"]
+                    loss = torch.nn.functional.mse_loss(raw.float() - offset, target.float())
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            total += loss.detach() / args.grad_accum
+        step += 1
+        mean_loss = accelerator.reduce(total, reduction="mean").item()
+        if not math.isfinite(mean_loss):
+            raise TrainingError(f"The loss is {mean_loss} at step {step}: lower --lr, or use --mixed-precision no.")
+        log.add(step, mean_loss, args.lr, step * per_rank_step * world, time.time() - started)
+        bar.update(1)
+        bar.set_postfix(loss=f"{mean_loss:.4f}")
+        if step % args.checkpoint_every == 0 or step == steps:
+            log.flush()
+            write_checkpoint(accelerator, module, out, step, settings, args.keep_checkpoints)
+    bar.close()
+    log.close()
+    target_path = Path(args.export) if args.export else out / "genziqa.safetensors"
+    if main:
+        fmt.save_genziqa(target_path, trainable.to_file(calibration=(std, mean - std * offset)))
+    accelerator.wait_for_everyone()
+    return target_path
