@@ -66,6 +66,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("output")
     r.add_argument("--out", required=True, help="run folder: checkpoints/, loss.csv, loss.png, genziqa.safetensors")
     r.add_argument("--export", help="where to write the GenzIQA file (default: OUT/genziqa.safetensors)")
+    r.add_argument(
+        "--table-images",
+        type=int,
+        default=256,
+        help="score this many training images (spread over the label file) with the trained file and store their "
+        "statistics in it, so that IQA Score gives percentiles (default 256; 0: no table)",
+    )
     r.add_argument("--checkpoint-every", type=int, default=500)
     r.add_argument("--keep-checkpoints", type=int, default=3)
     r.add_argument("--resume", help="a checkpoint folder, or 'latest' (the newest in OUT/checkpoints, else start)")
@@ -138,6 +145,27 @@ def load_pixels(path: Path) -> torch.Tensor:
     with Image.open(path) as im:
         image = im.convert("RGB")
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
+
+
+def _training_table(base: Any, trained: Any, labels: list, args: argparse.Namespace, scorer_mod: Any, fmt: Any) -> dict:
+    """The trained file's percentile table: its scores on up to --table-images training images, scored by the
+    scorer that Load GenzIQA builds (the LoRA through the host's loader)."""
+    from tqdm import tqdm
+
+    from training.genziqa_table import score_table
+
+    scorer = scorer_mod.GenzIQAScorer(base.patcher, base.clip, base.vae, trained)
+    count = min(args.table_images, len(labels))
+    with tqdm(total=count, desc="genziqa-train: percentile table", unit="image") as bar:
+        return score_table(
+            lambda px: scorer.score_images(px)[0],
+            load_pixels,
+            labels,
+            count,
+            fmt.TABLE_METRIC,
+            f"python -m training genziqa-train: scores of {count} of the {len(labels)} images of {args.labels}",
+            progress=bar.update,
+        )
 
 
 def train(args: argparse.Namespace, base: Any = None) -> Path:
@@ -283,6 +311,9 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
     log.close()
     target_path = Path(args.export) if args.export else out / "genziqa.safetensors"
     if main:
-        fmt.save_genziqa(target_path, trainable.to_file(calibration=(std, mean - std * offset)))
+        trained = trainable.to_file(calibration=(std, mean - std * offset))
+        if args.table_images > 0:
+            trained = trained.with_meta(norm_table=_training_table(base, trained, labels, args, scorer_mod, fmt))
+        fmt.save_genziqa(target_path, trained)
     accelerator.wait_for_everyone()
     return target_path

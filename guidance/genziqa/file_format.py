@@ -6,7 +6,9 @@ Tensors:
   lora_unet_<host path>.lora_down.weight [rank, in], .lora_up.weight [out, rank], .alpha (a scalar):
                                    the LoRA in the host's own LoRA key format (the host's LoRA loader reads
                                    it), on attn2 to_q / to_k / to_v / to_out.0 of the UNet.
-Header key "genziqa": a JSON object with the fields of GenzIQAMeta (see docs/genziqa.md).
+Header key "genziqa": a JSON object with the fields of GenzIQAMeta (see docs/genziqa.md), optionally with
+"norm_table": the calibrated scores' statistics on the training set in the pack's norm-table format
+(adapter/norm_table.py), one metric named TABLE_METRIC, from which IQA Score gives percentiles.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Mapping
 import torch
 
 from ...adapter.errors import IQAAdapterError, load_error_detail
+from ...adapter.norm_table import MetricStats, NormTable
 from .layer_selection import FAMILIES, LayerSelection
 
 HEADER_KEY = "genziqa"
@@ -31,6 +34,7 @@ LORA_PREFIX = "lora_unet_"
 AUTHORS_TIMESTEPS = (9, 21, 33, 45, 57, 69, 81, 93)
 ATTENTION_TERMS = ("mean", "good_minus_bad")
 PIXEL_NORMS = ("clip", "unit")
+TABLE_METRIC = "genziqa"  # the metric's name inside a file's norm_table
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,17 @@ class GenzIQAMeta:
     pixel_norm: str = "clip"  # the authors feed the VAE CLIP-normalized pixels
     image_size: int | None = 512  # square resize before encoding (None: native size)
     calibration: tuple[float, float] = (1.0, 0.0)  # score = a * raw + b
+    norm_table: Mapping[str, Any] | None = None  # statistics of the scores on the training set (module docstring)
+
+    @property
+    def stats(self) -> MetricStats | None:
+        """The calibrated scores' training-set statistics, for percentiles (None: the file has no table)."""
+        if self.norm_table is None:
+            return None
+        return NormTable.from_dict(self.norm_table, "the GenzIQA file's norm_table").get(TABLE_METRIC)
 
     def to_json(self) -> dict[str, Any]:
+        table = {} if self.norm_table is None else {"norm_table": dict(self.norm_table)}
         return {
             "format": "genziqa",
             "version": FORMAT_VERSION,
@@ -68,6 +81,7 @@ class GenzIQAMeta:
             "pixel_norm": self.pixel_norm,
             "image_size": self.image_size,
             "calibration": {"a": self.calibration[0], "b": self.calibration[1]},
+            **table,
         }
 
     @classmethod
@@ -98,6 +112,7 @@ class GenzIQAMeta:
                 pixel_norm=str(obj.get("pixel_norm", "clip")),
                 image_size=None if obj.get("image_size", 512) is None else int(obj.get("image_size", 512)),
                 calibration=(float(cal["a"]), float(cal["b"])),
+                norm_table=obj.get("norm_table"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, IQAAdapterError):
@@ -124,6 +139,10 @@ class GenzIQAMeta:
             raise fail("'image_size' must be null or at least 8.")
         if self.context_dim <= 0 or not all(math.isfinite(c) for c in self.calibration):
             raise fail("'context_dim' must be positive and 'calibration' finite.")
+        if self.norm_table is not None:
+            if not isinstance(self.norm_table, Mapping) or TABLE_METRIC not in self.norm_table.get("metrics", {}):
+                raise fail(f"'norm_table' must be a norm table with the metric '{TABLE_METRIC}'.")
+            NormTable.from_dict(self.norm_table, f"{where}: norm_table")
 
 
 @dataclass

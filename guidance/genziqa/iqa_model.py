@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from ...adapter.errors import IQAAdapterError
+from ...adapter.norm_table import MetricStats
 from .scorer import GenzIQAScorer
 
 KIND = "genziqa"
@@ -27,7 +28,11 @@ class GenzIQAModel:
     lower_better: bool = False
     differentiable: bool = False  # on the IQA_MODEL route; score_latents(grad=True) is the core's gradient path
     score_range: tuple[float, float] = (0.0, 0.0)  # unknown: depends on the file's training and calibration
-    stats: None = None
+
+    @property
+    def stats(self) -> MetricStats | None:
+        """Percentiles refer to the file's own training set (its norm_table); None when it has none."""
+        return self.scorer.meta.stats
 
     def __deepcopy__(self, memo: dict) -> "GenzIQAModel":
         return self  # a handle to shared models

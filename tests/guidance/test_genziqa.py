@@ -73,6 +73,24 @@ def _write(path, tensors, header):
     return path
 
 
+def test_a_norm_table_in_the_header_gives_percentiles(sd15, tmp_path):
+    """A file's norm_table (what genziqa-train writes) round-trips and gives its stats; a malformed one is an
+    error naming the field."""
+    model, clip, _ = sd15
+    table = {
+        "format": "iqa-adapter-norm-table/1",
+        "metrics": {"genziqa": {"mean": 50.0, "std": 10.0, "min": 20.0, "max": 80.0, "percentiles": {"50": 50.0}}},
+    }
+    f = make_file(model, clip).with_meta(norm_table=table)
+    gz.save_genziqa(tmp_path / "t.safetensors", f)
+    back = gz.load_genziqa(tmp_path / "t.safetensors")
+    assert back.meta.norm_table == table
+    assert back.meta.stats.percentile_from_raw(50.0) == 50.0 and back.meta.stats.percentile_from_raw(65.0) == 75.0
+    assert make_file(model, clip).meta.stats is None
+    with pytest.raises(Error, match="norm_table"):
+        make_file(model, clip).with_meta(norm_table={"metrics": {"other": {}}}).meta.validate("x")
+
+
 def test_wrong_and_corrupt_files_are_clear_errors(sd15, tmp_path):
     model, clip, _ = sd15
     good = gz.save_genziqa(tmp_path / "ok.safetensors", make_file(model, clip))
@@ -349,7 +367,15 @@ def test_load_genziqa_node_feeds_iqa_score_and_is_refused_by_guidance(sd15, work
     scores = out["result"][0]
     assert iqa.name == "genziqa:tiny_sd1" and len(scores) == 2
     assert scores == [float(v) for v in direct]
-    assert all(math.isnan(v) for v in out["result"][1])  # no percentile table for a GenzIQA score
+    assert all(math.isnan(v) for v in out["result"][1])  # this file has no percentile table
+    lo, hi = sorted(scores)
+    table = {"format": "iqa-adapter-norm-table/1", "metrics": {"genziqa": {"mean": (lo + hi) / 2, "std": 1.0,
+             "min": lo, "max": hi, "percentiles": {"50": (lo + hi) / 2}}}}  # fmt: skip
+    gz.save_genziqa(folder / "tiny_table.safetensors", make_file(model, clip).with_meta(norm_table=table))
+    with torch.inference_mode():
+        (with_table,) = nodes["IQALoadGenzIQA"]().load(model, clip, vae, "tiny_table.safetensors")
+        pct = nodes["IQAScore"]().score(images, with_table, batch_size=1)["result"][1]
+    assert sorted(pct) == [0.0, 100.0], pct  # percentiles in the file's own table
     guidance = importlib.import_module(pack.__name__ + ".nodes.gradient_guidance")
     with pytest.raises(Error, match="GenzIQA scorer; IQA Gradient Guidance takes pyiqa metrics"):
         guidance.score_term(iqa, 1.0, "maximize")

@@ -116,6 +116,11 @@ def test_the_exported_file_loads_and_scores_on_the_mos_scale(base, data, trained
     # on the MOS scale and in the MOS order (about 78, 68, 41, 30 for MOS 80, 70, 40, 25 on this seed)
     assert np.abs(scores.numpy() - mos).max() < 0.5 * mos.std(), (scores, mos)
     assert list(np.argsort(scores.numpy())) == list(np.argsort(mos))
+    # the percentile table: the trained file's scores of its 4 training images (--table-images 256 > 4)
+    stats = f.meta.stats
+    assert stats is not None and f.meta.norm_table["count"] == 4 and not stats.lower_better
+    pct = np.array([stats.percentile_from_raw(float(v)) for v in scores])
+    assert pct[np.argmax(mos)] > 90 and pct[np.argmin(mos)] < 10, pct  # batch vs one-by-one: rounding only
     assert (out / "checkpoints" / f"step-{STEPS:06d}" / "state.json").is_file() and (out / "loss.png").is_file()
 
 
