@@ -1,21 +1,30 @@
-"""Benchmark: seconds per image of GenzIQA against topiq_nr, both through the IQA Score node, in the same run.
+"""Benchmark: GenzIQA's cost against topiq_nr, in the same run: per scored image, and per guided sampling step.
 
-GenzIQA runs on a real-size SD1.5 UNet (the SD 2.x UNet has the same blocks and about the same cost), a
-real-size SD VAE encoder and the file's timesteps (the authors' 8 by default), random weights: timing does not
-need trained ones. The text encoder runs once, when the scorer is built, so a 2-layer host CLIP of the right
-width stands in for it. topiq_nr is pyiqa's network with random weights. Images are 512 px (GenzIQA's input
-size, to which the file resizes every image; topiq_nr scores them as they are). Also timed: GenzIQA on latents alone (what guidance on the latent
-pays, with no VAE), and one UNet call of the sampler's cfg batch, the unit that sampling costs.
+GenzIQA runs on a real-size SD1.5 UNet (the SD 2.x UNet has the same blocks and about the same cost) and the
+real-size SD VAE, random weights (timing does not need trained ones), with the file's timesteps (the
+authors' 8, or --timesteps). The text encoder runs once, when the scorer is built, so a 2-layer host CLIP
+of the right width stands in for it. topiq_nr is pyiqa's network with random weights.
 
-Rounds are interleaved; each row is the median over rounds, and its ratio is against topiq_nr measured in
-the same rounds.
+1. Scoring, through the IQA Score node: 512 px images (GenzIQA's input size, to which the file resizes every
+   image; topiq_nr scores them as they are); also GenzIQA on the latent alone (no VAE encode).
+2. One guided step, as the sampler calls it (the host's sampling_function: cfg batch, CFG, post-CFG hook):
+   plain; IQA Gradient Guidance with TAESD + topiq_nr (the node, decode capped at 512 px); and guidance by
+   GenzIQA's gradient on the latent itself (no decode), through the pack's guidance core with an identity
+   decoder. There is no node for the last yet: inside a prompt the UNet's weights are inference tensors,
+   and the gradient needs a differentiable copy of the UNet (docs/genziqa.md). Here the model is built
+   outside inference mode, so the core's cost is what is measured. The GenzIQA file has no LoRA in this
+   variant (the same model then serves the sampler and the scorer; a merged rank-4 LoRA costs nothing).
 
-    .venv/bin/python bench/genziqa_score.py [--rounds 2] [--size 512] [--timesteps 8]
+Rounds are interleaved; each row is the median over rounds; ratios are against the baseline of its table
+measured in the same rounds.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/genziqa_score.py [--rounds 2] [--size 512] [--timesteps 8 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import tempfile
@@ -23,62 +32,53 @@ import tempfile
 os.environ.setdefault("TORCH_HOME", tempfile.mkdtemp(prefix="iqa-bench-torch-"))  # random builds only
 
 import common  # noqa: E402
-
-# The host's SD1.x/SD2.x VAE configuration (what comfy.sd.VAE builds for such a checkpoint).
-SD_VAE = dict(
-    double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128, ch_mult=[1, 2, 4, 4],
-    num_res_blocks=2, attn_resolutions=[], dropout=0.0,
-)  # fmt: skip
+import gradient_guidance as gg  # noqa: E402  (its random VAEs, guided model and sampler constants)
 
 
-def random_sd_vae():
-    """The host's VAE class around a real-size SD VAE with random weights."""
-    import comfy.sd
-    import torch
-    from comfy.ldm.models.autoencoder import AutoencoderKL
-
-    with torch.inference_mode(False), torch.no_grad():
-        net = AutoencoderKL(ddconfig=dict(SD_VAE), embed_dim=4)
-        g = torch.Generator().manual_seed(0)
-        for p in net.parameters():
-            bound = 1.0 / max(1, p[0].numel()) ** 0.5 if p.ndim > 1 else 0.02
-            p.uniform_(-bound, bound, generator=g)
-        return comfy.sd.VAE(sd=net.state_dict(), device=torch.device("cpu"))
-
-
-def genziqa_model(pack, timesteps: int):
-    """The pack's IQA_MODEL for GenzIQA on a real-size SD1.5 UNet, as Load GenzIQA makes it."""
+def genziqa_scorer(pack, model, vae, timesteps: int, lora: bool = True):
+    """A GenzIQA scorer on `model` with the authors' 8 timesteps or `timesteps` evenly spread over them."""
     import numpy as np
 
     gz = pack.guidance.genziqa
     fresh = importlib.import_module(pack.__name__ + ".guidance.genziqa.fresh")
-    iqa_model = importlib.import_module(pack.__name__ + ".guidance.genziqa.iqa_model")
     more_nodes = importlib.import_module(common.FIXTURES_NAME + ".more_nodes")
-    model = common.real_size_model("sd15")
     clip = more_nodes.tiny_host_clip(common.CONFIGS["sd15"]["context_dim"])
-    # the authors' 8 test timesteps (9, 21, ..., 93) or an evenly spaced subset of them
-    steps = tuple(int(t) for t in np.linspace(9, 93, timesteps).round()) if timesteps != 8 else None
-    meta = {"timesteps": steps} if steps else {}
-    file = fresh.fresh_file(model, clip, "sd1", up_std=0.01, **meta)
-    scorer = gz.GenzIQAScorer(model, clip, random_sd_vae(), file)
-    return iqa_model.GenzIQAModel(scorer, "genziqa:bench"), scorer, model
+    steps = tuple(int(t) for t in np.linspace(9, 93, timesteps).round()) if timesteps > 1 else (57,)
+    file = fresh.fresh_file(model, clip, "sd1", up_std=0.01, timesteps=steps)
+    if not lora:
+        file = dataclasses.replace(file, lora={})
+    return gz.GenzIQAScorer(model, clip, vae, file)
+
+
+def genziqa_guided(pack, model, scorer):
+    """The model with a post-CFG hook that nudges x0 up GenzIQA's gradient on the latent (no decode)."""
+    core = pack.guidance.gradient_guidance
+    cfg = core.GuidanceConfig(scale=gg.SCALE, max_decode_size=0)
+    identity = core.DecoderSource(build=lambda device: lambda z: z, latent_channels=4, upscale_ratio=1, name="none")
+    term = core.ScoreTerm("genziqa", build=lambda device: lambda z: scorer.score_latents(z, grad=True))
+    patched = model.clone()
+    patched.set_model_sampler_post_cfg_function(core.GradientGuidance(cfg, identity, [term]))
+    return patched
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--timesteps", type=int, default=8)
+    ap.add_argument("--timesteps", type=int, nargs="+", default=[8, 1], help="GenzIQA timesteps per score")
     args = ap.parse_args()
     pack = common.start_host()
     import torch
 
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     torch.manual_seed(0)
-    genz, scorer, model = genziqa_model(pack, args.timesteps)
-    topiq = common.random_iqa_model("topiq_nr")
+    model = common.real_size_model("sd15")
+    vaes = gg.random_vaes()
     node = pack.nodes.iqa_score.IQAScore()
+    iqa_model = importlib.import_module(pack.__name__ + ".guidance.genziqa.iqa_model")
+    topiq = common.random_iqa_model("topiq_nr")
     image = torch.rand(1, args.size, args.size, 3, generator=torch.Generator().manual_seed(0))
-    side = (scorer.meta.image_size or args.size) // 8  # the latent GenzIQA scores an image at
+    side = args.size // 8
     latent = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(1))
 
     def score_with(iqa):
@@ -88,30 +88,47 @@ def main() -> None:
 
         return run
 
-    def latents_only():
-        with torch.inference_mode():
-            scorer.score_latents(latent)
+    def on_latent(scorer):
+        def run():
+            with torch.inference_mode():
+                scorer.score_latents(latent)
 
-    variants = {
-        "topiq_nr": score_with(topiq),
-        "genziqa": score_with(genz),
-        "genziqa_latent": latents_only,
-        "unet_cfg_step": common.unet_step(model, "sd15", side),
-    }
-    med = common.interleaved_medians(variants, args.rounds)
-    n = len(scorer.meta.timesteps)
-    labels = {
-        "topiq_nr": f"topiq_nr, IQA Score, {args.size} px (baseline)",
-        "genziqa": f"GenzIQA, IQA Score, {args.size} px: VAE encode + {n} UNet calls (batch 2)",
-        "genziqa_latent": f"GenzIQA on a {side}x{side} latent, no VAE",
-        "unet_cfg_step": "one sampler UNet call (cfg batch 2), for scale",
-    }
-    rows = [[labels[k], f"{med[k]:.3f}", f"{med[k] / med['topiq_nr']:.1f}"] for k in variants]
+        return run
+
+    scoring = {"topiq_nr": score_with(topiq)}
+    labels = {"topiq_nr": f"topiq_nr, IQA Score, {args.size} px (baseline)"}
+    stepping = {"plain": common.sampler_call(model, "sd15", side, gg.SIGMA, gg.CFG)}
+    step_labels = {"plain": "plain step: UNet on the cfg batch (baseline)"}
+    taesd = gg.guided_model(pack, model, gg.random_metric("topiq_nr"), vaes["taesd"], args.size)
+    stepping["taesd"] = common.sampler_call(taesd, "sd15", side, gg.SIGMA, gg.CFG)
+    step_labels["taesd"] = f"guided: TAESD decode ({args.size} px) + topiq_nr, gradient through both"
+    for n in args.timesteps:
+        scorer = genziqa_scorer(pack, model, vaes["vae"], n)
+        scoring[f"genziqa_{n}"] = score_with(iqa_model.GenzIQAModel(scorer, f"genziqa:{n}"))
+        labels[f"genziqa_{n}"] = f"GenzIQA, IQA Score, {args.size} px: VAE encode + {n} UNet call(s) (batch 2)"
+        scoring[f"latent_{n}"] = on_latent(scorer)
+        labels[f"latent_{n}"] = f"GenzIQA on the {side}x{side} latent, {n} timestep(s), no VAE"
+        guided = genziqa_guided(pack, model, genziqa_scorer(pack, model, vaes["vae"], n, lora=False))
+        stepping[f"genziqa_{n}"] = common.sampler_call(guided, "sd15", side, gg.SIGMA, gg.CFG)
+        step_labels[f"genziqa_{n}"] = f"guided: GenzIQA gradient on the latent, {n} timestep(s), no decode"
+
+    where = f"CPU, {torch.get_num_threads()} threads, random weights, real-size SD1.5 UNet and SD VAE"
+    # Steps first: scoring with the LoRA patches the UNet's weights inside inference mode (as in a prompt),
+    # after which they are inference tensors and GenzIQA's gradient refuses them.
+    steps = common.interleaved_medians(stepping, args.rounds)
+    med = common.interleaved_medians(scoring, args.rounds)
     common.print_table(
-        f"GenzIQA against topiq_nr on the CPU ({torch.get_num_threads()} threads, random weights, "
-        f"real-size SD1.5 UNet and SD VAE, median of {args.rounds} rounds)",
+        f"Scoring one image ({where}; median of {args.rounds} rounds)",
         ["what", "s / image", "x topiq_nr"],
-        rows,
+        [[labels[k], f"{med[k]:.3f}", f"{med[k] / med['topiq_nr']:.1f}"] for k in scoring],
+    )
+    common.print_table(
+        f"One sampling step, {side}x{side} latent ({where}; median of {args.rounds} rounds)",
+        ["what", "s / step", "x plain", "x TAESD + topiq_nr"],
+        [
+            [step_labels[k], f"{steps[k]:.2f}", f"{steps[k] / steps['plain']:.2f}", f"{steps[k] / steps['taesd']:.2f}"]
+            for k in stepping
+        ],
     )
 
 
