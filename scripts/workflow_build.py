@@ -166,6 +166,11 @@ def _score(g: Graph, xy, image, metric: str = "topiq_nr", iqa=None, title=None):
     return iqa
 
 
+def _blurred(g: Graph, image, xy, title: str):
+    """A strongly blurred copy of a Load Image's picture: the distortion the examples show IQA at work on."""
+    return g.add("ImageBlur", xy, size=(400, 90), title=title, image=image.out("IMAGE"), blur_radius=9, sigma=4.0)
+
+
 def quality_condition_t2i(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g)
     qc = _adapter_and_condition(g, ckpt.out("MODEL"), "99")
@@ -409,15 +414,7 @@ def reference_quality_transfer(g: Graph) -> None:
     )
     ref = g.add("LoadImage", (COL["a"], 420), size=(A_W, 380), title="Reference photo", image="example.png")
     ckpt = g.add("CheckpointLoaderSimple", (COL["a"], 1160), size=(A_W, 100), ckpt_name=CHECKPOINT)
-    blur = g.add(
-        "ImageBlur",
-        (COL["b"], 380),
-        size=(400, 90),
-        title="Distort the reference (blur)",
-        image=ref.out("IMAGE"),
-        blur_radius=9,
-        sigma=4.0,
-    )
+    blur = _blurred(g, ref, (COL["b"], 380), "Distort the reference (blur)")
     rqt = g.add(
         "IQAReferenceQualityTransfer",
         (COL["b"], 60),
@@ -492,15 +489,7 @@ def genziqa_score(g: Graph) -> None:
         "CheckpointLoaderSimple", (COL["a"], 60), size=(A_W, 100), title="SD 2.1-base", ckpt_name=GENZIQA_CHECKPOINT
     )
     photo = g.add("LoadImage", (COL["a"], 220), size=(A_W, 380), title="Photo to judge", image="example.png")
-    blur = g.add(
-        "ImageBlur",
-        (COL["b"], 300),
-        size=(400, 90),
-        title="A blurred copy",
-        image=photo.out("IMAGE"),
-        blur_radius=9,
-        sigma=4.0,
-    )
+    blur = _blurred(g, photo, (COL["b"], 300), "A blurred copy")
     both = g.add("ImageBatch", (COL["b"], 450), title="Batch: photo, blurred", image1=photo.out(0), image2=blur.out(0))
     judge = g.add(
         "IQALoadGenzIQA",
