@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from ..adapter import IQAAdapterError, default_norm_table, final_sigma, sigma_window
 from ..guidance.differentiable_copies import PRECISIONS, pyiqa_term, vae_decoder
+from ..guidance.genziqa.guidance_terms import genziqa_term, latent_source
 from ..guidance.gradient_guidance import (
     DIRECTIONS,
     NORMALIZATIONS,
@@ -22,12 +23,16 @@ from .schedule import check_schedule
 log = logging.getLogger(__name__)
 
 
+def _is_genziqa(iqa_model: Any) -> bool:
+    return getattr(iqa_model, "kind", None) == "genziqa"
+
+
 def _pyiqa_metric(iqa_model: Any) -> Any:
     """The pyiqa InferenceModel inside an IQA_MODEL (a bare pyiqa metric is taken as it is)."""
-    if getattr(iqa_model, "kind", None) == "genziqa":
+    if _is_genziqa(iqa_model):
         raise IQAAdapterError(
-            f"{iqa_model.name} is a GenzIQA scorer; IQA Gradient Guidance takes pyiqa metrics from Load IQA Model. "
-            "Use GenzIQA with IQA Score."
+            f"{iqa_model.name} is a GenzIQA scorer, which guides on the latent without a decode; it cannot be mixed "
+            "with decoded-image metrics. Connect it alone, as iqa_model."
         )
     inner = getattr(iqa_model, "metric", None)
     if inner is not None and hasattr(inner, "net"):
@@ -71,7 +76,8 @@ class IQAGradientGuidance:
         "guided step the denoised latent is decoded with gradients, scored, and moved along the per-item "
         "normalized gradient. Maximize raises quality, 'target z-score' pulls the score toward a z-score of the "
         "CC3M table (low targets degrade). High scales produce metric-specific adversarial patterns: a probe "
-        "of a metric's robustness as much as a quality tool."
+        "of a metric's robustness as much as a quality tool. With a GenzIQA model (Load GenzIQA) the latent "
+        "itself is scored, by the diffusion model, with no decode."
     )
     CATEGORY = "IQA-Adapter"
     RETURN_TYPES = ("MODEL",)
@@ -85,13 +91,17 @@ class IQAGradientGuidance:
                 "model": ("MODEL", {"tooltip": "The model to guide. It is cloned, never changed."}),
                 "iqa_model": (
                     "IQA_MODEL",
-                    {"tooltip": "From Load IQA Model. Must be differentiable and no-reference."},
+                    {
+                        "tooltip": "From Load IQA Model (differentiable, no-reference), or from Load GenzIQA, which "
+                        "guides on the latent itself with no decode (then alone, and the VAE is not used)."
+                    },
                 ),
                 "vae": (
                     "VAE",
                     {
                         "tooltip": "Decoder used for the gradient: the graph's VAE, or TAESD (VAE Loader 'taesd'/'taesdxl', "
-                        "files in models/vae_approx) for speed. Its latent channels must match the model's."
+                        "files in models/vae_approx) for speed. Its latent channels must match the model's. Not used "
+                        "with GenzIQA."
                     },
                 ),
                 "scale": (
@@ -265,19 +275,31 @@ class IQAGradientGuidance:
         ):
             if value not in allowed:
                 raise IQAAdapterError(f"{name} must be one of {allowed}, got {value!r}.")
-        if getattr(vae, "first_stage_model", None) is None:
-            raise IQAAdapterError("The VAE has no decoder weights (first_stage_model is missing); load a VAE or TAESD.")
         latent_format = model.get_model_object("latent_format")
-        decoder = vae_decoder(vae, latent_format, precision)
-        if decoder.latent_channels != latent_format.latent_channels:
-            raise IQAAdapterError(
-                f"The VAE decodes {decoder.latent_channels}-channel latents but the model makes {latent_format.latent_channels}-channel "
-                f"latents ({type(latent_format).__name__}). Connect the VAE (or TAESD variant) of this model's family."
-            )
-        terms = [score_term(iqa_model, 1.0, direction, precision)]
-        for extra, weight in ((iqa_model_2, weight_2), (iqa_model_3, weight_3)):
-            if extra is not None and weight > 0:
-                terms.append(score_term(extra, weight, direction, precision))
+        if _is_genziqa(iqa_model):  # reads the latent: no decoder, the VAE input is not used
+            decoder = latent_source(latent_format.latent_channels)
+            terms = [genziqa_term(iqa_model.scorer, iqa_model.name, 1.0, direction)]
+            for extra, weight in ((iqa_model_2, weight_2), (iqa_model_3, weight_3)):
+                if extra is not None and weight > 0:
+                    raise IQAAdapterError(
+                        f"{iqa_model.name} (GenzIQA) guides on the latent without a decode, so it cannot be combined "
+                        "with other metrics. Disconnect iqa_model_2 and iqa_model_3 (or set their weights to 0)."
+                    )
+        else:
+            if getattr(vae, "first_stage_model", None) is None:
+                raise IQAAdapterError(
+                    "The VAE has no decoder weights (first_stage_model is missing); load a VAE or TAESD."
+                )
+            decoder = vae_decoder(vae, latent_format, precision)
+            if decoder.latent_channels != latent_format.latent_channels:
+                raise IQAAdapterError(
+                    f"The VAE decodes {decoder.latent_channels}-channel latents but the model makes {latent_format.latent_channels}-channel "
+                    f"latents ({type(latent_format).__name__}). Connect the VAE (or TAESD variant) of this model's family."
+                )
+            terms = [score_term(iqa_model, 1.0, direction, precision)]
+            for extra, weight in ((iqa_model_2, weight_2), (iqa_model_3, weight_3)):
+                if extra is not None and weight > 0:
+                    terms.append(score_term(extra, weight, direction, precision))
         s_start, s_end = sigma_window(model, start_percent, end_percent)
         cfg = GuidanceConfig(
             scale=float(scale),

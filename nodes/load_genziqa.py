@@ -1,4 +1,4 @@
-"""Load GenzIQA: a GenzIQA file on a MODEL, CLIP and VAE, as an IQA_MODEL for IQA Score."""
+"""Load GenzIQA: a GenzIQA file on a MODEL, CLIP and VAE, as an IQA_MODEL for IQA Score and guidance."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ class LoadGenzIQA:
         "Loads a GenzIQA file from models/genziqa: no-reference image quality read from the connected diffusion "
         "model's cross-attention with learned 'good photo' / 'bad photo' prompts (De et al., arXiv 2406.04654). "
         "The file names the base model family it was made for (the authors used SD 2.1-base); another family is "
-        "an error. Higher scores are better. The MODEL given is not changed."
+        "an error. Higher scores are better. For IQA Score, and for IQA Gradient Guidance, which it steers from "
+        "the latent with no decode. The MODEL given is not changed."
     )
     CATEGORY = "IQA-Adapter"
     RETURN_TYPES = ("IQA_MODEL",)
     RETURN_NAMES = ("iqa_model",)
-    OUTPUT_TOOLTIPS = ("The GenzIQA scorer, for IQA Score.",)
+    OUTPUT_TOOLTIPS = ("The GenzIQA scorer, for IQA Score or IQA Gradient Guidance.",)
     FUNCTION = "load"
 
     @classmethod

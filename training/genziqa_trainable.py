@@ -31,12 +31,11 @@ class TrainableGenzIQA(nn.Module):
         super().__init__()
         fmt = guidance("genziqa.file_format")
         selection = guidance("genziqa.layer_selection")
-        projections = guidance("genziqa.fresh").PROJECTIONS
         modules = dict(unet.named_modules())
         targets = {}
         for path in selection.attn2_module_paths(unet).values():
-            for proj in projections:
-                targets[fmt.LORA_PREFIX + f"{path}.{proj}".replace(".", "_")] = modules[f"{path}.{proj}"]
+            for proj in fmt.LORA_PROJECTIONS:
+                targets[fmt.lora_key(path, proj)] = modules[f"{path}.{proj}"]
         self.file = file
         self.encoders = sorted(file.context)
         self.ctx = nn.ParameterDict({k: nn.Parameter(file.context[k].float().clone()) for k in self.encoders})

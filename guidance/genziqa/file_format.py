@@ -29,6 +29,14 @@ HEADER_KEY = "genziqa"
 FORMAT_VERSION = 1
 CTX_PREFIX = "genziqa.ctx."
 LORA_PREFIX = "lora_unet_"
+LORA_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")  # the attn2 projections that carry the LoRA
+
+
+def lora_key(module_path: str, projection: str) -> str:
+    """The host LoRA key stem of one attn2 projection ("lora_unet_input_blocks_1_1_..._attn2_to_q")."""
+    return LORA_PREFIX + f"{module_path}.{projection}".replace(".", "_")
+
+
 # The authors' test-time timesteps: indices 10, 22, ..., 94 of the 1000-step Euler schedule (strength 0.8,
 # 50 steps, 8 samples), i.e. timesteps 9, 21, ..., 93.
 AUTHORS_TIMESTEPS = (9, 21, 33, 45, 57, 69, 81, 93)

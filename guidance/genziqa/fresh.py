@@ -9,11 +9,9 @@ from typing import Any
 
 import torch
 
-from .file_format import LORA_PREFIX, GenzIQAFile, GenzIQAMeta
+from .file_format import LORA_PROJECTIONS, GenzIQAFile, GenzIQAMeta, lora_key
 from .host import embedding_width
 from .layer_selection import attn2_module_paths, default_selection
-
-PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 def fresh_file(
@@ -25,10 +23,10 @@ def fresh_file(
     modules = dict(unet.named_modules())
     lora: dict[str, torch.Tensor] = {}
     for _key, path in sorted(attn2_module_paths(unet).items(), key=lambda kv: kv[1]):
-        for proj in PROJECTIONS:
+        for proj in LORA_PROJECTIONS:
             weight = modules[f"{path}.{proj}"].weight
             out_f, in_f = weight.shape[:2]
-            base = LORA_PREFIX + f"{path}.{proj}".replace(".", "_")
+            base = lora_key(path, proj)
             lora[base + ".lora_down.weight"] = torch.randn(rank, in_f, generator=g) / rank
             lora[base + ".lora_up.weight"] = torch.randn(out_f, rank, generator=g) * up_std
             lora[base + ".alpha"] = torch.tensor(float(rank))

@@ -1,7 +1,8 @@
 """A GenzIQA scorer as the pack's IQA_MODEL, so IQA Score can use it beside the pyiqa metrics.
 
-It offers what IQA Score reads (name, score, lower_better, score_range, stats). It has no network to tap
-and no gradient path on this route, so reference embeddings and gradient guidance refuse it by name.
+It offers what IQA Score reads (name, score, lower_better, score_range, stats). IQA Gradient Guidance
+takes its scorer's latent gradient (guidance_terms.py); it has no network to tap, so reference embeddings
+refuse it by name.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class GenzIQAModel:
     name: str
     kind: str = KIND
     lower_better: bool = False
-    differentiable: bool = False  # on the IQA_MODEL route; score_latents(grad=True) is the core's gradient path
+    differentiable: bool = True  # on latents, through scorer.differentiable (guidance_terms.py), not images
     score_range: tuple[float, float] = (0.0, 0.0)  # unknown: depends on the file's training and calibration
 
     @property

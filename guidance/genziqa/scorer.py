@@ -14,15 +14,17 @@ The MODEL given is never changed: the LoRA and the attention taps go on a clone.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
 from ...adapter.errors import IQAAdapterError
+from ..differentiable_copies import materialize
 from . import host
 from .file_format import GenzIQAFile
 from .layer_selection import check_family, model_sites
+from .lora_merge import merge_lora
 from .pooling import LogitRecorder, LogitTap
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -110,6 +112,28 @@ class GenzIQAScorer:
         with self._mode(latents, grad) as device:
             return self._evaluate(latents, device)
 
+    def differentiable(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A latents -> [B] calibrated scores function with gradients to the latents, for guidance inside a
+        prompt. Inside a prompt the UNet's weights are inference tensors, and the host merges weight patches
+        into the model it shares with the sampler, so this runs on a copy made here (once per sampling run):
+        the model's weights as they are now (the sampler's model, loaded) as ordinary tensors on `device`,
+        with the file's LoRA merged into the copy. The shared model is not touched."""
+        base = self.patcher.model
+        with torch.inference_mode(False):
+            copy = materialize(base, device=device)
+            merge_lora(copy.diffusion_model, self.file.lora)
+
+        def score(latents: torch.Tensor) -> torch.Tensor:
+            self._check_latents(latents, copy)
+            with (
+                torch.inference_mode(False),
+                torch.enable_grad(),
+                torch.autograd.graph.saved_tensors_hooks(_clone_saved, lambda t: t),
+            ):
+                return self._evaluate(latents, device, copy)["score"]
+
+        return score
+
     def train_terms(
         self,
         latents: torch.Tensor,
@@ -136,14 +160,17 @@ class GenzIQAScorer:
         raw = attention + noise_term if self.meta.noise_term else attention
         return {"attention": attention, "noise": noise_term, "raw": raw}
 
-    @contextlib.contextmanager
-    def _mode(self, latents: torch.Tensor, grad: bool):
-        base = self.patcher.model
+    def _check_latents(self, latents: torch.Tensor, base: Any) -> None:
         channels = getattr(base.diffusion_model, "in_channels", latents.shape[1] if latents.ndim == 4 else None)
         if latents.ndim != 4 or latents.shape[1] != channels or latents.shape[0] == 0:
             raise IQAAdapterError(
                 f"GenzIQA scores latents [B, {channels}, h, w] of this model; got shape {list(latents.shape)}."
             )
+
+    @contextlib.contextmanager
+    def _mode(self, latents: torch.Tensor, grad: bool):
+        base = self.patcher.model
+        self._check_latents(latents, base)
         if grad and any(p.is_inference() for p in base.diffusion_model.parameters()):
             raise IQAAdapterError(
                 "GenzIQA gradients need UNet weights that are not inference tensors (a model loaded inside a "
@@ -169,8 +196,10 @@ class GenzIQAScorer:
                 stack.enter_context(m)
             yield device
 
-    def _evaluate(self, latents: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-        meta, ms = self.meta, self.patcher.model.model_sampling
+    def _evaluate(self, latents: torch.Tensor, device: torch.device, base: Any = None) -> dict[str, torch.Tensor]:
+        """The score and its parts on `base` (default: the model the scorer was made for)."""
+        base = self.patcher.model if base is None else base
+        meta, ms = self.meta, base.model_sampling
         x0 = latents.to(device=device, dtype=torch.float32)
         b = x0.shape[0]
         gen = torch.Generator().manual_seed(meta.noise_seed)
@@ -178,7 +207,9 @@ class GenzIQAScorer:
         for t in meta.timesteps:
             noise = torch.randn(tuple(x0.shape[1:]), generator=gen).to(device)
             sigma = ms.sigmas[int(t)].to(device=device, dtype=torch.float32)
-            att, nt = self._terms(x0, noise.expand(b, *noise.shape), sigma.expand(b), self.context, self.pooled, device)
+            att, nt = self._terms(
+                x0, noise.expand(b, *noise.shape), sigma.expand(b), self.context, self.pooled, device, base
+            )
             att_terms.append(att)
             noise_terms.append(nt)
         attention = torch.stack(att_terms).mean(0)
@@ -195,9 +226,12 @@ class GenzIQAScorer:
         context: torch.Tensor,
         pooled: torch.Tensor | None,
         device: torch.device,
+        base: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One UNet call on x0 + sigma * noise (per row) under both prompts: the attention and noise terms, [B]."""
-        meta, base = self.meta, self.patcher.model
+        """One UNet call on x0 + sigma * noise (per row) under both prompts: the attention and noise terms, [B].
+        `base`: the BaseModel to run (default the scorer's; guidance passes its differentiable copy)."""
+        meta = self.meta
+        base = self.patcher.model if base is None else base
         b = x0.shape[0]
         rows = torch.tensor([0] * b + [1] * b)
         extra = {}

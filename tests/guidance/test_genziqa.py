@@ -377,7 +377,7 @@ def test_load_genziqa_node_feeds_iqa_score_and_is_refused_by_guidance(sd15, work
         pct = nodes["IQAScore"]().score(images, with_table, batch_size=1)["result"][1]
     assert sorted(pct) == [0.0, 100.0], pct  # percentiles in the file's own table
     guidance = importlib.import_module(pack.__name__ + ".nodes.gradient_guidance")
-    with pytest.raises(Error, match="GenzIQA scorer; IQA Gradient Guidance takes pyiqa metrics"):
+    with pytest.raises(Error, match="cannot be mixed with decoded-image metrics"):
         guidance.score_term(iqa, 1.0, "maximize")
     with pytest.raises(Error, match="made for SDXL"):
         nodes["IQALoadGenzIQA"]().load(model, clip, vae, "tiny_sdxl.safetensors")
@@ -396,3 +396,68 @@ def test_gradients_on_inference_mode_weights_are_a_clear_error(sd15):
     assert torch.isfinite(s.score_latents(latents(1))).all()  # scoring without gradients still works
     with pytest.raises(Error, match="not inference tensors"):
         s.score_latents(latents(1).requires_grad_(True), grad=True)
+
+
+# -- guidance on the latent ------------------------------------------------------------------------------------
+def _as_loaded_in_a_prompt(model):
+    """The model with its UNet weights as inference tensors, as a loader node inside a prompt leaves them."""
+    with torch.inference_mode():
+        for module in model.get_model_object("diffusion_model").modules():
+            for name, p in list(module._parameters.items()):
+                if p is not None:
+                    module._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=False)
+    return model
+
+
+def _sample(model, seed: int = 3) -> torch.Tensor:
+    from comfy.nodes import base_nodes
+
+    g = torch.Generator().manual_seed(1)
+    pos, neg = [[torch.randn(1, 6, 48, generator=g), {}]], [[torch.randn(1, 6, 48, generator=g), {}]]
+    latent = {"samples": torch.zeros(2, 4, 8, 8)}
+    with torch.inference_mode():
+        return base_nodes.common_ksampler(model, seed, 3, 4.0, "euler", "normal", pos, neg, latent)[0]["samples"]
+
+
+def _guide(model, iqa, vae, **kw):
+    node = pack.NODE_CLASS_MAPPINGS["IQAGradientGuidance"]()
+    args = dict(scale=0.5, start_percent=0.0, end_percent=1.0, every_n_steps=1, direction="maximize", target_z=2.0)
+    args.update(kw)
+    with torch.inference_mode():
+        return node.apply(model, iqa, vae, max_decode_size=64, **args)[0]
+
+
+def test_genziqa_guides_sampling_from_the_latent_inside_inference_mode(sd15):
+    """A model loaded inside a prompt (inference-tensor weights) is guided by GenzIQA's latent gradient, with no
+    decode: the result scores higher than the unguided one, and the shared UNet's weights are untouched."""
+    _, clip, vae = sd15
+    model = _as_loaded_in_a_prompt(tiny.tiny_model("sd15", seed=1))
+    iqa_model = importlib.import_module(pack.__name__ + ".guidance.genziqa.iqa_model")
+    with torch.inference_mode():
+        iqa = iqa_model.GenzIQAModel(gz.GenzIQAScorer(model, clip, vae, make_file(model, clip)), "genziqa:t")
+    unet = model.get_model_object("diffusion_model")
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    guided = _guide(model, iqa, vae)
+    hook = guided.model_options["sampler_post_cfg_function"][0]
+    assert hook.decoder.upscale_ratio == 1 and "no decode" in hook.decoder.name
+    plain, steered = _sample(model), _sample(guided)
+    assert hook.state.guided == 3 and not hook.state.copies  # every step guided; the run's copy dropped at its end
+    assert not torch.allclose(plain, steered)
+    after = unet.state_dict()  # before scoring below, which loads the scorer's own LoRA patches, as IQA Score does
+    assert all(torch.equal(before[k], after[k]) for k in before), "guidance changed the shared UNet's weights"
+    with torch.inference_mode():
+        lift = iqa.scorer.score_latents(model.model.process_latent_in(steered)) - iqa.scorer.score_latents(
+            model.model.process_latent_in(plain)
+        )
+    assert (lift > 0).all(), lift
+    assert "sampler_post_cfg_function" not in model.model_options  # the node cloned the model
+
+
+def test_genziqa_guidance_bad_combinations_are_clear_errors(sd15):
+    model, clip, vae = sd15
+    iqa_model = importlib.import_module(pack.__name__ + ".guidance.genziqa.iqa_model")
+    iqa = iqa_model.GenzIQAModel(gz.GenzIQAScorer(model, clip, vae, make_file(model, clip)), "genziqa:t")
+    with pytest.raises(Error, match="cannot be combined with other metrics"):
+        _guide(model, iqa, vae, iqa_model_2=iqa)
+    with pytest.raises(Error, match="no norm_table"):
+        _guide(model, iqa, vae, direction="target z-score")
