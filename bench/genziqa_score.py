@@ -8,12 +8,10 @@ of the right width stands in for it. topiq_nr is pyiqa's network with random wei
 1. Scoring, through the IQA Score node: 512 px images (GenzIQA's input size, to which the file resizes every
    image; topiq_nr scores them as they are); also GenzIQA on the latent alone (no VAE encode).
 2. One guided step, as the sampler calls it (the host's sampling_function: cfg batch, CFG, post-CFG hook):
-   plain; IQA Gradient Guidance with TAESD + topiq_nr (the node, decode capped at 512 px); and guidance by
-   GenzIQA's gradient on the latent itself (no decode), through the pack's guidance core with an identity
-   decoder. There is no node for the last yet: inside a prompt the UNet's weights are inference tensors,
-   and the gradient needs a differentiable copy of the UNet (docs/genziqa.md). Here the model is built
-   outside inference mode, so the core's cost is what is measured. The GenzIQA file has no LoRA in this
-   variant (the same model then serves the sampler and the scorer; a merged rank-4 LoRA costs nothing).
+   plain; IQA Gradient Guidance with TAESD + topiq_nr (decode capped at 512 px); and IQA Gradient Guidance
+   with Load GenzIQA's model, which scores the latent itself (no decode) on its per-run differentiable copy
+   of the UNet (made at the warm-up call, the run's first guided step; every timed call repeats the same
+   sigma, so they all belong to that run), each timestep's UNet call checkpointed.
 
 Rounds are interleaved; each row is the median over rounds; ratios are against the baseline of its table
 measured in the same rounds.
@@ -24,7 +22,6 @@ measured in the same rounds.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import os
 import tempfile
@@ -35,7 +32,7 @@ import common  # noqa: E402
 import gradient_guidance as gg  # noqa: E402  (its random VAEs, guided model and sampler constants)
 
 
-def genziqa_scorer(pack, model, vae, timesteps: int, lora: bool = True):
+def genziqa_scorer(pack, model, vae, timesteps: int):
     """A GenzIQA scorer on `model` with the authors' 8 timesteps or `timesteps` evenly spread over them."""
     import numpy as np
 
@@ -45,20 +42,13 @@ def genziqa_scorer(pack, model, vae, timesteps: int, lora: bool = True):
     clip = more_nodes.tiny_host_clip(common.CONFIGS["sd15"]["context_dim"])
     steps = tuple(int(t) for t in np.linspace(9, 93, timesteps).round()) if timesteps > 1 else (57,)
     file = fresh.fresh_file(model, clip, "sd1", up_std=0.01, timesteps=steps)
-    if not lora:
-        file = dataclasses.replace(file, lora={})
     return gz.GenzIQAScorer(model, clip, vae, file)
 
 
-def genziqa_guided(pack, model, scorer):
-    """The model with a post-CFG hook that nudges x0 up GenzIQA's gradient on the latent (no decode)."""
-    core = pack.guidance.gradient_guidance
-    cfg = core.GuidanceConfig(scale=gg.SCALE, max_decode_size=0)
-    identity = core.DecoderSource(build=lambda device: lambda z: z, latent_channels=4, upscale_ratio=1, name="none")
-    term = core.ScoreTerm("genziqa", build=lambda device: lambda z: scorer.score_latents(z, grad=True))
-    patched = model.clone()
-    patched.set_model_sampler_post_cfg_function(core.GradientGuidance(cfg, identity, [term]))
-    return patched
+def genziqa_guided(pack, model, vae, scorer):
+    """The IQA Gradient Guidance node's model, guided by GenzIQA (defaults as for the TAESD variant)."""
+    iqa_model = importlib.import_module(pack.__name__ + ".guidance.genziqa.iqa_model")
+    return gg.guided_model(pack, model, iqa_model.GenzIQAModel(scorer, "genziqa:bench"), vae, 512)
 
 
 def main() -> None:
@@ -108,13 +98,13 @@ def main() -> None:
         labels[f"genziqa_{n}"] = f"GenzIQA, IQA Score, {args.size} px: VAE encode + {n} UNet call(s) (batch 2)"
         scoring[f"latent_{n}"] = on_latent(scorer)
         labels[f"latent_{n}"] = f"GenzIQA on the {side}x{side} latent, {n} timestep(s), no VAE"
-        guided = genziqa_guided(pack, model, genziqa_scorer(pack, model, vaes["vae"], n, lora=False))
+        guided = genziqa_guided(pack, model, vaes["vae"], scorer)
         stepping[f"genziqa_{n}"] = common.sampler_call(guided, "sd15", side, gg.SIGMA, gg.CFG)
         step_labels[f"genziqa_{n}"] = f"guided: GenzIQA gradient on the latent, {n} timestep(s), no decode"
 
     where = f"CPU, {torch.get_num_threads()} threads, random weights, real-size SD1.5 UNet and SD VAE"
-    # Steps first: scoring with the LoRA patches the UNet's weights inside inference mode (as in a prompt),
-    # after which they are inference tensors and GenzIQA's gradient refuses them.
+    # Steps first: scoring loads the scorer's LoRA patches into the shared UNet, which the sampler calls below
+    # would then run with (the host unpatches only when it loads another model; these calls load none).
     steps = common.interleaved_medians(stepping, args.rounds)
     med = common.interleaved_medians(scoring, args.rounds)
     common.print_table(

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from ...adapter.errors import IQAAdapterError
 from ..differentiable_copies import materialize
@@ -117,11 +118,15 @@ class GenzIQAScorer:
         prompt. Inside a prompt the UNet's weights are inference tensors, and the host merges weight patches
         into the model it shares with the sampler, so this runs on a copy made here (once per sampling run):
         the model's weights as they are now (the sampler's model, loaded) as ordinary tensors on `device`,
-        with the file's LoRA merged into the copy. The shared model is not touched."""
+        with the file's LoRA merged into the copy. The shared model is not touched. Each timestep's UNet call
+        is checkpointed, so backward holds one call's activations, not one per timestep."""
         base = self.patcher.model
         with torch.inference_mode(False):
             copy = materialize(base, device=device)
             merge_lora(copy.diffusion_model, self.file.lora)
+            # ordinary copies of the prompt features (encoded inside the prompt: inference tensors), which the
+            # checkpointed calls keep for their recomputation
+            prompts = (self.context.clone(), None if self.pooled is None else self.pooled.clone())
 
         def score(latents: torch.Tensor) -> torch.Tensor:
             self._check_latents(latents, copy)
@@ -130,7 +135,8 @@ class GenzIQAScorer:
                 torch.enable_grad(),
                 torch.autograd.graph.saved_tensors_hooks(_clone_saved, lambda t: t),
             ):
-                return self._evaluate(latents, device, copy)["score"]
+                several = len(self.meta.timesteps) > 1
+                return self._evaluate(latents, device, copy, checkpoint=several, prompts=prompts)["score"]
 
         return score
 
@@ -196,8 +202,17 @@ class GenzIQAScorer:
                 stack.enter_context(m)
             yield device
 
-    def _evaluate(self, latents: torch.Tensor, device: torch.device, base: Any = None) -> dict[str, torch.Tensor]:
-        """The score and its parts on `base` (default: the model the scorer was made for)."""
+    def _evaluate(
+        self,
+        latents: torch.Tensor,
+        device: torch.device,
+        base: Any = None,
+        checkpoint: bool = False,
+        prompts: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The score and its parts on `base` (default: the model the scorer was made for). checkpoint: keep
+        one timestep's UNet activations at a time for backward (recomputed then), not all of them. prompts:
+        (context, pooled) to use instead of the scorer's own."""
         base = self.patcher.model if base is None else base
         meta, ms = self.meta, base.model_sampling
         x0 = latents.to(device=device, dtype=torch.float32)
@@ -207,9 +222,12 @@ class GenzIQAScorer:
         for t in meta.timesteps:
             noise = torch.randn(tuple(x0.shape[1:]), generator=gen).to(device)
             sigma = ms.sigmas[int(t)].to(device=device, dtype=torch.float32)
-            att, nt = self._terms(
-                x0, noise.expand(b, *noise.shape), sigma.expand(b), self.context, self.pooled, device, base
-            )
+            context, pooled = (self.context, self.pooled) if prompts is None else prompts
+            args = (x0, noise.expand(b, *noise.shape), sigma.expand(b), context, pooled, device, base)
+            if checkpoint:
+                att, nt = torch.utils.checkpoint.checkpoint(self._terms, *args, use_reentrant=False)
+            else:
+                att, nt = self._terms(*args)
             att_terms.append(att)
             noise_terms.append(nt)
         attention = torch.stack(att_terms).mean(0)
