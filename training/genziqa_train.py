@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="CSV in pyiqa's meta format: image file name, MOS[, ...]; a header row is allowed",
     )
-    g.add_argument("--family", choices=("sd1", "sd2", "sdxl"), help="model family (default: from the UNet)")
+    g.add_argument("--family", choices=("sd1", "sd2", "sdxl", "toy"), help="model family (default: from the UNet)")
     g.add_argument(
         "--comfyui-dir", help="an upstream ComfyUI folder to import the host from (default: the installed one)"
     )
@@ -93,9 +93,11 @@ def _family(sites: list, given: Optional[str]) -> str:
         return "sdxl"
     if len(sites) == 16:
         return "sd2" if sites[0].context_dim == 1024 else "sd1"
+    if (len(sites), sites[0].context_dim if sites else 0) == (4, 64):
+        return "toy"
     raise TrainingError(
         f"The base UNet has {len(sites)} cross-attention layers, not an SD1.x/SD2.x (16) or SDXL (70) layout; "
-        "GenzIQA training needs one of those."
+        "GenzIQA training needs one of those (or the toy model's 4)."
     )
 
 
@@ -172,10 +174,10 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
         base = host.load_base(args.base)
     gz_host, fresh, fmt = guidance("genziqa.host"), guidance("genziqa.fresh"), guidance("genziqa.file_format")
     scorer_mod, selection = guidance("genziqa.scorer"), guidance("genziqa.layer_selection")
-    if not isinstance(base.clip.tokenize("a"), dict):
+    if not (hasattr(base.clip, "encode_with_context") or isinstance(base.clip.tokenize("a"), dict)):
         raise TrainingError(
-            f"--base {Path(args.base).name}: its text encoder is not the host's CLIP (a toy checkpoint?). GenzIQA "
-            "training needs an SD1.x/SD2.x/SDXL checkpoint, whose CLIP takes the learned context vectors."
+            f"--base {Path(args.base).name}: its text encoder is not the host's CLIP and takes no context vectors "
+            "(no encode_with_context). GenzIQA training needs an SD1.x/SD2.x/SDXL checkpoint or the toy model."
         )
     check_sizes(labels, gz_host.vae_stride(base.vae))
     unet = base.unet.requires_grad_(False)
@@ -191,6 +193,8 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
         seed=args.seed,
         base_model=Path(args.base).stem,
         image_size=args.resolution or None,
+        # the toy UNet was trained on pixels in [-1, 1]; CLIP-normalised input is the authors' SD recipe
+        pixel_norm="unit" if family == "toy" else "clip",
     )
     # The scorer runs the frozen model (no LoRA patches: the trained LoRA runs as hooks) and reads the logits.
     scorer = scorer_mod.GenzIQAScorer(base.patcher, base.clip, base.vae, replace(start, lora={}))
