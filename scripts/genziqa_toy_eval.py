@@ -43,7 +43,9 @@ def genziqa_scores(file: Path, images: torch.Tensor, base: Path = BASE, batch: i
     b = host.load_base(base)
     fmt, scorer_mod = guidance("genziqa.file_format"), guidance("genziqa.scorer")
     scorer = scorer_mod.GenzIQAScorer(b.patcher, b.clip, b.vae, fmt.load_genziqa(file))
-    return np.concatenate([scorer.score_images(images[i : i + batch]).double().numpy() for i in range(0, len(images), batch)])
+    return np.concatenate(
+        [scorer.score_images(images[i : i + batch]).double().numpy() for i in range(0, len(images), batch)]
+    )
 
 
 def niqe_scores(images: torch.Tensor) -> np.ndarray:
