@@ -90,6 +90,34 @@ class ToyCLIP:
         out.update(add_dict or {})
         return [[cond, out]]
 
+    # -- GenzIQA's learned prompt context (guidance/genziqa/host.py, training/genziqa_prompts.py) ---------
+    CONTEXT_KEY = "toy"  # the file's context tensor: genziqa.ctx.toy
+
+    def context_encoders(self) -> dict[str, int]:
+        """The context vectors this encoder takes: {key: width}."""
+        return {self.CONTEXT_KEY: self.table.dim}
+
+    def encode_with_context(self, text: str, context) -> tuple[torch.Tensor, torch.Tensor]:
+        """[1, n + tokens, dim] features: the n context vectors through the table's LayerNorm (the table's
+        embeddings without a position), then the table's features of `text`; and the pooled mean. The
+        word-table analogue of CoOp's "X X ... X <words>": the vectors are extra key/value tokens, the words
+        keep their own positions. Differentiable in the vectors (training); the table stays frozen."""
+        ctx = context.get(self.CONTEXT_KEY)
+        if ctx is None or ctx.ndim != 2 or ctx.shape[1] != self.table.dim:
+            got = {k: list(v.shape) for k, v in context.items()}
+            raise ValueError(
+                f"The toy text encoder takes context vectors '{self.CONTEXT_KEY}' [n, {self.table.dim}]; got {got}. "
+                "Use a GenzIQA file made for the toy model."
+            )
+        with torch.inference_mode(False):
+            with torch.no_grad():
+                words = self.table(torch.tensor([self.table.ids(text)], dtype=torch.long)).detach().clone()
+            norm = self.table.norm
+            weight, bias = norm.weight.detach(), norm.bias.detach()
+            vectors = torch.nn.functional.layer_norm(ctx.to(words.dtype), (ctx.shape[1],), weight, bias, norm.eps)[None]
+            cond = torch.cat([vectors, words], 1)
+        return cond, cond.mean(1)
+
     def load_model(self):
         return None
 

@@ -4,7 +4,9 @@ The scorer hands the context vectors to the host as textual-inversion embeddings
 a new embedding table in place: no gradient reaches them. Here the same token layout (start, 16 vectors,
 words, end, padding) is built with a placeholder word in the vectors' places, and a forward hook on each
 text encoder's embedding layer adds (vector - placeholder embedding) at those rows. The values are the
-scorer's (up to rounding); the gradient reaches the vectors through the frozen text encoder.
+scorer's (up to rounding); the gradient reaches the vectors through the frozen text encoder. A text
+encoder that places the vectors itself (`clip.encode_with_context(text, context)`, the toy world's word
+table) is called directly, with gradients on.
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ def encode_prompts(
     saved = torch.autograd.graph.saved_tensors_hooks(_clone_saved, lambda t: t)
     with torch.inference_mode(False), torch.enable_grad(), saved:
         for text in prompts:
+            if hasattr(clip, "encode_with_context"):
+                cond, pool = clip.encode_with_context(text, ctx)
+                conds.append(cond.float())
+                pooled.append(pool)
+                continue
             tokens, placeholders = _tokens(clip, text, n)
             missing = sorted(set(tokens) - set(ctx))
             if missing:

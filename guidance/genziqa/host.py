@@ -2,7 +2,10 @@
 host's CLIP, the LoRA through the host's LoRA loader, attention patches, model loading and the VAE.
 
 The context vectors go in the way the host applies textual-inversion embeddings: a tensor in the token
-list (comfy/sd1_clip.py, SDClipModel.set_up_textual_embeddings) becomes an extra embedding row.
+list (comfy/sd1_clip.py, SDClipModel.set_up_textual_embeddings) becomes an extra embedding row. A text
+encoder that is not the host's CLIP can take them itself (duck typing): it offers
+`encode_with_context(text, context) -> (cond [1, T, C], pooled)` and `context_encoders() -> {key: width}`
+(the toy world's word table does, toy/text.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from ...adapter.errors import IQAAdapterError
 
 def encode_with_context(clip: Any, text: str, context: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
     """[1, T, C] text features of `text` with the context vectors right after the start token (the
-    authors' "X X ... X <words>" with the X embeddings replaced), and the pooled output."""
+    authors' "X X ... X <words>" with the X embeddings replaced), and the pooled output. A CLIP object with its
+    own `encode_with_context` places them itself."""
+    if hasattr(clip, "encode_with_context"):
+        check_context(clip, context)
+        with torch.no_grad():
+            cond, pooled = clip.encode_with_context(text, context)
+        return cond.float(), pooled
     tokens = clip.tokenize(text)
     if not isinstance(tokens, dict):
         raise IQAAdapterError("GenzIQA needs the host's CLIP (a text encoder of an SD-family checkpoint).")
@@ -45,6 +54,27 @@ def encode_with_context(clip: Any, text: str, context: Mapping[str, torch.Tensor
     with torch.no_grad():
         cond, pooled = clip.encode_from_tokens(out, return_pooled=True)
     return cond.float(), pooled
+
+
+def context_encoders(clip: Any) -> dict[str, int]:
+    """{text encoder key: embedding width} of the context vectors the CLIP takes (width 0 when unknown)."""
+    if hasattr(clip, "context_encoders"):
+        return dict(clip.context_encoders())
+    tokens = clip.tokenize("a")
+    if not isinstance(tokens, dict):
+        raise IQAAdapterError("GenzIQA needs the host's CLIP (a text encoder of an SD-family checkpoint).")
+    return {k: embedding_width(clip, k) or 0 for k in sorted(tokens)}
+
+
+def check_context(clip: Any, context: Mapping[str, torch.Tensor]) -> None:
+    """The file's context vectors must be the ones a duck-typed text encoder (context_encoders) takes."""
+    want = context_encoders(clip)
+    got = {k: int(v.shape[1]) for k, v in context.items()}
+    if set(want) != set(got) or any(want[k] and want[k] != got[k] for k in want):
+        raise IQAAdapterError(
+            f"The text encoder takes context vectors {want} ({{key: width}}), but the GenzIQA file has {got}. Use "
+            "the CLIP of the base model the file was made for."
+        )
 
 
 def _encoder(clip: Any, key: str) -> Any:

@@ -28,8 +28,10 @@ FAMILIES = {
     "sd1": (attn2_layer_count("sd15"), CONTEXT_DIMS["sd15"]),
     "sd2": (attn2_layer_count("sd15"), CONTEXT_DIMS["sd2"]),
     "sdxl": (attn2_layer_count("sdxl"), CONTEXT_DIMS["sdxl"]),
+    # The toy world's 64 px UNet (toy/model.py DEFAULT_UNET): four attn2 layers on its 64-wide word table.
+    "toy": (4, 64),
 }
-FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}
+FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL", "toy": "the toy model"}
 
 SD_16_LAYERS: tuple[SiteKey, ...] = attn2_sites("sd15")
 
@@ -85,10 +87,11 @@ class LayerSelection:
 
 
 def default_selection(family: str) -> LayerSelection:
-    """The authors' 16 layers on the SD1.x/SD2.x layout; every layer on SDXL (the authors give none)."""
+    """The authors' 16 layers on the SD1.x/SD2.x layout; every layer on SDXL (the authors give none) and on
+    the toy model (four)."""
     if family in ("sd1", "sd2"):
         return LayerSelection(SD_16_LAYERS)
-    if family == "sdxl":
+    if family in ("sdxl", "toy"):
         return LayerSelection(())
     raise IQAAdapterError(f"Unknown model family '{family}'; known: {', '.join(FAMILIES)}.")
 

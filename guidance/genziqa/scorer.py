@@ -167,7 +167,10 @@ class GenzIQAScorer:
         return {"attention": attention, "noise": noise_term, "raw": raw}
 
     def _check_latents(self, latents: torch.Tensor, base: Any) -> None:
-        channels = getattr(base.diffusion_model, "in_channels", latents.shape[1] if latents.ndim == 4 else None)
+        # the latent's channels (the toy UNet re-packs its 192-channel latent to 48 inside)
+        channels = getattr(getattr(base, "latent_format", None), "latent_channels", None) or getattr(
+            base.diffusion_model, "in_channels", latents.shape[1] if latents.ndim == 4 else None
+        )
         if latents.ndim != 4 or latents.shape[1] != channels or latents.shape[0] == 0:
             raise IQAAdapterError(
                 f"GenzIQA scores latents [B, {channels}, h, w] of this model; got shape {list(latents.shape)}."

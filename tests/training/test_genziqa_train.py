@@ -10,7 +10,7 @@ import importlib
 import json
 from pathlib import Path
 
-import conftest
+import conftest  # noqa: F401  (starts the host)
 import numpy as np
 import pytest
 import torch
@@ -171,15 +171,18 @@ def test_resume_ends_where_the_uninterrupted_run_ends(base, data, tmp_path):
     assert _loss(tmp_path / "a") == pytest.approx(_loss(tmp_path / "b"), rel=1e-5)
 
 
-def test_a_toy_checkpoint_is_refused_by_name(data, capsys):
-    from training.cli import main
+def test_a_text_encoder_that_takes_no_context_is_refused_by_name(base, data, tmp_path):
+    """Neither the host's CLIP (tokens per encoder) nor an encoder with encode_with_context (the toy's)."""
+    from training.errors import TrainingError
+    from training.genziqa_train import train
 
-    toy = conftest.REPO / "weights" / "toy" / "toy_base.safetensors"
-    if not toy.is_file():
-        pytest.skip("no toy base checkpoint in weights/toy")
-    argv = ["genziqa-train", "--base", str(toy), "--images", str(data["images"]), "--labels", str(data["labels"])]
-    assert main(argv + ["--out", str(data["images"].parent / "toy_out"), "--steps", "1"]) == 2
-    assert "not the host's CLIP" in capsys.readouterr().err
+    class Words:
+        def tokenize(self, text):
+            return [1, 2, 3]
+
+    other = host.BaseModel(base.patcher, Words(), base.vae, base.path)
+    with pytest.raises(TrainingError, match="takes no context vectors"):
+        train(_args(data, tmp_path / "out", "--steps", "1"), base=other)
 
 
 def _labels(tmp_path: Path, rows: list[str]) -> Path:
