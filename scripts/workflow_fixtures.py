@@ -124,23 +124,20 @@ def tiny_prompt(prompt: Mapping[str, Any], opts: TinyOptions) -> dict:
     return p
 
 
-def tiny_models_module():
-    """tests/fixture_nodes/tiny_models.py (the host-loaded copy if the fixture pack is loaded here)."""
-    for name, mod in list(sys.modules.items()):
-        if name.endswith("tiny_models") and hasattr(mod, "write_adapter"):
-            return mod
-    path = REPO / "tests" / "fixture_nodes" / "tiny_models.py"
-    spec = importlib.util.spec_from_file_location("iqa_fixture_tiny_models", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def fixture_module(submodule: str) -> Any:
+    """A module of the test-only fixture pack (tests/fixture_nodes): the copy the host loaded, else the
+    repository's imported by path, after this pack (the fixtures build on its core), in a helper process."""
+    from workflow_host import FIXTURES_NAME, PACK_NAME
+
+    _loaded_or_by_path(PACK_NAME, REPO / "__init__.py")
+    package = _loaded_or_by_path(FIXTURES_NAME, REPO / "tests" / "fixture_nodes" / "__init__.py")
+    return importlib.import_module(f"{package.__name__}.{submodule}")
 
 
 def write_tiny_adapters(folder: Path, names: Optional[list[str]] = None, layout: str = "sdxl") -> dict[str, str]:
     """Random tiny adapters for the named real ones (default: all known), written into `folder`;
     returns real name -> tiny file name, for TinyOptions.adapters."""
-    tiny = tiny_models_module()
+    tiny = fixture_module("tiny_models")
     mapping = {}
     for name in names or list(TINY_ADAPTERS):
         entry = TINY_ADAPTERS[name]
@@ -154,8 +151,8 @@ def write_tiny_adapters(folder: Path, names: Optional[list[str]] = None, layout:
 
 
 def _loaded_or_by_path(name: str, init: Path) -> Any:
-    """The package of `init` as the host loaded it (under whatever name), else imported by path under `name`
-    (in a helper process, where no host has loaded custom nodes)."""
+    """The package whose __init__.py is `init`, as the host loaded it (under whatever name), else imported by
+    path under `name` (in a helper process, where no host has loaded custom nodes)."""
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
         if file and Path(file).resolve() == init.resolve():
@@ -169,12 +166,8 @@ def _loaded_or_by_path(name: str, init: Path) -> Any:
 
 def write_tiny_genziqa(folder: Path) -> dict[str, str]:
     """The tiny GenzIQA files (TINY_GENZIQA) in `folder` (models/genziqa), where Load GenzIQA lists them; returns
-    real name -> tiny name. Uses the pack's GenzIQA code: the host-loaded pack, else the repository's by path."""
-    from workflow_host import FIXTURES_NAME, PACK_NAME
-
-    _loaded_or_by_path(PACK_NAME, REPO / "__init__.py")
-    fixtures = _loaded_or_by_path(FIXTURES_NAME, REPO / "tests" / "fixture_nodes" / "__init__.py")
-    more_nodes = importlib.import_module(fixtures.__name__ + ".more_nodes")
+    real name -> tiny name."""
+    more_nodes = fixture_module("more_nodes")
     for tiny_name in TINY_GENZIQA.values():
         path = Path(folder) / tiny_name
         if not path.exists():

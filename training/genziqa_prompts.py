@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
+from training.core import guidance
 from training.errors import TrainingError
 
 PLACEHOLDER = "X"  # the authors' "X X ... X" prompt prefix
@@ -31,11 +32,6 @@ def _embeddings(clip: Any, key: str) -> Any:
             "SD1.x/SD2.x/SDXL checkpoint's CLIP."
         )
     return module
-
-
-def _clone_saved(t: torch.Tensor) -> torch.Tensor:
-    """The host's CLIP adds residuals in place after saving activations: keep copies (weights as they are)."""
-    return t if t.grad_fn is None else t.clone()
 
 
 def _hook(ctx: torch.Tensor, placeholder: int):
@@ -80,7 +76,7 @@ def encode_prompts(
     """[len(prompts), T, C] text features and the pooled outputs (None without), differentiable in ctx."""
     n = next(iter(ctx.values())).shape[0]
     conds, pooled = [], []
-    saved = torch.autograd.graph.saved_tensors_hooks(_clone_saved, lambda t: t)
+    saved = torch.autograd.graph.saved_tensors_hooks(guidance("genziqa.scorer").clone_saved, lambda t: t)
     with torch.inference_mode(False), torch.enable_grad(), saved:
         for text in prompts:
             if hasattr(clip, "encode_with_context"):

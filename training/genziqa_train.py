@@ -165,12 +165,12 @@ def raw_offset(scorer: Any, labels: list, count: int = OFFSET_IMAGES) -> float:
 
 
 def load_pixels(path: Path) -> torch.Tensor:
-    """[1, H, W, 3] float in [0, 1]."""
+    """[1, H, W, 3] float in [0, 1]; an unreadable image is a TrainingError naming it (datasets.decode_image)."""
     import numpy as np
-    from PIL import Image
 
-    with Image.open(path) as im:
-        image = im.convert("RGB")
+    from training.datasets import decode_image
+
+    image = decode_image(Path(path).read_bytes, str(path))
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
 
 

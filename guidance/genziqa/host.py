@@ -26,9 +26,7 @@ def encode_with_context(clip: Any, text: str, context: Mapping[str, torch.Tensor
         with torch.no_grad():
             cond, pooled = clip.encode_with_context(text, context)
         return cond.float(), pooled
-    tokens = clip.tokenize(text)
-    if not isinstance(tokens, dict):
-        raise IQAAdapterError("GenzIQA needs the host's CLIP (a text encoder of an SD-family checkpoint).")
+    tokens = _host_tokens(clip, text)
     missing = sorted(set(tokens) - set(context))
     if missing:
         raise IQAAdapterError(
@@ -60,10 +58,15 @@ def context_encoders(clip: Any) -> dict[str, int]:
     """{text encoder key: embedding width} of the context vectors the CLIP takes (width 0 when unknown)."""
     if hasattr(clip, "context_encoders"):
         return dict(clip.context_encoders())
-    tokens = clip.tokenize("a")
+    return {k: embedding_width(clip, k) or 0 for k in sorted(_host_tokens(clip, "a"))}
+
+
+def _host_tokens(clip: Any, text: str) -> dict:
+    """The host CLIP's tokens of `text`, per text encoder; anything else is a clear error."""
+    tokens = clip.tokenize(text)
     if not isinstance(tokens, dict):
         raise IQAAdapterError("GenzIQA needs the host's CLIP (a text encoder of an SD-family checkpoint).")
-    return {k: embedding_width(clip, k) or 0 for k in sorted(tokens)}
+    return tokens
 
 
 def check_context(clip: Any, context: Mapping[str, torch.Tensor]) -> None:

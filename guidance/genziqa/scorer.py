@@ -32,8 +32,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def _clone_saved(t: torch.Tensor) -> torch.Tensor:
-    """Keep a copy of saved activations: the fork's transformer blocks add residuals in place after a norm
+def clone_saved(t: torch.Tensor) -> torch.Tensor:
+    """Keep a copy of saved activations (a saved_tensors_hooks pack function; training's CLIP route uses it too):
+    the fork's transformer blocks add residuals in place after a norm
     saved them. Leaves (the weights) are kept as they are, so the UNet is not duplicated."""
     return t if t.grad_fn is None else t.clone()
 
@@ -133,7 +134,7 @@ class GenzIQAScorer:
             with (
                 torch.inference_mode(False),
                 torch.enable_grad(),
-                torch.autograd.graph.saved_tensors_hooks(_clone_saved, lambda t: t),
+                torch.autograd.graph.saved_tensors_hooks(clone_saved, lambda t: t),
             ):
                 several = len(self.meta.timesteps) > 1
                 return self._evaluate(latents, device, copy, checkpoint=several, prompts=prompts)["score"]
@@ -195,7 +196,7 @@ class GenzIQAScorer:
             (
                 torch.inference_mode(False),
                 torch.enable_grad(),
-                torch.autograd.graph.saved_tensors_hooks(_clone_saved, lambda t: t),
+                torch.autograd.graph.saved_tensors_hooks(clone_saved, lambda t: t),
             )
             if grad
             else (torch.no_grad(),)

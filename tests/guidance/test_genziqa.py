@@ -352,7 +352,7 @@ def test_gradients_flow_to_the_latent(sd15):
 
 
 # -- the loader node and IQA Score ------------------------------------------------------------------------------
-def test_load_genziqa_node_feeds_iqa_score_and_is_refused_by_guidance(sd15, workspace):
+def test_load_genziqa_node_feeds_iqa_score_and_is_not_a_decoded_image_metric(sd15, workspace):
     model, clip, vae = sd15
     folder = workspace / "models" / "genziqa"
     gz.save_genziqa(folder / "tiny_sd1.safetensors", make_file(model, clip))
@@ -449,6 +449,8 @@ def test_genziqa_guides_sampling_from_the_latent_inside_inference_mode(sd15):
         lift = iqa.scorer.score_latents(model.model.process_latent_in(steered)) - iqa.scorer.score_latents(
             model.model.process_latent_in(plain)
         )
+    # measured 0.042 and 0.036 on scores near 18.7; another CPU's float32 rounding moves such scores by about
+    # 1e-5 (a few ulps through two tiny UNet calls), so the sign cannot flip
     assert (lift > 0).all(), lift
     assert "sampler_post_cfg_function" not in model.model_options  # the node cloned the model
 
