@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+# The repository root, for training and toy when this runs as a script (scripts/ itself is on the path then).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-BASE = REPO / "weights" / "toy" / "toy_base.safetensors"
+from workflow_fixtures import TOY_BASE as BASE  # noqa: E402  (weights/toy/toy_base.safetensors)
 
 
 def load_set(images: Path, labels: Path) -> tuple[torch.Tensor, np.ndarray]:

@@ -16,6 +16,7 @@ import conftest
 import numpy as np
 import pytest
 import torch
+import workflow_fixtures
 from scipy import stats
 
 from toy import genziqa_data
@@ -24,7 +25,7 @@ from training import host
 from training.cli import build_parser
 from training.core import guidance
 
-BASE = conftest.REPO / "weights" / "toy" / "toy_base.safetensors"
+BASE = workflow_fixtures.TOY_BASE  # weights/toy/toy_base.safetensors
 SHIPPED = conftest.REPO / "weights" / "toy" / "toy_genziqa.safetensors"
 HELD_OUT = 100  # held-out patches (seed 1) the shipped file is scored on
 
