@@ -40,7 +40,18 @@ RESUME_KEYS = (
     "world_size",
     "lora_rank",
     "max_timestep",
+    "pooling_lambda",
+    "attention_term",
+    "prompts",
 )
+# Defaults of the settings a file records (GenzIQAMeta's, the authors'): a checkpoint from before an
+# option existed was trained with its default.
+RECORDED_DEFAULTS = {
+    "max_timestep": TRAIN_TIMESTEPS,
+    "pooling_lambda": 0.14,
+    "attention_term": "mean",
+    "prompts": ["Good Photo.", "Bad Photo."],
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,6 +89,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="train on t ~ U{0..N-1} and score at the authors' 8 timesteps scaled by N/100 (default 100, the "
         "authors': t = 9, 21, ..., 93)",
     )
+    o.add_argument(
+        "--pooling-lambda",
+        type=float,
+        default=0.14,
+        help="log-sum-exp temperature over the spatial positions (default 0.14, the authors'; larger pools "
+        "closer to the maximum)",
+    )
+    o.add_argument(
+        "--attention-term",
+        choices=("mean", "good_minus_bad"),
+        default="mean",
+        help="how the two prompts' pooled logits combine (default mean, the authors')",
+    )
+    o.add_argument(
+        "--prompts",
+        nargs=2,
+        metavar=("GOOD", "BAD"),
+        default=["Good Photo.", "Bad Photo."],
+        help="the antonym prompts after the context vectors (default 'Good Photo.' 'Bad Photo.', the authors')",
+    )
     o.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
     o.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("output")
@@ -106,6 +137,10 @@ def _check_args(args: argparse.Namespace) -> None:
             raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
     if args.steps is not None and args.steps < 1 or args.epochs is not None and not args.epochs > 0:
         raise TrainingError("--steps must be at least 1 and --epochs positive.")
+    if not (math.isfinite(args.pooling_lambda) and args.pooling_lambda > 0):
+        raise TrainingError(f"--pooling-lambda must be a positive number, got {args.pooling_lambda}.")
+    if not all(p.strip() for p in args.prompts):
+        raise TrainingError("--prompts needs two non-empty texts, the good one first.")
     if args.resolution and args.resolution < 8 or args.resolution < 0:
         raise TrainingError(f"--resolution must be 0 (native size) or at least 8, got {args.resolution}.")
 
@@ -249,6 +284,9 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
         # the toy UNet was trained on pixels in [-1, 1]; CLIP-normalised input is the authors' SD recipe
         pixel_norm="unit" if family == "toy" else "clip",
         timesteps=scoring_timesteps(args.max_timestep),
+        pooling_lambda=args.pooling_lambda,
+        attention_term=args.attention_term,
+        prompts=tuple(args.prompts),
     )
     # The scorer runs the frozen model (no LoRA patches: the trained LoRA runs as hooks) and reads the logits.
     scorer = scorer_mod.GenzIQAScorer(base.patcher, base.clip, base.vae, replace(start, lora={}))
@@ -270,6 +308,9 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
         "grad_accum": args.grad_accum,
         "lora_rank": args.rank,
         "max_timestep": args.max_timestep,
+        "pooling_lambda": args.pooling_lambda,
+        "attention_term": args.attention_term,
+        "prompts": list(args.prompts),
         "lr": args.lr,
         "weight_decay": args.weight_decay,
         "seed": args.seed,
@@ -283,7 +324,7 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
     if ckpt is not None:
         state = read_state(ckpt)
         for key in RESUME_KEYS:
-            if state.get(key, TRAIN_TIMESTEPS if key == "max_timestep" else None) != settings[key]:
+            if state.get(key, RECORDED_DEFAULTS.get(key)) != settings[key]:
                 raise TrainingError(
                     f"--resume {ckpt}: it was trained with {key}={state.get(key)!r}, this run has {settings[key]!r}. "
                     "Resume with the same settings (a different setting is a new run: use another --out)."

@@ -226,3 +226,23 @@ def test_images_smaller_than_the_latent_stride_are_named(base, data, tmp_path):
     args = _args({"images": tmp_path}, tmp_path / "out", "--steps", "1", labels=labels)
     with pytest.raises(TrainingError, match=r"smaller than the model's latent stride \(8 px.*'tiny.png' \(6x6\)"):
         train(args, base=base)
+
+
+def test_pooling_and_prompt_options_are_recorded_in_the_file_and_checked_on_resume(base, data, tmp_path):
+    from training.errors import TrainingError
+    from training.genziqa_train import train
+
+    extra = ("--steps", "1", "--batch-size", "2", "--table-images", "0", "--checkpoint-every", "1")
+    chosen = ("--pooling-lambda", "0.5", "--attention-term", "good_minus_bad", "--prompts", "Sharp.", "Blurry.")
+    path = train(_args(data, tmp_path / "run", *extra, *chosen), base=base)
+    meta = gz.load_genziqa(path).meta
+    assert (meta.pooling_lambda, meta.attention_term, meta.prompts) == (0.5, "good_minus_bad", ("Sharp.", "Blurry."))
+    with pytest.raises(TrainingError, match="pooling_lambda=0.5.*this run has 0.14"):
+        train(_args(data, tmp_path / "run", *extra, "--resume", "latest"), base=base)
+
+
+def test_out_of_range_pooling_and_prompt_options_are_clear_errors(data, capsys, tmp_path):
+    argv = ["genziqa-train", "--base", str(tmp_path / "none.safetensors"), "--images", str(data["images"]),
+            "--labels", str(data["labels"]), "--out", str(tmp_path / "out"), "--steps", "1"]  # fmt: skip
+    assert "--pooling-lambda must be a positive number" in _error(capsys, argv + ["--pooling-lambda", "0"])
+    assert "--prompts needs two non-empty texts" in _error(capsys, argv + ["--prompts", "Good.", " "])
