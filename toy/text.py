@@ -13,6 +13,11 @@ from typing import Iterable, Sequence
 import torch
 
 PAD, UNK = "<pad>", "<unk>"
+# GenzIQA's two prompts on the toy (genziqa-train --prompts). The vocabulary is the captions' words ("a photo
+# of coffee", ...), so the authors' "Good Photo." / "Bad Photo." both read "<unk> photo": identical
+# conditionings and a noise term of 0. Two different in-vocabulary prompts keep the method's two
+# conditionings; they carry no notion of quality, which the context vectors and the LoRA learn.
+GENZIQA_PROMPTS = ("a photo", "of")
 _WORD = re.compile(r"[a-z0-9]+")
 
 

@@ -290,6 +290,12 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
     )
     # The scorer runs the frozen model (no LoRA patches: the trained LoRA runs as hooks) and reads the logits.
     scorer = scorer_mod.GenzIQAScorer(base.patcher, base.clip, base.vae, replace(start, lora={}))
+    if torch.equal(scorer.context[0], scorer.context[1]):
+        raise TrainingError(
+            f"The prompts {args.prompts[0]!r} and {args.prompts[1]!r} give the same text features on this text "
+            "encoder (words it does not know read alike), so the two prompts could not differ and the noise term "
+            "would be 0. Give --prompts GOOD BAD with words the encoder knows (docs/genziqa.md, the toy proof)."
+        )
     module = TrainableGenzIQA(start, unet)
     optimizer = torch.optim.AdamW(module.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     module, optimizer = accelerator.prepare(module, optimizer)

@@ -20,7 +20,7 @@ import workflow_fixtures
 from scipy import stats
 
 from toy import genziqa_data
-from toy.text import TextTable, ToyCLIP
+from toy.text import GENZIQA_PROMPTS, TextTable, ToyCLIP
 from training import host
 from training.cli import build_parser
 from training.core import guidance
@@ -119,7 +119,7 @@ def test_a_short_training_lowers_the_loss_and_ranks_held_out_patches(toy_base, h
     labels = genziqa_data.write_set(data, 200, seed=0)
     argv = ["genziqa-train", "--base", str(BASE), "--images", str(data), "--labels", str(labels)]
     argv += ["--out", str(tmp_path / "run"), "--resolution", "64", "--batch-size", "8", "--lr", "3e-3"]
-    argv += ["--steps", str(STEPS), "--seed", "0", "--checkpoint-every", "100000"]
+    argv += ["--steps", str(STEPS), "--seed", "0", "--checkpoint-every", "100000", "--prompts", *GENZIQA_PROMPTS]
     path = train(build_parser().parse_args(argv), base=toy_base)
     with (tmp_path / "run" / "loss.csv").open() as f:
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
@@ -133,3 +133,15 @@ def test_a_short_training_lowers_the_loss_and_ranks_held_out_patches(toy_base, h
 
 STEPS = 300
 LOSS_FLOOR, SRCC_FLOOR = 0.95, 0.25
+
+
+def test_training_refuses_prompts_the_word_table_reads_alike(toy_base, held_out, tmp_path):
+    """'Good Photo.' and 'Bad Photo.' are both '<unk> photo' in the toy's vocabulary."""
+    from training.errors import TrainingError
+    from training.genziqa_train import train
+
+    images, labels = held_out
+    argv = ["genziqa-train", "--base", str(BASE), "--images", str(images), "--labels", str(labels)]
+    argv += ["--out", str(tmp_path / "run"), "--resolution", "64", "--steps", "1"]
+    with pytest.raises(TrainingError, match="give the same text features.*--prompts GOOD BAD"):
+        train(build_parser().parse_args(argv), base=toy_base)
