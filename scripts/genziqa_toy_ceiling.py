@@ -21,7 +21,6 @@ timestep --timestep (default 3, about sigma 0.04) with one seeded noise, as the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -32,7 +31,7 @@ import torch
 # The repository root, for training and toy when this runs as a script (scripts/ itself is on the path then).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from genziqa_toy_eval import correlations, load_set  # noqa: E402
+from genziqa_toy_eval import correlations, load_set, report  # noqa: E402
 from workflow_fixtures import TOY_BASE  # noqa: E402
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -134,10 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         "mean+std": held_out_fit(np.hstack([m, s]), y, np.hstack([m_test, s_test]), y_test),
         "pixels": held_out_fit(pixel_stats(train_images), y, pixel_stats(test_images), y_test),
     }
-    text = json.dumps(out, indent=1)
-    print(text)
-    if a.json:
-        a.json.write_text(text)
+    report(out, a.json)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,14 @@ def correlations(pred: np.ndarray, mos: np.ndarray) -> dict[str, float]:
     return {"srcc": float(stats.spearmanr(pred, mos)[0]), "plcc": float(stats.pearsonr(pred, mos)[0])}
 
 
+def report(out: dict, path: Path | None) -> None:
+    """Print the results as JSON, and write them to `path` when given."""
+    text = json.dumps(out, indent=1)
+    print(text)
+    if path:
+        path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--file", type=Path, required=True, help="GenzIQA file trained on the toy base")
@@ -72,10 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     out = {"images": len(mos), "genziqa": correlations(genziqa_scores(a.file, images, a.base), mos)}
     if not a.no_niqe:
         out["niqe"] = correlations(-niqe_scores(images), mos)
-    text = json.dumps(out, indent=1)
-    print(text)
-    if a.json:
-        a.json.write_text(text)
+    report(out, a.json)
 
 
 if __name__ == "__main__":

@@ -44,14 +44,22 @@ RESUME_KEYS = (
     "attention_term",
     "prompts",
 )
-# Defaults of the settings a file records (GenzIQAMeta's, the authors'): a checkpoint from before an
-# option existed was trained with its default.
-RECORDED_DEFAULTS = {
-    "max_timestep": TRAIN_TIMESTEPS,
-    "pooling_lambda": 0.14,
-    "attention_term": "mean",
-    "prompts": ["Good Photo.", "Bad Photo."],
-}
+
+
+def recorded_defaults() -> dict[str, Any]:
+    """The defaults of the settings a run records that the file format also defaults (GenzIQAMeta's, the
+    authors'), by setting name; a checkpoint from before an option existed was trained with its default."""
+    import dataclasses
+
+    from training.core import guidance
+
+    fields = {f.name: f.default for f in dataclasses.fields(guidance("genziqa.file_format").GenzIQAMeta)}
+    return {
+        "max_timestep": TRAIN_TIMESTEPS,
+        "pooling_lambda": fields["pooling_lambda"],
+        "attention_term": fields["attention_term"],
+        "prompts": list(fields["prompts"]),
+    }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -89,25 +97,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="train on t ~ U{0..N-1} and score at the authors' 8 timesteps scaled by N/100 (default 100, the "
         "authors': t = 9, 21, ..., 93)",
     )
+    from training.core import guidance
+
+    defaults = recorded_defaults()
     o.add_argument(
         "--pooling-lambda",
         type=float,
-        default=0.14,
-        help="log-sum-exp temperature over the spatial positions (default 0.14, the authors'; larger pools "
+        default=defaults["pooling_lambda"],
+        help="log-sum-exp temperature over the spatial positions (default %(default)s, the authors'; larger pools "
         "closer to the maximum)",
     )
     o.add_argument(
         "--attention-term",
-        choices=("mean", "good_minus_bad"),
-        default="mean",
-        help="how the two prompts' pooled logits combine (default mean, the authors')",
+        choices=guidance("genziqa.file_format").ATTENTION_TERMS,
+        default=defaults["attention_term"],
+        help="how the two prompts' pooled logits combine (default %(default)s, the authors')",
     )
     o.add_argument(
         "--prompts",
         nargs=2,
         metavar=("GOOD", "BAD"),
-        default=["Good Photo.", "Bad Photo."],
-        help="the antonym prompts after the context vectors (default 'Good Photo.' 'Bad Photo.', the authors')",
+        default=defaults["prompts"],
+        help="the antonym prompts after the context vectors (default %(default)s, the authors'; give words the "
+        "text encoder knows)",
     )
     o.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
     o.add_argument("--seed", type=int, default=0)
@@ -328,9 +340,9 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
     step, offset = 0, None
     ckpt = latest_checkpoint(out) if args.resume == "latest" else Path(args.resume) if args.resume else None
     if ckpt is not None:
-        state = read_state(ckpt)
+        state, recorded = read_state(ckpt), recorded_defaults()
         for key in RESUME_KEYS:
-            if state.get(key, RECORDED_DEFAULTS.get(key)) != settings[key]:
+            if state.get(key, recorded.get(key)) != settings[key]:
                 raise TrainingError(
                     f"--resume {ckpt}: it was trained with {key}={state.get(key)!r}, this run has {settings[key]!r}. "
                     "Resume with the same settings (a different setting is a new run: use another --out)."
