@@ -1,9 +1,13 @@
-"""Degraded 64x64 patches of the toy photos, written as an image folder with caption sidecars.
+"""Degraded 64x64 pictures of the toy photos, written as an image folder with caption sidecars.
 
-Every patch is a random multi-scale crop (a region 1-4x the patch size, area-downscaled, so one photo gives
-many distinct patches), flat crops rejected (PIQE scores them 100 whatever their quality), then degraded at
-random: gaussian blur, impulse (salt-and-pepper) noise and JPEG, each at a level in [0, 1] from clean to
-ruined, some combined, some patches clean. Deterministic from the seed: patch i uses numpy's Generator(seed, i).
+Every picture frames most of one photo (a square of 80-100 % of its short side at a random place,
+area-downscaled to 64 px, maybe mirrored), so the base learns each subject whole and draws something a person
+recognizes, then is degraded at random: gaussian blur, impulse (salt-and-pepper) noise and JPEG, at levels in [0, 1] from clean to
+ruined (draw_degradation), some combined, some pictures clean. Deterministic from the seed: picture i
+uses numpy's Generator(seed, i).
+
+Why whole photos: an earlier toy trained on 64-256 px crops of ~512 px photos, which are textures (fur,
+brick, grass); its samples and its quality sweep were textures too, in which no one could see a change.
 
 Why impulse noise and not gaussian: gaussian pixel noise in the training images is the very noise the
 diffusion process adds. A base model trained on such patches cannot tell, at low sigma, its own noise from the
@@ -12,7 +16,7 @@ percentile), and the adapter had nothing to steer. Impulse noise is a kind of no
 makes, so the base can learn to remove diffusion noise and still generate noisy-looking images when asked.
 Measured on the two bases (toy.denoise_check, docs/training.md "The toy world").
 
-    python -m toy.patches --out out/toy/patches --count 20000 --seed 0
+    python -m toy.patches --out out/toy/patches --count 8000 --seed 0
 """
 
 from __future__ import annotations
@@ -31,14 +35,12 @@ from .sources import SOURCES, load_rgb
 log = logging.getLogger(__name__)
 
 SIZE = 64
-SCALES = (1.0, 1.5, 2.0, 3.0, 4.0)
+FRAME = (0.8, 1.0)  # side of the square crop, as a fraction of the photo's short side
 # Level 1 ("ruined") of each degradation.
 BLUR_SIGMA_MAX = 3.0  # px, gaussian sigma
 IMPULSE_MAX = 0.15  # fraction of pixels set to black or white
 JPEG_QUALITY = (95, 5)  # quality at level 0 and at level 1
-P_CLEAN = 0.15
-FLAT_STD = 0.035  # grey-level std in [0, 1] below which a crop is flat
-FLAT_GRAD = 0.012  # mean |gradient| below which a crop is flat
+P_CLEAN = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,39 +64,45 @@ class Degradation:
         return int(round(JPEG_QUALITY[0] + (JPEG_QUALITY[1] - JPEG_QUALITY[0]) * self.jpeg))
 
 
-def is_flat(patch: np.ndarray) -> bool:
-    """True for crops with too little structure (sky, blank walls): low grey std or low mean gradient."""
-    g = patch.astype(np.float32).mean(-1) / 255.0
-    grad = 0.5 * (np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
-    return bool(g.std() < FLAT_STD or grad < FLAT_GRAD)
-
-
 def random_crop(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A crop of SIZE*scale pixels at a random place, area-downscaled to SIZE, maybe mirrored."""
+    """A square of FRAME of the short side at a random place, area-downscaled to SIZE, maybe mirrored."""
     from PIL import Image
 
     h, w = photo.shape[:2]
-    scales = [s for s in SCALES if SIZE * s <= min(h, w)] or [1.0]
-    side = int(round(SIZE * scales[rng.integers(len(scales))]))
+    side = int(round(min(h, w) * rng.uniform(*FRAME)))
     y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    crop = photo[y : y + side, x : x + side]
-    if side != SIZE:
-        crop = np.asarray(Image.fromarray(crop).resize((SIZE, SIZE), Image.BOX))
+    crop = np.asarray(Image.fromarray(photo[y : y + side, x : x + side]).resize((SIZE, SIZE), Image.BOX))
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     return np.ascontiguousarray(crop)
 
 
+def framed(photo: np.ndarray) -> np.ndarray:
+    """The photo's centred square of its whole short side at SIZE: its reference look, for the check that a
+    generated picture shows its caption's subject (toy/recognize.py)."""
+    from PIL import Image
+
+    h, w = photo.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    return np.asarray(Image.fromarray(photo[y : y + side, x : x + side]).resize((SIZE, SIZE), Image.BOX))
+
+
 def draw_degradation(rng: np.random.Generator) -> Degradation:
-    """Clean with P_CLEAN, else a non-empty random subset of {blur, noise, jpeg}, each at a uniform level."""
+    """Clean with P_CLEAN, else a severity s ~ U(0, 1) and a non-empty random subset of {blur, noise, jpeg}:
+    one of them at level s, the others at s x U(0.5, 1). The largest level is s, so the quality label
+    1 - s (toy/quality_net.py, toy/genziqa_data.py) is uniform from ruined to clean, with no pile of ties at
+    either end: every quality percentile is a different picture quality."""
     if rng.random() < P_CLEAN:
         return Degradation(0.0, 0.0, 0.0)
     while True:
         on = rng.random(3) < 0.5
         if on.any():
             break
-    levels = rng.uniform(0.05, 1.0, size=3) * on
-    return Degradation(*(float(round(v, 4)) for v in levels))
+    s = rng.uniform(0.0, 1.0)
+    levels = s * rng.uniform(0.5, 1.0, size=3)
+    levels[rng.choice(np.flatnonzero(on))] = s
+    return Degradation(*(float(round(v, 4)) for v in levels * on))
 
 
 def degrade(patch: np.ndarray, d: Degradation, rng: np.random.Generator) -> np.ndarray:
@@ -124,10 +132,7 @@ def make_patch(photos: list[np.ndarray], seed: int, index: int):
     """(source index, uint8 patch, Degradation) of patch `index`: a function of (seed, index) only."""
     rng = np.random.Generator(np.random.PCG64([seed, index]))
     s = int(rng.integers(len(photos)))
-    for _ in range(200):
-        crop = random_crop(photos[s], rng)
-        if not is_flat(crop):
-            break
+    crop = random_crop(photos[s], rng)
     d = draw_degradation(rng)
     return s, degrade(crop, d, rng), d
 
@@ -171,7 +176,7 @@ def write_patches(out: Path, count: int, seed: int = 0, start: int = 0) -> Path:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m toy.patches", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("out/toy/patches"))
-    ap.add_argument("--count", type=int, default=20000)
+    ap.add_argument("--count", type=int, default=8000)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -554,38 +554,64 @@ def merge(parts: Path, out: Path, table_path: Path, metrics: list[str], size: in
             f"Key(s) {dup} occur more than once in {data} (two images or shard samples with the "
             f"same id). Give every image a unique name; then delete {parts} and score again."
         )
+    lower = {m: bool(_metric_specs().get_spec(m).lower_better) for m in metrics}
+    source = (
+        f"python -m training score: pyiqa {pyiqa.__version__} scores of {table.num_rows} images of {data}, "
+        f"{'resized to ' + str(size) + 'x' + str(size) if size else 'at native size'}, RGB in [0,1]."
+    )
+    write_scores(
+        out, table_path, keys, {m: table.column(m) for m in metrics}, lower, source, size, {"pyiqa": pyiqa.__version__}
+    )
+
+
+def write_scores(
+    out: Path,
+    table_path: Path,
+    keys: Any,
+    raw: dict[str, Any],
+    lower_better: dict[str, bool],
+    source: str,
+    size: int,
+    info: Optional[dict[str, str]] = None,
+) -> None:
+    """The scores file (key, raw and z columns) and its norm table, from raw scores per metric in key order.
+    `merge` writes pyiqa's scores with it; a model of one's own (the toy's quality net) writes the same files,
+    with its own lower_better flags, so `train` and Quality Condition read them alike."""
+    import pyarrow as pa
+
+    keys = pa.array(keys) if not isinstance(keys, (pa.Array, pa.ChunkedArray)) else keys
+    metrics = list(raw)
     stats, zstats, zcols = {}, {}, {}
     for m in metrics:
-        raw = table.column(m).to_numpy().astype(np.float64)
-        mean, std = float(raw.mean()), float(raw.std())
+        values = np.asarray(raw[m], dtype=np.float64)
+        mean, std = float(values.mean()), float(values.std())
         if not (std > 0 and math.isfinite(std)):
             raise TrainingError(
-                f"Metric '{m}' gives the same score ({mean}) to all {raw.size} image(s) of {data}, so "
+                f"Metric '{m}' gives the same score ({mean}) to all {values.size} scored image(s), so "
                 "its z-scores are undefined. Score more (and more varied) images, or drop the metric."
             )
-        z = (raw - mean) / std
-        lower = bool(_metric_specs().get_spec(m).lower_better)
-        stats[m], zstats[m] = dict(describe(raw), lower_better=lower), dict(describe(z), lower_better=lower)
+        z = (values - mean) / std
+        lower = bool(lower_better[m])
+        stats[m], zstats[m] = dict(describe(values), lower_better=lower), dict(describe(z), lower_better=lower)
         zcols[z_column(m)] = pa.array(z, pa.float64())
-    n = table.num_rows
-    info = {
+    n = len(keys)
+    meta = {
         "metrics": " ".join(metrics),
         "image_size": str(size),
-        "pyiqa": pyiqa.__version__,
+        **(info or {}),
         "z": "(raw - mean) / std over this file, population std (ddof 0)",
         "table": table_path.name,
     }
-    final = pa.table({"key": keys, **{m: table.column(m) for m in metrics}, **zcols})
-    final = final.replace_schema_metadata({f"iqa_score.{k}": v for k, v in info.items()})
+    final = pa.table({"key": keys, **{m: pa.array(np.asarray(raw[m], dtype=np.float64)) for m in metrics}, **zcols})
+    final = final.replace_schema_metadata({f"iqa_score.{k}": v for k, v in meta.items()})
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_parquet(out, final)
     doc = {
         "format": TABLE_FORMAT,
-        "source": f"python -m training score: pyiqa {pyiqa.__version__} scores of {n} images of {data}, "
-        f"{'resized to ' + str(size) + 'x' + str(size) if size else 'at native size'}, RGB in [0,1].",
+        "source": source,
         "description": "Per-metric raw-score statistics. z = (raw - mean) / std (std with ddof 0). percentiles maps a "
         "percentile (0-100, as a string) to the raw score at that percentile (numpy linear "
-        "interpolation); min and max stand for percentiles 0 and 100. lower_better (pyiqa's flag): "
+        "interpolation); min and max stand for percentiles 0 and 100. lower_better (the metric's flag): "
         "lower raw scores are better, so a quality percentile p is the raw percentile 100 - p. "
         "z_metrics: the same statistics of the z-scores.",
         "count": n,
