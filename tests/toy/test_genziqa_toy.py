@@ -38,7 +38,7 @@ def _need(path: Path) -> None:
 @pytest.fixture(scope="module")
 def toy_base():
     _need(BASE)
-    return host.load_base(BASE)
+    return host.load_base(BASE, plugins=["toy"])
 
 
 @pytest.fixture(scope="module")

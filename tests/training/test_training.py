@@ -320,7 +320,7 @@ def fixed_draw_loss(world, flat) -> float:
     from training.iqa_adapter.loop import prepare_image
     from training.iqa_adapter.trainable import TrainableAdapter
 
-    base = host.load_base(world["base"])
+    base = host.load_base(world["base"], plugins=["toy"])
     layers = find_attn2_layers(base.unet)
     set_seed(7)
     module = TrainableAdapter.from_base(layers, "linear", 2, 1)
@@ -374,7 +374,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(world):
 
     grads = []
     for checkpointed in (False, True):
-        base = host.load_base(world["base"])
+        base = host.load_base(world["base"], plugins=["toy"])
         unet = base.unet.requires_grad_(False)
         make_autograd_safe(unet)
         if checkpointed:
