@@ -2,7 +2,7 @@
 
 Both sides do the whole job on the same JPEG files: build the metric, read and decode each file, resize it to
 --size x --size (PIL bicubic), turn it into an RGB float batch in [0, 1] and score it. The direct side is the
-loop a user would write around `pyiqa.create_metric(name)`; the score side is training/score.py in this
+loop a user would write around `pyiqa.create_metric(name)`; the score side is training/iqa_adapter/score.py in this
 process (one process), which also saves parts, merges them and writes the norm table. Both give the same
 scores (checked). Rounds are interleaved; the ratio (score / direct images per second) is the median of the
 per-round ratios (neighbouring measurements share whatever else loads the machine), shown for wall time and
@@ -80,7 +80,7 @@ def direct(name: str, files: list[Path], size: int, batch: int) -> dict[str, flo
 def via_score(name: str, folder: Path, size: int, batch: int, work: Path) -> dict[str, float]:
     import pyarrow.parquet as pq
 
-    from training import score
+    from training.iqa_adapter import score
 
     if work.exists():
         shutil.rmtree(work)

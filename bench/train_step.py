@@ -6,11 +6,11 @@ attn2 layer -> backward -> AdamW step (random text context of the model's width,
 vector `y`; no VAE or text encoder, which run without gradients and are not what checkpointing changes).
 Each variant runs in a process of its own, so peak memory is that variant's: the plain inference forward
 of the same UNet at the same size without gradients (the baseline), the training step, the training step
-with training/checkpointing.py. Figures are ratios to the
+with training/common/gradient_checkpointing.py. Figures are ratios to the
 baseline measured in the same run (median step time after a warm-up step; peak process RSS on the CPU,
 peak allocated device memory on a GPU).
 It also checks that checkpointing leaves the adapter's gradients as they were: a recomputation that read
-another layer's patch (the trap training/checkpointing.py documents) would change them by O(1). Exit
+another layer's patch (the trap training/common/gradient_checkpointing.py documents) would change them by O(1). Exit
 status 1 when a variant fails or the gradients differ, after the tables.
 
     .venv/bin/python bench/train_step.py [--configs sd15:32 sdxl:32] [--steps 3] [--dtype float32]
@@ -97,11 +97,11 @@ def worker(args: argparse.Namespace) -> None:
     from adapter.encoding import encode_quality_vector, encoded_dim
     from adapter.layers import find_attn2_layers
     from adapter.live_tokens import LiveQualityTokens
-    from training.autograd_safety import make_autograd_safe
-    from training.checkpointing import enable_gradient_checkpointing
-    from training.diffusion_loss import adapter_patches, eps_loss
-    from training.draws import sample_draws
-    from training.trainable import TrainableAdapter
+    from training.common.autograd_safety import make_autograd_safe
+    from training.common.draws import sample_draws
+    from training.common.gradient_checkpointing import enable_gradient_checkpointing
+    from training.iqa_adapter.diffusion_loss import adapter_patches, eps_loss
+    from training.iqa_adapter.trainable import TrainableAdapter
 
     kind, latent, dev = args.kind, args.latent, torch.device(args.device)
     t0 = time.perf_counter()

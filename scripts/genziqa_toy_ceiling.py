@@ -39,7 +39,7 @@ ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
 def attn2_inputs(base, images: torch.Tensor, timestep: int, batch: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Position-mean and position-std of every attn2 layer's query input, each [N, layers * width]."""
-    from training.core import guidance
+    from training.common.core import guidance
 
     gz_host, selection = guidance("genziqa.host"), guidance("genziqa.layer_selection")
     model = base.patcher.model
@@ -120,10 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timestep", type=int, default=3)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    from training import host
+    from training.common import host
 
     host.import_host()
-    base = host.load_base(a.base)
+    base = host.load_base(a.base, plugins=["toy"])
     sets = [load_set(d, d.parent / f"{d.name}.labels.csv") for d in (a.train, a.test)]
     (train_images, y), (test_images, y_test) = sets
     (m, s), (m_test, s_test) = (attn2_inputs(base, im, a.timestep) for im in (train_images, test_images))

@@ -27,19 +27,19 @@ from workflow_fixtures import TOY_BASE as BASE  # noqa: E402  (weights/toy/toy_b
 
 def load_set(images: Path, labels: Path) -> tuple[torch.Tensor, np.ndarray]:
     """[N, 64, 64, 3] images in [0, 1] and their MOS, in label-file order."""
-    from training.genziqa_labels import read_labels
-    from training.genziqa_train import load_pixels
+    from training.genziqa.labels import read_labels
+    from training.genziqa.train import load_pixels
 
     rows = read_labels(labels, images)
     return torch.cat([load_pixels(r.path) for r in rows]), np.array([r.mos for r in rows], dtype=np.float64)
 
 
 def genziqa_scores(file: Path, images: torch.Tensor, base: Path = BASE, batch: int = 50) -> np.ndarray:
-    from training import host
-    from training.core import guidance
+    from training.common import host
+    from training.common.core import guidance
 
     host.import_host()
-    b = host.load_base(base)
+    b = host.load_base(base, plugins=["toy"])
     fmt, scorer_mod = guidance("genziqa.file_format"), guidance("genziqa.scorer")
     scorer = scorer_mod.GenzIQAScorer(b.patcher, b.clip, b.vae, fmt.load_genziqa(file))
     return np.concatenate(

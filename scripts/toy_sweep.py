@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-# The repository root, for training.core (the pack's metric registry) when this runs as a script.
+# The repository root, for training.common.core (the pack's metric registry) when this runs as a script.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import workflow_fixtures  # noqa: E402
@@ -101,7 +101,7 @@ def score_images(images, metric: str, size: int = 0, iqa_dirs: Sequence[Path] = 
     import torch
     import torch.nn.functional as F
 
-    from training.core import guidance
+    from training.common.core import guidance
 
     model = guidance("iqa_models").build_iqa_model(metric, search_dirs=[str(d) for d in iqa_dirs])
     x = images.permute(0, 3, 1, 2)

@@ -58,7 +58,7 @@ stage "base training"
 launch=("$py" -m accelerate.commands.launch --num_processes "$procs" --num_machines 1 --dynamo_backend no --mixed_precision no)
 [[ "$procs" -gt 1 ]] && launch+=(--multi_gpu)
 ACCELERATE_USE_CPU=true PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "${launch[@]}" -m training train \
-  --base "$weights/toy_base.safetensors" --data "$out/patches" --scores "$out/scores.parquet" --metrics piqe \
+  --plugin toy --base "$weights/toy_base.safetensors" --data "$out/patches" --scores "$out/scores.parquet" --metrics piqe \
   --resolution 64 --batch-size 32 --lr "$adapter_lr" --steps "$adapter_steps" --seed "$adapter_seed" \
   --out "$out/adapter" --resume latest --checkpoint-every 250 --log-every 25
 "$py" -m training export --checkpoint "$out/adapter" --out "$weights/toy_adapter_piqe.safetensors" --dtype fp16

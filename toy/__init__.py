@@ -2,3 +2,31 @@
 ship in PyPI wheels, so the IQA-Adapter can be trained and proven end to end on a CPU.
 
 Plain torch plus the host's own model classes (imported lazily); knows nothing of node classes."""
+
+
+def _register_with_training() -> None:
+    """Plug the toy checkpoint format into training's base loader (training/common/base_formats.py), so that
+    `python -m training train --plugin toy --base weights/toy/toy_base.safetensors` reads it while training
+    never imports the toy. The host imports toy/ by path (toy/nodes), where the pack's training/ may not be
+    importable: then there is nothing to plug into."""
+    try:
+        from training.common.base_formats import register_checkpoint_format
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "training":
+            return
+        raise
+
+    def is_format(path):
+        from .model import is_toy_checkpoint
+
+        return is_toy_checkpoint(path)
+
+    def load(path):
+        from .model import load_toy_checkpoint
+
+        return load_toy_checkpoint(path)
+
+    register_checkpoint_format("toy", is_format, load)
+
+
+_register_with_training()

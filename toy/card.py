@@ -68,7 +68,7 @@ def _run_line(run: Path, stage: str) -> tuple[str, dict, float]:
     head = [float(r["loss"]) for r in rows[:50]]
     init = f" --init-adapter {settings['init_adapter']}" if settings.get("init_adapter") else ""
     line = (
-        f"- {stage}: `python -m training train --base {settings['base']} --data out/toy/patches --scores "
+        f"- {stage}: `python -m training train --plugin toy --base {settings['base']} --data out/toy/patches --scores "
         f"out/toy/scores.parquet --metrics {' '.join(settings['metrics'])} --resolution {settings['resolution']} "
         f"--batch-size {settings['batch_size']} --lr {settings['lr']} --steps {last.get('step')} --seed "
         f"{settings['seed']}{init}` on {settings['world_size']} process(es) (one CPU thread each; global batch "

@@ -1,7 +1,7 @@
 """The toy's image folder (NNNNNN.png + NNNNNN.txt caption) loaded whole, for the base trainer.
 
 The toy set is ~20k 64x64 patches (~250 MB as uint8), so the base trainer holds it in memory. It is read
-with the same reader as every training dataset (training/datasets.py: order, captions, decode errors).
+with the same reader as every training dataset (training/common/datasets.py: order, captions, decode errors).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .errors import ToyError
 
 def read_folder(folder: str | Path, size: int = 64) -> tuple[torch.Tensor, list[str]]:
     """(uint8 [N,size,size,3], captions) of every image in the folder, in the dataset's order (sorted names)."""
-    from training.datasets import open_dataset
+    from training.common.datasets import open_dataset
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -95,7 +95,7 @@ class ToyCLIP:
         out.update(add_dict or {})
         return [[cond, out]]
 
-    # -- GenzIQA's learned prompt context (guidance/genziqa/host.py, training/genziqa_prompts.py) ---------
+    # -- GenzIQA's learned prompt context (guidance/genziqa/host.py, training/genziqa/prompts.py) ---------
     CONTEXT_KEY = "toy"  # the file's context tensor: genziqa.ctx.toy
 
     def context_encoders(self) -> dict[str, int]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.autograd_safety import make_autograd_safe
+from training.common.autograd_safety import make_autograd_safe
 
 from .errors import ToyError
 from .folder import read_folder
@@ -128,7 +128,7 @@ def train(args: argparse.Namespace) -> Path:
     table = build_text(cfg, seed=args.seed)
     unet.train()
     table.train()
-    make_autograd_safe(unet)  # the fork's in-place residual adds (training/autograd_safety.py)
+    make_autograd_safe(unet)  # the fork's in-place residual adds (training/common/autograd_safety.py)
     params = list(unet.parameters()) + list(table.parameters())
     for p in params:
         p.requires_grad_(True)

@@ -10,14 +10,23 @@ from typing import Optional, Sequence
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    "score": ("training.score", "score a dataset with pyiqa metrics: a Parquet file and a normalisation table"),
-    "train": ("training.train", "train an IQA-Adapter on a base checkpoint, a dataset and its scores"),
-    "export": ("training.export", "write a training checkpoint as an IQA-Adapter file for Load IQA-Adapter"),
+    "score": (
+        "training.iqa_adapter.score",
+        "score a dataset with pyiqa metrics: a Parquet file and a normalisation table",
+    ),
+    "train": ("training.iqa_adapter.train", "train an IQA-Adapter on a base checkpoint, a dataset and its scores"),
+    "export": (
+        "training.iqa_adapter.export",
+        "write a training checkpoint as an IQA-Adapter file for Load IQA-Adapter",
+    ),
     "genziqa-train": (
-        "training.genziqa_train",
+        "training.genziqa.train",
         "train a GenzIQA file on an image folder and a MOS label file (pyiqa CSV)",
     ),
-    "convert": ("training.convert", "turn the official training script's save_state output into an IQA-Adapter file"),
+    "convert": (
+        "training.iqa_adapter.convert",
+        "turn the official training script's save_state output into an IQA-Adapter file",
+    ),
 }
 
 
@@ -32,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from training.errors import TrainingError
+    from training.common.errors import TrainingError
 
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)

@@ -21,9 +21,9 @@ from scipy import stats
 
 from toy import genziqa_data
 from toy.text import GENZIQA_PROMPTS, TextTable, ToyCLIP
-from training import host
 from training.cli import build_parser
-from training.core import guidance
+from training.common import host
+from training.common.core import guidance
 
 BASE = workflow_fixtures.TOY_BASE  # weights/toy/toy_base.safetensors
 SHIPPED = conftest.REPO / "weights" / "toy" / "toy_genziqa.safetensors"
@@ -38,7 +38,7 @@ def _need(path: Path) -> None:
 @pytest.fixture(scope="module")
 def toy_base():
     _need(BASE)
-    return host.load_base(BASE)
+    return host.load_base(BASE, plugins=["toy"])
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def held_out(tmp_path_factory):
 
 
 def _load(images: Path, labels: Path) -> tuple[torch.Tensor, np.ndarray]:
-    from training.genziqa_train import load_pixels
+    from training.genziqa.train import load_pixels
 
     with labels.open() as f:
         rows = list(csv.DictReader(f))
@@ -84,7 +84,7 @@ def test_the_word_table_takes_context_vectors_with_gradients():
 
 
 def test_scorer_and_training_route_read_the_same_prompt_features(toy_base):
-    from training.genziqa_prompts import encode_prompts
+    from training.genziqa.prompts import encode_prompts
 
     file = guidance("genziqa.fresh").fresh_file(toy_base.patcher, toy_base.clip, "toy", seed=3, image_size=64)
     assert sorted(file.context) == ["toy"] and file.meta.layers.is_all
@@ -113,7 +113,7 @@ def test_a_short_training_lowers_the_loss_and_ranks_held_out_patches(toy_base, h
     the draws are seeded, but after hundreds of Adam steps the weights are those of a similar, not the same,
     run; that the trained file ranks held-out patches at all (SRCC 0 untrained, labels independent of
     the seed) is the point."""
-    from training.genziqa_train import train
+    from training.genziqa.train import train
 
     data = tmp_path / "train"
     labels = genziqa_data.write_set(data, 200, seed=0)
@@ -137,8 +137,8 @@ LOSS_FLOOR, SRCC_FLOOR = 0.95, 0.25
 
 def test_training_refuses_prompts_the_word_table_reads_alike(toy_base, held_out, tmp_path):
     """'Good Photo.' and 'Bad Photo.' are both '<unk> photo' in the toy's vocabulary."""
-    from training.errors import TrainingError
-    from training.genziqa_train import train
+    from training.common.errors import TrainingError
+    from training.genziqa.train import train
 
     images, labels = held_out
     argv = ["genziqa-train", "--base", str(BASE), "--images", str(images), "--labels", str(labels)]

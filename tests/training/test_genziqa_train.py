@@ -17,8 +17,8 @@ import torch
 from helpers import pack, tiny, tiny_clip
 from PIL import Image
 
-from training import host
 from training.cli import build_parser, main
+from training.common import host
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +84,7 @@ def _loss(out: Path) -> list[float]:
 
 @pytest.fixture(scope="module")
 def trained(base, data, tmp_path_factory):
-    from training.genziqa_train import train
+    from training.genziqa.train import train
 
     out = tmp_path_factory.mktemp("run")
     path = train(_args(data, out, "--steps", str(STEPS), "--batch-size", "4", "--lr", "1e-2", "--seed", "1"), base=base)
@@ -126,8 +126,8 @@ def test_the_exported_file_loads_and_scores_on_the_mos_scale(base, data, trained
 
 def test_prompt_features_with_gradients_match_the_scorers(base):
     """The training route to the CLIP (placeholder words plus a hook) gives the scorer's text features."""
-    from training.core import guidance
-    from training.genziqa_prompts import encode_prompts
+    from training.common.core import guidance
+    from training.genziqa.prompts import encode_prompts
 
     f = guidance("genziqa.fresh").fresh_file(base.patcher, base.clip, "sd1", seed=3)
     ctx = {k: v.clone().requires_grad_(True) for k, v in f.context.items()}
@@ -140,8 +140,8 @@ def test_prompt_features_with_gradients_match_the_scorers(base):
 
 def test_lora_hooks_match_the_hosts_lora_patch(base):
     """The trained LoRA as hooks computes what the host's LoRA loader makes of the exported file."""
-    from training.core import guidance
-    from training.genziqa_trainable import TrainableGenzIQA
+    from training.common.core import guidance
+    from training.genziqa.trainable import TrainableGenzIQA
 
     scorer_mod = guidance("genziqa.scorer")
     f = guidance("genziqa.fresh").fresh_file(base.patcher, base.clip, "sd1", up_std=0.05, seed=2, image_size=SIZE)
@@ -158,7 +158,7 @@ def test_lora_hooks_match_the_hosts_lora_patch(base):
 def test_resume_ends_where_the_uninterrupted_run_ends(base, data, tmp_path):
     from safetensors.torch import load_file
 
-    from training.genziqa_train import train
+    from training.genziqa.train import train
 
     common = ("--batch-size", "2", "--lr", "1e-2", "--checkpoint-every", "2")
     whole = train(_args(data, tmp_path / "a", "--steps", "4", *common), base=base)
@@ -173,8 +173,8 @@ def test_resume_ends_where_the_uninterrupted_run_ends(base, data, tmp_path):
 
 def test_a_text_encoder_that_takes_no_context_is_refused_by_name(base, data, tmp_path):
     """Neither the host's CLIP (tokens per encoder) nor an encoder with encode_with_context (the toy's)."""
-    from training.errors import TrainingError
-    from training.genziqa_train import train
+    from training.common.errors import TrainingError
+    from training.genziqa.train import train
 
     class Words:
         def tokenize(self, text):
@@ -217,8 +217,8 @@ def test_bad_label_files_are_clear_errors(data, capsys, tmp_path):
 
 
 def test_images_smaller_than_the_latent_stride_are_named(base, data, tmp_path):
-    from training.errors import TrainingError
-    from training.genziqa_train import train
+    from training.common.errors import TrainingError
+    from training.genziqa.train import train
 
     Image.fromarray(_stripes(4, 0, size=6)).save(tmp_path / "tiny.png")
     Image.fromarray(_stripes(4, 0)).save(tmp_path / "ok.png")
@@ -229,8 +229,8 @@ def test_images_smaller_than_the_latent_stride_are_named(base, data, tmp_path):
 
 
 def test_pooling_and_prompt_options_are_recorded_in_the_file_and_checked_on_resume(base, data, tmp_path):
-    from training.errors import TrainingError
-    from training.genziqa_train import train
+    from training.common.errors import TrainingError
+    from training.genziqa.train import train
 
     extra = ("--steps", "1", "--batch-size", "2", "--table-images", "0", "--checkpoint-every", "1")
     chosen = ("--pooling-lambda", "0.5", "--attention-term", "good_minus_bad", "--prompts", "Sharp.", "Blurry.")

@@ -105,6 +105,8 @@ def world(tmp_path_factory) -> dict[str, Path]:
 def train_args(world: dict[str, Path], out: Path, *extra: str, batch: int = 2, steps: int = 4) -> list[str]:
     return [
         "train",
+        "--plugin",
+        "toy",
         "--base",
         str(world["base"]),
         "--data",
@@ -221,7 +223,7 @@ def test_resume_ends_where_the_uninterrupted_run_ends(world, single):
 
 
 def test_round_trip_load_iqa_adapter_gives_the_training_modules_kv(world, single):
-    from training.trainable import TrainableAdapter
+    from training.iqa_adapter.trainable import TrainableAdapter
 
     path = world["root"] / "fp32.safetensors"
     run_cli("export", "--checkpoint", str(single), "--out", str(path), "--dtype", "fp32")
@@ -312,13 +314,13 @@ def fixed_draw_loss(world, flat) -> float:
     from adapter.layers import find_attn2_layers
     from adapter.live_tokens import LiveQualityTokens
     from adapter.norm_table import NormTable
-    from training import host
-    from training.diffusion_loss import adapter_patches, eps_loss
-    from training.draws import sample_draws
-    from training.loop import prepare_image
-    from training.trainable import TrainableAdapter
+    from training.common import host
+    from training.common.draws import sample_draws
+    from training.iqa_adapter.diffusion_loss import adapter_patches, eps_loss
+    from training.iqa_adapter.loop import prepare_image
+    from training.iqa_adapter.trainable import TrainableAdapter
 
-    base = host.load_base(world["base"])
+    base = host.load_base(world["base"], plugins=["toy"])
     layers = find_attn2_layers(base.unet)
     set_seed(7)
     module = TrainableAdapter.from_base(layers, "linear", 2, 1)
@@ -359,20 +361,20 @@ def fixed_draw_loss(world, flat) -> float:
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(world):
-    """The trap in training/checkpointing.py: a recomputation that reads the host's shared options dict
+    """The trap in training/common/gradient_checkpointing.py: a recomputation that reads the host's shared options dict
     would look up another layer's patch. Gradients with and without checkpointing must agree."""
     from adapter.layers import find_attn2_layers
     from adapter.live_tokens import LiveQualityTokens
-    from training import host
-    from training.autograd_safety import make_autograd_safe
-    from training.checkpointing import enable_gradient_checkpointing
-    from training.diffusion_loss import adapter_patches, eps_loss
-    from training.draws import sample_draws
-    from training.trainable import TrainableAdapter
+    from training.common import host
+    from training.common.autograd_safety import make_autograd_safe
+    from training.common.draws import sample_draws
+    from training.common.gradient_checkpointing import enable_gradient_checkpointing
+    from training.iqa_adapter.diffusion_loss import adapter_patches, eps_loss
+    from training.iqa_adapter.trainable import TrainableAdapter
 
     grads = []
     for checkpointed in (False, True):
-        base = host.load_base(world["base"])
+        base = host.load_base(world["base"], plugins=["toy"])
         unet = base.unet.requires_grad_(False)
         make_autograd_safe(unet)
         if checkpointed:

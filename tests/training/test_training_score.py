@@ -1,4 +1,4 @@
-"""`python -m training score` and training/datasets.py on real small data made here: PNG/JPEG/WebP files in a
+"""`python -m training score` and training/common/datasets.py on real small data made here: PNG/JPEG/WebP files in a
 folder, webdataset shards written with tarfile, real offline metrics (pyiqa piqe, and niqe with the parameters
 that scripts/prepare_test_data.sh converts from PyPI).
 
@@ -29,8 +29,9 @@ from PIL import Image
 
 REPO = conftest.REPO
 from adapter.norm_table import NormTable  # noqa: E402
-from training import datasets, score  # noqa: E402
-from training.errors import TrainingError  # noqa: E402
+from training.common import datasets  # noqa: E402
+from training.common.errors import TrainingError  # noqa: E402
+from training.iqa_adapter import score  # noqa: E402
 
 SIZE = 192  # NIQE needs >= 2x2 blocks of 96 px for a covariance (pyiqa's NIQE); small enough to be quick
 METRICS = ["piqe", "niqe"]

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.core import guidance
-from training.errors import TrainingError
+from training.common.core import guidance
+from training.common.errors import TrainingError
 
 
 def _add_lora(down: torch.Tensor, up: torch.Tensor, scale: float, module: Any, inputs: tuple, output: torch.Tensor):

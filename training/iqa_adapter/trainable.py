@@ -19,7 +19,7 @@ from adapter.errors import IQAAdapterError
 from adapter.layers import AttnSite, match_sites
 from adapter.model import LayerKV
 from adapter.projection import QualityProjection
-from training.errors import TrainingError
+from training.common.errors import TrainingError
 
 MLP_INNER_DIM = 128  # the official "mlp" projection: Linear(d -> 128), GELU, Linear(128 -> T*C)
 

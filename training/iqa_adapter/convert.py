@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from training.errors import TrainingError
+from training.common.errors import TrainingError
 
 PREFIXES = {"qual_proj_model.": "image_proj.", "adapter_modules.": "ip_adapter."}
 STATE_NAMES = ("model.safetensors", "pytorch_model.bin")
@@ -96,7 +96,7 @@ def convert_official(path: Path) -> dict[str, torch.Tensor]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.adapter_file import write_adapter_file
+    from training.iqa_adapter.adapter_file import write_adapter_file
 
     flat = convert_official(Path(args.input))
     table = None

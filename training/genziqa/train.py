@@ -10,7 +10,7 @@ AdamW; gradient accumulation, mixed precision and DDP from accelerate, as `train
 
 Checkpoints (out/checkpoints/step-NNNNNN/) hold accelerate's state and state.json as `train` writes them;
 --resume continues where the run stopped (each sample's timestep and noise are a function of the seed and
-its stream position, training/draws.py). The run ends by writing the GenzIQA file (--export, default
+its stream position, training/common/draws.py). The run ends by writing the GenzIQA file (--export, default
 out/genziqa.safetensors).
 """
 
@@ -26,7 +26,8 @@ from typing import Any, Optional
 
 import torch
 
-from training.errors import TrainingError
+from training.common.base_formats import add_plugin_argument
+from training.common.errors import TrainingError
 
 OFFSET_IMAGES = 32  # images the untrained raw score's offset is measured on
 TRAIN_TIMESTEPS = 100  # t ~ U{0..99}, the authors' training draw
@@ -51,7 +52,7 @@ def recorded_defaults() -> dict[str, Any]:
     authors'), by setting name; a checkpoint from before an option existed was trained with its default."""
     import dataclasses
 
-    from training.core import guidance
+    from training.common.core import guidance
 
     fields = {f.name: f.default for f in dataclasses.fields(guidance("genziqa.file_format").GenzIQAMeta)}
     return {
@@ -75,6 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--comfyui-dir", help="an upstream ComfyUI folder to import the host from (default: the installed one)"
     )
+    add_plugin_argument(g)
     o = p.add_argument_group("optimisation")
     o.add_argument(
         "--resolution",
@@ -97,7 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="train on t ~ U{0..N-1} and score at the authors' 8 timesteps scaled by N/100 (default 100, the "
         "authors': t = 9, 21, ..., 93)",
     )
-    from training.core import guidance
+    from training.common.core import guidance
 
     defaults = recorded_defaults()
     o.add_argument(
@@ -174,7 +176,7 @@ def _family(sites: list, given: Optional[str]) -> str:
 
 def scoring_timesteps(max_timestep: int) -> tuple[int, ...]:
     """The authors' test timesteps (9, 21, ..., 93 of t < 100) scaled to t < max_timestep."""
-    from training.core import guidance
+    from training.common.core import guidance
 
     authors = guidance("genziqa.file_format").AUTHORS_TIMESTEPS
     return tuple(sorted({int(t * max_timestep / TRAIN_TIMESTEPS) for t in authors}))
@@ -215,7 +217,7 @@ def load_pixels(path: Path) -> torch.Tensor:
     """[1, H, W, 3] float in [0, 1]; an unreadable image is a TrainingError naming it (datasets.decode_image)."""
     import numpy as np
 
-    from training.datasets import decode_image
+    from training.common.datasets import decode_image
 
     image = decode_image(Path(path).read_bytes, str(path))
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
@@ -226,7 +228,7 @@ def _training_table(base: Any, trained: Any, labels: list, args: argparse.Namesp
     scorer that Load GenzIQA builds (the LoRA through the host's loader)."""
     from tqdm import tqdm
 
-    from training.genziqa_table import score_table
+    from training.genziqa.table import score_table
 
     scorer = scorer_mod.GenzIQAScorer(base.patcher, base.clip, base.vae, trained)
     count = min(args.table_images, len(labels))
@@ -243,19 +245,19 @@ def _training_table(base: Any, trained: Any, labels: list, args: argparse.Namesp
 
 
 def train(args: argparse.Namespace, base: Any = None) -> Path:
-    """Run the training; `base` (a training.host.BaseModel) replaces --base when given (tests). Returns the file."""
+    """Run the training; `base` (a training.common.host.BaseModel) replaces --base when given (tests). Returns the file."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
-    from training import host
-    from training.core import guidance
-    from training.draws import sample_draws
-    from training.genziqa_labels import check_sizes, read_labels
-    from training.genziqa_prompts import encode_prompts
-    from training.genziqa_trainable import TrainableGenzIQA
-    from training.loss_log import LossLog
-    from training.train import latest_checkpoint, read_state, write_checkpoint
+    from training.common import host
+    from training.common.core import guidance
+    from training.common.draws import sample_draws
+    from training.common.loss_log import LossLog
+    from training.common.run_checkpoints import latest_checkpoint, read_state, write_checkpoint
+    from training.genziqa.labels import check_sizes, read_labels
+    from training.genziqa.prompts import encode_prompts
+    from training.genziqa.trainable import TrainableGenzIQA
 
     _check_args(args)
     out = Path(args.out)
@@ -271,7 +273,7 @@ def train(args: argparse.Namespace, base: Any = None) -> Path:
 
     if base is None:
         host.import_host(args.comfyui_dir)
-        base = host.load_base(args.base)
+        base = host.load_base(args.base, args.plugin)
     gz_host, fresh, fmt = guidance("genziqa.host"), guidance("genziqa.fresh"), guidance("genziqa.file_format")
     scorer_mod, selection = guidance("genziqa.scorer"), guidance("genziqa.layer_selection")
     if not (hasattr(base.clip, "encode_with_context") or isinstance(base.clip.tokenize("a"), dict)):

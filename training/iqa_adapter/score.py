@@ -24,7 +24,7 @@ Outputs:
 - With --skip-bad, OUT with suffix .skipped.jsonl lists the images that failed (key, source, error).
 
 Processes (`accelerate launch`; plain python is one process): process r scores its share of the dataset's
-global order (training/datasets.py: whole shards or every world-th item), so across all processes each
+global order (training/common/datasets.py: whole shards or every world-th item), so across all processes each
 image is scored exactly once. Work is saved as it goes in OUT.parts/: each process writes
 part-<rank>-<seq>.parquet files of --part-size images (or whatever was scored in 5 minutes, if less), each
 written to a temporary name, synced, then renamed, so a crash or a kill loses at most the images of the part
@@ -50,15 +50,14 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from training.datasets import SPLITS, Dataset, Sample, open_dataset
-from training.errors import TrainingError
+from training.common.datasets import SPLITS, Dataset, Sample, open_dataset
+from training.common.errors import TrainingError
+from training.common.norm_tables import TABLE_FORMAT, describe
 
 log = logging.getLogger(__name__)
 
 Z_SUFFIX = "_z"
 PARTS_FORMAT = "iqa-score-parts/1"
-TABLE_FORMAT = "iqa-adapter-norm-table/1"
-PERCENTILES = tuple(range(1, 100))
 CRASH_ENV = "TRAINING_SCORE_CRASH_AFTER"  # test hook: a process dies (os._exit) once it has saved this many images
 
 
@@ -111,7 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--split",
         choices=SPLITS,
         default="auto",
-        help="how shards are divided among processes (see training/datasets.py)",
+        help="how shards are divided among processes (see training/common/datasets.py)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -247,7 +246,7 @@ def resolve_metrics(names: Sequence[str], size: int) -> list[str]:
 
 
 def _metric_specs():
-    from training.core import guidance
+    from training.common.core import guidance
 
     return guidance("metric_specs")
 
@@ -255,7 +254,7 @@ def _metric_specs():
 def build_metric(name: str, iqa_dirs: Sequence[Path], device: Any):
     """The pack's IQAModel for `name` on `device`: weights from iqa_dirs or pyiqa's cache, never downloaded."""
     from adapter.errors import IQAAdapterError
-    from training.core import guidance
+    from training.common.core import guidance
 
     iqa, weights = guidance("iqa_models"), guidance("weights")
     try:
@@ -634,18 +633,6 @@ def _read_part(f: Path):
             f"The saved part {f} is unreadable ({type(e).__name__}: {e}). Delete it and run score "
             "again: its images are scored again."
         ) from None
-
-
-def describe(values: np.ndarray) -> dict:
-    """mean, std (ddof 0), min, max and percentiles 1..99 of one column, as the norm table stores them."""
-    pct = np.percentile(values, PERCENTILES)
-    return {
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "percentiles": {str(p): float(v) for p, v in zip(PERCENTILES, pct)},
-    }
 
 
 # -- reading a scores file (for train) ------------------------------------------------------------------------------

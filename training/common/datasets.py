@@ -43,7 +43,7 @@ from typing import Callable, Iterator, Mapping, Optional
 
 from PIL import Image
 
-from training.errors import TrainingError
+from training.common.errors import TrainingError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from training.errors import TrainingError
+from training.common.errors import TrainingError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,16 +37,16 @@ def run(args: argparse.Namespace) -> int:
 def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "fp16") -> Path:
     from safetensors.torch import load_file
 
-    from training.adapter_file import write_adapter_file
-    from training.train import ADAPTER_FILE, latest_checkpoint, read_state
+    from training.common.run_checkpoints import WEIGHTS_FILE, latest_checkpoint, read_state
+    from training.iqa_adapter.adapter_file import write_adapter_file
 
     checkpoint = Path(checkpoint)
     if (checkpoint / "checkpoints").is_dir():
         checkpoint = latest_checkpoint(checkpoint) or checkpoint
     state = read_state(checkpoint)
-    weights = checkpoint / ADAPTER_FILE
+    weights = checkpoint / WEIGHTS_FILE
     if not weights.is_file():
-        raise TrainingError(f"{checkpoint} has no {ADAPTER_FILE}: the checkpoint is incomplete. Export an earlier one.")
+        raise TrainingError(f"{checkpoint} has no {WEIGHTS_FILE}: the checkpoint is incomplete. Export an earlier one.")
     table_path = Path(state["norm_table"])
     table = json.loads(table_path.read_text()) if table_path.is_file() else None
     if table is None:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.errors import TrainingError
+from training.common.errors import TrainingError
 
 SHOWN = 5  # names listed in an error about many rows
 

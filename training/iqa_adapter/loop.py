@@ -1,4 +1,4 @@
-"""The training loop behind `python -m training train` (arguments and checkpoint files: training/train.py)."""
+"""The training loop behind `python -m training train` (arguments and checkpoint files: training/iqa_adapter/train.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from training.errors import TrainingError
+from training.common.errors import TrainingError
 
 SETTINGS = (
     "metrics",
@@ -98,16 +98,16 @@ def train(args: argparse.Namespace) -> None:
     from adapter.layers import find_attn2_layers
     from adapter.live_tokens import LiveQualityTokens
     from adapter.norm_table import NormTable
-    from training import datasets, host
-    from training.autograd_safety import make_autograd_safe
-    from training.batches import micro_batches
-    from training.checkpointing import enable_gradient_checkpointing
-    from training.diffusion_loss import adapter_patches, eps_loss
-    from training.draws import sample_draws
-    from training.loss_log import LossLog
-    from training.score import read_captions, read_scores
-    from training.train import latest_checkpoint, read_state, write_checkpoint
-    from training.trainable import TrainableAdapter
+    from training.common import datasets, host
+    from training.common.autograd_safety import make_autograd_safe
+    from training.common.draws import sample_draws
+    from training.common.gradient_checkpointing import enable_gradient_checkpointing
+    from training.common.loss_log import LossLog
+    from training.common.run_checkpoints import latest_checkpoint, read_state, write_checkpoint
+    from training.iqa_adapter.batches import micro_batches
+    from training.iqa_adapter.diffusion_loss import adapter_patches, eps_loss
+    from training.iqa_adapter.score import read_captions, read_scores
+    from training.iqa_adapter.trainable import TrainableAdapter
 
     _check_args(args)
     out = Path(args.out)
@@ -133,7 +133,7 @@ def train(args: argparse.Namespace) -> None:
     captions = read_captions(Path(args.scores), args.caption_column) if args.caption_column else None
 
     host.import_host(args.comfyui_dir)
-    base = host.load_base(args.base)
+    base = host.load_base(args.base, args.plugin)
     device = accelerator.device
     unet = base.unet.requires_grad_(False).eval().to(device)
     dtype = base.patcher.model.get_dtype()
@@ -267,7 +267,7 @@ def train(args: argparse.Namespace) -> None:
             write_checkpoint(accelerator, adapter, out, step, settings, args.keep_checkpoints)
     log.close()
     if args.export and accelerator.is_main_process:
-        from training.export import export_checkpoint
+        from training.iqa_adapter.export import export_checkpoint
 
         export_checkpoint(latest_checkpoint(out), Path(args.export))
     accelerator.wait_for_everyone()

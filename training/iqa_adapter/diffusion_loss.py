@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from adapter.attention import DecoupledCrossAttention
 from adapter.layers import AttnSite
 from adapter.live_tokens import LiveQualityTokens
-from training.draws import Draws
+from training.common.draws import Draws
 
 
 def adapter_patches(sites: list[AttnSite], live: LiveQualityTokens, attention: Callable[..., torch.Tensor]) -> dict:

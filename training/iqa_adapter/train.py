@@ -7,27 +7,22 @@ AdamW; mixed precision, gradient accumulation and DDP from accelerate; gradient 
 
 Checkpoints (out/checkpoints/step-NNNNNN/) hold accelerate's state (adapter, optimizer, RNG) and
 state.json (step, run settings); --resume continues exactly where the run stopped, because every random
-draw is a function of the seed and the sample's stream position (training/draws.py).
+draw is a function of the seed and the sample's stream position (training/common/draws.py).
 Run under `accelerate launch` for several processes, GPUs or machines; see docs/training.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-from pathlib import Path
-from typing import Any, Optional
 
-from training.errors import TrainingError
-
-STATE_FILE = "state.json"
-ADAPTER_FILE = "adapter.safetensors"
+from training.common.base_formats import add_plugin_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inputs")
-    g.add_argument("--base", required=True, help="single-file base checkpoint (SD1.5, SDXL, or a toy checkpoint)")
+    g.add_argument(
+        "--base", required=True, help="single-file base checkpoint (SD1.5, SDXL; or a plug-in's format, see --plugin)"
+    )
     g.add_argument("--data", required=True, help="image folder (caption sidecars NAME.txt) or webdataset shards")
     g.add_argument("--scores", required=True, help="Parquet file from `python -m training score`")
     g.add_argument("--norm-table", help="its normalisation table (default: the scores file with .norm.json)")
@@ -36,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--comfyui-dir", help="an upstream ComfyUI folder to import the host from (default: the installed one)"
     )
+    add_plugin_argument(g)
     a = p.add_argument_group("adapter")
     a.add_argument(
         "--proj", choices=("linear", "mlp"), default="linear", help="projection type (default linear, the paper's)"
@@ -80,63 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.loop import train
+    from training.iqa_adapter.loop import train
 
     train(args)
     return 0
-
-
-def latest_checkpoint(out: Path) -> Optional[Path]:
-    found = sorted((out / "checkpoints").glob("step-*"))
-    return found[-1] if found else None
-
-
-def read_state(checkpoint: Path) -> dict[str, Any]:
-    path = Path(checkpoint) / STATE_FILE
-    if not path.is_file():
-        raise TrainingError(
-            f"{checkpoint} is not a training checkpoint (it has no {STATE_FILE}). Give a folder "
-            "out/checkpoints/step-NNNNNN written by `python -m training train`."
-        )
-    return json.loads(path.read_text())
-
-
-def write_checkpoint(accelerator: Any, adapter: Any, out: Path, step: int, settings: dict, keep: int) -> Path:
-    """Save atomically: into a temporary folder, renamed when complete, so a crash never leaves half a checkpoint."""
-    from safetensors.torch import save_file
-
-    checksums = rank_checksums(accelerator, accelerator.unwrap_model(adapter))
-    if len(set(checksums)) != 1:
-        raise TrainingError(
-            f"At step {step} the processes hold different adapter weights (checksums {checksums}): "
-            "gradient synchronisation failed. Check the launch (accelerate launch, same arguments on every node)."
-        )
-    final = out / "checkpoints" / f"step-{step:06d}"
-    tmp = out / "checkpoints" / f".tmp-step-{step:06d}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        save_file(accelerator.unwrap_model(adapter).flat_state(), str(tmp / ADAPTER_FILE))
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **settings, "rank_checksums": checksums}, indent=1))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        for old in sorted((out / "checkpoints").glob("step-*"))[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def rank_checksums(accelerator: Any, adapter: Any) -> list[int]:
-    """A hash of the adapter's weights on every process (equal when DDP kept them in step)."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(adapter.flat_state().items()):
-        digest.update(name.encode())
-        digest.update(tensor.float().cpu().numpy().tobytes())
-    mine = torch.tensor([int.from_bytes(digest.digest()[:7], "little")], dtype=torch.int64, device=accelerator.device)
-    return [int(v) for v in accelerator.gather(mine).cpu()]

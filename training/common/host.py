@@ -2,8 +2,9 @@
 host's own loader, and the few host calls a training step makes (text, images, the ADM vector, attention).
 
 A ComfyUI user already has the base model as a single-file checkpoint in models/checkpoints; training
-reads that file exactly as Load Checkpoint does. The toy world's checkpoints (toy/) load through their
-own loader, marked by their header. Nothing else in training/ imports the host.
+reads that file exactly as Load Checkpoint does. Formats the host cannot read (the toy world's) are tried
+first when a plug-in has registered them (training/common/base_formats.py; `--plugin toy`). Nothing else in
+training/ imports the host.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from training.errors import TrainingError
+from training.common import base_formats
+from training.common.errors import TrainingError
 
 
 def import_host(comfyui_dir: Optional[str] = None) -> None:
@@ -59,20 +61,27 @@ class BaseModel:
         return self.patcher.model.model_sampling
 
 
-def load_base(path: str | Path) -> BaseModel:
-    """Read a single-file checkpoint (SD1.5, SDXL, or a toy checkpoint) with the host's loader."""
+def _plugin_hint() -> str:
+    registered = ", ".join(base_formats.registered_formats()) or "none"
+    return (
+        "A plug-in's format needs its plug-in: --plugin MODULE (the toy world's files: --plugin toy; "
+        f"registered now: {registered})."
+    )
+
+
+def load_base(path: str | Path, plugins: Sequence[str] = ()) -> BaseModel:
+    """Read a single-file checkpoint (SD1.5, SDXL) with the host's loader, or one of a format that a plug-in
+    registered (imported first: `plugins`, the --plugin modules) with that format's loader."""
     path = Path(path)
     if not path.is_file():
         raise TrainingError(
             f"--base {path}: no such file. Give a single-file checkpoint (.safetensors) such as the "
             "ones in ComfyUI's models/checkpoints."
         )
-    try:
-        from toy.model import is_toy_checkpoint, load_toy_checkpoint
-    except ImportError:  # the toy package is optional for users
-        is_toy_checkpoint = None
-    if is_toy_checkpoint is not None and is_toy_checkpoint(path):
-        patcher, clip, vae = load_toy_checkpoint(path)
+    base_formats.import_plugins(plugins)
+    fmt = base_formats.find_format(path)
+    if fmt is not None:
+        patcher, clip, vae = fmt.load(path)
     else:
         import comfy.sd
 
@@ -83,14 +92,16 @@ def load_base(path: str | Path) -> BaseModel:
         except Exception as exc:  # unknown layout, corrupt file
             raise TrainingError(
                 f"--base {path.name}: the host could not load it as a checkpoint ({type(exc).__name__}: "
-                f"{str(exc)[:200]}). Give a full SD1.5 or SDXL checkpoint (UNet, text encoder and VAE in one file)."
+                f"{str(exc)[:200]}). Give a full SD1.5 or SDXL checkpoint (UNet, text encoder and VAE in one file). "
+                f"{_plugin_hint()}"
             ) from None
         patcher, clip, vae = out[:3]
         if patcher is None or clip is None or vae is None:
             missing = [n for n, o in (("UNet", patcher), ("text encoder", clip), ("VAE", vae)) if o is None]
             raise TrainingError(
                 f"--base {path.name} has no {', '.join(missing)}. Training needs a full checkpoint "
-                "(UNet, text encoder and VAE in one file), as Load Checkpoint reads it."
+                "(UNet, text encoder and VAE in one file), as Load Checkpoint reads it. "
+                f"{_plugin_hint()}"
             )
     import comfy.model_sampling
 

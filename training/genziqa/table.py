@@ -11,8 +11,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from training.errors import TrainingError
-from training.score import TABLE_FORMAT, describe
+from training.common.errors import TrainingError
+from training.common.norm_tables import TABLE_FORMAT, describe
 
 
 def spread_sample(items: Sequence[Any], count: int) -> list[Any]:

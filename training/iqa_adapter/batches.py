@@ -1,9 +1,9 @@
 """A process's training micro-batches, and the stream position of every sample in them.
 
-Each process streams its own share of the dataset (training.datasets.train_stream: epoch after epoch,
+Each process streams its own share of the dataset (training.common.datasets.train_stream: epoch after epoch,
 through a seeded shuffle buffer; a resumed run starts after the samples already consumed, without
 decoding them). Its n-th sample has the global position n * world + rank: one name, for the whole run,
-for that sample's draws (training/draws.py). With an image folder and no shuffling, rank r's n-th sample
+for that sample's draws (training/common/draws.py). With an image folder and no shuffling, rank r's n-th sample
 is the folder's item n * world + r, so N processes see, position by position, what one process with
 the same global batch sees.
 """

@@ -16,7 +16,7 @@ import types
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parent.parent  # the pack's folder
+ROOT = Path(__file__).resolve().parents[2]  # the pack's folder (training/common/core.py)
 CORE = "iqa_adapter_core"
 
 

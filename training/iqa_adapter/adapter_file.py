@@ -16,7 +16,7 @@ import torch
 
 from adapter.errors import IQAAdapterError
 from adapter.metadata import HEADER_KEY, TABLE_HEADER_KEY
-from training.errors import TrainingError
+from training.common.errors import TrainingError
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

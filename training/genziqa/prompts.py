@@ -16,8 +16,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from training.core import guidance
-from training.errors import TrainingError
+from training.common.core import guidance
+from training.common.errors import TrainingError
 
 PLACEHOLDER = "X"  # the authors' "X X ... X" prompt prefix
 
