@@ -179,8 +179,8 @@ def train(args: argparse.Namespace) -> Path:
 
 def score_folder(args: argparse.Namespace) -> Path:
     """toy_quality of every picture of a folder, written as `python -m training score` writes pyiqa's."""
-    from training.datasets import open_dataset
-    from training.score import default_table_path, write_scores
+    from training.common.datasets import open_dataset
+    from training.iqa_adapter.score import default_table_path, write_scores
 
     net = load(args.net)
     dataset = open_dataset(str(args.data))
