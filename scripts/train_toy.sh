@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Retrain the toy world from scratch on this machine (CPU only, no downloads): degraded photo patches from
-# the installed wheels, the toy base model (ToyUNet + ToyCLIP word table), PIQE scores of the patches, the
-# toy IQA-Adapter, both fp16 exports in weights/toy, the measured sweep and the model card. Every stage is
+# Retrain the toy world from scratch on this machine (CPU only, no downloads): degraded whole-photo pictures
+# from the installed wheels, the toy's own quality net (its IQA metric, toy_quality) and its scores of the
+# pictures, the toy base model (ToyUNet + ToyCLIP word table), the toy IQA-Adapter on toy_quality, the toy
+# GenzIQA file, the fp16 exports in weights/toy, the measured sweep and the model card. Every stage is
 # deterministic from the seeds below (up to the CPU's float rounding) and resumable: rerun the script after
-# a stop and it continues (patches are rebuilt only when incomplete, each training resumes from its state).
+# a stop and it continues (pictures are rebuilt only when incomplete, a finished quality net is kept, each
+# training resumes from its state).
 #
 #   scripts/train_toy.sh                       # everything, the shipped files' settings
 #   TOY_BASE_STEPS=1500 scripts/train_toy.sh   # a shorter base run
 #
-# Environment: TOY_OUT (out/toy), TOY_PATCHES (20000), TOY_PATCH_SEED (0), TOY_BASE_STEPS, TOY_BASE_SEED (0),
-# TOY_ADAPTER_STEPS, TOY_ADAPTER_SEED (0), TOY_ADAPTER_LR (1e-3),
+# Environment: TOY_OUT (out/toy), TOY_PATCHES (8000), TOY_PATCH_SEED (0), TOY_NET_STEPS (3000),
+# TOY_BASE_STEPS (4000), TOY_BASE_SEED (0), TOY_ADAPTER_STEPS (5000), TOY_ADAPTER_SEED (0),
+# TOY_ADAPTER_LR (1e-3), TOY_GENZIQA_STEPS (8000),
 # TOY_PROCESSES (adapter processes under accelerate launch, 2), TOY_THREADS (1 torch thread per adapter
 # process), TOY_BASE_THREADS (2 torch threads for the base),
 # TOY_WEIGHTS (weights/toy), TOY_SEEDS (8: seeds of the measured sweep).
@@ -18,9 +21,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 py="${PYTHON:-$root/.venv/bin/python}"
 out="${TOY_OUT:-out/toy}"
-count="${TOY_PATCHES:-20000}"
+count="${TOY_PATCHES:-8000}"
 patch_seed="${TOY_PATCH_SEED:-0}"
-base_steps="${TOY_BASE_STEPS:-2500}"
+base_steps="${TOY_BASE_STEPS:-4000}"
+net_steps="${TOY_NET_STEPS:-3000}"
+genziqa_steps="${TOY_GENZIQA_STEPS:-8000}"
 base_seed="${TOY_BASE_SEED:-0}"
 adapter_steps="${TOY_ADAPTER_STEPS:-5000}"
 adapter_seed="${TOY_ADAPTER_SEED:-0}"
@@ -35,17 +40,23 @@ t_all=$SECONDS
 stage() { echo "train_toy: $1 took $((SECONDS - t)) s"; t=$SECONDS; }
 t=$SECONDS
 
-# 1. Patches: out/toy/patches/NNNNNN.png + .txt, manifest out/toy/patches.csv (degradation of each patch).
+# 1. Pictures: out/toy/patches/NNNNNN.png + .txt, manifest out/toy/patches.csv (degradation of each picture).
 if [[ -f "$out/patches.csv" && "$(($(wc -l < "$out/patches.csv") - 1))" == "$count" ]]; then
-  echo "train_toy: patches: $count already in $out/patches"
+  echo "train_toy: pictures: $count already in $out/patches"
 else
   "$py" -m toy.patches --out "$out/patches" --count "$count" --seed "$patch_seed"
 fi
-stage patches
+stage pictures
 
-# 2. PIQE scores of the patches (pyiqa, no weight file) at their native 64 px: scores.parquet + its norm table.
-"$py" -m training score --data "$out/patches" --metrics piqe --size 0 --out "$out/scores.parquet"
-stage scoring
+# 2. The toy's quality net on pictures of its own (seeds 100 and 101), then its toy_quality scores of the
+#    adapter's pictures: scores.parquet + its norm table, as `python -m training score` writes pyiqa's.
+if [[ ! -f "$weights/toy_quality_net.safetensors" ]]; then
+  "$py" -m toy.quality_net train --work "$out/quality_net" --out "$weights/toy_quality_net.safetensors" \
+    --steps "$net_steps"
+fi
+"$py" -m toy.quality_net score --net "$weights/toy_quality_net.safetensors" --data "$out/patches" \
+  --out "$out/scores.parquet"
+stage "quality net and scoring"
 
 # 3. Base model from scratch (resumes from $out/base/state.pt), its EMA weights exported in fp16.
 OMP_NUM_THREADS="$base_threads" MKL_NUM_THREADS="$base_threads" "$py" -m toy.train_base --data "$out/patches" \
@@ -58,19 +69,34 @@ stage "base training"
 launch=("$py" -m accelerate.commands.launch --num_processes "$procs" --num_machines 1 --dynamo_backend no --mixed_precision no)
 [[ "$procs" -gt 1 ]] && launch+=(--multi_gpu)
 ACCELERATE_USE_CPU=true PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "${launch[@]}" -m training train \
-  --plugin toy --base "$weights/toy_base.safetensors" --data "$out/patches" --scores "$out/scores.parquet" --metrics piqe \
+  --plugin toy --base "$weights/toy_base.safetensors" --data "$out/patches" --scores "$out/scores.parquet" --metrics toy_quality \
   --resolution 64 --batch-size 32 --lr "$adapter_lr" --steps "$adapter_steps" --seed "$adapter_seed" \
   --out "$out/adapter" --resume latest --checkpoint-every 250 --log-every 25
-"$py" -m training export --checkpoint "$out/adapter" --out "$weights/toy_adapter_piqe.safetensors" --dtype fp16
+"$py" -m training export --checkpoint "$out/adapter" --out "$weights/toy_adapter_quality.safetensors" --dtype fp16
 stage "adapter training"
 
-# 5. Measure the sweep through the real host's prompt queue, and write the model card from all of it.
+# 5. GenzIQA on the new base: labelled pictures (train seed 0, validation seed 1 that chose the settings,
+#    test seed 2 that no choice has seen), the authors' training with the toy's in-vocabulary prompts, and
+#    the test set's correlation with the labels (out/toy/genziqa/test.json, quoted by the model card).
+for split in "train 4000 0" "val 300 1" "test 300 2"; do
+  set -- $split
+  [[ -f "$out/genziqa/$1.labels.csv" ]] || "$py" -m toy.genziqa_data --out "$out/genziqa/$1" --count "$2" --seed "$3"
+done
+"$py" -m training genziqa-train --plugin toy --base "$weights/toy_base.safetensors" --images "$out/genziqa/train" \
+  --labels "$out/genziqa/train.labels.csv" --out "$out/genziqa/run" --steps "$genziqa_steps" --batch-size 8 \
+  --resolution 64 --lr 3e-3 --max-timestep 20 --prompts "a photo" "of" --resume latest \
+  --export "$weights/toy_genziqa.safetensors"
+"$py" scripts/genziqa_toy_eval.py --file "$weights/toy_genziqa.safetensors" --images "$out/genziqa/test" \
+  --labels "$out/genziqa/test.labels.csv" --json "$out/genziqa/test.json"
+stage "GenzIQA"
+
+# 6. Measure the sweep through the real host's prompt queue, and write the model card from all of it.
 "$py" scripts/toy_sweep.py --seeds "$seeds" --out "$out/sweep"
 mkdir -p docs/images  # the README's first picture and its plot
 cp "$out/sweep/grid.png" docs/images/toy_sweep_grid.png
 cp "$out/sweep/score_vs_target.png" docs/images/toy_score_vs_target.png
 "$py" -m toy.export_base --state "$out/base/state.pt" --out "$weights/toy_base.safetensors" --finished \
   --card "$weights/MODEL_CARD.md" --adapter-run "$out/adapter" \
-  --adapter "$weights/toy_adapter_piqe.safetensors" --sweep "$out/sweep/scores.npz"
+  --adapter "$weights/toy_adapter_quality.safetensors" --sweep "$out/sweep/scores.npz"
 stage "sweep and card"
 echo "train_toy: all stages took $((SECONDS - t_all)) s"
