@@ -378,7 +378,8 @@ def rename_middle_block(model, new_id: int) -> None:
     transformer = model.get_model_object("diffusion_model").middle_block[1]
     real = transformer.forward
 
-    def forward(x, context=None, transformer_options={}, **kwargs):
+    def forward(x, context=None, transformer_options=None, **kwargs):
+        transformer_options = {} if transformer_options is None else transformer_options  # the host always passes it
         transformer_options["block"] = ("middle", new_id)
         return real(x, context, transformer_options=transformer_options, **kwargs)
 
