@@ -208,7 +208,7 @@ def test_hook_runs_only_inside_the_window_and_every_n(taesd):
     assert len(hook.state.history) == len(expected)
 
 
-def test_copies_are_made_once_per_run_and_dropped_at_its_end(taesd):
+def test_copies_are_made_once_per_run_and_dropped_at_its_end(taesd, host_clone):
     """The differentiable copies live for one sampling run: made at its first guided step, reused, and gone
     after the last step (the model's smallest sigma) or when the window is left early."""
     model, vae = tiny.tiny_model("sd15"), _load_vae(taesd)
@@ -281,7 +281,7 @@ def test_precision_modes(taesd):
     assert (sharpness_of(low.output("image")) > sharpness_of(plain.output("image"))).all()
 
 
-def test_composes_with_quality_condition(taesd, adapters):
+def test_composes_with_quality_condition(taesd, adapters, host_clone):
     qc_only = execute(guided_graph(taesd, adapter=adapters["sd15"]))
     both = execute(guided_graph(taesd, adapter=adapters["sd15"], guidance={"scale": 0.5}))
     gg_only = execute(guided_graph(taesd, guidance={"scale": 0.5}))
@@ -289,6 +289,27 @@ def test_composes_with_quality_condition(taesd, adapters):
     x = both.output("image")
     assert (x - qc_only.output("image")).abs().max() > 1e-3 and (x - gg_only.output("image")).abs().max() > 1e-3
     assert sharpness_of(x) > sharpness_of(qc_only.output("image"))
+
+
+def test_guided_branches_from_one_model_run_as_if_alone(taesd, host_clone):
+    """Guidance on a guided model, and a second guidance beside it, from one model: on the newest host the
+    branches share hook objects. Run in any order, each gives the image it gives when built and run alone."""
+    vae, metric = _load_vae(taesd), make_metric("sharpness")
+
+    def build():
+        model = tiny.tiny_model("sd15")
+        trunk = GG().apply(model, metric, vae, 0.5, 0.0, 1.0, 1, "maximize", 0.0, 64)[0]
+        stacked = GG().apply(trunk, metric, vae, 0.3, 0.0, 1.0, 2, "maximize", 0.0, 64)[0]
+        beside = GG().apply(model, metric, vae, 0.8, 0.0, 1.0, 2, "maximize", 0.0, 64)[0]
+        return trunk, stacked, beside
+
+    alone = [sample(m, steps=4) for m in build()]  # each run is the first on its hooks
+    trunk, stacked, beside = build()
+    together = [sample(m, steps=4) for m in (stacked, beside, trunk, stacked)]
+    # Bitwise: the same hooks and inputs in one process; only what ran before differs.
+    assert torch.equal(together[0], alone[1]) and torch.equal(together[3], alone[1])
+    assert torch.equal(together[1], alone[2]) and torch.equal(together[2], alone[0])
+    assert (alone[0] - alone[1]).abs().max() > 1e-3 and (alone[1] - alone[2]).abs().max() > 1e-3
 
 
 def test_target_z_moves_the_score_toward_the_target(taesd):
@@ -483,7 +504,7 @@ def _fail() -> None:
 
 
 @pytest.mark.parametrize("ending", ["interrupted", "failed", "partial schedule"])
-def test_a_run_that_ended_early_leaves_nothing_for_the_next_one(taesd, ending, monkeypatch):
+def test_a_run_that_ended_early_leaves_nothing_for_the_next_one(taesd, ending, monkeypatch, host_clone):
     """every_n_steps counts per run. A run that stopped after its first step must not shift the count of
     the next run on the same cached model, which starts at the same sigma: the next prompt's image equals
     what a fresh executor makes of it."""
