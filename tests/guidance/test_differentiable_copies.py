@@ -117,3 +117,21 @@ def test_the_host_taesd_decoder_streamed_is_copied_clean(dtype):
         # bfloat16 keeps 8 bits of mantissa: through TAESD's conv stack the output moved by 1.8e-3 of its norm
         # here; 2e-2 leaves 10x for other kernels, and a wrong or missing weight moves it by its whole size.
         assert (got - want).norm() / want.norm() < 2e-2
+
+
+def test_the_host_unet_streamed_is_copied_clean():
+    """GenzIQA's guidance copies the whole host BaseModel (UNet and model_sampling) the same way."""
+    calls: list = []
+    base = tiny.tiny_model("sd15").model
+    g = torch.Generator().manual_seed(0)
+    x, ctx, sigma = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 6, 48, generator=g), torch.tensor([2.0])
+    with torch.inference_mode():
+        stream(base, calls)
+        want = base.apply_model(x, sigma, c_crossattn=ctx)
+    copy_ = materialize(base)
+    assert_clean(copy_)
+    assert copy_.latent_format is base.latent_format and copy_.model_config is base.model_config  # shared objects
+    calls.clear()
+    with torch.inference_mode(False), torch.enable_grad():
+        got = copy_.apply_model(x, sigma, c_crossattn=ctx)
+    assert calls == [] and torch.equal(got, want)  # bitwise: the same weights and kernels
