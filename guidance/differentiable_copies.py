@@ -10,8 +10,10 @@ Nothing is deep-copied. A host that streams weights (ComfyUI's dynamic VRAM, com
 state on its modules: private attributes holding pinned host buffers, hooks, objects that may refuse a
 deep copy. The rebuild takes only what a module's forward reads: registered parameters and buffers,
 submodules, plain values (numbers, strings, dtypes, functions, classes and containers of them), public tensor
-attributes (pyiqa's normalization constants; converted like buffers) and public objects (shared, not copied).
-Private tensors and private objects are the host's bookkeeping and are left behind; hooks start empty.
+attributes (pyiqa's normalization constants; converted like buffers), public objects (shared, not copied)
+and the forward hooks a network installs on itself (pyiqa's MANIQA reads its ViT blocks' outputs through
+them; shared). Private tensors, private objects and hooks installed by the host's packages (comfy,
+comfy_aimdo, comfy_kitchen) are the host's run-time state and are left behind.
 
 Reduced-precision copies (bfloat16/float16) also use channels_last, the layout that the fast low-precision
 convolution kernels want. float32 copies keep the default layout: on this project's CPU, channels_last made
@@ -90,6 +92,7 @@ class _Rebuild:
         for name, b in m._buffers.items():
             new._buffers[name] = None if b is None else self.tensor(b)
         new._non_persistent_buffers_set = set(m._non_persistent_buffers_set)
+        _keep_own_hooks(m, new)
         for name, child in m._modules.items():
             new._modules[name] = None if child is None or id(child) in self.dropped else self.module(child)
         own = vars(new)
@@ -112,6 +115,31 @@ class _Rebuild:
         if type(v) in (list, tuple, set, frozenset):
             return type(v)(self.value(x) for x in v)
         return v
+
+
+_HOST_PACKAGES = ("comfy", "comfy_aimdo", "comfy_kitchen")
+_HOOK_TABLES = (  # (hook table, its per-hook flag tables)
+    ("_forward_pre_hooks", ("_forward_pre_hooks_with_kwargs",)),
+    ("_forward_hooks", ("_forward_hooks_with_kwargs", "_forward_hooks_always_called")),
+)
+
+
+def _from_host(fn: Any) -> bool:
+    """A hook whose code is the host's (weight streaming, casting), not the network's own."""
+    fn = getattr(fn, "func", fn)  # functools.partial
+    module = getattr(fn, "__module__", None) or type(fn).__module__ or ""
+    return module.split(".")[0] in _HOST_PACKAGES
+
+
+def _keep_own_hooks(old: torch.nn.Module, new: torch.nn.Module) -> None:
+    """Forward hooks the network installed on itself carry over (shared callables); the host's do not."""
+    for table, flags in _HOOK_TABLES:
+        for hid, fn in getattr(old, table).items():
+            if not _from_host(fn):
+                getattr(new, table)[hid] = fn
+                for flag in flags:
+                    if hid in getattr(old, flag):
+                        getattr(new, flag)[hid] = getattr(old, flag)[hid]
 
 
 def materialize(

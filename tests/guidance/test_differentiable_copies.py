@@ -48,20 +48,26 @@ class Net(torch.nn.Module):
 
 def stream(module: torch.nn.Module, calls: list) -> None:
     """Add what dynamic VRAM adds after a first load: per weighted module a handle, a large pinned-like host
-    buffer and a weight view in private attributes, and a forward pre-hook; and a public handle on the root."""
+    buffer and a weight view in private attributes, and a forward pre-hook of the host's code; and a public
+    handle on the root."""
+
+    def stream_weights(mod, args):
+        calls.append(type(mod).__name__)
+
+    stream_weights.__module__ = "comfy_aimdo.model_vbar"  # where the host's own hooks come from
     for m in module.modules():
         if any(True for _ in m.parameters(recurse=False)):
             m._v = RefusesDeepcopy()
             m._pin_state = {"host": torch.zeros(1 << 18), "pinned": True}
             m._v_weight = torch.zeros(4096)
-            m.register_forward_pre_hook(lambda mod, args: calls.append(type(mod).__name__))
+            m.register_forward_pre_hook(stream_weights)
     module.handle = RefusesDeepcopy()
 
 
 def assert_clean(copy_: torch.nn.Module) -> None:
     for m in copy_.modules():
         assert not set(RUN_TIME_ATTRIBUTES) & set(vars(m)), type(m).__name__
-        assert not m._forward_pre_hooks and not m._forward_hooks
+        assert not m._forward_pre_hooks and not m._forward_hooks  # the host's hooks stay behind
         for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False)):
             assert not t.is_inference() and not t.requires_grad
 
@@ -135,3 +141,43 @@ def test_the_host_unet_streamed_is_copied_clean():
     with torch.inference_mode(False), torch.enable_grad():
         got = copy_.apply_model(x, sigma, c_crossattn=ctx)
     assert calls == [] and torch.equal(got, want)  # bitwise: the same weights and kernels
+
+
+class SaveOutput:
+    def __init__(self):
+        self.outputs: list = []
+
+    def __call__(self, module, args, output):
+        self.outputs.append(output)
+
+
+class ReadsItsOwnHooks(torch.nn.Module):
+    """As pyiqa's MANIQA: forward hooks installed at construction collect block outputs that forward reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4))
+        self.save_output = SaveOutput()
+        for block in self.blocks:
+            block.register_forward_hook(self.save_output)
+
+    def forward(self, x):
+        self.blocks(x)
+        out = torch.cat(self.save_output.outputs, dim=-1).sum(-1)
+        self.save_output.outputs.clear()
+        return out
+
+
+def test_a_networks_own_forward_hooks_come_along():
+    calls: list = []
+    with torch.inference_mode():
+        net = ReadsItsOwnHooks()
+        stream(net, calls)
+        x = torch.randn(3, 4)
+        want = net(x)
+    copy_ = materialize(net)
+    assert all(len(b._forward_hooks) == 1 and not b._forward_pre_hooks for b in copy_.blocks)
+    calls.clear()
+    with torch.inference_mode(False), torch.enable_grad():
+        got = copy_(x)
+    assert calls == [] and torch.equal(got, want)  # its own hooks ran, the host's did not
