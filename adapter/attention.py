@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .errors import IQAAdapterError
 from .model import LayerKV
-from .patch_watch import later_block_patch
+from .patch_watch import later_block_patch, record_site_run
 
 AttentionFn = Callable[..., torch.Tensor]
 
@@ -31,9 +31,10 @@ AttentionFn = Callable[..., torch.Tensor]
 class QualityTokens:
     """One condition's per-layer K_ip/V_ip (positive rows and CFG-negative rows), scale and sigma window.
 
-    Immutable, and shared between model clones: the host deep-copies model_options on every clone, and
-    __deepcopy__ returning self keeps that cheap. The only state is a cache of the K/V cast to the
-    device, dtype and batch layout in use, which is a pure function of those keys.
+    Immutable, and one object for every clone of the model: the newest hosts share it (clone() copies only
+    the dicts and lists of model_options), and __deepcopy__ returning self makes older hosts' deep copy share
+    it too. The only state is a cache of the K/V cast to the device, dtype and batch layout in use, a pure
+    function of those keys, so any clone may fill it for all.
     """
 
     def __init__(
@@ -119,7 +120,10 @@ class QualityTokens:
 
 
 class DecoupledCrossAttention:
-    """The attn2 replace patch: base attention (or the wrapped foreign patch) plus quality terms."""
+    """The attn2 replace patch: base attention (or the wrapped foreign patch) plus quality terms.
+
+    Immutable after creation: the newest host's clone() shares patch objects between a model and its
+    clones, so nothing here may change in place (adding a contribution or moving it makes a new object)."""
 
     is_iqa_adapter_patch = True
 
@@ -133,6 +137,7 @@ class DecoupledCrossAttention:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         heads = extra_options["n_heads"]
+        record_site_run(extra_options)
         base = later_block_patch(extra_options, self.inner) or self.inner
         if base is not None:
             out = base(q, k, v, extra_options)
@@ -150,10 +155,11 @@ class DecoupledCrossAttention:
         return acc.reshape(b, n, c)
 
     def to(self, *args, **kwargs) -> "DecoupledCrossAttention":
-        """The host moves patches with .to(device) / .to(dtype); K/V are cast lazily per device and dtype."""
-        if self.inner is not None and hasattr(self.inner, "to"):
-            self.inner = self.inner.to(*args, **kwargs)
-        return self
+        """The host moves patches with .to(device) / .to(dtype) and stores what this returns in the clone's own
+        table; K/V are cast lazily per device and dtype. A wrapped patch that moves to a new object gives a
+        new patch, so clones that share this one keep theirs."""
+        moved = self.inner.to(*args, **kwargs) if self.inner is not None and hasattr(self.inner, "to") else self.inner
+        return self if moved is self.inner else DecoupledCrossAttention(self.contributions, self.attention, moved)
 
     def models(self) -> list:
         return self.inner.models() if hasattr(self.inner, "models") else []

@@ -1,8 +1,9 @@
 """The binding point between the core and the host's model patcher.
 
 Uses only what every host version has: ModelPatcher.clone(), .model_options["transformer_options"],
-.set_model_attn2_replace(patch, block, number, transformer_index), .set_model_input_block_patch(patch) and
-.get_model_object("diffusion_model" | "model_sampling"). Nothing here imports the host.
+.set_model_attn2_replace(patch, block, number, transformer_index), .set_model_input_block_patch(patch),
+.set_model_sampler_post_cfg_function(fn) and .get_model_object("diffusion_model" | "model_sampling").
+Nothing here imports the host, nor assumes that clone() copies the patch objects (the newest host shares them).
 """
 
 from __future__ import annotations

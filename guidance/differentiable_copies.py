@@ -1,10 +1,19 @@
 """Differentiable copies of host decoders and IQA networks, made outside torch.inference_mode.
 
 The prompt runs under torch.inference_mode, so weights loaded by loader nodes are inference tensors and
-cannot be saved for backward. materialize() copies a module under inference_mode(False): every parameter and
-buffer is converted straight to the target device, dtype and memory format (one copy, no intermediate one on
-the source device), and the module structure is deep-copied around them. The copy never gets parameter
+cannot be saved for backward. materialize() rebuilds a module under inference_mode(False) as a fresh
+module of the same class: every parameter and buffer is converted straight to the target device, dtype and
+memory format (one copy, no intermediate one on the source device). The copy never gets parameter
 gradients (requires_grad False), and the original is not touched.
+
+Nothing is deep-copied. A host that streams weights (ComfyUI's dynamic VRAM, comfy-aimdo) hangs run-time
+state on its modules: private attributes holding pinned host buffers, hooks, objects that may refuse a
+deep copy. The rebuild takes only what a module's forward reads: registered parameters and buffers,
+submodules, plain values (numbers, strings, dtypes, functions, classes and containers of them), public tensor
+attributes (pyiqa's normalization constants; converted like buffers), public objects (shared, not copied)
+and the forward hooks a network installs on itself (pyiqa's MANIQA reads its ViT blocks' outputs through
+them; shared). Private tensors, private objects and hooks installed by the host's packages (comfy,
+comfy_aimdo, comfy_kitchen) are the host's run-time state and are left behind.
 
 Reduced-precision copies (bfloat16/float16) also use channels_last, the layout that the fast low-precision
 convolution kernels want. float32 copies keep the default layout: on this project's CPU, channels_last made
@@ -14,9 +23,11 @@ float64 reference, against 1.3e-6 in the default layout, and fp32 is the exact m
 
 from __future__ import annotations
 
-import copy
+import enum
+import functools
+import types
 from contextlib import nullcontext
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
@@ -40,6 +51,97 @@ def _converted(
     return t.detach().to(device=device, dtype=dtype if t.is_floating_point() else None, copy=True, memory_format=fmt)
 
 
+_PLAIN = (
+    type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size, enum.Enum, type,
+    types.FunctionType, types.BuiltinFunctionType, functools.partial,
+)  # fmt: skip
+_CONTAINERS = (tuple, list, dict, set, frozenset)
+
+
+def _plain(value: Any) -> bool:
+    """A value with no tensors, modules or foreign objects in it (safe to share or rebuild as is)."""
+    if type(value) in _CONTAINERS:
+        items = value.items() if isinstance(value, dict) else ((v, v) for v in value)
+        return all(_plain(k) and _plain(v) for k, v in items)
+    return isinstance(value, _PLAIN)
+
+
+class _Rebuild:
+    """One rebuild: a memo by id, so tied weights and shared submodules stay shared in the copy."""
+
+    def __init__(self, convert: Callable[[torch.Tensor], torch.Tensor], dropped: set[int]):
+        self.convert, self.dropped, self.memo = convert, dropped, {}
+
+    def tensor(self, t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in self.memo:
+            out = self.convert(t)
+            self.memo[id(t)] = (
+                torch.nn.Parameter(out, requires_grad=False) if isinstance(t, torch.nn.Parameter) else out
+            )
+        return self.memo[id(t)]
+
+    def module(self, m: torch.nn.Module) -> torch.nn.Module:
+        if id(m) in self.memo:
+            return self.memo[id(m)]
+        new = type(m).__new__(type(m))
+        torch.nn.Module.__init__(new)  # empty hook tables and registries
+        self.memo[id(m)] = new
+        new.training = m.training
+        for name, p in m._parameters.items():
+            new._parameters[name] = None if p is None else self.tensor(p)
+        for name, b in m._buffers.items():
+            new._buffers[name] = None if b is None else self.tensor(b)
+        new._non_persistent_buffers_set = set(m._non_persistent_buffers_set)
+        _keep_own_hooks(m, new)
+        for name, child in m._modules.items():
+            new._modules[name] = None if child is None or id(child) in self.dropped else self.module(child)
+        own = vars(new)
+        for name, value in vars(m).items():
+            if name in own:
+                continue
+            if name.startswith("_") and not _plain(value):
+                continue  # run-time state a host attached (pinned buffers, streaming handles)
+            object.__setattr__(new, name, self.value(value))
+        return new
+
+    def value(self, v: Any) -> Any:
+        """A public attribute's value: modules rebuilt, tensors converted, containers rebuilt, the rest shared."""
+        if isinstance(v, torch.nn.Module):
+            return self.module(v)
+        if torch.is_tensor(v):
+            return self.tensor(v)
+        if type(v) is dict:
+            return {k: self.value(x) for k, x in v.items()}
+        if type(v) in (list, tuple, set, frozenset):
+            return type(v)(self.value(x) for x in v)
+        return v
+
+
+_HOST_PACKAGES = ("comfy", "comfy_aimdo", "comfy_kitchen")
+_HOOK_TABLES = (  # (hook table, its per-hook flag tables)
+    ("_forward_pre_hooks", ("_forward_pre_hooks_with_kwargs",)),
+    ("_forward_hooks", ("_forward_hooks_with_kwargs", "_forward_hooks_always_called")),
+)
+
+
+def _from_host(fn: Any) -> bool:
+    """A hook whose code is the host's (weight streaming, casting), not the network's own."""
+    fn = getattr(fn, "func", fn)  # functools.partial
+    module = getattr(fn, "__module__", None) or type(fn).__module__ or ""
+    return module.split(".")[0] in _HOST_PACKAGES
+
+
+def _keep_own_hooks(old: torch.nn.Module, new: torch.nn.Module) -> None:
+    """Forward hooks the network installed on itself carry over (shared callables); the host's do not."""
+    for table, flags in _HOOK_TABLES:
+        for hid, fn in getattr(old, table).items():
+            if not _from_host(fn):
+                getattr(new, table)[hid] = fn
+                for flag in flags:
+                    if hid in getattr(old, flag):
+                        getattr(new, flag)[hid] = getattr(old, flag)[hid]
+
+
 def materialize(
     module: torch.nn.Module,
     device: Optional[torch.device] = None,
@@ -47,25 +149,11 @@ def materialize(
     drop: Iterable[str] = (),
     channels_last: bool = False,
 ) -> torch.nn.Module:
-    """A copy of `module` usable by autograd under the host's inference mode; `drop` names children that
-    the copy does without (they become None in it, so they are neither copied nor shared)."""
-    memo: dict[int, Any] = {}
-    skipped: set[int] = set()
-    for name in drop:
-        child = getattr(module, name, None)
-        if isinstance(child, torch.nn.Module):
-            memo[id(child)] = None  # deepcopy returns the memo entry: the copy's child is None
-            skipped.update(id(t) for t in list(child.parameters()) + list(child.buffers()))
-    roots = [module, *hidden_modules(module)]  # pyiqa keeps CLIP models in plain lists, out of .parameters()
+    """A copy of `module` usable by autograd under the host's inference mode, rebuilt without deep-copying
+    anything; `drop` names children that the copy does without (None in it: neither copied nor shared)."""
+    dropped = {id(c) for c in (getattr(module, n, None) for n in drop) if isinstance(c, torch.nn.Module)}
     with torch.inference_mode(False):
-        for root in roots:
-            for p in root.parameters():
-                if id(p) not in skipped and id(p) not in memo:
-                    memo[id(p)] = torch.nn.Parameter(_converted(p, device, dtype, channels_last), requires_grad=False)
-            for b in root.buffers():
-                if id(b) not in skipped and id(b) not in memo:
-                    memo[id(b)] = _converted(b, device, dtype, channels_last)
-        out = copy.deepcopy(module, memo)  # structure and plain attributes; tensors come from the memo
+        out = _Rebuild(lambda t: _converted(t, device, dtype, channels_last), dropped).module(module)
         bad = [
             n
             for r in [out, *hidden_modules(out)]

@@ -186,10 +186,13 @@ class RunState:
 
 
 class GradientGuidance:
-    """The post-CFG hook. Immutable config and shared heavy references; only RunState changes.
+    """The post-CFG hook. Immutable config and shared heavy references; only RunState changes, per run.
 
-    The host's ModelPatcher.clone() deep-copies model_options and with it this object: __deepcopy__ shares
-    the decoder and metric sources (no weight copies) and gives the clone its own fresh RunState.
+    One hook serves every clone of the guided model: the newest host's clone() shares it (it copies only
+    the dicts and lists of model_options), and __deepcopy__ returning self makes older hosts' deep copy share
+    it too, so both behave alike. Sharing is safe because the state belongs to the current run, not to a
+    clone: the host runs one sampler at a time, and each run (a new conditioning list, or sigma going up)
+    starts from an empty RunState (RunState.observe).
     """
 
     def __init__(self, cfg: GuidanceConfig, decoder: DecoderSource, terms: Sequence[ScoreTerm]):
@@ -199,7 +202,7 @@ class GradientGuidance:
         self.state = RunState()
 
     def __deepcopy__(self, memo: dict) -> "GradientGuidance":
-        return GradientGuidance(self.cfg, self.decoder, self.terms)
+        return self  # shared by every clone, as on the newest host; no weight or state copies
 
     def in_window(self, sigma: float) -> bool:
         return self.cfg.sigma_end <= sigma <= self.cfg.sigma_start

@@ -77,7 +77,7 @@ class IQAModel:
         return self.metric.net
 
     def __deepcopy__(self, memo: dict) -> "IQAModel":
-        # A handle to a shared network: the host deep-copies model_options on every clone, and a hook that
+        # A handle to a shared network: older hosts deep-copy model_options on every clone, and a hook that
         # holds an IQA_MODEL must not duplicate the network (nor can it copy the lock).
         return self
 
@@ -334,7 +334,7 @@ def wrap_metric(
 def _detach_tensor_attributes(root: torch.nn.Module) -> None:
     """Plain tensor attributes computed while the metric was built (LIQE's text features, when its cache is
     empty) hang on to an autograd graph through the weights: detach them, so that the network holds no graph
-    and the guidance can deep-copy it."""
+    and the guidance's copies hold none."""
     for m in root.modules():
         for key, value in list(vars(m).items()):
             if torch.is_tensor(value) and not isinstance(value, torch.nn.Parameter) and value.grad_fn is not None:

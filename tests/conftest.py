@@ -78,3 +78,53 @@ def adapter_dir(workspace) -> Path:
     d = workspace / "models" / "iqa_adapter"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+# The newest host's clone semantics, emulated on the tested host. Upstream ComfyUI (0.38.x, comfy/model_patcher.py
+# ModelPatcher.clone) copies model_options with comfy.utils.deepcopy_list_dict: new dicts and lists, every other
+# object (patch objects, post-CFG functions) shared with the parent. Tests that take the `host_clone` fixture
+# run twice: with the tested host's own clone ("deepcopy": a deep copy of model_options, as on the fork and
+# 0.3.64) and with the newest one ("newest"). One run covers both, so CI needs no extra stage.
+CLONE_SEMANTICS = ("deepcopy", "newest")
+
+
+def copy_dicts_and_lists(obj, memo: dict | None = None):
+    """What deepcopy_list_dict does, written here: dicts and lists copied (recursively), all else shared."""
+    memo = {} if memo is None else memo
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if isinstance(obj, dict):
+        out = {copy_dicts_and_lists(k, memo): copy_dicts_and_lists(v, memo) for k, v in obj.items()}
+    elif isinstance(obj, list):
+        out = [copy_dicts_and_lists(v, memo) for v in obj]
+    else:
+        out = obj
+    memo[id(obj)] = out
+    return out
+
+
+def newest_clone(real_clone):
+    """ModelPatcher.clone with the newest host's model_options copy. The real clone runs on an empty
+    model_options (so nothing in it is deep-copied, no __deepcopy__ hook runs), then gets the list/dict copy."""
+
+    def clone(self, *args, **kwargs):
+        options = self.model_options
+        self.model_options = {"transformer_options": {}}
+        try:
+            n = real_clone(self, *args, **kwargs)
+        finally:
+            self.model_options = options
+        n.model_options = copy_dicts_and_lists(options)
+        return n
+
+    return clone
+
+
+@pytest.fixture(params=CLONE_SEMANTICS)
+def host_clone(request, monkeypatch) -> str:
+    """Run the test under each clone semantics (see CLONE_SEMANTICS); returns the one in force."""
+    if request.param == "newest":
+        from comfy.model_patcher import ModelPatcher
+
+        monkeypatch.setattr(ModelPatcher, "clone", newest_clone(ModelPatcher.clone))
+    return request.param

@@ -100,6 +100,18 @@ def run_unet(model, x, context, cond_or_uncond=(0,), sigma=1.0):
         return model.get_model_object("diffusion_model")(x, t, context=context, transformer_options=to)
 
 
+def sample(model, steps: int = 3, size: int = 64, batch: int = 1, seed: int = 3) -> torch.Tensor:
+    """Latents from the host's KSampler (euler, cfg 4) on a tiny SD1.5-layout model, inside inference mode as
+    in a prompt: the sampler hooks (post-CFG functions) run, unlike in run_unet."""
+    from comfy.nodes import base_nodes
+
+    g = torch.Generator().manual_seed(1)
+    pos, neg = [[torch.randn(1, 6, 48, generator=g), {}]], [[torch.randn(1, 6, 48, generator=g), {}]]
+    latent = {"samples": torch.zeros(batch, 4, size // 8, size // 8)}
+    with torch.inference_mode():
+        return base_nodes.common_ksampler(model, seed, steps, 4.0, "euler", "normal", pos, neg, latent)[0]["samples"]
+
+
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """||got - want|| / ||want|| over the whole tensor, in float64."""
     got, want = got.detach().double(), want.detach().double()

@@ -26,8 +26,8 @@ def pooled_logits(q: torch.Tensor, k: torch.Tensor, heads: int, lam: float) -> t
 
 
 class LogitRecorder:
-    """Collects each selected layer's [B] values during one UNet call. Shared, never deep-copied, so a
-    host clone of the model options still records here."""
+    """Collects each selected layer's [B] values during one UNet call. One object for every clone (the newest
+    host shares it, __deepcopy__ makes older hosts share it), so a clone's taps still record here."""
 
     def __init__(self) -> None:
         self.values: dict[tuple, torch.Tensor] = {}
@@ -61,9 +61,9 @@ class LogitTap:
         return self.attention(q, k, v, heads)
 
     def to(self, *args: Any, **kwargs: Any) -> "LogitTap":
-        if self.inner is not None and hasattr(self.inner, "to"):
-            self.inner.to(*args, **kwargs)
-        return self
+        """Immutable, as clones share it: a wrapped patch that moves to a new object gives a new tap."""
+        moved = self.inner.to(*args, **kwargs) if self.inner is not None and hasattr(self.inner, "to") else self.inner
+        return self if moved is self.inner else LogitTap(self.key, self.lam, self.recorder, self.attention, moved)
 
     def models(self) -> list:
         return self.inner.models() if self.inner is not None and hasattr(self.inner, "models") else []

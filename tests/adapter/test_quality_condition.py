@@ -16,6 +16,7 @@ from helpers import (
     ref_encode,
     ref_tokens,
     run_unet,
+    sample,
     tiny,
 )
 from safetensors.torch import load_file
@@ -142,21 +143,71 @@ def test_scale_zero_equals_unpatched_model(make_adapter):
     assert torch.equal(run_unet(zero, x, ctx), plain)
 
 
-def test_node_leaves_input_model_unchanged_and_clones_share_weights(make_adapter):
+def test_node_leaves_input_model_unchanged_and_clones_share_weights(make_adapter, host_clone):
     adapter, _ = make_adapter("sdxl")
     model = tiny.tiny_model("sdxl")
     before = copy.deepcopy(model.model_options)
     weights = {k: v.clone() for k, v in model.model.state_dict().items()}
     patched = condition(model, adapter)
     assert model.model_options == before and attn2_patches(model) == {}
-    assert all(torch.equal(v, model.model.state_dict()[k]) for k, v in weights.items())
+    after = model.model.state_dict()  # once: a state_dict per key took 30 s on SDXL's layout
+    assert all(torch.equal(v, after[k]) for k, v in weights.items())
     again = patched.clone()
     key = EXPECTED_SITES["sdxl"][0]
     a, b = attn2_patches(patched)[key], attn2_patches(again)[key]
-    assert a is not b and a.contributions[0][0] is b.contributions[0][0]  # the K/V holder is shared, not copied
+    assert attn2_patches(again) is not attn2_patches(patched)  # every host copies the tables
+    assert (a is b) == (host_clone == "newest")  # the newest host shares the patch object itself
+    assert a.contributions[0][0] is b.contributions[0][0]  # the K/V holder is shared on every host, not copied
 
 
-def test_two_adapters_stack(make_adapter):
+class MovingPatch:
+    """A foreign attn2 patch whose .to() returns a new object (as a patch holding weights may)."""
+
+    def __init__(self, dtype=torch.float32):
+        self.dtype = dtype
+
+    def __call__(self, q, k, v, extra_options):
+        return pack.nodes.host.host_attention(q, k, v, extra_options["n_heads"])
+
+    def to(self, target):
+        return MovingPatch(target) if isinstance(target, torch.dtype) else self
+
+
+def test_moving_a_clone_leaves_the_parent_patch_alone(make_adapter, host_clone):
+    """The host moves a clone's patches with .to() and stores the result in the clone's table. With the newest
+    host the clone's table holds the parent's patch objects, so .to() must not change one in place."""
+    adapter, _ = make_adapter("sd15")
+    site = EXPECTED_SITES["sd15"][3]
+    model = tiny.tiny_model("sd15").clone()
+    model.set_model_attn2_replace(MovingPatch(), *site)
+    parent = condition(model, adapter)
+    child = parent.clone()
+    child.model_patches_to(torch.float16)
+    assert attn2_patches(child)[site].inner.dtype == torch.float16
+    assert attn2_patches(parent)[site].inner.dtype == torch.float32  # the parent's patch kept its inner patch
+    assert attn2_patches(child)[site].contributions == attn2_patches(parent)[site].contributions
+
+
+def test_branches_from_one_conditioned_model_run_as_if_alone(make_adapter, host_clone):
+    """Two Quality Conditions stacked on one conditioned model, one per branch, and the trunk itself: each
+    gives what it gives when built and run alone, whatever ran before it on the shared patch objects."""
+    (a1, _), (a2, _) = make_adapter("sd15"), make_adapter("sd15", seed=7)
+    x, ctx = inputs("sd15", 1)
+
+    def build():
+        trunk = condition(tiny.tiny_model("sd15"), a1, "1.0", "z-score")
+        return trunk, condition(trunk, a2, "-1.0", "z-score"), condition(trunk, a2, "2.0", "z-score", scale=0.5)
+
+    alone = [run_unet(m, x, ctx) for m in build()]  # each from a fresh graph
+    trunk, low, high = build()
+    together = [run_unet(m, x, ctx) for m in (low, high, trunk, low)]
+    # Bitwise: the same patches on the same inputs; only what ran before differs.
+    assert torch.equal(together[0], alone[1]) and torch.equal(together[3], alone[1])
+    assert torch.equal(together[1], alone[2]) and torch.equal(together[2], alone[0])
+    assert (alone[1] - alone[2]).abs().max() > 1e-3 and (alone[0] - alone[1]).abs().max() > 1e-3
+
+
+def test_two_adapters_stack(make_adapter, host_clone):
     (a1, sd1), (a2, sd2) = make_adapter("sd15"), make_adapter("sd15", seed=7)
     patched = condition(
         condition(tiny.tiny_model("sd15"), a1, "1.0", "z-score", scale=0.5), a2, "-1.0", "z-score", scale=1.5
@@ -250,7 +301,7 @@ def test_half_precision_kv_follow_the_query_dtype(make_adapter):
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
 
 
-FOREIGN_CALLS: list[tuple] = []  # module level: host clones deep-copy patch objects, and their counters with them
+FOREIGN_CALLS: list[tuple] = []  # module level: older hosts' clones deep-copy patch objects, and their counters
 
 
 class ForeignPatch:
@@ -263,7 +314,7 @@ class ForeignPatch:
 
 @pytest.mark.parametrize("key_form", ["full", "block"])
 @pytest.mark.parametrize("order", ["foreign first", "quality first"])
-def test_stacking_with_a_foreign_attn2_patch_in_either_order(order, key_form, make_adapter, caplog):
+def test_stacking_with_a_foreign_attn2_patch_in_either_order(order, key_form, make_adapter, caplog, host_clone):
     """Both terms run in every order the host allows. The one it does not (a later full-key patch replaces
     the pack's) is logged with the other patch's name and the order that works."""
     adapter, _ = make_adapter("sd15")
@@ -311,7 +362,7 @@ def test_stacking_with_a_foreign_attn2_patch_in_either_order(order, key_form, ma
     assert FOREIGN_CALLS == [site[:2]] and (plain_ip - base).abs().max() > 1e-3
 
 
-def test_the_watch_is_installed_once_and_shared_by_clones(make_adapter):
+def test_the_watch_is_installed_once_and_shared_by_clones(make_adapter, host_clone):
     adapter, _ = make_adapter("sd15")
     twice = condition(condition(tiny.tiny_model("sd15"), adapter), adapter).clone()
     watches = [
@@ -320,3 +371,38 @@ def test_the_watch_is_installed_once_and_shared_by_clones(make_adapter):
         if getattr(p, "is_iqa_adapter_watch", False)
     ]
     assert len(watches) == 1 and watches[0].site_keys == tuple(EXPECTED_SITES["sd15"])
+
+
+def rename_middle_block(model, new_id: int) -> None:
+    """Make the host pass ("middle", new_id) as the middle block's id, as a host that renamed it would: the
+    middle block's transformer sets it before its attention layers look their patches up."""
+    transformer = model.get_model_object("diffusion_model").middle_block[1]
+    real = transformer.forward
+
+    def forward(x, context=None, transformer_options=None, **kwargs):
+        transformer_options = {} if transformer_options is None else transformer_options  # the host always passes it
+        transformer_options["block"] = ("middle", new_id)
+        return real(x, context, transformer_options=transformer_options, **kwargs)
+
+    transformer.forward = forward
+
+
+@pytest.mark.parametrize("host", ["as tested", "renamed middle block"])
+def test_patched_sites_that_never_run_are_logged_once(host, make_adapter, caplog, host_clone):
+    """After the first step, one warning names every patched site the host never called, and why it may be;
+    a normal run logs none. Later steps and runs add nothing."""
+    adapter, _ = make_adapter("sd15")
+    model = tiny.tiny_model("sd15")
+    if host == "renamed middle block":
+        rename_middle_block(model, 1)
+    patched = condition(model, adapter)
+    with caplog.at_level("WARNING"):
+        sample(patched, steps=3, size=32)
+        sample(patched.clone(), steps=2, size=32)  # a clone shares the watch: still one warning
+    warnings = [r.getMessage() for r in caplog.records if "never ran" in r.getMessage()]
+    if host == "as tested":
+        assert warnings == []
+        return
+    assert len(warnings) == 1, warnings
+    assert "1 of 16" in warnings[0] and "('middle', 0, 0)" in warnings[0] and adapter.name in warnings[0]
+    assert "renamed a block" in warnings[0]

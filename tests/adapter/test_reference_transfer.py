@@ -76,7 +76,7 @@ def test_wrong_adapter_kinds_and_metrics_are_named(ref_adapter, topiq, adapter_d
         transfer(model, ref_adapter, torch.rand(1, 20, 64, 3), topiq)
 
 
-def test_full_sampling_run_through_the_executor(ref_adapter):
+def test_full_sampling_run_through_the_executor(ref_adapter, host_clone):
     graph = sampling_graph("sd15", None, batch=2)
     graph["ref_img"] = {"class_type": "IQATestPatternImage", "inputs": {"width": 96, "height": 64, "seed": 5}}
     graph["iqa"] = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "topiq_nr"}}

@@ -12,7 +12,7 @@ import logging
 import conftest
 import pytest
 import torch
-from helpers import NIQE_MAT, pack, relative_error, tiny
+from helpers import NIQE_MAT, pack, relative_error, sample, tiny
 from host_run import execute, sampling_graph
 
 gg_core = pack.guidance.gradient_guidance
@@ -198,17 +198,17 @@ def test_hook_runs_only_inside_the_window_and_every_n(taesd):
         patched = GG().apply(model, make_metric("sharpness"), vae, 0.3, start, end, every, "maximize", 0.0, 64)[0]
         patched.set_model_sampler_post_cfg_function(spy)  # after the guidance hook: sees every call
         hook = patched.model_options["sampler_post_cfg_function"][0]
-        _sample(patched, steps=6, size=64)
+        sample(patched, steps=6, size=64)
         hi, lo = sampling.percent_to_sigma(start), sampling.percent_to_sigma(end)
         expected = [s for s in seen if lo <= s <= hi][::every]
         assert [s for s, _, _ in hook.state.history] == pytest.approx(expected)
         assert len(seen) == 6 and 0 < len(expected) and ((start, end, every) == (0.0, 1.0, 1)) == (len(expected) == 6)
     # a second run on the same patched model starts counting again (sigma went up)
-    _sample(patched, steps=6, size=64)
+    sample(patched, steps=6, size=64)
     assert len(hook.state.history) == len(expected)
 
 
-def test_copies_are_made_once_per_run_and_dropped_at_its_end(taesd):
+def test_copies_are_made_once_per_run_and_dropped_at_its_end(taesd, host_clone):
     """The differentiable copies live for one sampling run: made at its first guided step, reused, and gone
     after the last step (the model's smallest sigma) or when the window is left early."""
     model, vae = tiny.tiny_model("sd15"), _load_vae(taesd)
@@ -222,7 +222,7 @@ def test_copies_are_made_once_per_run_and_dropped_at_its_end(taesd):
         )
         seen = []
         for _ in range(2):
-            _sample(patched, steps=steps, size=64)
+            sample(patched, steps=steps, size=64)
             seen.append((len(builds), hook.state.guided, dict(hook.state.copies)))
         assert [b for b, _, _ in seen] == [1, 2], seen  # one build per run, however many guided steps
         assert all(guided >= 2 for _, guided, _ in seen) and all(copies == {} for _, _, copies in seen)
@@ -281,7 +281,7 @@ def test_precision_modes(taesd):
     assert (sharpness_of(low.output("image")) > sharpness_of(plain.output("image"))).all()
 
 
-def test_composes_with_quality_condition(taesd, adapters):
+def test_composes_with_quality_condition(taesd, adapters, host_clone):
     qc_only = execute(guided_graph(taesd, adapter=adapters["sd15"]))
     both = execute(guided_graph(taesd, adapter=adapters["sd15"], guidance={"scale": 0.5}))
     gg_only = execute(guided_graph(taesd, guidance={"scale": 0.5}))
@@ -289,6 +289,27 @@ def test_composes_with_quality_condition(taesd, adapters):
     x = both.output("image")
     assert (x - qc_only.output("image")).abs().max() > 1e-3 and (x - gg_only.output("image")).abs().max() > 1e-3
     assert sharpness_of(x) > sharpness_of(qc_only.output("image"))
+
+
+def test_guided_branches_from_one_model_run_as_if_alone(taesd, host_clone):
+    """Guidance on a guided model, and a second guidance beside it, from one model: on the newest host the
+    branches share hook objects. Run in any order, each gives the image it gives when built and run alone."""
+    vae, metric = _load_vae(taesd), make_metric("sharpness")
+
+    def build():
+        model = tiny.tiny_model("sd15")
+        trunk = GG().apply(model, metric, vae, 0.5, 0.0, 1.0, 1, "maximize", 0.0, 64)[0]
+        stacked = GG().apply(trunk, metric, vae, 0.3, 0.0, 1.0, 2, "maximize", 0.0, 64)[0]
+        beside = GG().apply(model, metric, vae, 0.8, 0.0, 1.0, 2, "maximize", 0.0, 64)[0]
+        return trunk, stacked, beside
+
+    alone = [sample(m, steps=4) for m in build()]  # each run is the first on its hooks
+    trunk, stacked, beside = build()
+    together = [sample(m, steps=4) for m in (stacked, beside, trunk, stacked)]
+    # Bitwise: the same hooks and inputs in one process; only what ran before differs.
+    assert torch.equal(together[0], alone[1]) and torch.equal(together[3], alone[1])
+    assert torch.equal(together[1], alone[2]) and torch.equal(together[2], alone[0])
+    assert (alone[0] - alone[1]).abs().max() > 1e-3 and (alone[1] - alone[2]).abs().max() > 1e-3
 
 
 def test_target_z_moves_the_score_toward_the_target(taesd):
@@ -327,7 +348,7 @@ def test_no_grad_state_left_behind(taesd):
     vae = _load_vae(taesd)
     before = {n: (p.clone(), p.requires_grad) for n, p in vae.first_stage_model.named_parameters()}
     patched = GG().apply(tiny.tiny_model(), make_metric("sharpness"), vae, 0.5, 0.0, 1.0, 1, "maximize", 0.0, 64)[0]
-    _sample(patched, steps=2, size=64)
+    sample(patched, steps=2, size=64)
     assert torch.is_grad_enabled()  # the test's own state
     for n, p in vae.first_stage_model.named_parameters():
         assert torch.equal(p, before[n][0]) and p.requires_grad == before[n][1] and p.grad is None
@@ -423,18 +444,8 @@ def _load_vae(name: str):
         return base_nodes.VAELoader().load_vae(name)[0]
 
 
-def _sample(model, steps: int = 3, size: int = 64, batch: int = 1, seed: int = 3) -> torch.Tensor:
-    from comfy.nodes import base_nodes
-
-    g = torch.Generator().manual_seed(1)
-    pos, neg = [[torch.randn(1, 6, 48, generator=g), {}]], [[torch.randn(1, 6, 48, generator=g), {}]]
-    latent = {"samples": torch.zeros(batch, 4, size // 8, size // 8)}
-    with torch.inference_mode():
-        return base_nodes.common_ksampler(model, seed, steps, 4.0, "euler", "normal", pos, neg, latent)[0]["samples"]
-
-
 def _score_after(model, vae) -> torch.Tensor:
-    samples = _sample(model, steps=3, size=64, batch=2)
+    samples = sample(model, steps=3, size=64, batch=2)
     with torch.inference_mode():
         return sharpness_of(vae.decode(samples))
 
@@ -464,7 +475,7 @@ def test_copies_are_dropped_after_the_last_step_when_it_is_skipped(taesd):
     model, vae = tiny.tiny_model("sd15"), _load_vae(taesd)
     patched = GG().apply(model, make_metric("sharpness"), vae, 0.3, 0.0, 1.0, 2, "maximize", 0.0, 64)[0]
     hook = patched.model_options["sampler_post_cfg_function"][0]
-    _sample(patched, steps=6, size=64)
+    sample(patched, steps=6, size=64)
     assert hook.state.guided == 3 and hook.state.copies == {}
 
 
@@ -493,7 +504,7 @@ def _fail() -> None:
 
 
 @pytest.mark.parametrize("ending", ["interrupted", "failed", "partial schedule"])
-def test_a_run_that_ended_early_leaves_nothing_for_the_next_one(taesd, ending, monkeypatch):
+def test_a_run_that_ended_early_leaves_nothing_for_the_next_one(taesd, ending, monkeypatch, host_clone):
     """every_n_steps counts per run. A run that stopped after its first step must not shift the count of
     the next run on the same cached model, which starts at the same sigma: the next prompt's image equals
     what a fresh executor makes of it."""
