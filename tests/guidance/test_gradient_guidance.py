@@ -468,18 +468,20 @@ def test_copies_are_dropped_after_the_last_step_when_it_is_skipped(taesd):
     assert hook.state.guided == 3 and hook.state.copies == {}
 
 
-def _stop_after_first_call(monkeypatch, stop) -> None:
-    """Make the guidance hook call `stop()` right after its first call (the run's first step)."""
+def _stop_after_first_call(monkeypatch, stop) -> list:
+    """Make the guidance hook call `stop()` right after its first call (the run's first step). Returns a list
+    that gets (the hook, whether it held copies then) of that call."""
     real, calls = gg_core.GradientGuidance.__call__, []
 
     def once(self, args):
         out = real(self, args)
-        calls.append(1)
+        calls.append((self, bool(self.state.copies)))
         if len(calls) == 1:
             stop()
         return out
 
     monkeypatch.setattr(gg_core.GradientGuidance, "__call__", once)
+    return calls
 
 
 def _interrupt() -> None:
@@ -538,3 +540,26 @@ def test_a_run_that_ended_early_leaves_nothing_for_the_next_one(taesd, ending, m
         d.get("node") for e, d in again.messages if e == "executing"
     ]  # the guided model came from the cache
     assert torch.equal(again.output("image"), want.output("image"))  # same process, inputs and path: bitwise
+
+
+@pytest.mark.parametrize("ending", ["interrupted", "failed"])
+def test_a_run_that_ends_outside_the_hook_releases_its_copies(taesd, ending, monkeypatch):
+    """An interrupt (what POST /interrupt does) or a failure is raised in the sampler, outside the guidance
+    hook, after a guided step built the differentiable decoder and metric copies. The copies must not wait
+    for the node's next run: once the prompt has ended, the cached guided model holds none."""
+    import gc
+
+    from comfy.cmd.execution import PromptExecutor
+    from host_run import Recorder
+
+    graph = guided_graph(taesd, steps=4, guidance={"scale": 0.5})
+    executor = PromptExecutor(Recorder())
+    with monkeypatch.context() as m:
+        calls = _stop_after_first_call(m, _interrupt if ending == "interrupted" else _fail)
+        stopped = execute(graph, executor)
+    assert not stopped.ok and len(calls) == 1
+    hook, held = calls[0]
+    assert held, "the guided step built no copies: nothing to release"
+    gc.collect()  # the host's prompt worker collects after a prompt; the traceback's frames form cycles
+    assert hook.state.copies == {}
+    assert hook.state.guided == 1  # the history of what ran stays for reports

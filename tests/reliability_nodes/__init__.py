@@ -174,7 +174,70 @@ class Probe:
         return (model,)
 
 
+class _InterruptingNet(torch.nn.Module):
+    """A differentiable score (mean brightness) that interrupts the host while it scores, as POST /interrupt
+    would mid-run: the host raises in the sampler's progress callback right after this guided step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import comfy.model_management
+
+        comfy.model_management.interrupt_current_processing(True)
+        return x.mean((1, 2, 3))
+
+
+class _InterruptingMetric:
+    """Shaped like a pyiqa InferenceModel (net, metric_name, lower_better, metric_mode)."""
+
+    metric_name, lower_better, metric_mode = "interrupting", False, "NR"
+
+    def __init__(self):
+        self.net = _InterruptingNet()
+
+
+class InterruptingIQAModel:
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ("IQA_MODEL",)
+    FUNCTION = "build"
+    DESCRIPTION = "An IQA model whose first guided score interrupts the run (interrupted-guidance tests)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def build(self):
+        return (_InterruptingMetric(),)
+
+
+class GuidanceCopiesProbe:
+    """Fails if any gradient-guidance hook still holds differentiable copies once no prompt runs.
+
+    Collects garbage first, as the host's prompt worker does after prompts: on a host without sampling
+    wrappers the hook learns that an interrupted run is over when the run's objects are collected."""
+
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "check"
+    DESCRIPTION = "Checks that no IQA gradient guidance hook holds its decoder and metric copies (leak tests)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"nonce": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    def check(self, nonce):
+        import gc
+
+        gc.collect()
+        hooks = [o for o in gc.get_objects() if type(o).__name__ == "GradientGuidance" and hasattr(o, "state")]
+        held = [h for h in hooks if h.state.copies]
+        if held:
+            raise RuntimeError(f"{len(held)} of {len(hooks)} guidance hooks still hold copies: {held[0].state.copies}")
+        return {"ui": {"text": [f"{len(hooks)} guidance hooks, none holds copies"]}}
+
+
 NODE_CLASS_MAPPINGS = {
+    "IQARelInterruptingIQAModel": InterruptingIQAModel,
+    "IQARelGuidanceCopiesProbe": GuidanceCopiesProbe,
     "IQARelOddImage": OddImage,
     "IQARelTinyModel16": TinyModel16,
     "IQARelScores": Scores,
