@@ -208,7 +208,6 @@ class RunState:
             self.calls_in_window = 0
             self.history = []
             self.copies.clear()
-        if new_run or not self._holds(run_token):
             self._hold(run_token)
         self.last_sigma = sigma
         return new_run
