@@ -261,8 +261,28 @@ def interrupted_guidance() -> dict:
 
 
 def no_copies_left(entry: Optional[dict], host: rh.Host) -> None:
-    """After the interrupted run, no guidance hook in the host still holds its decoder and metric copies."""
-    run(host, {"probe": {"class_type": "IQARelGuidanceCopiesProbe", "inputs": {"nonce": random.randrange(2**31)}}})
+    """After the interrupted run, its guidance hook holds no decoder or metric copies. The probe gets the guided
+    MODEL from the host's cache (the same nodes and inputs as the interrupted prompt), so it sees the very
+    hook that ran: one that has guided a step."""
+    p = interrupted_guidance()
+    p = {k: v for k, v in p.items() if k in upstream(p, "gg")}
+    p["copies"] = {
+        "class_type": "IQARelGuidanceCopiesProbe",
+        "inputs": {"model": ["gg", 0], "nonce": random.randrange(2**31)},
+    }
+    text = "\n".join(run(host, p)["outputs"]["copies"]["text"])
+    assert "guided [1]" in text, text
+
+
+def upstream(prompt: dict, node_id: str) -> set[str]:
+    """node_id and every node it reads from, directly or not."""
+    out, todo = set(), [node_id]
+    while todo:
+        n = todo.pop()
+        if n not in out:
+            out.add(n)
+            todo += [v[0] for v in prompt[n]["inputs"].values() if isinstance(v, list) and v]
+    return out
 
 
 CNNIQA = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "cnniqa"}}

@@ -209,7 +209,7 @@ class InterruptingIQAModel:
 
 
 class GuidanceCopiesProbe:
-    """Fails if any gradient-guidance hook still holds differentiable copies once no prompt runs.
+    """Fails unless the MODEL it gets carries a gradient-guidance hook that has guided, and holds no copies.
 
     Collects garbage first, as the host's prompt worker does after prompts: on a host without sampling
     wrappers the hook learns that an interrupted run is over when the run's objects are collected."""
@@ -218,21 +218,25 @@ class GuidanceCopiesProbe:
     RETURN_TYPES = ()
     OUTPUT_NODE = True
     FUNCTION = "check"
-    DESCRIPTION = "Checks that no IQA gradient guidance hook holds its decoder and metric copies (leak tests)."
+    DESCRIPTION = (
+        "Checks that a guided MODEL's IQA gradient guidance hook holds no decoder or metric copies (leak tests)."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"nonce": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+        return {"required": {"model": ("MODEL",), "nonce": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
 
-    def check(self, nonce):
+    def check(self, model, nonce):
         import gc
 
         gc.collect()
-        hooks = [o for o in gc.get_objects() if type(o).__name__ == "GradientGuidance" and hasattr(o, "state")]
-        held = [h for h in hooks if h.state.copies]
+        hooks = [h for h in model.model_options.get("sampler_post_cfg_function", []) if hasattr(h, "state")]
+        if not hooks or not all(h.state.guided for h in hooks):
+            raise RuntimeError(f"expected the guidance hook of a run that guided, got {hooks}")
+        held = [h.state.copies for h in hooks if h.state.copies]
         if held:
-            raise RuntimeError(f"{len(held)} of {len(hooks)} guidance hooks still hold copies: {held[0].state.copies}")
-        return {"ui": {"text": [f"{len(hooks)} guidance hooks, none holds copies"]}}
+            raise RuntimeError(f"the guidance hook still holds copies after its run: {held[0]}")
+        return {"ui": {"text": [f"{len(hooks)} guidance hook(s), guided {[h.state.guided for h in hooks]}, no copies"]}}
 
 
 NODE_CLASS_MAPPINGS = {
