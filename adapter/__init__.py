@@ -12,7 +12,7 @@ from .metadata import AdapterMetadata, resolve_metadata
 from .model import IQAAdapter
 from .norm_table import NormTable, default_norm_table
 from .patching import attach_quality_tokens, final_sigma, sigma_window
-from .targets import TARGET_MODES, build_targets, items_from_scores, parse_targets
+from .targets import MAX_TARGET_ITEMS, TARGET_MODES, build_targets, items_from_scores, parse_targets
 
 __all__ = [
     "AdapterMetadata",
@@ -32,6 +32,7 @@ __all__ = [
     "items_from_scores",
     "load_state_dict",
     "parse_targets",
+    "MAX_TARGET_ITEMS",
     "quality_tokens",
     "resolve_metadata",
     "sigma_window",

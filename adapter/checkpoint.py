@@ -17,7 +17,7 @@ from typing import Mapping
 import torch
 
 from .errors import IQAAdapterError, load_error_detail
-from .unet_layouts import attn2_layer_count
+from .unet_layouts import attn2_checkpoint_mults, attn2_layer_count
 
 # Families by their number of cross-attention layers (adapter/unet_layouts.py).
 FAMILIES_BY_LAYER_COUNT = {attn2_layer_count(f): f for f in ("sdxl", "sd15")}
@@ -141,12 +141,7 @@ def infer_spec(state: Mapping[str, Mapping[str, torch.Tensor]], name: str = "che
         if m is None:
             raise IQAAdapterError(f"{name}: unexpected adapter key 'ip_adapter.{key}'. This is not an IQA-Adapter.")
         found.setdefault(int(m.group(1)), {})[m.group(2)] = t
-    expected = [2 * n + 1 for n in range(len(found))]
-    if sorted(found) != expected:
-        raise IQAAdapterError(
-            f"{name}: attention keys are not the odd indices 1..{2 * len(found) - 1} "
-            f"(found {sorted(found)[:8]}...). The checkpoint is incomplete or not an IQA-Adapter."
-        )
+    expected = _layer_keys(found, name)
     shapes = []
     for k in expected:
         kv = found[k]
@@ -171,6 +166,52 @@ def infer_spec(state: Mapping[str, Mapping[str, torch.Tensor]], name: str = "che
             )
         shapes.append((int(hidden), int(cd)))
     return AdapterSpec(proj_type, out_dim // cross_dim, int(input_dim), int(cross_dim), tuple(shapes), inner)
+
+
+def _layout_of(widths: Mapping[int, int]) -> str | None:
+    """The family whose layout holds these layers (layer number -> width): every layer at one of its
+    positions, the widths in its proportions, and more than half of its layers there."""
+    for family in ("sd15", "sdxl"):
+        mults = attn2_checkpoint_mults(family)
+        if max(widths) >= len(mults) or 2 * len(widths) <= len(mults):
+            continue
+        n0 = min(widths)
+        if all(widths[n] * mults[n0] == widths[n0] * mults[n] for n in widths):
+            return family
+    return None
+
+
+def _layer_keys(found: Mapping[int, Mapping[str, torch.Tensor]], name: str) -> list[int]:
+    """The attention key indices in order, or an error naming the missing layers.
+
+    The expected range comes from the family's layout (adapter/unet_layouts.py), recognised from the
+    layers' widths, so a file that lacks its last layer is refused here rather than later blamed on the
+    base model."""
+    even = sorted(k for k in found if k % 2 == 0)
+    if even:
+        raise IQAAdapterError(
+            f"{name}: attention keys use odd indices (2n + 1 for layer n), but it has 'ip_adapter.{even[0]}.*'. "
+            "This is not an IQA-Adapter in the IP-Adapter format."
+        )
+    widths = {(k - 1) // 2: int(t.shape[0]) if t.ndim else 0 for k, kv in found.items() for t in kv.values()}
+    family = _layout_of(widths)
+    count = attn2_layer_count(family) if family else len(found)
+    missing = [n for n in range(max(count, max(widths) + 1)) if n not in widths]
+    if not missing:
+        return [2 * n + 1 for n in range(count)]
+    keys = ", ".join(f"ip_adapter.{2 * n + 1}" for n in missing[:6]) + (", ..." if len(missing) > 6 else "")
+    ranges = ", ".join(f"{FAMILY_NAMES[f]} 1..{2 * attn2_layer_count(f) - 1}" for f in ("sd15", "sdxl"))
+    if family:
+        where = (
+            f"its layers are the {FAMILY_NAMES[family]} layout's, which has {count} cross-attention layers, "
+            f"keys ip_adapter.1 to ip_adapter.{2 * count - 1} (odd indices)"
+        )
+    else:
+        where = f"attention keys run over the odd indices from 1 with no gap ({ranges})"
+    raise IQAAdapterError(
+        f"{name}: {where}, but layer(s) {', '.join(map(str, missing[:6]))} ({keys}: to_k_ip and to_v_ip) "
+        "are missing. The file is incomplete: download it again."
+    )
 
 
 def layer_weights(state: Mapping[str, Mapping[str, torch.Tensor]], n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,6 +49,22 @@ class AdapterMetadata:
         return encoded_dim(len(self.metrics), self.use_flag, self.pos_encode_L)
 
 
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: an object, or _RepeatedKey for a key written twice (at any depth)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _RepeatedKey(key)
+        obj[key] = value
+    return obj
+
+
 def parse_json_text(text: str, where: str) -> dict[str, Any]:
     """Parse a metadata JSON object with a size limit and a clear error."""
     if len(text.encode("utf-8", "replace")) > MAX_JSON_BYTES:
@@ -57,9 +73,14 @@ def parse_json_text(text: str, where: str) -> dict[str, Any]:
             f"Give a small JSON object instead (sidecar JSON or the node's metadata_override), {_EXAMPLE}."
         )
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise IQAAdapterError(f"IQA-Adapter metadata in {where} is not valid JSON: {exc}. Fix or remove it.") from None
+    except _RepeatedKey as exc:
+        raise IQAAdapterError(
+            f"IQA-Adapter metadata in {where} writes the key '{exc.key}' twice; JSON would silently keep the last "
+            f"one. Keep one '{exc.key}' and delete the other."
+        ) from None
     if not isinstance(obj, dict):
         raise IQAAdapterError(
             f"IQA-Adapter metadata in {where} must be a JSON object, got {type(obj).__name__}. "

@@ -23,6 +23,10 @@ from .norm_table import NormTable
 
 TARGET_MODES = ("percentile", "z-score", "raw")
 _SPLIT = re.compile(r"[;\n]")
+# The most batch items targets may give: the largest latent batch the host's Empty Latent Image makes. Checked
+# before anything is parsed or projected: every item costs K/V for every layer (about 1.3 MB on SDXL with
+# 2 tokens), and a number of items other than 1 or the latent batch fails at sampling anyway.
+MAX_TARGET_ITEMS = 4096
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,32 @@ def _number(value: object, where: str) -> float:
     return x
 
 
+def check_item_count(n: int, what: str) -> None:
+    """Refuse more batch items than a latent batch can have, before any of them is built."""
+    if n > MAX_TARGET_ITEMS:
+        raise IQAAdapterError(
+            f"{n} {what}, but a batch holds at most {MAX_TARGET_ITEMS} items (the largest latent batch the host "
+            "makes). Give one line per latent of the batch, or one line for all of them."
+        )
+
+
+def _check_commas(item: str, line: int, metrics: Sequence[str]) -> None:
+    """Commas only separate metric=value pairs; a stray one gets a message that says to remove it."""
+    if "," not in item:
+        return
+    example = ", ".join(f"{m}=99" for m in metrics)
+    if any(not part.strip() for part in item.split(",")):
+        raise IQAAdapterError(
+            f"Target line {line} ('{item}') has an empty entry between commas: remove the trailing or doubled "
+            f"comma. Commas only separate metric=value pairs, e.g. '{example}'."
+        )
+    if "=" not in item:
+        raise IQAAdapterError(
+            f"Target line {line} ('{item}') separates numbers with commas. Give one batch item per line or "
+            f"separate them with ';' (e.g. '1; 25; 50'), or name each metric: '{example}'."
+        )
+
+
 def parse_targets(text: str, metrics: Sequence[str]) -> list[dict[str, float]]:
     """Parse the text form into one {metric: number} dict per batch item."""
     items = [s.strip() for s in _SPLIT.split(text or "") if s.strip()]
@@ -61,8 +91,10 @@ def parse_targets(text: str, metrics: Sequence[str]) -> list[dict[str, float]]:
         raise IQAAdapterError(
             "No targets given. Write e.g. '99' (every metric at that value) or one line per batch item."
         )
+    check_item_count(len(items), "target lines")
     out = []
     for i, item in enumerate(items, 1):
+        _check_commas(item, i, metrics)
         if "=" not in item:
             x = _number(item, f"on line {i}")
             out.append({m: x for m in metrics})
@@ -157,6 +189,7 @@ def items_from_scores(scores: Mapping[str, Sequence[float]], metrics: Sequence[s
             f"the scores hold different numbers of images per metric ({sorted(lengths)}); score the same images."
         )
     n = lengths.pop() if lengths else 1
+    check_item_count(n, "reference images")
     items = []
     for i in range(n):
         row = {}

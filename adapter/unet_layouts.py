@@ -80,3 +80,24 @@ def attn2_sites(layout: str) -> tuple[tuple[str, int, int], ...]:
 def attn2_layer_count(layout: str) -> int:
     """How many cross-attention layers a UNet of the layout has (SD1.5 16, SDXL 70)."""
     return len(attn2_sites(layout))
+
+
+def attn2_checkpoint_mults(layout: str) -> tuple[int, ...]:
+    """The channel multiplier of every attn2 layer in checkpoint order (input blocks, output blocks, middle).
+
+    A layer's width is the model's base width times its multiplier, so the widths of a file's layers tell
+    which layout it was made for even when some layers are missing.
+    """
+    lay = BLOCK_LAYOUTS[layout]
+    mult, res = lay["channel_mult"], lay["num_res_blocks"]
+    depths = list(lay["transformer_depth"])
+    out: list[int] = []
+    for level, blocks in enumerate(res):
+        for _ in range(blocks):
+            out += [mult[level]] * depths.pop(0)
+    out_depths = list(lay["transformer_depth_output"])
+    for level in reversed(range(len(mult))):
+        for _ in range(res[level] + 1):
+            out += [mult[level]] * out_depths.pop()
+    out += [mult[-1]] * lay["transformer_depth_middle"]
+    return tuple(out)

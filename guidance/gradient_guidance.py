@@ -14,12 +14,16 @@ inference mode (the prompt runs under torch.inference_mode). The copies are made
 of a run and kept for its later steps: on a GPU, copying topiq_nr took longer than decoding and scoring
 (bench/gpu.py). They are dropped after the run's last call (the schedule's last sigma where the host
 passes the schedule, else the model's smallest sigma), when the sigma window is left, when a new run
-starts, and on any error.
+starts, on any error in the hook, and when the run ends however it ends: an interrupt or a failure is
+raised outside the hook (in the sampler's progress callback), so the node also asks the host to call
+end_run() after sampling (nodes/host.py), and where the host has no such wrapper the run's own
+conditioning objects, held weakly, say when it is over (run_anchor).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -148,19 +152,38 @@ def guidance_gradient(
     return grad, per_item.detach(), [r.detach() for r in raws]
 
 
+def run_anchor(args: dict) -> Any:
+    """An object that lives as long as the sampling run and no longer, or None.
+
+    The host makes the conditioning objects in each cond's "model_conds" anew for every run (process_conds)
+    and drops them with the run's conds, however the run ends. The first one that takes a weak reference
+    serves; the conds list itself would too, but a list cannot be referenced weakly.
+    """
+    for c in args.get("cond") or ():
+        for value in (c.get("model_conds") or {}).values() if isinstance(c, dict) else ():
+            try:
+                weakref.ref(value)
+            except TypeError:
+                continue
+            return value
+    return None
+
+
 @dataclass
 class RunState:
     """Per-run bookkeeping of one hook.
 
-    A run starts at the first call, when sigma goes up, or when the sampler's conditioning list is another
-    object than on the last call. The host builds that list anew for every sampling run (CFGGuider.sample
-    copies the conds), so a run that was interrupted, failed or stopped on a partial schedule cannot leak
-    its step count into the next one, even when the next run starts at the same sigma. The list is held
-    (not just its id, which Python reuses) until the next run replaces it.
+    A run starts at the first call, when sigma goes up, or when the run token (run_anchor, else the
+    sampler's conditioning list) is another object than on the last call. The host builds both anew for
+    every sampling run, so a run that was interrupted, failed or stopped on a partial schedule cannot leak
+    its step count into the next one, even when the next run starts at the same sigma. A token that takes
+    a weak reference is held weakly, and its end ends the run: the copies go even when no later call comes.
+    Any other token is held (not just its id, which Python reuses) until the next run replaces it.
     """
 
     last_sigma: Optional[float] = None
-    run_token: Any = None  # the conditioning list of the current run, compared by identity
+    run_token: Any = None  # the current run's token, or a weak reference to it
+    run_id: int = 0  # counts runs, so that a late end of an old run leaves the current one alone
     calls_in_window: int = 0
     history: list = field(default_factory=list)  # (sigma, per-item objective, raw scores per term) of guided calls
     copies: dict = field(default_factory=dict)  # device -> (decoder fn, scorer fns), kept for the run
@@ -169,20 +192,38 @@ class RunState:
     def guided(self) -> int:
         return len(self.history)
 
+    def _holds(self, token: Any) -> bool:
+        held = self.run_token() if isinstance(self.run_token, weakref.ref) else self.run_token
+        return held is token
+
     def observe(self, sigma: float, run_token: Any = None) -> bool:
         """Record a call; True if it starts a new run (state reset)."""
         new_run = (
             self.last_sigma is None
             or sigma > self.last_sigma * (1 + 1e-6) + 1e-12
-            or (run_token is not None and run_token is not self.run_token)
+            or (run_token is not None and not self._holds(run_token))
         )
-        self.run_token = run_token
         if new_run:
+            self.run_id += 1
             self.calls_in_window = 0
             self.history = []
             self.copies.clear()
+            self._hold(run_token)
         self.last_sigma = sigma
         return new_run
+
+    def _hold(self, token: Any) -> None:
+        try:
+            self.run_token = weakref.ref(token)
+        except TypeError:
+            self.run_token = token
+        else:
+            weakref.finalize(token, self.end_run, self.run_id)
+
+    def end_run(self, run_id: Optional[int] = None) -> None:
+        """The run is over: drop its copies (history stays for reports). run_id: only if it is still that run."""
+        if run_id is None or run_id == self.run_id:
+            self.copies.clear()
 
 
 class GradientGuidance:
@@ -204,6 +245,10 @@ class GradientGuidance:
     def __deepcopy__(self, memo: dict) -> "GradientGuidance":
         return self  # shared by every clone, as on the newest host; no weight or state copies
 
+    def end_run(self) -> None:
+        """Called by the host when a sampling run ends, however it ends (nodes/host.py release_after_sampling)."""
+        self.state.end_run()
+
     def in_window(self, sigma: float) -> bool:
         return self.cfg.sigma_end <= sigma <= self.cfg.sigma_start
 
@@ -211,7 +256,8 @@ class GradientGuidance:
         denoised: torch.Tensor = args["denoised"]
         sigma = float(torch.as_tensor(args["sigma"]).detach().flatten().max())
         st = self.state
-        if st.observe(sigma, args.get("cond")):
+        anchor = run_anchor(args)
+        if st.observe(sigma, args.get("cond") if anchor is None else anchor):
             log.debug("IQA gradient guidance: new run at sigma %.4g", sigma)
         try:
             if not self.in_window(sigma):

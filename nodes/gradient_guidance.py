@@ -18,6 +18,7 @@ from ..guidance.gradient_guidance import (
     ScoreTerm,
 )
 from ..guidance.metric_specs import METRICS
+from . import host
 from .schedule import check_schedule
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,9 @@ class IQAGradientGuidance:
         )
         patched = model.clone()
         if scale > 0:
-            patched.set_model_sampler_post_cfg_function(GradientGuidance(cfg, decoder, terms))
+            hook = GradientGuidance(cfg, decoder, terms)
+            patched.set_model_sampler_post_cfg_function(hook)
+            host.release_after_sampling(patched, hook, "iqa_gradient_guidance")
         log.info(
             "IQA gradient guidance: %s via %s, scale %g, sigma window [%g, %g]",
             "+".join(t.name for t in terms),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 
@@ -88,3 +88,32 @@ def offload_device() -> torch.device:
     import comfy.model_management as mm
 
     return mm.unet_offload_device()
+
+
+class _EndRunAfterSampling:
+    """An OUTER_SAMPLE wrapper: runs the sampling, then the hook's end_run() however it ended. A class holding
+    the hook, not a closure, so that a clone that deep-copies model_options copies both with one memo and
+    the wrapper ends the clone's own hook."""
+
+    def __init__(self, hook: Any):
+        self.hook = hook
+
+    def __call__(self, executor, *args, **kwargs):
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.hook.end_run()
+
+
+def release_after_sampling(model, hook: Any, key: str) -> bool:
+    """Have the host call hook.end_run() when a sampling run of `model` ends, however it ends (an interrupt is
+    raised in the sampler's progress callback, outside every model hook). Needs the host's sampling wrappers
+    (comfy.patcher_extension, on upstream ComfyUI 0.3.64 and the February 2026 pip-installable host); False on the PyPI fork,
+    which has none, where the hook sees the end of a run through its weakly held run token instead."""
+    try:
+        import comfy.patcher_extension as ext
+    except ImportError:
+        return False
+    wrapper = _EndRunAfterSampling(hook)
+    ext.add_wrapper_with_key(ext.WrappersMP.OUTER_SAMPLE, key, wrapper, model.model_options, is_model_options=True)
+    return True

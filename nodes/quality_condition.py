@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..adapter import (
+    MAX_TARGET_ITEMS,
     TARGET_MODES,
     IQAAdapter,
     IQAAdapterError,
@@ -43,7 +44,8 @@ class QualityCondition:
                         "multiline": True,
                         "tooltip": "One number for every metric ('99'), or 'metric=value' pairs naming each of the adapter's "
                         "metrics ('topiq_nr=99, laion_aes=75'). One line (or ';'-separated item) per batch item: "
-                        "'1; 25; 50; 75; 99' is the paper's quality sweep.",
+                        f"'1; 25; 50; 75; 99' is the paper's quality sweep; at most {MAX_TARGET_ITEMS} items. Commas only "
+                        "separate metric=value pairs: a trailing comma is an error.",
                     },
                 ),
                 "target_mode": (

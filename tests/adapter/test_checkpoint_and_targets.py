@@ -177,6 +177,11 @@ def test_target_text_forms():
         ("abc", "percentile", "not a number"),
         ("musiq=5", "percentile", "trained on topiq_nr, laion_aes"),
         ("topiq_nr=5", "percentile", "no value for laion_aes"),
+        ("99,", "percentile", r"'99,'.*remove the trailing or doubled comma"),
+        ("topiq_nr=99, laion_aes=90,", "percentile", "remove the trailing or doubled comma"),
+        ("topiq_nr=99,, laion_aes=90", "percentile", "remove the trailing or doubled comma"),
+        ("1, 25, 50", "percentile", "separate them with ';'"),
+        ("99\n" * 4097, "percentile", "4097 target lines.*at most 4096"),
     ],
 )
 def test_bad_targets_are_named(text, mode, match):
@@ -266,3 +271,83 @@ def test_targets_from_reference_scores():
         A.items_from_scores({"topiq_nr": [0.7]}, m)
     with pytest.raises(Err, match="finite"):
         A.items_from_scores({"topiq_nr": [float("nan")], "laion_aes": [5.0]}, m)
+
+
+def test_as_many_target_lines_as_the_largest_batch_are_accepted():
+    assert len(A.parse_targets("99\n" * A.MAX_TARGET_ITEMS, ("piqe",))) == A.MAX_TARGET_ITEMS
+
+
+def test_too_many_target_lines_are_refused_before_any_is_parsed(monkeypatch):
+    """The limit comes first: not one line is turned into a number, let alone K/V."""
+    parsed = []
+    monkeypatch.setattr(A.targets, "_number", lambda v, where: parsed.append(v) or 0.0)
+    with pytest.raises(Err, match="at most 4096"):
+        A.parse_targets("99\n" * 20000, ("piqe",))
+    assert parsed == []
+
+
+def test_too_many_reference_images_are_refused():
+    with pytest.raises(Err, match="4097 reference images"):
+        A.items_from_scores({"piqe": [50.0] * 4097}, ("piqe",))
+
+
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ('{"metrics": ["topiq_nr"], "metrics": ["laion_aes", "topiq_nr"]}', "metrics"),
+        ('{"metrics": ["topiq_nr"], "embedding": {"spec": "a", "spec": "b"}}', "spec"),
+    ],
+)
+def test_a_json_key_written_twice_is_refused_by_name(tmp_path, text, key):
+    st = tiny.write_adapter(tmp_path / "d.safetensors", "sd15", None, input_dim=1)
+    (tmp_path / "d.json").write_text(text)
+    with pytest.raises(Err, match=f"sidecar d.json writes the key '{key}' twice"):
+        A.IQAAdapter.load(st)
+    with pytest.raises(Err, match=f"metadata_override writes the key '{key}' twice"):
+        A.metadata.parse_json_text(text, "metadata_override")
+
+
+def _without_layers(tmp_path, layout: str, layers: list[int]) -> Path:
+    sd = tiny.adapter_state(layout, 2)
+    drop = {f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight" for n in layers for kv in "kv"}
+    path = tmp_path / f"{layout}_gap.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items() if k not in drop}, str(path), {"iqa_adapter": json.dumps(META)})
+    return path
+
+
+@pytest.mark.parametrize(
+    "layout,layers,match",
+    [
+        (
+            "sd15",
+            [7],
+            r"SD1\.5 layout's, which has 16 .* ip_adapter\.1 to ip_adapter\.31 .*layer\(s\) 7 \(ip_adapter\.15",
+        ),
+        ("sd15", [15], r"SD1\.5 layout's.*ip_adapter\.31\b.*layer\(s\) 15 \(ip_adapter\.31:"),
+        ("sdxl", [69], r"SDXL layout's, which has 70 .*ip_adapter\.139 .*layer\(s\) 69 \(ip_adapter\.139:"),
+        ("sdxl", [0, 34], r"SDXL layout's.*layer\(s\) 0, 34 \(ip_adapter\.1, ip_adapter\.69:"),
+    ],
+)
+def test_missing_layers_are_named_against_the_family_layout_at_load(tmp_path, layout, layers, match):
+    """The range comes from adapter/unet_layouts.py, not from the keys found; a missing last layer is
+    caught at load, not blamed on the base model later."""
+    with pytest.raises(Err, match=match):
+        A.IQAAdapter.load(_without_layers(tmp_path, layout, layers))
+
+
+def test_a_gap_in_a_file_of_no_known_layout_names_the_missing_key(tmp_path):
+    """Four equal-width layers (the toy's shape) with the second removed: no family, the gap is still named."""
+    sd = {k: v for k, v in tiny.adapter_state("sd15", 2).items() if not k.startswith("ip_adapter.")}
+    width = sd["image_proj.norm.weight"].shape[0]
+    for k in (1, 5, 7):
+        for kv in "kv":
+            sd[f"ip_adapter.{k}.to_{kv}_ip.weight"] = torch.randn(32, width)
+    path = tmp_path / "toyish.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path), {"iqa_adapter": json.dumps(META)})
+    with pytest.raises(Err, match=r"no gap \(SD1\.5 1\.\.31, SDXL 1\.\.139\).*layer\(s\) 1 \(ip_adapter\.3:"):
+        A.IQAAdapter.load(path)
+
+
+def test_the_toy_adapter_of_no_known_layout_still_loads():
+    toy = Path(__file__).resolve().parents[2] / "weights" / "toy" / "toy_adapter_piqe.safetensors"
+    assert A.IQAAdapter.load(toy).spec.num_layers == 4

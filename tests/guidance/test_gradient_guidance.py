@@ -479,18 +479,20 @@ def test_copies_are_dropped_after_the_last_step_when_it_is_skipped(taesd):
     assert hook.state.guided == 3 and hook.state.copies == {}
 
 
-def _stop_after_first_call(monkeypatch, stop) -> None:
-    """Make the guidance hook call `stop()` right after its first call (the run's first step)."""
+def _stop_after_first_call(monkeypatch, stop) -> list:
+    """Make the guidance hook call `stop()` right after its first call (the run's first step). Returns a list
+    that gets (the hook, whether it held copies then) of that call."""
     real, calls = gg_core.GradientGuidance.__call__, []
 
     def once(self, args):
         out = real(self, args)
-        calls.append(1)
+        calls.append((self, bool(self.state.copies)))
         if len(calls) == 1:
             stop()
         return out
 
     monkeypatch.setattr(gg_core.GradientGuidance, "__call__", once)
+    return calls
 
 
 def _interrupt() -> None:
@@ -549,3 +551,51 @@ def test_a_run_that_ended_early_leaves_nothing_for_the_next_one(taesd, ending, m
         d.get("node") for e, d in again.messages if e == "executing"
     ]  # the guided model came from the cache
     assert torch.equal(again.output("image"), want.output("image"))  # same process, inputs and path: bitwise
+
+
+@pytest.mark.parametrize("ending", ["interrupted", "failed"])
+def test_a_run_that_ends_outside_the_hook_releases_its_copies(taesd, ending, monkeypatch):
+    """An interrupt (what POST /interrupt does) or a failure is raised in the sampler, outside the guidance
+    hook, after a guided step built the differentiable decoder and metric copies. The copies must not wait
+    for the node's next run: once the prompt has ended, the cached guided model holds none."""
+    import gc
+
+    from comfy.cmd.execution import PromptExecutor
+    from host_run import Recorder
+
+    graph = guided_graph(taesd, steps=4, guidance={"scale": 0.5})
+    executor = PromptExecutor(Recorder())
+    with monkeypatch.context() as m:
+        calls = _stop_after_first_call(m, _interrupt if ending == "interrupted" else _fail)
+        stopped = execute(graph, executor)
+    assert not stopped.ok and len(calls) == 1
+    hook, held = calls[0]
+    assert held, "the guided step built no copies: nothing to release"
+    gc.collect()  # the host's prompt worker collects after a prompt; the traceback's frames form cycles
+    assert hook.state.copies == {}
+    assert hook.state.guided == 1  # the history of what ran stays for reports
+
+
+def test_the_end_of_run_wrapper_is_copied_with_the_hook_it_ends():
+    """Hosts with sampling wrappers (upstream) get an OUTER_SAMPLE wrapper that ends the hook's run however
+    sampling ends. Where a clone deep-copies model_options (upstream 0.3.64, the February 2026 host), the
+    copied wrapper must end the copied hook, not the original. The test host (the 2024 fork) has no wrappers,
+    so the wrapper is called here as the host's executor chain calls it: wrapper(executor, *args)."""
+    import copy
+
+    host = pack.nodes.host
+    decoder = gg_core.DecoderSource(build=lambda device: lambda x: x, latent_channels=4)
+    hook = gg_core.GradientGuidance(gg_core.GuidanceConfig(), decoder, [])
+    options = {"sampler_post_cfg_function": [hook], "wrappers": [host._EndRunAfterSampling(hook)]}
+    cloned = copy.deepcopy(options)
+    hook2, wrapper2 = cloned["sampler_post_cfg_function"][0], cloned["wrappers"][0]
+    assert hook2 is not hook and wrapper2.hook is hook2
+    hook.state.copies["cpu"] = hook2.state.copies["cpu"] = ("decoder", ["metric"])
+
+    def interrupted_sampling(x):
+        raise RuntimeError("interrupted in the progress callback")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        wrapper2(interrupted_sampling, 1)
+    assert hook2.state.copies == {} and hook.state.copies != {}
+    assert wrapper2(lambda x: x + 1, 1) == 2  # a run that ends normally passes its result through

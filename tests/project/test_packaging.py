@@ -3,9 +3,17 @@ user's ComfyUI install, the install command the README gives, and no pip calls a
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from xml.etree import ElementTree
 
 import conftest
+import pytest
 import tomllib
 
 REPO = conftest.REPO
@@ -93,3 +101,82 @@ def test_train_extra_names_what_requirements_train_pins():
         ln.split("==")[0].lower() for ln in (REPO / "requirements" / "host.txt").read_text().splitlines() if "==" in ln
     }
     assert not host & {p.lower() for p in pinned}, "a training package is also pinned by the host list"
+
+
+# -- the registry archive: `comfy node pack` and `comfy node validate` (comfy-cli, requirements/dev.txt) ----------
+
+RUNTIME = ("__init__.py", "nodes/", "adapter/", "guidance/", "web/", "locales/", "example_workflows/")
+DEVELOPER_ONLY = ("tests/", "bench/", "scripts/", ".ci/", "requirements/", "training/", "toy/", "weights/toy/")
+
+
+def _comfy(args: list[str], cwd: Path, home: Path, netlog: Path) -> subprocess.CompletedProcess:
+    """comfy-cli offline and non-interactive: no telemetry (DO_NOT_TRACK), its config in a temporary home,
+    and tests/netguard on (conftest's PYTHONPATH) recording into netlog any connection it tries."""
+    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), DO_NOT_TRACK="1")
+    env["IQA_NETGUARD_DIR"] = str(netlog)
+    comfy = Path(sys.executable).parent / "comfy"
+    return subprocess.run(
+        [str(comfy), "--skip-prompt", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory) -> dict:
+    """The working tree as it would be committed (tracked and new files, not ignored ones) in a fresh git
+    repository, packed with `comfy node pack`: what the registry would get."""
+    root = tmp_path_factory.mktemp("pack")
+    src, home, netlog = root / "src", root / "home", root / "net"
+    for d in (src, home, netlog):
+        d.mkdir()
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    files = [f for f in listed.split("\0") if f and (REPO / f).is_file()]
+    for f in files:
+        (src / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, src / f)
+    subprocess.run(["git", "init", "-q"], cwd=src, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=src, check=True)
+    done = _comfy(["node", "pack"], src, home, netlog)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with zipfile.ZipFile(src / "node.zip") as z:
+        names = set(z.namelist())
+    return {"src": src, "home": home, "net": netlog, "files": files, "names": names}
+
+
+def test_the_registry_archive_holds_what_a_user_runs(packed):
+    names, files = packed["names"], packed["files"]
+    assert not [n for n in names if n.startswith(DEVELOPER_ONLY)], "developer-only files in the archive"
+    runtime = {f for f in files if f.startswith(RUNTIME)} | {
+        "requirements.txt",
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+    }
+    assert runtime - names == set(), "files a user runs are missing from the archive"
+    assert any(n.startswith("nodes/") and n.endswith(".py") for n in names) and "web/icon.svg" in names
+    assert {f for f in files if f.startswith("weights/") and f.endswith(".json") and "/toy/" not in f} <= names
+    assert len(names) < len(files) * 2 // 3, f"{len(names)} of {len(files)} files: the ignore list does little"
+
+
+def test_the_icon_is_a_file_the_archive_ships():
+    icon = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["comfy"]["Icon"]
+    repository = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    owner_repo = repository.removeprefix("https://github.com/")
+    prefix = f"https://raw.githubusercontent.com/{owner_repo}/main/"
+    assert icon.startswith(prefix), icon
+    path = REPO / icon.removeprefix(prefix)
+    assert path.is_file() and path.stat().st_size < 4096, path
+    ElementTree.parse(path)  # well-formed SVG
+
+
+def test_comfy_node_validate_passes_offline(packed):
+    done = _comfy(["node", "validate"], packed["src"], packed["home"], packed["net"])
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "All validation checks passed" in out and "Security warnings" not in out, out
+    attempts = [line for f in packed["net"].glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert attempts == [], f"comfy-cli tried to reach the network: {attempts[:2]}"

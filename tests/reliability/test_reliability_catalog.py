@@ -82,6 +82,11 @@ def _plus_state(tiny) -> dict:
     return state
 
 
+def _without_layers(state: dict, layers: list[int]) -> dict:
+    drop = {f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight" for n in layers for kv in "kv"}
+    return {k: v for k, v in state.items() if k not in drop}
+
+
 def write_bad_files(ws: Path) -> None:
     folder = ws / "models" / "iqa_adapter"
     tiny = rh.tiny_models()
@@ -126,6 +131,10 @@ def write_bad_files(ws: Path) -> None:
     bad_shape = dict(state)
     bad_shape["ip_adapter.3.to_v_ip.weight"] = state["ip_adapter.3.to_v_ip.weight"][:-8]
     _write_flat(folder / "v_shape.safetensors", bad_shape, meta)
+    _write_flat(folder / "gap.safetensors", _without_layers(state, [7]), meta)
+    _write_flat(folder / "no_last_layer.safetensors", _without_layers(state, [15]), meta)
+    _adapter_with_header(folder / "twice_sidecar.safetensors", None)
+    (folder / "twice_sidecar.json").write_text('{"metrics": ["topiq_nr", "laion_aes"], "metrics": ["laion_aes"]}')
     # A valid adapter outside the adapter folder: only path traversal could reach it.
     tiny.write_adapter(ws / "models" / "outside.safetensors", rh.LAYOUT, rh.QUALITY_META)
     # IQA weights: an unsafe pickle under the name of TOPIQ's checkpoint.
@@ -246,6 +255,36 @@ def guidance(iqa: dict, model: Optional[list] = None, **gg) -> dict:
     return p
 
 
+def interrupted_guidance() -> dict:
+    """A guided run that the host interrupts after its first guided step (as POST /interrupt would)."""
+    return guidance({"class_type": "IQARelInterruptingIQAModel", "inputs": {}})
+
+
+def no_copies_left(entry: Optional[dict], host: rh.Host) -> None:
+    """After the interrupted run, its guidance hook holds no decoder or metric copies. The probe gets the guided
+    MODEL from the host's cache (the same nodes and inputs as the interrupted prompt), so it sees the very
+    hook that ran: one that has guided a step."""
+    p = interrupted_guidance()
+    p = {k: v for k, v in p.items() if k in upstream(p, "gg")}
+    p["copies"] = {
+        "class_type": "IQARelGuidanceCopiesProbe",
+        "inputs": {"model": ["gg", 0], "nonce": random.randrange(2**31)},
+    }
+    text = "\n".join(run(host, p)["outputs"]["copies"]["text"])
+    assert "guided [1]" in text, text
+
+
+def upstream(prompt: dict, node_id: str) -> set[str]:
+    """node_id and every node it reads from, directly or not."""
+    out, todo = set(), [node_id]
+    while todo:
+        n = todo.pop()
+        if n not in out:
+            out.add(n)
+            todo += [v[0] for v in prompt[n]["inputs"].values() if isinstance(v, list) and v]
+    return out
+
+
 CNNIQA = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "cnniqa"}}
 PIQE = {"class_type": "IQALoadModel", "inputs": {"metric": "piqe", "allow_download": False, "device": "cpu"}}
 
@@ -334,7 +373,9 @@ def rgba_vs_rgb_reference() -> dict:
 class Case:
     id: str
     build: Callable[[], dict]
-    outcome: str  # "rejected": HTTP 400 at validation; "failed": an execution error; "accepted": runs, then `check`
+    # "rejected": HTTP 400 at validation; "failed": an execution error; "accepted": runs, then `check`;
+    # "interrupted": the host interrupts the run (execution_interrupted), then `check`
+    outcome: str
     node: Optional[str] = None  # the node type the execution error must come from
     names: tuple[str, ...] = ()  # what the error must name: the input, the file, the value (case-insensitive)
     fix: str = ""  # regex (case-insensitive) for what the error tells the user to do
@@ -518,6 +559,38 @@ CASES = [
         r"download it again",
     ),
     Case(
+        "layer_missing_in_the_middle",
+        loader("gap.safetensors"),
+        "failed",
+        LOADER,
+        ("gap.safetensors", "SD1.5", "ip_adapter.1 to ip_adapter.31", "layer(s) 7 (ip_adapter.15"),
+        r"incomplete: download it again",
+    ),
+    Case(
+        "last_layer_missing",
+        loader("no_last_layer.safetensors"),
+        "failed",
+        LOADER,
+        ("no_last_layer.safetensors", "16 cross-attention layers", "layer(s) 15 (ip_adapter.31"),
+        r"incomplete: download it again",
+    ),
+    Case(
+        "json_key_twice_in_sidecar",
+        loader("twice_sidecar.safetensors"),
+        "failed",
+        LOADER,
+        ("twice_sidecar.json", "'metrics' twice"),
+        r"keep one 'metrics' and delete the other",
+    ),
+    Case(
+        "json_key_twice_in_override",
+        loader(rh.QUALITY, '{"metrics": ["topiq_nr", "laion_aes"], "use_flag": false, "use_flag": true}'),
+        "failed",
+        LOADER,
+        ("metadata_override", "'use_flag' twice"),
+        r"keep one 'use_flag' and delete the other",
+    ),
+    Case(
         "layer_to_v_ip_wrong_shape",
         loader("v_shape.safetensors"),
         "failed",
@@ -590,6 +663,33 @@ CASES = [
         names=("genziqa_name",),
         fix=NOT_IN_LIST,
     ),
+    # Targets a careless client writes: a trailing comma, thousands of lines.
+    Case(
+        "targets_trailing_comma",
+        qc(targets="99,"),
+        "failed",
+        "IQAQualityCondition",
+        ("targets", "'99,'"),
+        r"remove the trailing or doubled comma",
+    ),
+    Case(
+        "targets_pairs_trailing_comma",
+        qc(targets="topiq_nr=99, laion_aes=90,"),
+        "failed",
+        "IQAQualityCondition",
+        ("targets", "'topiq_nr=99, laion_aes=90,'"),
+        r"remove the trailing or doubled comma",
+    ),
+    Case(
+        "targets_too_many_lines",
+        qc(targets="99\n" * 20000),
+        "failed",
+        "IQAQualityCondition",
+        ("targets", "20000 target lines", "at most 4096"),
+        r"one line per latent of the batch",
+    ),
+    # A guided run interrupted mid-way: its differentiable copies go with the run.
+    Case("interrupted_guided_run", interrupted_guidance, "interrupted", check=no_copies_left),
     # Numbers: NaN passes the host's min/max check (every comparison with NaN is false), inf does not.
     Case("scale_nan", qc(scale=float("nan")), "failed", "IQAQualityCondition", ("scale", "nan"), r"finite number"),
     Case("scale_inf", qc(scale=float("inf")), "rejected", names=("scale",), fix=r"max"),
@@ -977,6 +1077,11 @@ def test_bad_input(hosts, i):
     if case.outcome == "accepted":
         entry = run(catalog, prompt)
         case.check(entry, catalog)
+    elif case.outcome == "interrupted":
+        with pytest.raises(PromptFailed) as info:
+            run(catalog, prompt)
+        assert "execution_interrupted" in str(info.value.error), rh.error_text(info.value)
+        case.check(None, catalog)
     else:
         with pytest.raises((PromptRejected, PromptFailed)) as info:
             run(catalog, prompt)

@@ -174,7 +174,74 @@ class Probe:
         return (model,)
 
 
+class _InterruptingNet(torch.nn.Module):
+    """A differentiable score (mean brightness) that interrupts the host while it scores, as POST /interrupt
+    would mid-run: the host raises in the sampler's progress callback right after this guided step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import comfy.model_management
+
+        comfy.model_management.interrupt_current_processing(True)
+        return x.mean((1, 2, 3))
+
+
+class _InterruptingMetric:
+    """Shaped like a pyiqa InferenceModel (net, metric_name, lower_better, metric_mode)."""
+
+    metric_name, lower_better, metric_mode = "interrupting", False, "NR"
+
+    def __init__(self):
+        self.net = _InterruptingNet()
+
+
+class InterruptingIQAModel:
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ("IQA_MODEL",)
+    FUNCTION = "build"
+    DESCRIPTION = "An IQA model whose first guided score interrupts the run (interrupted-guidance tests)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def build(self):
+        return (_InterruptingMetric(),)
+
+
+class GuidanceCopiesProbe:
+    """Fails unless the MODEL it gets carries a gradient-guidance hook that has guided, and holds no copies.
+
+    Collects garbage first, as the host's prompt worker does after prompts: on a host without sampling
+    wrappers the hook learns that an interrupted run is over when the run's objects are collected."""
+
+    CATEGORY = "IQA-Adapter/testing"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "check"
+    DESCRIPTION = (
+        "Checks that a guided MODEL's IQA gradient guidance hook holds no decoder or metric copies (leak tests)."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "nonce": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    def check(self, model, nonce):
+        import gc
+
+        gc.collect()
+        hooks = [h for h in model.model_options.get("sampler_post_cfg_function", []) if hasattr(h, "state")]
+        if not hooks or not all(h.state.guided for h in hooks):
+            raise RuntimeError(f"expected the guidance hook of a run that guided, got {hooks}")
+        held = [h.state.copies for h in hooks if h.state.copies]
+        if held:
+            raise RuntimeError(f"the guidance hook still holds copies after its run: {held[0]}")
+        return {"ui": {"text": [f"{len(hooks)} guidance hook(s), guided {[h.state.guided for h in hooks]}, no copies"]}}
+
+
 NODE_CLASS_MAPPINGS = {
+    "IQARelInterruptingIQAModel": InterruptingIQAModel,
+    "IQARelGuidanceCopiesProbe": GuidanceCopiesProbe,
     "IQARelOddImage": OddImage,
     "IQARelTinyModel16": TinyModel16,
     "IQARelScores": Scores,
