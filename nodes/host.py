@@ -92,8 +92,9 @@ def offload_device() -> torch.device:
 
 class _EndRunAfterSampling:
     """An OUTER_SAMPLE wrapper: runs the sampling, then the hook's end_run() however it ended. A class holding
-    the hook, not a closure, so that a clone that deep-copies model_options copies both with one memo and
-    the wrapper ends the clone's own hook."""
+    the hook, not a closure, so that whatever a clone does to model_options (a deep copy on older hosts, a
+    dict-and-list copy on the newest) the wrapper it gets ends the hook that the clone samples with: the
+    guidance hook is shared by every clone on every host (its __deepcopy__ returns itself)."""
 
     def __init__(self, hook: Any):
         self.hook = hook
