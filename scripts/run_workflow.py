@@ -338,14 +338,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def toy_figures(out: Path, images: list[Path], targets: list[float]) -> None:
-    """The toy run's grid (PIQE, and NIQE where its parameters are here, under each image) and its plot of
-    score against target percentile (scripts/toy_sweep.py draws both)."""
+    """The toy run's grid (the trained metric, PIQE and, where its parameters are here, NIQE under each image)
+    and its plot of score against target percentile (scripts/toy_sweep.py draws both)."""
     import toy_sweep
 
     scores = toy_sweep.measure([images], held_out=toy_sweep.niqe_available(), targets=targets)
-    labels = [
-        f"target p{t:g}\n" + ", ".join(f"{m} {s[0, i]:.1f}" for m, s in scores.items()) for i, t in enumerate(targets)
-    ]
+    names = [toy_sweep.TRAINED_METRIC, "piqe", toy_sweep.HELD_OUT_METRIC]
+    labels = [toy_sweep.label(t, scores, 0, i, names) for i, t in enumerate(targets)]
     toy_sweep.grid(images, labels, out / "sweep_grid.png")
     toy_sweep.plot(scores, out / "score_vs_target.png", targets=targets)
     print(f"sweep_grid.png (images with their scores) and score_vs_target.png written to {out}")
