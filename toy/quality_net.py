@@ -163,6 +163,7 @@ def train(args: argparse.Namespace) -> Path:
         if (step + 1) % 200 == 0:
             log.info("step %d loss %.5f", step + 1, float(np.mean(losses[-200:])))
     net.eval()
+    window = min(200, max(1, args.steps // 5))
     val = report(predict(net, sets["val"][0]), sets["val"][1])
     log.info("held-out SRCC: %s", ", ".join(f"{k} {v:.3f}" for k, v in val.items()))
     meta = {
@@ -170,7 +171,8 @@ def train(args: argparse.Namespace) -> Path:
         "seed": args.seed,
         "train_pictures": f"python -m toy.patches --count {args.count} --seed {args.data_seed}",
         "val_pictures": f"python -m toy.patches --count {args.val_count} --seed {args.data_seed + 1}",
-        "loss_first_last_200": [float(np.mean(losses[:200])), float(np.mean(losses[-200:]))],
+        "loss_window": window,
+        "loss_first_last": [float(np.mean(losses[:window])), float(np.mean(losses[-window:]))],
         "val_srcc": val,
         "train_seconds": round(time.time() - t0, 1),
     }
