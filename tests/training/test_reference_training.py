@@ -261,7 +261,8 @@ def test_default_spec_without_its_weights(world, capsys, tmp_path, monkeypatch):
     args.remove("--plugin")
     args.remove(PLUGIN)
     err = cli_error(capsys, *args)
-    assert "topiq_nr" in err and "needs the weight file" in err and str(tmp_path) in err and "http" in err
+    assert "'topiq_nr' needs the weight file 'cfanet_nr_koniq_res50" in err and "embed never downloads" in err
+    assert f"Put the file at {tmp_path}" in err and "http" in err
 
 
 def test_spec_that_is_neither_a_name_nor_a_file(world, capsys, tmp_path):

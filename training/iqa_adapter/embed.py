@@ -124,7 +124,7 @@ def build_model(metric: str, iqa_dirs: Sequence[Path], device: Any) -> Any:
         return _BUILDERS[metric](iqa_dirs, device)
     from training.iqa_adapter.score import build_metric
 
-    return build_metric(metric, iqa_dirs, device)
+    return build_metric(metric, iqa_dirs, device, command="embed")
 
 
 def embed_images(model: Any, images: Any, spec: Any, where: str) -> np.ndarray:
