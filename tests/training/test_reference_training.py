@@ -16,11 +16,13 @@ import conftest
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import test_training
 import torch
 from PIL import Image
-from test_training import IMAGES, adapter_at, cli_error, fixed_draw_loss, run_cli, train_args, world  # noqa: F401
+from test_training import IMAGES, adapter_at, cli_error, fixed_draw_loss, run_cli, train_args
 
 pytestmark = pytest.mark.slow
+world = test_training.world  # the same module-scoped fixture: toy base, 8 captioned images
 
 HERE = Path(__file__).resolve().parent
 PLUGIN = "random_embedder"  # tests/training/random_embedder.py
@@ -117,9 +119,9 @@ def test_two_processes_embed_every_image_exactly_once(world, embedded):
 
 def test_embeddings_are_what_reference_quality_transfer_computes(world, embedded):
     """The node's own embedding of the image as train prepares it, with the same random network."""
-    from training.iqa_adapter.loop import prepare_image
-
     from helpers import random_iqa
+
+    from training.iqa_adapter.loop import prepare_image
 
     topiq = random_iqa.load_random_iqa_model("topiq_nr")
     spec = conftest.pack.adapter.embedding_spec.spec_from_dict(SPEC, "test")
@@ -156,7 +158,12 @@ def run_cli_status(args: list[str], env: dict[str, str]):
 
     full = {**_env(), **env}
     return subprocess.run(
-        [sys.executable, "-m", "training", *args], cwd=conftest.REPO, env=full, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "training", *args],
+        cwd=conftest.REPO,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -177,7 +184,10 @@ def reference_run(world, embedded) -> Path:
 def test_short_reference_run_lowers_the_loss(world, embedded, reference_run):
     emb = rows(embedded)
     vectors = torch.from_numpy(np.stack([emb[f"img{i % IMAGES}"] for i in range(2 * IMAGES)]))
-    before, after = fixed_draw_loss(world, None, vectors), fixed_draw_loss(world, adapter_at(reference_run, 12), vectors)
+    before, after = (
+        fixed_draw_loss(world, None, vectors),
+        fixed_draw_loss(world, adapter_at(reference_run, 12), vectors),
+    )
     assert after < before * 0.98, (before, after)
     state = json.loads((reference_run / "checkpoints" / "step-000012" / "state.json").read_text())
     assert state["kind"] == "reference" and state["embedding"] == SPEC and state["metrics"] == []
@@ -271,7 +281,5 @@ def test_spec_that_is_neither_a_name_nor_a_file(world, capsys, tmp_path):
 
 
 def test_train_spec_must_match_the_embeddings(world, embedded, capsys, tmp_path):
-    err = cli_error(
-        capsys, *reference_args(world, embedded, tmp_path / "out", "--spec", "topiq_nr_resnet50_meanstd")
-    )
+    err = cli_error(capsys, *reference_args(world, embedded, tmp_path / "out", "--spec", "topiq_nr_resnet50_meanstd"))
     assert "is not the spec" in err and str(embedded) in err and "Embed again" in err

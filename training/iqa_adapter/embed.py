@@ -147,7 +147,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name, value, low in (("--resolution", args.resolution, 32), ("--batch", args.batch, 1), ("--part-size", args.part_size, 1)):
+    for name, value, low in (
+        ("--resolution", args.resolution, 32),
+        ("--batch", args.batch, 1),
+        ("--part-size", args.part_size, 1),
+    ):
         if value < low:
             raise TrainingError(f"{name} must be at least {low}, got {value}.")
     import_plugins(args.plugin)
@@ -192,7 +196,7 @@ def _check_parts_meta(parts: Path, meta: dict) -> None:
 
 def _batches(samples: Iterator[Any], done: set[str], size: int, resolution: int) -> Iterator[list]:
     """(key, image [H, W, 3]) lists of at most `size`, skipping the keys already saved."""
-    from training.iqa_adapter.loop import prepare_image
+    from training.iqa_adapter.batches import prepare_image
 
     cur: list = []
     for s in samples:
@@ -247,7 +251,9 @@ class _PartWriter:
             return
         from training.iqa_adapter.score import _write_parquet
 
-        _write_parquet(self.parts / f"part-{self.rank:05d}-{self.seq:06d}.parquet", embedding_table(self.keys, self.rows))
+        _write_parquet(
+            self.parts / f"part-{self.rank:05d}-{self.seq:06d}.parquet", embedding_table(self.keys, self.rows)
+        )
         self.seq += 1
         self.saved += len(self.keys)
         self.keys, self.rows = [], []
@@ -261,7 +267,9 @@ def embedding_table(keys: Sequence[str], rows: Sequence[np.ndarray]) -> Any:
 
     dim = len(rows[0])
     flat = pa.array(np.concatenate(rows).astype(np.float32), pa.float32())
-    return pa.table({"key": pa.array(list(keys), pa.string()), "embedding": pa.FixedSizeListArray.from_arrays(flat, dim)})
+    return pa.table(
+        {"key": pa.array(list(keys), pa.string()), "embedding": pa.FixedSizeListArray.from_arrays(flat, dim)}
+    )
 
 
 def merge(parts: Path, out: Path, fields: dict, resolution: int) -> None:

@@ -84,4 +84,9 @@ def quality_metadata(state: dict) -> dict:
 def reference_metadata(state: dict) -> dict:
     """kind reference and every field of the spec the run trained with: Load IQA-Adapter checks its size
     against the projection, and Reference Quality Transfer embeds references by it, as training did."""
-    return {"kind": "reference", "embedding": state["embedding"], "base_model": state["base_family"], "comment": _comment(state)}
+    return {
+        "kind": "reference",
+        "embedding": state["embedding"],
+        "base_model": state["base_family"],
+        "comment": _comment(state),
+    }

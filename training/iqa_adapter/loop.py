@@ -11,6 +11,7 @@ from typing import Any, Optional
 import torch
 
 from training.common.errors import TrainingError
+from training.iqa_adapter.batches import prepare_image  # noqa: F401 - here since before embed shared it
 
 SETTINGS = (
     "kind",
@@ -157,21 +158,6 @@ def metric_vectors(raw: dict, metrics: list[str], table: Any) -> dict[str, torch
     mean = torch.tensor([s.mean for s in stats], dtype=torch.float64)
     std = torch.tensor([s.std for s in stats], dtype=torch.float64)
     return {k: ((torch.from_numpy(v).double() - mean) / std).float() for k, v in raw.items()}
-
-
-def prepare_image(image: Any, resolution: int) -> torch.Tensor:
-    """A PIL image -> [resolution, resolution, 3] float in [0, 1]: shorter side resized, then center-cropped."""
-    import numpy as np
-    from PIL import Image
-
-    image = image.convert("RGB")
-    w, h = image.size
-    s = resolution / min(w, h)
-    image = image.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.BICUBIC)
-    w, h = image.size
-    left, top = (w - resolution) // 2, (h - resolution) // 2
-    image = image.crop((left, top, left + resolution, top + resolution))
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
 
 
 def train(args: argparse.Namespace) -> None:
