@@ -283,3 +283,10 @@ def test_spec_that_is_neither_a_name_nor_a_file(world, capsys, tmp_path):
 def test_train_spec_must_match_the_embeddings(world, embedded, capsys, tmp_path):
     err = cli_error(capsys, *reference_args(world, embedded, tmp_path / "out", "--spec", "topiq_nr_resnet50_meanstd"))
     assert "is not the spec" in err and str(embedded) in err and "Embed again" in err
+
+
+def test_quality_options_are_refused_for_a_reference_adapter(world, embedded, capsys, tmp_path):
+    err = cli_error(capsys, *reference_args(world, embedded, tmp_path / "out", "--use-flag"))
+    assert "--use-flag is for quality adapters" in err and "Leave it out" in err
+    err = cli_error(capsys, "train", "--base", "b", "--data", "d", "--steps", "1", "--out", str(tmp_path / "o"))
+    assert "train needs --scores" in err and "--kind reference --embeddings" in err
