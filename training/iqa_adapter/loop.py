@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 
 from training.common.errors import TrainingError
-from training.iqa_adapter.batches import prepare_image  # noqa: F401 - here since before embed shared it
+from training.iqa_adapter.batches import prepare_image  # noqa: F401 - its old home; tests import it from here
 
 SETTINGS = (
     "kind",
