@@ -14,6 +14,10 @@ COMMANDS = {
         "training.iqa_adapter.score",
         "score a dataset with pyiqa metrics: a Parquet file and a normalisation table",
     ),
+    "embed": (
+        "training.iqa_adapter.embed",
+        "compute every image's reference embedding once, for train --kind reference",
+    ),
     "train": ("training.iqa_adapter.train", "train an IQA-Adapter on a base checkpoint, a dataset and its scores"),
     "export": (
         "training.iqa_adapter.export",

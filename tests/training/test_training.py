@@ -306,8 +306,9 @@ def test_short_training_lowers_the_loss(world, tmp_path):
     assert after < before * 0.98, (before, after)
 
 
-def fixed_draw_loss(world, flat) -> float:
-    """Mean eps loss of the adapter (its seed-7 initialisation when flat is None) over 16 fixed samples."""
+def fixed_draw_loss(world, flat, vectors: torch.Tensor | None = None) -> float:
+    """Mean eps loss of the adapter (its seed-7 initialisation when flat is None) over 16 fixed samples:
+    each image twice, conditioned on its z-score, or on vectors[i] ([16, d], e.g. reference embeddings)."""
     from accelerate.utils import set_seed
 
     from adapter.encoding import encode_quality_vector
@@ -323,14 +324,15 @@ def fixed_draw_loss(world, flat) -> float:
     base = host.load_base(world["base"], plugins=["toy"])
     layers = find_attn2_layers(base.unet)
     set_seed(7)
-    module = TrainableAdapter.from_base(layers, "linear", 2, 1)
+    table = NormTable.from_json(world["root"] / "scores.norm.json")
+    if vectors is None:
+        vectors = torch.tensor([[table.get(METRIC).z_from_raw(10.0 + 7.0 * (i % IMAGES))] for i in range(2 * IMAGES)])
+    module = TrainableAdapter.from_base(layers, "linear", 2, vectors.shape[1])
     if flat is not None:
         module.load_state_dict(flat)
-    table = NormTable.from_json(world["root"] / "scores.norm.json")
     live = LiveQualityTokens()
     patches = adapter_patches([s for s, _ in layers], live, host.attention_function())
     images = torch.stack([prepare_image(Image.open(world["images"] / f"img{i}.png"), 64) for i in range(IMAGES)] * 2)
-    z = torch.tensor([[table.get(METRIC).z_from_raw(10.0 + 7.0 * (i % IMAGES))] for i in range(2 * IMAGES)])
     with torch.no_grad():
         latents = host.encode_images(base, images)
         context, _ = host.encode_text(base.clip, [CAPTIONS[i % 2] for i in range(2 * IMAGES)])
@@ -351,7 +353,7 @@ def fixed_draw_loss(world, flat) -> float:
                 module,
                 live,
                 patches,
-                encode_quality_vector(z, False, 0),
+                encode_quality_vector(vectors, False, 0),
                 latents,
                 context,
                 None,

@@ -45,3 +45,18 @@ def micro_batches(
             torch.stack([i[2] for i in items]),
         )
         n += batch_size
+
+
+def prepare_image(image: Any, resolution: int) -> torch.Tensor:
+    """A PIL image -> [resolution, resolution, 3] float in [0, 1]: shorter side resized, then center-cropped."""
+    import numpy as np
+    from PIL import Image
+
+    image = image.convert("RGB")
+    w, h = image.size
+    s = resolution / min(w, h)
+    image = image.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.BICUBIC)
+    w, h = image.size
+    left, top = (w - resolution) // 2, (h - resolution) // 2
+    image = image.crop((left, top, left + resolution, top + resolution))
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)

@@ -3,6 +3,7 @@
 The header carries the metadata (metrics, use_flag, pos_encode_L, normalized, kind, base_model) and the
 training set's normalisation table, so percentile targets on the adapter refer to its own training
 distribution (Quality Condition uses that table when a file has one, and the CC3M table otherwise).
+A reference adapter's header carries kind "reference" and its embedding spec, field by field, instead.
 """
 
 from __future__ import annotations
@@ -47,20 +48,45 @@ def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "fp16") -> Path:
     weights = checkpoint / WEIGHTS_FILE
     if not weights.is_file():
         raise TrainingError(f"{checkpoint} has no {WEIGHTS_FILE}: the checkpoint is incomplete. Export an earlier one.")
+    if state.get("kind", "quality") == "reference":
+        metadata, table = reference_metadata(state), None
+    else:
+        metadata, table = quality_metadata(state), _run_table(state)
+    return write_adapter_file(load_file(str(weights)), out, metadata, table, dtype)
+
+
+def _run_table(state: dict) -> dict:
     table_path = Path(state["norm_table"])
-    table = json.loads(table_path.read_text()) if table_path.is_file() else None
-    if table is None:
+    if not table_path.is_file():
         raise TrainingError(
             f"The run's normalisation table {table_path} is gone; the adapter's percentiles need it. "
             "Put it back (it is written by `python -m training score`)."
         )
-    metadata = {
+    return json.loads(table_path.read_text())
+
+
+def _comment(state: dict) -> str:
+    return f"trained by python -m training train, step {state['step']}, from {Path(state['base']).name}"
+
+
+def quality_metadata(state: dict) -> dict:
+    return {
         "kind": "quality",
         "metrics": state["metrics"],
         "use_flag": state["use_flag"],
         "pos_encode_L": state["pos_encode_L"],
         "normalized": state["normalized"],
         "base_model": state["base_family"],
-        "comment": f"trained by python -m training train, step {state['step']}, from {Path(state['base']).name}",
+        "comment": _comment(state),
     }
-    return write_adapter_file(load_file(str(weights)), out, metadata, table, dtype)
+
+
+def reference_metadata(state: dict) -> dict:
+    """kind reference and every field of the spec the run trained with: Load IQA-Adapter checks its size
+    against the projection, and Reference Quality Transfer embeds references by it, as training did."""
+    return {
+        "kind": "reference",
+        "embedding": state["embedding"],
+        "base_model": state["base_family"],
+        "comment": _comment(state),
+    }

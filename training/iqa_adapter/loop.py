@@ -6,13 +6,16 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from training.common.errors import TrainingError
+from training.iqa_adapter.batches import prepare_image  # noqa: F401 - its old home; tests import it from here
 
 SETTINGS = (
+    "kind",
+    "embedding",
     "metrics",
     "proj",
     "num_tokens",
@@ -32,9 +35,14 @@ SETTINGS = (
 )
 
 
-def _settings(args: argparse.Namespace, family: str, world: int, table_path: Path) -> dict[str, Any]:
+def _settings(
+    args: argparse.Namespace, family: str, world: int, table_path: Optional[Path], embedding: Optional[dict] = None
+) -> dict[str, Any]:
     return {
-        "metrics": list(args.metrics),
+        "kind": args.kind,
+        "embedding": embedding,
+        "embeddings": str(args.embeddings or ""),
+        "metrics": list(args.metrics or []),
         "proj": args.proj,
         "num_tokens": args.num_tokens,
         "use_flag": bool(args.use_flag),
@@ -49,7 +57,7 @@ def _settings(args: argparse.Namespace, family: str, world: int, table_path: Pat
         "weight_decay": args.weight_decay,
         "seed": args.seed,
         "world_size": world,
-        "norm_table": str(table_path),
+        "norm_table": str(table_path or ""),
         "init_adapter": args.init_adapter or "",
     }
 
@@ -60,8 +68,85 @@ def _check_args(args: argparse.Namespace) -> None:
             raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
     if not 0 <= args.pos_encode_L <= 32:
         raise TrainingError(f"--pos-encode-L must be 0-32, got {args.pos_encode_L}.")
+    if args.kind == "reference":
+        _check_reference_args(args)
+        return
+    for option, value in (("--scores", args.scores), ("--metrics", args.metrics)):
+        if not value:
+            raise TrainingError(f"train needs {option} for a quality adapter (or --kind reference --embeddings FILE).")
     if len(set(args.metrics)) != len(args.metrics):
         raise TrainingError(f"--metrics names a metric twice ({' '.join(args.metrics)}); list each once.")
+
+
+def _check_reference_args(args: argparse.Namespace) -> None:
+    """A reference adapter takes the embedding as it is: no scores, metrics or input encoding."""
+    if not args.embeddings:
+        raise TrainingError(
+            "--kind reference needs --embeddings FILE, the file of `python -m training embed --data ... --spec ...`."
+        )
+    for option, value in (
+        ("--metrics", args.metrics),
+        ("--use-flag", args.use_flag),
+        ("--pos-encode-L", args.pos_encode_L),
+        ("--no-normalize", args.no_normalize),
+    ):
+        if value:
+            raise TrainingError(
+                f"{option} is for quality adapters; a reference adapter's input is its embedding as the spec "
+                "makes it. Leave it out."
+            )
+    if args.caption_column and not args.scores:
+        raise TrainingError("--caption-column reads the --scores file; give --scores too, or use caption sidecars.")
+
+
+def reference_vectors(args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], dict, int]:
+    """key -> embedding, the spec fields the adapter will carry and its size: the embeddings file's spec,
+    which a --spec, when given, must equal (another spec would make inference embed otherwise than training)."""
+    from training.iqa_adapter.embed import read_embeddings, resolve_spec
+
+    embeddings, fields, resolution = read_embeddings(Path(args.embeddings))
+    dim = _spec_dim(fields, args.embeddings)
+    sizes = {v.size for v in embeddings.values()}
+    if sizes != {dim}:
+        raise TrainingError(
+            f"{args.embeddings} holds embeddings of {sorted(sizes)} values, but its spec {fields['name']} gives {dim}. "
+            "The file is damaged or was edited: embed again into a new --out."
+        )
+    if args.spec:
+        _, wanted = resolve_spec(args.spec)
+        if wanted != fields:
+            raise TrainingError(
+                f"--spec {args.spec} ({wanted['name']}: {wanted['metric']}, taps {', '.join(wanted['taps'])}) is not the "
+                f"spec {args.embeddings} was made with ({fields['name']}: {fields['metric']}, taps "
+                f"{', '.join(fields['taps'])}). Embed again with --spec {args.spec}, or leave --spec out."
+            )
+    if resolution is not None and resolution != args.resolution:
+        print(
+            f"warning: {args.embeddings} was embedded from images prepared at {resolution} px, this run trains at "
+            f"{args.resolution} px",
+            flush=True,
+        )
+    return {k: torch.from_numpy(v) for k, v in embeddings.items()}, fields, dim
+
+
+def _spec_dim(fields: dict, where: str) -> int:
+    from adapter.embedding_spec import spec_from_dict
+    from adapter.errors import IQAAdapterError
+
+    try:
+        return spec_from_dict(fields, str(where)).dim
+    except IQAAdapterError as e:
+        raise TrainingError(str(e)) from None
+
+
+def _table_path(args: argparse.Namespace) -> Path:
+    table_path = Path(args.norm_table) if args.norm_table else Path(args.scores).with_suffix(".norm.json")
+    if not table_path.is_file():
+        raise TrainingError(
+            f"No normalisation table at {table_path}. `python -m training score` writes it beside the "
+            "scores file; give it with --norm-table."
+        )
+    return table_path
 
 
 def metric_vectors(raw: dict, metrics: list[str], table: Any) -> dict[str, torch.Tensor]:
@@ -73,21 +158,6 @@ def metric_vectors(raw: dict, metrics: list[str], table: Any) -> dict[str, torch
     mean = torch.tensor([s.mean for s in stats], dtype=torch.float64)
     std = torch.tensor([s.std for s in stats], dtype=torch.float64)
     return {k: ((torch.from_numpy(v).double() - mean) / std).float() for k, v in raw.items()}
-
-
-def prepare_image(image: Any, resolution: int) -> torch.Tensor:
-    """A PIL image -> [resolution, resolution, 3] float in [0, 1]: shorter side resized, then center-cropped."""
-    import numpy as np
-    from PIL import Image
-
-    image = image.convert("RGB")
-    w, h = image.size
-    s = resolution / min(w, h)
-    image = image.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.BICUBIC)
-    w, h = image.size
-    left, top = (w - resolution) // 2, (h - resolution) // 2
-    image = image.crop((left, top, left + resolution, top + resolution))
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -120,16 +190,16 @@ def train(args: argparse.Namespace) -> None:
     rank, world = accelerator.process_index, accelerator.num_processes
     set_seed(args.seed)  # the new adapter's projection starts from the same weights in every run with this seed
 
-    table_path = Path(args.norm_table) if args.norm_table else Path(args.scores).with_suffix(".norm.json")
-    if not table_path.is_file():
-        raise TrainingError(
-            f"No normalisation table at {table_path}. `python -m training score` writes it beside the "
-            "scores file; give it with --norm-table."
+    if args.kind == "reference":
+        table_path = None
+        vectors_by_key, embedding, input_dim = reference_vectors(args)
+    else:
+        table_path, embedding = _table_path(args), None
+        table = NormTable.from_json(table_path)
+        vectors_by_key = metric_vectors(
+            read_scores(Path(args.scores), args.metrics, z=False), args.metrics, None if args.no_normalize else table
         )
-    table = NormTable.from_json(table_path)
-    vectors_by_key = metric_vectors(
-        read_scores(Path(args.scores), args.metrics, z=False), args.metrics, None if args.no_normalize else table
-    )
+        input_dim = encoded_dim(len(args.metrics), args.use_flag, args.pos_encode_L)
     captions = read_captions(Path(args.scores), args.caption_column) if args.caption_column else None
 
     host.import_host(args.comfyui_dir)
@@ -139,9 +209,14 @@ def train(args: argparse.Namespace) -> None:
     dtype = base.patcher.model.get_dtype()
     layers = find_attn2_layers(unet)
     sites = [site for site, _ in layers]
-    input_dim = encoded_dim(len(args.metrics), args.use_flag, args.pos_encode_L)
     if args.init_adapter:
         adapter = TrainableAdapter.from_file(Path(args.init_adapter), sites)
+        if adapter.spec.input_dim != input_dim and embedding is not None:
+            raise TrainingError(
+                f"--init-adapter {args.init_adapter} takes {adapter.spec.input_dim} inputs, but the embedding spec "
+                f"{embedding['name']} of {args.embeddings} gives {input_dim} values. Fine-tune an adapter trained "
+                "with that spec, or embed with the adapter's own spec (embed --spec)."
+            )
         if adapter.spec.input_dim != input_dim:
             raise TrainingError(
                 f"--init-adapter {args.init_adapter} takes {adapter.spec.input_dim} inputs, but --metrics "
@@ -176,6 +251,8 @@ def train(args: argparse.Namespace) -> None:
     if ckpt is not None:
         state = read_state(ckpt)
         for key in (
+            "kind",
+            "embedding",
             "metrics",
             "proj",
             "num_tokens",
@@ -186,7 +263,7 @@ def train(args: argparse.Namespace) -> None:
             "seed",
             "world_size",
         ):
-            now = _settings(args, "", world, table_path)[key]
+            now = _settings(args, "", world, table_path, embedding)[key]
             if state.get(key) != now:
                 raise TrainingError(
                     f"--resume {ckpt}: it was trained with {key}={state.get(key)!r}, this run has {now!r}. "
@@ -194,12 +271,16 @@ def train(args: argparse.Namespace) -> None:
                 )
         accelerator.load_state(str(ckpt))
         step = int(state["step"])
-    settings = _settings(args, type(base.patcher.model.model_config).__name__.lower(), world, table_path)
+    settings = _settings(args, type(base.patcher.model.model_config).__name__.lower(), world, table_path, embedding)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.json").write_text(json.dumps(settings, indent=1))
 
     dataset = datasets.open_dataset(args.data, captions=captions)
+    if embedding is not None and dataset.kind == "folder":  # shards are checked image by image (a full read)
+        from training.iqa_adapter.embed import check_covered
+
+        check_covered([s.key for s in dataset.samples()], vectors_by_key, Path(args.embeddings))
     size = dataset.count()
     if size is not None and size < args.batch_size * world:
         raise TrainingError(
@@ -211,6 +292,11 @@ def train(args: argparse.Namespace) -> None:
     def prepare(sample: Any) -> tuple[torch.Tensor, str, torch.Tensor]:
         caption = sample.require_caption()
         vector = vectors_by_key.get(sample.key)
+        if vector is None and embedding is not None:
+            raise TrainingError(
+                f"{sample.source} (key '{sample.key}') has no embedding in {args.embeddings}. Run `python -m "
+                "training embed` again on the same --data and --out (it embeds only what is missing)."
+            )
         if vector is None:
             raise TrainingError(
                 f"{sample.source} (key '{sample.key}') has no row in {args.scores}. Score the whole "

@@ -251,7 +251,7 @@ def _metric_specs():
     return guidance("metric_specs")
 
 
-def build_metric(name: str, iqa_dirs: Sequence[Path], device: Any):
+def build_metric(name: str, iqa_dirs: Sequence[Path], device: Any, command: str = "score"):
     """The pack's IQAModel for `name` on `device`: weights from iqa_dirs or pyiqa's cache, never downloaded."""
     from adapter.errors import IQAAdapterError
     from training.common.core import guidance
@@ -262,7 +262,7 @@ def build_metric(name: str, iqa_dirs: Sequence[Path], device: Any):
     except weights.MissingWeightsError as e:
         where = str(iqa_dirs[0]) if iqa_dirs else weights.pyiqa_cache_dir()
         raise TrainingError(
-            f"IQA metric '{name}' needs the weight file '{e.file_name}', which is not on this machine, and score never "
+            f"IQA metric '{name}' needs the weight file '{e.file_name}', which is not on this machine, and {command} never "
             f"downloads. Put the file at {os.path.join(where, e.file_name)} (or in any folder passed with --iqa-dir). "
             f"It comes from {e.url} ."
         ) from None

@@ -4,6 +4,8 @@ Frozen: the base UNet, its VAE and text encoder. Trained: the quality projection
 to_k_ip/to_v_ip (initialised from that layer's to_k/to_v). Condition dropout as the official script:
 quality 1 %, text 5 %, both 1 %; a dropped quality vector is zeros after encoding (the inference uncond).
 AdamW; mixed precision, gradient accumulation and DDP from accelerate; gradient checkpointing on request.
+With --kind reference (the paper's reference scenario) each image is conditioned on its own embedding, read
+from the file `python -m training embed` made once, with the same recipe; export writes the spec it carries.
 
 Checkpoints (out/checkpoints/step-NNNNNN/) hold accelerate's state (adapter, optimizer, RNG) and
 state.json (step, run settings); --resume continues exactly where the run stopped, because every random
@@ -24,9 +26,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--base", required=True, help="single-file base checkpoint (SD1.5, SDXL; or a plug-in's format, see --plugin)"
     )
     g.add_argument("--data", required=True, help="image folder (caption sidecars NAME.txt) or webdataset shards")
-    g.add_argument("--scores", required=True, help="Parquet file from `python -m training score`")
+    g.add_argument(
+        "--kind",
+        choices=("quality", "reference"),
+        default="quality",
+        help="quality: condition on --metrics scores (default); reference: condition each image on its own "
+        "embedding (--embeddings), for Reference Quality Transfer",
+    )
+    g.add_argument("--scores", help="Parquet file from `python -m training score` (quality adapters)")
     g.add_argument("--norm-table", help="its normalisation table (default: the scores file with .norm.json)")
-    g.add_argument("--metrics", nargs="+", required=True, help="pyiqa metric names, in the adapter's input order")
+    g.add_argument("--metrics", nargs="+", help="pyiqa metric names, in the adapter's input order (quality adapters)")
+    g.add_argument("--embeddings", help="Parquet file from `python -m training embed` (--kind reference)")
+    g.add_argument(
+        "--spec",
+        help="with --kind reference: the embedding spec (name or JSON file) the embeddings must have been made "
+        "with (default: the embeddings file's own)",
+    )
     g.add_argument("--caption-column", help="take captions from this column of the scores file, not from the dataset")
     g.add_argument(
         "--comfyui-dir", help="an upstream ComfyUI folder to import the host from (default: the installed one)"
