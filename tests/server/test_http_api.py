@@ -29,10 +29,11 @@ def host(tmp_path_factory):
 
 
 def test_the_server_is_the_host_asked_for(host):
-    """IQA_HOST=upstream must really serve from upstream ComfyUI (it reports its version; the fork does not)."""
+    """IQA_HOST=upstream or fork2026 must really serve from that ComfyUI (it reports its version; the fork does
+    not)."""
     system = host.get("/system_stats")["system"]
     kind = server_host.host()
-    if kind.upstream:
+    if kind.current:
         assert system.get("comfyui_version") == kind.version(), system
     else:
         assert "comfyui_version" not in system, system
