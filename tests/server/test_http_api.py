@@ -15,6 +15,7 @@ import conftest
 import pytest
 import server_host
 import workflow_docs  # noqa: E402
+import workflow_host  # noqa: E402
 from server_host import PromptFailed, PromptRejected
 
 pytestmark = pytest.mark.server
@@ -50,6 +51,8 @@ def test_object_info_lists_every_pack_node_with_the_documented_inputs(host):
             f"{node_id}: the host has {inputs}, docs/nodes.md documents {documented[node_id]}"
         )
         assert info["display_name"] != node_id and info["description"], f"{node_id}: display name and description"
+        if server_host.host().current:  # the editor's pack badge and help path (the pack names it on fork2026)
+            assert info["python_module"] == f"custom_nodes.{workflow_host.PACK_NAME}", info["python_module"]
         for group in ("required", "optional"):
             for name, spec in (info["input"].get(group) or {}).items():
                 assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
