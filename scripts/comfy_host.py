@@ -116,8 +116,9 @@ class Host:
 
     def helper_command(self, script: Path, *args: str) -> tuple[list[str], dict[str, str]]:
         """argv and environment that run one of our scripts with this host's `comfy` importable. Upstream's
-        comfy picks its device at import from its command line, which a helper does not have: the helper
-        gets --cpu and must set comfy.cli_args.args.cpu before importing the rest (see cpu_only_upstream)."""
+        comfy (and fork2026's, which merged it) picks its device at import from its command line, which a helper
+        does not have: the helper gets --cpu and must set comfy.cli_args.args.cpu before importing the rest
+        (see cpu_only_upstream)."""
         env = dict(os.environ)
         argv = [self.python, str(script), *args]
         if self.upstream:
