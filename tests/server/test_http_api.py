@@ -15,6 +15,7 @@ import conftest
 import pytest
 import server_host
 import workflow_docs  # noqa: E402
+import workflow_host  # noqa: E402
 from server_host import PromptFailed, PromptRejected
 
 pytestmark = pytest.mark.server
@@ -29,10 +30,11 @@ def host(tmp_path_factory):
 
 
 def test_the_server_is_the_host_asked_for(host):
-    """IQA_HOST=upstream must really serve from upstream ComfyUI (it reports its version; the fork does not)."""
+    """IQA_HOST=upstream or fork2026 must really serve from that ComfyUI (it reports its version; the fork does
+    not)."""
     system = host.get("/system_stats")["system"]
     kind = server_host.host()
-    if kind.upstream:
+    if kind.current:
         assert system.get("comfyui_version") == kind.version(), system
     else:
         assert "comfyui_version" not in system, system
@@ -49,6 +51,8 @@ def test_object_info_lists_every_pack_node_with_the_documented_inputs(host):
             f"{node_id}: the host has {inputs}, docs/nodes.md documents {documented[node_id]}"
         )
         assert info["display_name"] != node_id and info["description"], f"{node_id}: display name and description"
+        if server_host.host().current:  # the editor's pack badge and help path (the pack names it on fork2026)
+            assert info["python_module"] == f"custom_nodes.{workflow_host.PACK_NAME}", info["python_module"]
         for group in ("required", "optional"):
             for name, spec in (info["input"].get(group) or {}).items():
                 assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"

@@ -72,6 +72,14 @@ FRESH_USER_FOLDER = (
 # package does not have yet: allowed only then (docs/host-compatibility.md lists them).
 NEWER_FRONTEND = ("/templates/index_logo.json", "/api/jobs?")
 NEWER_FRONTEND_CONSOLE = ("JobsApiError",)  # its queue panel asks GET /api/jobs, new in later backends
+# Defects of the February 2026 host itself (IQA_HOST=fork2026), seen with no pack involved
+# (docs/host-compatibility.md): GET /api/jobs answers 500 while a prompt runs (its jobs code unpacks 5 fields
+# of a 6-field queue item); custom nodes' example_workflows/ files are not served (its custom-node manager is
+# given no module list), so a template's thumbnail and JSON are 404; and its Content-Security-Policy
+# (--disable-api-nodes) blocks the frontend's own look-up of its core templates' model files on huggingface.co.
+FORK2026_DEFECTS = ("/api/jobs?status=in_progress", "/api/workflow_templates/")
+FORK2026_CONSOLE = ("JobsApiError", "https://huggingface.co/Comfy-Org/", "Failed to fetch: 404")
+ON_FORK2026 = server_host.host().kind == "fork2026"
 
 
 def _comparable(prompt: dict, info: dict) -> dict:
@@ -130,10 +138,12 @@ def _page_stays_clean(request):
     ed.page_errors.clear(), ed.console_errors.clear(), ed.failed_requests.clear()
     yield
     allowed = FRESH_USER_FOLDER + (NEWER_FRONTEND if os.environ.get("COMFYUI_FRONT_END_ROOT") else ())
+    allowed += FORK2026_DEFECTS if ON_FORK2026 else ()
     fresh = [f"{ed.base_url}{u}" for u in allowed] if ed.modern else []
     failed = [r for r in ed.failed_requests if not any(r.split(" ", 1)[1].startswith(u) for u in fresh)]
     # the browser logs each failed request as a console error too: those left are judged above
     ignored = IGNORED_CONSOLE + (NEWER_FRONTEND_CONSOLE if os.environ.get("COMFYUI_FRONT_END_ROOT") else ())
+    ignored += FORK2026_CONSOLE if ON_FORK2026 else ()
     console = [
         e
         for e in ed.console_errors
@@ -174,12 +184,13 @@ def test_the_editor_opens_with_the_pack(editor, host):
     assert editor.page.evaluate("() => app.extensions.some((e) => e.name === 'IQAAdapter.TooltipsAndHelp')")
     # the 2024 editor gets the pack's tooltips; the Vue frontend has its own, and the extension stays out
     assert editor.page.locator(".iqa-adapter-tooltip").count() == (0 if editor.modern else 1)
-    if host.host.upstream:  # the frontend that ComfyUI pins, unless COMFYUI_FRONT_END_ROOT names another
-        pinned = re.search(r"comfyui-frontend-package==(\S+)", (host.host.folder / "requirements.txt").read_text())
-        want = os.environ.get("IQA_FRONTEND_VERSION") or (
-            None if os.environ.get("COMFYUI_FRONT_END_ROOT") else pinned.group(1)
-        )
-        print(f"editor: ComfyUI frontend {editor.frontend_version()} (pinned by this ComfyUI: {pinned.group(1)})")
+    # host nodes whose null python_module the driver filled in (fork2026's own; see browser_editor.Editor)
+    assert not set(editor.null_modules) & set(PACK_KINDS), editor.null_modules
+    # the frontend that upstream pins or fork2026 installs, unless COMFYUI_FRONT_END_ROOT names another
+    pinned = host.host.frontend_version()
+    if pinned is not None:
+        want = os.environ.get("IQA_FRONTEND_VERSION") or (None if os.environ.get("COMFYUI_FRONT_END_ROOT") else pinned)
+        print(f"editor: ComfyUI frontend {editor.frontend_version()} (this ComfyUI's own: {pinned})")
         assert editor.modern and (want is None or editor.frontend_version() == want)
 
 
@@ -350,6 +361,9 @@ def test_templates_are_listed_under_the_pack_name(editor, host):
         assert card["clamped"] <= 1, f"title cut off on the card: {card}"  # 1 px: sub-pixel rounding
         thumb = workflow_titles.example_path(workflow_titles.slug_of(card["title"]), ".jpg")
         url = f"/api/workflow_templates/{workflow_host.PACK_NAME}/{thumb.name}"
+        if ON_FORK2026:  # that host serves no custom node's template files (FORK2026_DEFECTS): none can show
+            assert fetched.get(url) == 404, f"{card['title']}: fork2026 now serves {url}: drop this exception"
+            continue
         assert fetched.get(url) == 200, f"{card['title']}: thumbnail {url} not fetched: {fetched}"
         with Image.open(thumb) as im:
             assert card["width"] == im.width, f"thumbnail not shown: {card}"

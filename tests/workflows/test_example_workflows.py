@@ -6,8 +6,8 @@ equals its API twin in scripts/prompts/, is what scripts/workflow_build.py gener
 and validates on the real host: with placeholder files under the names it asks for, and with the tiny
 fixtures substituted. Running them through the HTTP prompt queue is tests/server/test_http_api.py.
 
-With IQA_HOST=upstream the node definitions come from an upstream server's /object_info and validation
-is that server's POST /prompt (a valid prompt is then run, or fails on the empty placeholder files).
+With IQA_HOST=upstream (or fork2026) the node definitions come from that host's server's /object_info and
+validation is that server's POST /prompt (a valid prompt is then run, or fails on the empty placeholder files).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ NAMES = workflow_titles.example_slugs()  # the examples' slugs; their files carr
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """An upstream server when IQA_HOST=upstream; None on the fork, which is checked in-process."""
-    if not server_host.host().upstream:
+    """A server of the host IQA_HOST names (upstream, fork2026); None on the fork, which is checked in-process."""
+    if server_host.host().kind == "fork":
         yield None
         return
     with server_host.running_host(tmp_path_factory.mktemp("workflows")) as h:

@@ -2,7 +2,7 @@
 Latent Seed Behavior (fixed) between Empty Latent Image and the KSampler, so every batch item starts from
 the same noise and the items differ only by their targets.
 
-Through the real host's prompt queue (tests/server_host.py; IQA_HOST picks the fork or upstream), on the
+Through the real host's prompt queue (tests/server_host.py; IQA_HOST picks the fork, upstream or fork2026), on the
 tiny fixtures: at adapter scale 0 the five saved images are identical; at scale 1 they are not; and the same
 graph without the node gives five different images at scale 0, so the node is what makes them equal.
 """
