@@ -83,6 +83,9 @@ class _Rebuild:
     def module(self, m: torch.nn.Module) -> torch.nn.Module:
         if id(m) in self.memo:
             return self.memo[id(m)]
+        if isinstance(m, torch.jit.ScriptModule):
+            self.memo[id(m)] = self.script_module(m)
+            return self.memo[id(m)]
         new = type(m).__new__(type(m))
         torch.nn.Module.__init__(new)  # empty hook tables and registries
         self.memo[id(m)] = new
@@ -102,6 +105,19 @@ class _Rebuild:
             if name.startswith("_") and not _plain(value):
                 continue  # run-time state a host attached (pinned buffers, streaming handles)
             object.__setattr__(new, name, self.value(value))
+        return new
+
+    def script_module(self, m: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+        """A TorchScript module (pyiqa ships some, e.g. ARNIQA's regressor) keeps its weights inside its compiled
+        object, so it cannot be rebuilt field by field; it is deep-copied instead. That is safe here: the host
+        loads no TorchScript module, so none carries its streaming state. Its tensors are then replaced by
+        converted copies, as every other module's are."""
+        import copy
+
+        new = copy.deepcopy(m)
+        for name, t in list(new.named_parameters()) + list(new.named_buffers()):
+            owner = new.get_submodule(name.rpartition(".")[0]) if "." in name else new
+            setattr(owner, name.rpartition(".")[2], self.tensor(t))
         return new
 
     def value(self, v: Any) -> Any:
