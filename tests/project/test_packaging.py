@@ -105,8 +105,13 @@ def test_train_extra_names_what_requirements_train_pins():
 
 # -- the registry archive: `comfy node pack` and `comfy node validate` (comfy-cli, requirements/dev.txt) ----------
 
-RUNTIME = ("__init__.py", "nodes/", "adapter/", "guidance/", "web/", "locales/", "example_workflows/")
-DEVELOPER_ONLY = ("tests/", "bench/", "scripts/", ".ci/", "requirements/", "training/", "toy/", "weights/toy/")
+# training/ and requirements/ ship: the README's "Make your own adapter" runs python -m training from the
+# installed pack, with requirements/train.txt and requirements/host.txt.
+RUNTIME = (
+    "__init__.py", "nodes/", "adapter/", "guidance/", "web/", "locales/", "example_workflows/", "training/",
+    "requirements/",
+)  # fmt: skip
+DEVELOPER_ONLY = ("tests/", "bench/", "scripts/", ".ci/", "toy/", "weights/toy/")
 
 
 def _comfy(args: list[str], cwd: Path, home: Path, netlog: Path) -> subprocess.CompletedProcess:
