@@ -2,9 +2,9 @@
 
 The toy base learns each photo whole (toy/patches.py frames 80-100 % of its short side, maybe mirrored), so
 a generated picture of "a photo of a cat" should look like one such framing of the cat photo. The check
-compares the picture with every framing of every source (three crop sizes over that range, three places
-along each axis, mirrored or not) by SSIM on grey images downscaled to COMPARE_SIZE, where blur, impulse
-noise and JPEG blocks of a degraded picture weigh little, and names the source of the best framing. A
+compares the picture with every framing of every source (three crop sizes over that range, five places
+along each axis, mirrored or not) by SSIM on grey images median-filtered and downscaled to COMPARE_SIZE,
+where blur, impulse noise and JPEG blocks of a degraded picture weigh little, and names the source of the best framing. A
 picture shows its caption's subject when that source has the caption (the motorcycle has two photos).
 
     python -m toy.recognize --ckpt weights/toy/toy_base.safetensors --seeds 8 --out out/toy/recognize
@@ -24,18 +24,19 @@ from .sources import SOURCES, load_rgb
 
 COMPARE_SIZE = 32
 FRAME_SIDES = (0.8, 0.9, 1.0)  # fractions of the short side, the span toy/patches.py trains on
-FRAME_PLACES = 3  # positions along each axis, from one edge to the other
+FRAME_PLACES = 5  # positions along each axis, from one edge to the other
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    """uint8 or [0, 1] float RGB [H, W, 3] -> float grey [COMPARE_SIZE, COMPARE_SIZE] in [0, 1], area-averaged."""
-    from PIL import Image
+    """uint8 or [0, 1] float RGB [H, W, 3] -> float grey [COMPARE_SIZE, COMPARE_SIZE] in [0, 1]: a 3x3 median
+    first (isolated impulses would otherwise dominate a low-contrast subject's structure), then area-averaged."""
+    from PIL import Image, ImageFilter
 
     x = np.asarray(image)
     if x.dtype != np.uint8:
         x = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
-    im = Image.fromarray(x).convert("L").resize((COMPARE_SIZE, COMPARE_SIZE), Image.BOX)
-    return np.asarray(im, dtype=np.float64) / 255.0
+    im = Image.fromarray(np.ascontiguousarray(x)).convert("L").filter(ImageFilter.MedianFilter(3))
+    return np.asarray(im.resize((COMPARE_SIZE, COMPARE_SIZE), Image.BOX), dtype=np.float64) / 255.0
 
 
 def framings(photo: np.ndarray) -> list[np.ndarray]:
