@@ -1,4 +1,5 @@
-"""Shared test helpers: an independent reference of decoupled attention, and UNet runs on the real host.
+"""Shared test helpers: an independent reference of decoupled attention, UNet runs on the real host, and the
+training tests' two-process `accelerate launch`.
 
 The reference is written from the paper and the checkpoint format, not from the pack: its own encoding,
 projection and layer table (docs/nodes.md, adapter checkpoints), applied by replacing each attn2 module's forward.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 
 import conftest
 import torch
@@ -17,6 +19,25 @@ from prepared_data import NIQE_FILE, NIQE_MAT  # noqa: F401  (scripts/: the NIQE
 tiny = conftest.fixtures.tiny_models
 random_iqa = importlib.import_module(conftest.fixtures.__name__ + ".random_iqa")  # after the pack has loaded
 pack = conftest.pack
+
+# `accelerate launch` options for two processes on the CPU (gloo): the training tests' stand-in for two GPUs.
+TWO_CPU_PROCESSES = (
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+)
+
+
+def accelerate_launch(*options: str) -> list[str]:
+    """The launcher's command line, from this interpreter (the tests' venv, whatever is on PATH)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", *options]
+
 
 # Checkpoint layer order in host terms (the IP-Adapter format): inputs, outputs, then middle; (block, id, depth).
 EXPECTED_SITES = {

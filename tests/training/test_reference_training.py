@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import test_training
 import torch
+from helpers import TWO_CPU_PROCESSES, accelerate_launch
 from PIL import Image
 from test_training import IMAGES, adapter_at, cli_error, fixed_draw_loss, run_cli, train_args
 
@@ -35,20 +36,7 @@ SPEC = {
     "resolution": 64,
     "normalize": "none",
 }
-TWO = [
-    sys.executable,
-    "-m",
-    "accelerate.commands.launch",
-    "--multi_gpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-]
+TWO = accelerate_launch(*TWO_CPU_PROCESSES)
 
 
 @pytest.fixture(scope="module", autouse=True)

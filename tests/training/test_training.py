@@ -19,6 +19,7 @@ import conftest
 import numpy as np
 import pytest
 import torch
+from helpers import TWO_CPU_PROCESSES, accelerate_launch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -183,20 +184,7 @@ def test_run_writes_checkpoints_log_and_a_loadable_adapter(world, single):
 def test_two_processes_match_one_with_the_same_global_batch(world, single):
     """accelerate launch --num_processes 2 (gloo on the CPU), batch 1 each = one process with batch 2."""
     out = world["root"] / "ddp"
-    launcher = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ]
+    launcher = accelerate_launch(*TWO_CPU_PROCESSES)
     run_cli(*train_args(world, out, batch=1), launcher=launcher)
     state = json.loads((out / "checkpoints" / "step-000004" / "state.json").read_text())
     assert state["world_size"] == 2

@@ -24,7 +24,7 @@ import conftest
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import NIQE_FILE, NIQE_MAT
+from helpers import NIQE_FILE, NIQE_MAT, TWO_CPU_PROCESSES, accelerate_launch
 from PIL import Image
 
 REPO = conftest.REPO
@@ -160,7 +160,7 @@ def cli(args: list[str], *, launch: list[str] | None = None, env: dict | None = 
     # own and allow exactly that lookup; anything else still fails the test.
     guard = Path(tempfile.mkdtemp(prefix="netguard-launch-"))
     e["IQA_NETGUARD_DIR"] = str(guard)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "-m", "training", "score", *args]
+    cmd = [*accelerate_launch(*launch), "-m", "training", "score", *args]
     r = subprocess.run(cmd, cwd=REPO, env=e, capture_output=True, text=True, timeout=timeout)
     own = {socket.gethostname(), socket.getfqdn()}
     for f in guard.glob("*.jsonl"):
@@ -293,19 +293,7 @@ def two_processes(data, iqa_dir, tmp_path_factory) -> Path:
             "--iqa-dir",
             str(iqa_dir),
         ],
-        launch=[
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "29631",
-        ],
+        launch=[*TWO_CPU_PROCESSES, "--main_process_port", "29631"],
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "process 0/2: scored 5 image(s)" in r.stderr and "process 1/2: scored 4 image(s)" in r.stderr

@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     parts = score.parts_dir(out)
     meta = {"format": PARTS_FORMAT, "spec": fields, "resolution": args.resolution, "data": str(args.data)}
-    _check_parts_meta(parts, meta)
+    score.check_parts_meta(parts, meta, ("spec", "resolution"), "embedded")  # another spec would mix two embeddings
     ctx = score._rank_info(args.device)
     if ctx.main:
         parts.mkdir(parents=True, exist_ok=True)
@@ -175,23 +175,6 @@ def run(args: argparse.Namespace) -> int:
     if ctx.main:
         merge(parts, out, fields, args.resolution)
     return 0
-
-
-def _check_parts_meta(parts: Path, meta: dict) -> None:
-    """Saved parts made with another spec or resolution would mix two embeddings in one file: refuse."""
-    f = parts / "meta.json"
-    if not f.is_file():
-        return
-    try:
-        old = json.loads(f.read_text())
-    except ValueError as e:
-        raise TrainingError(f"{f} is unreadable ({e}). Delete the folder {parts} to start over.") from None
-    for k in ("spec", "resolution"):
-        if old.get(k) != meta[k]:
-            raise TrainingError(
-                f"The saved parts in {parts} were embedded with {k} {old.get(k)!r}, this run asks for {meta[k]!r}. "
-                f"Run with the same --spec/--resolution to resume, or delete {parts} (or choose another --out)."
-            )
 
 
 def _batches(samples: Iterator[Any], done: set[str], size: int, resolution: int) -> Iterator[list]:

@@ -13,14 +13,10 @@ import torch
 from training.common.errors import TrainingError
 from training.iqa_adapter.batches import prepare_image  # noqa: F401 - its old home; tests import it from here
 
+# What the adapter's weights are shaped by (and what it is fed).
+_SHAPE = ("kind", "embedding", "metrics", "proj", "num_tokens", "use_flag", "pos_encode_L")
 SETTINGS = (
-    "kind",
-    "embedding",
-    "metrics",
-    "proj",
-    "num_tokens",
-    "use_flag",
-    "pos_encode_L",
+    *_SHAPE,
     "normalized",
     "base",
     "base_family",
@@ -33,6 +29,8 @@ SETTINGS = (
     "world_size",
     "norm_table",
 )
+# What a resumed run must share with its checkpoint: the adapter's shape and the stream positions each step reads.
+_RESUME_KEYS = (*_SHAPE, "batch_size", "grad_accum", "seed", "world_size")
 
 
 def _settings(
@@ -60,6 +58,16 @@ def _settings(
         "norm_table": str(table_path or ""),
         "init_adapter": args.init_adapter or "",
     }
+
+
+def _check_resumable(ckpt: Path, state: dict, now: dict[str, Any]) -> None:
+    """A checkpoint resumes only the same run: another shape or batch plan would load wrong weights or reread data."""
+    for key in _RESUME_KEYS:
+        if state.get(key) != now[key]:
+            raise TrainingError(
+                f"--resume {ckpt}: it was trained with {key}={state.get(key)!r}, this run has {now[key]!r}. "
+                "Resume with the same settings (a different setting is a new run: use another --out)."
+            )
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -250,25 +258,7 @@ def train(args: argparse.Namespace) -> None:
         ckpt = Path(args.resume)
     if ckpt is not None:
         state = read_state(ckpt)
-        for key in (
-            "kind",
-            "embedding",
-            "metrics",
-            "proj",
-            "num_tokens",
-            "use_flag",
-            "pos_encode_L",
-            "batch_size",
-            "grad_accum",
-            "seed",
-            "world_size",
-        ):
-            now = _settings(args, "", world, table_path, embedding)[key]
-            if state.get(key) != now:
-                raise TrainingError(
-                    f"--resume {ckpt}: it was trained with {key}={state.get(key)!r}, this run has {now!r}. "
-                    "Resume with the same settings (a different setting is a new run: use another --out)."
-                )
+        _check_resumable(ckpt, state, _settings(args, "", world, table_path, embedding))
         accelerator.load_state(str(ckpt))
         step = int(state["step"])
     settings = _settings(args, type(base.patcher.model.model_config).__name__.lower(), world, table_path, embedding)

@@ -195,7 +195,10 @@ def run(args: argparse.Namespace) -> int:
     table_path: Path = args.table or default_table_path(out)
     parts = parts_dir(out)
     meta = {"format": PARTS_FORMAT, "metrics": metrics, "size": args.size, "data": str(args.data)}
-    _check_parts_meta(parts, meta)  # every process checks before any waits, so a mismatch stops them all alike
+    # every process checks before any waits, so a mismatch stops them all alike
+    saved = check_parts_meta(parts, meta, ("metrics", "size"), "scored")
+    if saved and saved.get("data") != meta["data"]:
+        log.warning("resuming parts made from --data %s with --data %s", saved.get("data"), meta["data"])
     ctx = _rank_info(args.device)
     if ctx.main:
         parts.mkdir(parents=True, exist_ok=True)
@@ -270,22 +273,26 @@ def build_metric(name: str, iqa_dirs: Sequence[Path], device: Any, command: str 
         raise TrainingError(str(e)) from None
 
 
-def _check_parts_meta(parts: Path, meta: dict) -> None:
+def check_parts_meta(parts: Path, meta: dict, keys: Sequence[str], made: str) -> dict:
+    """Refuse saved parts made with other `keys` (named after their options): one file must not mix two runs.
+
+    `made` says how the parts were made ("scored", "embedded"). Returns the saved meta ({} when there is none).
+    """
     f = parts / "meta.json"
     if not f.is_file():
-        return
+        return {}
     try:
         old = json.loads(f.read_text())
     except ValueError as e:
         raise TrainingError(f"{f} is unreadable ({e}). Delete the folder {parts} to start over.") from None
-    for k in ("metrics", "size"):
+    for k in keys:
         if old.get(k) != meta[k]:
+            flags = "/".join(f"--{name}" for name in keys)
             raise TrainingError(
-                f"The saved parts in {parts} were scored with {k} {old.get(k)!r}, this run asks for {meta[k]!r}. Run "
-                f"with the same --metrics/--size to resume, or delete {parts} (or choose another --out) to start over."
+                f"The saved parts in {parts} were {made} with {k} {old.get(k)!r}, this run asks for {meta[k]!r}. Run "
+                f"with the same {flags} to resume, or delete {parts} (or choose another --out) to start over."
             )
-    if old.get("data") != meta["data"]:
-        log.warning("resuming parts made from --data %s with --data %s", old.get("data"), meta["data"])
+    return old
 
 
 def _done_keys(parts: Path) -> set[str]:
