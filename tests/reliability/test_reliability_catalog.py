@@ -998,6 +998,22 @@ CASES = [
         ("metric", "niqe", "piqe"),
         r"name one of those",
     ),
+    Case(
+        "block_weights_unknown_block",
+        qc(block_weights="input: 1, outptu: 0"),
+        "failed",
+        "IQAQualityCondition",
+        ("block_weights", "outptu"),
+        r"valid names: all, input, middle, output, input 1",
+    ),
+    Case(
+        "block_weights_below_zero",
+        qc(block_weights="middle: -1"),
+        "failed",
+        "IQAQualityCondition",
+        ("block_weights", "middle", "-1"),
+        r"give a finite number >= 0",
+    ),
     # Metrics and decoders.
     Case(
         "guidance_non_differentiable_metric",
