@@ -16,7 +16,7 @@ the number of kernels per layer, not arithmetic, is the cost (bench/gpu.py measu
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,26 @@ class QualityTokens:
 
     def __deepcopy__(self, memo: dict) -> "QualityTokens":
         return self
+
+    @torch.inference_mode(False)
+    @torch.no_grad()
+    def with_layer_weights(self, weights: Sequence[float]) -> "QualityTokens":
+        """A copy whose layer n term is weights[n] times this one's: the term is linear in V_ip, so V_ip is scaled
+        once here (both branches) and per-block weights cost nothing per step. Weight 1 keeps the tensor as is. Made outside inference mode,
+        like the K/V themselves (model.py), so a UNet run with gradients may still use them."""
+
+        def scaled(kv: LayerKV) -> LayerKV:
+            return LayerKV(kv.keys, tuple(v if w == 1.0 else v * w for v, w in zip(kv.values, weights)))
+
+        return QualityTokens(
+            scaled(self.cond),
+            scaled(self.uncond),
+            self.scale,
+            self.sigma_start,
+            self.sigma_end,
+            label=self.label,
+            rows_name=self.rows_name,
+        )
 
     @property
     def windowed(self) -> bool:

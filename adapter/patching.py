@@ -8,7 +8,7 @@ Nothing here imports the host, nor assumes that clone() copies the patch objects
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .attention import AttentionFn, DecoupledCrossAttention, QualityTokens
 from .checkpoint import AdapterSpec
@@ -42,7 +42,12 @@ def final_sigma(model: Any) -> float:
 
 
 def attach_quality_tokens(
-    model: Any, spec: AdapterSpec, tokens: QualityTokens, attention: AttentionFn, name: str
+    model: Any,
+    spec: AdapterSpec,
+    tokens: QualityTokens,
+    attention: AttentionFn,
+    name: str,
+    layer_weights: Optional[Sequence[float]] = None,
 ) -> Any:
     """Validate the adapter against the model, then return a clone with the tokens on every attn2 layer.
 
@@ -50,18 +55,26 @@ def attach_quality_tokens(
     patch (keyed by the full site key or by (block, number) alone) is wrapped and still called, and so is
     one registered later by (block, number) (see patch_watch.py). Scale 0
     returns an unpatched clone (after the same checks), so "off" costs nothing per step.
+    layer_weights (per layer, checkpoint order; block_weights.py) scale each layer's term through its V_ip;
+    a layer at weight 0 is left unpatched.
     """
     sites = check_model(model, spec, name)  # raises before anything is cloned or patched
     patched = model.clone()
-    if tokens.scale == 0.0:
+    if layer_weights is not None:
+        if len(layer_weights) != len(sites):
+            raise ValueError(f"{len(layer_weights)} layer weights for {len(sites)} cross-attention layers")
+        tokens = tokens.with_layer_weights(layer_weights)
+    on = [n for n in range(len(sites)) if layer_weights is None or layer_weights[n] != 0.0]
+    if tokens.scale == 0.0 or not on:
         return patched
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
-    for n, site in enumerate(sites):
+    for n in on:
+        site = sites[n]
         current = existing.get(site.key, existing.get(site.key[:2]))
         if getattr(current, "is_iqa_adapter_patch", False):
             patch = current.with_contribution(tokens, n)
         else:
             patch = DecoupledCrossAttention(((tokens, n),), attention, inner=current)
         patched.set_model_attn2_replace(patch, site.key[0], site.key[1], site.key[2])
-    install_watch(patched, tuple(site.key for site in sites))
+    install_watch(patched, tuple(sites[n].key for n in on))
     return patched

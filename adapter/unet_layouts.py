@@ -1,4 +1,4 @@
-"""Block layouts of the SD1.5 and SDXL UNets, in the host's UNetModel config terms: the one table of them.
+"""Block layouts of the SD1.5 and SDXL UNets (and the toy model's), in the host's UNetModel config terms: the one table of them.
 
 Which blocks of a UNet hold cross-attention (attn2) layers, and how many transformer blocks each has,
 decides how IP-Adapter layers map onto the host model. The checkpoint family check, GenzIQA's layer
@@ -29,6 +29,15 @@ BLOCK_LAYOUTS: dict[str, dict] = {
         transformer_depth=(0, 0, 2, 2, 10, 10),
         transformer_depth_output=(0, 0, 0, 2, 2, 2, 10, 10, 10),
         transformer_depth_middle=10,
+        use_linear_in_transformer=True,
+    ),
+    # The toy model (weights/toy, toy/model.py): input 3, output 2,3, middle; depth 1 each (4 attn2 layers).
+    "toy": dict(
+        channel_mult=(1, 1),
+        num_res_blocks=(1, 1),
+        transformer_depth=(0, 1),
+        transformer_depth_output=(1, 1, 0, 0),
+        transformer_depth_middle=1,
         use_linear_in_transformer=True,
     ),
 }

@@ -5,7 +5,8 @@ figure is a ratio against the plain model measured in the same run, steps interl
 "Per-call projection" is the straightforward patch most adapter packs use (K/V of the tokens recomputed at
 every call), implemented here only as a baseline; "host path" is the pack's cached K/V with the quality term
 through the host's attention function and separate scale/add ops (the hot path before bench/gpu.py).
-"plain (again)" times the plain model a second time: its ratio is the run's noise floor.
+"plain (again)" times the plain model a second time: its ratio is the run's noise floor. "block_weights" is
+Quality Condition with a weight other than 1 on every block (BLOCKS), which costs nothing per step by design.
 
     .venv/bin/python bench/quality_condition.py [--kinds sdxl sd15] [--latents 32 64] [--rounds 3]
 """
@@ -22,6 +23,8 @@ import time
 from pathlib import Path
 
 import common
+
+BLOCKS = "input: 0.5, middle: 0.8, output: 0.7"  # Quality Condition's block_weights in the "block weights" column
 
 
 def write_random_adapter(path: Path, sites, cross_dim: int, input_dim: int = 3, tokens: int = 2) -> int:
@@ -147,6 +150,8 @@ def main() -> None:
             ]
         )
         stacked = QC().apply(patched, adapter, "50", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5)[0]
+        # every layer still patched, each at a weight other than 1: the worst case (weight 0 leaves a layer out)
+        blocks = QC().apply(model, adapter, "99", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5, block_weights=BLOCKS)[0]
 
         naive = model.clone()
         enc = A.encoding.encode_quality_vector(torch.tensor([[2.0, 2.0]]), True, 0)
@@ -164,6 +169,7 @@ def main() -> None:
                     "quality": common.unet_step(patched, kind, latent),
                     "plain (again)": common.unet_step(model, kind, latent),
                     "stacked": common.unet_step(stacked, kind, latent),
+                    "blocks": common.unet_step(blocks, kind, latent),
                     "host path": common.unet_step(host_path, kind, latent),
                     "per_call": common.unet_step(naive, kind, latent),
                 },
@@ -178,12 +184,13 @@ def main() -> None:
                     f"{med['plain (again)'] / p:.4f}",
                     f"{med['quality'] / p:.4f}",
                     f"{med['stacked'] / p:.4f}",
+                    f"{med['blocks'] / p:.4f}",
                     f"{med['host path'] / p:.4f}",
                     f"{med['per_call'] / p:.4f}",
                 ]
             )
             print(step_rows[-1], flush=True)
-        del model, patched, stacked, naive, clones, adapter, host_path
+        del model, patched, stacked, blocks, naive, clones, adapter, host_path
         gc.collect()
     threads = torch.get_num_threads()
     common.print_table(
@@ -195,6 +202,7 @@ def main() -> None:
             "plain (again): noise floor",
             "Quality Condition",
             "two stacked",
+            f"block_weights '{BLOCKS}'",
             "cached K/V, host attention + scale + add",
             "per-call projection (baseline)",
         ],

@@ -1,6 +1,7 @@
 """Node classes of the pack; one file per node, mappings merged here."""
 
 from . import (
+    best_of_n,
     gradient_guidance,
     host,
     iqa_score,
@@ -25,6 +26,7 @@ for _module in (
     load_iqa_model,
     load_genziqa,
     iqa_score,
+    best_of_n,
 ):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -9,6 +9,7 @@ from ..adapter.norm_table import MetricStats
 from ..guidance.genziqa.iqa_model import GenzIQAModel
 from ..guidance.iqa_models import IQAModel, finite_or_nan
 from ..guidance.score_report import plot_scores, score_table
+from ..guidance.score_set import MetricInfo, add_metric
 from . import host
 
 
@@ -32,7 +33,7 @@ class IQAScore:
         "The scores, percentiles and z-scores as a tab-separated table.",
         "Plot of score against batch index (with that table's p1/p50/p99 lines where known).",
         "{metric: raw scores} of this node and every IQA Score chained into previous_scores; feeds Quality "
-        "Condition's reference_scores (quality matching from a reference image).",
+        "Condition's reference_scores (quality matching from a reference image) and IQA Best of N.",
     )
     FUNCTION = "score"
 
@@ -110,7 +111,7 @@ class IQAScore:
                 finite_or_nan(z, len(scores)),
                 table,
                 plot,
-                {**(previous_scores or {}), iqa_model.name: scores},
+                add_metric(previous_scores, iqa_model.name, scores, MetricInfo(bool(iqa_model.lower_better), stats)),
             ),
         }
 

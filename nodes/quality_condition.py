@@ -15,7 +15,7 @@ from ..adapter import (
     sigma_window,
 )
 from . import host
-from .schedule import MODEL_INPUT, check_schedule, schedule_inputs
+from .schedule import BLOCK_WEIGHTS_INPUT, MODEL_INPUT, check_schedule, layer_weights, schedule_inputs
 
 UNCOND_MODES = ("zeros", "negative quality")
 
@@ -78,6 +78,7 @@ class QualityCondition:
                 ),
             },
             "optional": {
+                "block_weights": BLOCK_WEIGHTS_INPUT,
                 "reference_scores": (
                     "IQA_SCORES",
                     {
@@ -101,6 +102,7 @@ class QualityCondition:
         uncond: str = "zeros",
         negative_strength: float = 0.5,
         reference_scores: dict | None = None,
+        block_weights: str = "",
     ):
         check_schedule(scale, start_percent, end_percent)
         if uncond not in UNCOND_MODES:
@@ -119,10 +121,11 @@ class QualityCondition:
             batch = build_targets(items, mode, meta.metrics, meta.normalized, table)
         except IQAAdapterError as exc:
             raise IQAAdapterError(f"{source}: {exc}") from None
+        weights = layer_weights(model, block_weights)
         s_start, s_end = sigma_window(model, start_percent, end_percent)
         negative = negative_strength if uncond == "negative quality" else None
         tokens = quality_tokens(iqa_adapter, batch, scale, s_start, s_end, negative)
-        return (attach_quality_tokens(model, iqa_adapter.spec, tokens, host.host_attention, iqa_adapter.name),)
+        return (attach_quality_tokens(model, iqa_adapter.spec, tokens, host.host_attention, iqa_adapter.name, weights),)
 
 
 NODE_CLASS_MAPPINGS = {"IQAQualityCondition": QualityCondition}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..adapter import IQAAdapter, IQAAdapterError, attach_quality_tokens, condition_from_vectors, sigma_window
 from ..guidance.reference_embedding import embed_reference
 from . import host
-from .schedule import MODEL_INPUT, check_schedule, schedule_inputs
+from .schedule import BLOCK_WEIGHTS_INPUT, MODEL_INPUT, check_schedule, layer_weights, schedule_inputs
 
 
 class ReferenceQualityTransfer:
@@ -41,6 +41,7 @@ class ReferenceQualityTransfer:
                 ),
                 **schedule_inputs("reference"),
             },
+            "optional": {"block_weights": BLOCK_WEIGHTS_INPUT},
         }
 
     def apply(
@@ -52,6 +53,7 @@ class ReferenceQualityTransfer:
         scale: float,
         start_percent: float,
         end_percent: float,
+        block_weights: str = "",
     ):
         check_schedule(scale, start_percent, end_percent)
         spec = iqa_adapter.embedding_spec
@@ -59,6 +61,7 @@ class ReferenceQualityTransfer:
             raise IQAAdapterError(
                 f"{iqa_adapter.name} is a score-based adapter; use it with Quality Condition, not Reference Quality Transfer."
             )
+        weights = layer_weights(model, block_weights)
         embedding = embed_reference(iqa_model, reference, spec)  # on the device Load IQA Model chose
         s_start, s_end = sigma_window(model, start_percent, end_percent)
         tokens = condition_from_vectors(
@@ -70,7 +73,7 @@ class ReferenceQualityTransfer:
             label=f"Reference Quality Transfer ({iqa_adapter.name})",
             rows_name="references",
         )
-        return (attach_quality_tokens(model, iqa_adapter.spec, tokens, host.host_attention, iqa_adapter.name),)
+        return (attach_quality_tokens(model, iqa_adapter.spec, tokens, host.host_attention, iqa_adapter.name, weights),)
 
 
 NODE_CLASS_MAPPINGS = {"IQAReferenceQualityTransfer": ReferenceQualityTransfer}

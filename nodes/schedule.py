@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Optional
 
 from ..adapter import IQAAdapterError
+from ..adapter.block_weights import parse_block_weights, site_weights
+from ..adapter.patching import model_sites
 
 MODEL_INPUT = ("MODEL", {"tooltip": "The SD1.5 or SDXL model to condition. It is cloned, never changed."})
 
@@ -56,3 +59,30 @@ def check_schedule(scale: float, start_percent: float, end_percent: float) -> No
         raise IQAAdapterError(
             f"start_percent {start_percent} and end_percent {end_percent} must satisfy 0 <= start <= end <= 1."
         )
+
+
+BLOCK_WEIGHTS_INPUT = (
+    "STRING",
+    {
+        "default": "",
+        "multiline": True,
+        "tooltip": "Optional per-block weight of the term, as 'block: weight' items: 'input: 0.5, middle: 1, output: 1', "
+        "or one block by its index, 'output 2: 0'. Names: all, input, middle, output, or '<group> <index>' of the "
+        "model's own blocks (a wrong name lists them). Unnamed blocks keep 1; a block beats its group, a group "
+        "beats all. Weights >= 0; 0 leaves the block unpatched. Empty: every block at 1.",
+    },
+)
+
+
+def layer_weights(model: Any, text: Optional[str]) -> Optional[tuple[float, ...]]:
+    """block_weights text -> the weight of each attn2 layer in checkpoint order; None when empty or all 1."""
+    if text is not None and not isinstance(text, str):  # optional: may arrive unvalidated
+        raise IQAAdapterError(
+            f"block_weights must be text such as 'input: 0.5, output: 1', got a {type(text).__name__}."
+        )
+    if not text or not text.strip():
+        return None
+    try:
+        return site_weights(parse_block_weights(text), [site.key for site in model_sites(model)])
+    except IQAAdapterError as exc:
+        raise IQAAdapterError(f"block_weights: {exc}") from None

@@ -406,3 +406,137 @@ def test_patched_sites_that_never_run_are_logged_once(host, make_adapter, caplog
     assert len(warnings) == 1, warnings
     assert "1 of 16" in warnings[0] and "('middle', 0, 0)" in warnings[0] and adapter.name in warnings[0]
     assert "renamed a block" in warnings[0]
+
+
+# -- per-block weights (block_weights) ----------------------------------------------------------------------
+
+
+def weighted(model, adapter, block_weights, **kw):
+    return QC().apply(
+        model,
+        adapter,
+        "99",
+        "percentile",
+        kw.get("scale", 1.0),
+        kw.get("start", 0.0),
+        1.0,
+        "zeros",
+        0.5,
+        block_weights=block_weights,
+    )[0]
+
+
+@pytest.mark.parametrize("layout", ["sd15", "sdxl"])
+@pytest.mark.parametrize("text", ["all: 1", "input: 1, middle: 1, output: 1", ""])
+def test_block_weights_all_ones_is_the_node_without_them_bit_for_bit(layout, text, make_adapter):
+    adapter, _ = make_adapter(layout)
+    model = tiny.tiny_model(layout)
+    x, ctx = inputs(layout, 2)
+    want = run_unet(condition(model, adapter), x, ctx, cond_or_uncond=(1, 0))
+    patched = weighted(model, adapter, text)
+    assert sorted(attn2_patches(patched)) == sorted(EXPECTED_SITES[layout])
+    assert torch.equal(run_unet(patched, x, ctx, cond_or_uncond=(1, 0)), want)  # the same tensors, the same code
+
+
+@pytest.mark.parametrize("text", ["all: 0", "input: 0; middle: 0; output: 0"])
+def test_block_weights_all_zeros_is_scale_zero(text, make_adapter):
+    adapter, _ = make_adapter("sdxl")
+    model = tiny.tiny_model("sdxl")
+    x, ctx = inputs("sdxl", 2)
+    patched = weighted(model, adapter, text)
+    assert attn2_patches(patched) == {}  # nothing patched, no watch: costs what scale 0 costs
+    assert torch.equal(run_unet(patched, x, ctx), run_unet(weighted(model, adapter, "", scale=0.0), x, ctx))
+    assert torch.equal(run_unet(patched, x, ctx), run_unet(model, x, ctx))
+
+
+def test_a_partial_block_weight_changes_only_the_named_blocks_term(make_adapter):
+    """output 2 off, the input group at 0.5, the rest at 1: compared site by site on the same q, k, v."""
+    adapter, _ = make_adapter("sdxl")
+    model = tiny.tiny_model("sdxl")
+    full = attn2_patches(condition(model, adapter))
+    part = attn2_patches(weighted(model, adapter, "input: 0.5, output 2: 0, middle: 1"))
+    g = torch.Generator().manual_seed(4)
+    for n, key in enumerate(EXPECTED_SITES["sdxl"]):
+        if key[:2] == ("output", 2):
+            assert key not in part  # weight 0: the layer is left to the host
+            continue
+        hidden = adapter.spec.layer_shapes[n][0]
+        q, k, v = (torch.randn(2, 5, hidden, generator=g) for _ in range(3))
+        opts = {"n_heads": hidden // 16, "cond_or_uncond": [1, 0]}
+        base = pack.nodes.host.host_attention(q, k, v, hidden // 16)
+        term_full, term_part = full[key](q, k, v, opts) - base, part[key](q, k, v, opts) - base
+        assert term_full.abs().max() > 1e-3, key  # the term is there, so the comparison means something
+        if key[0] == "input":
+            torch.testing.assert_close(term_part, 0.5 * term_full, atol=1e-5, rtol=1e-4)
+        else:
+            assert torch.equal(term_part, term_full), key  # unnamed blocks: bit for bit as without weights
+
+
+def test_block_weights_keep_the_sigma_window_stacking_and_a_foreign_patch(make_adapter, host_clone):
+    adapter, _ = make_adapter("sd15")
+    model = tiny.tiny_model("sd15").clone()
+    foreign_site, other_site = ("output", 3, 0), ("input", 1, 0)
+
+    def foreign(q, k, v, extra_options):
+        return torch.zeros_like(q)
+
+    model.set_model_attn2_replace(foreign, *foreign_site)
+    model.set_model_attn2_replace(foreign, *other_site)
+    once = weighted(model, adapter, "output 3: 0", start=0.5)
+    table = attn2_patches(once)
+    assert table[foreign_site] is foreign  # weight 0 there: the other pack's patch is left as it was
+    assert table[other_site].inner is foreign  # weighted sites still wrap it
+    twice = attn2_patches(condition(once, adapter, "1"))
+    assert len(twice[foreign_site].contributions) == 1 and len(twice[other_site].contributions) == 2
+    sampling = model.get_model_object("model_sampling")
+    early = sampling.percent_to_sigma(0.2)
+    x, ctx = inputs("sd15", 1)
+    assert torch.equal(run_unet(once, x, ctx, sigma=early), run_unet(model, x, ctx, sigma=early))
+
+
+def test_block_weight_errors_name_the_input_and_list_the_valid_blocks(make_adapter):
+    adapter, _ = make_adapter("sd15")
+    model = tiny.tiny_model("sd15")
+    err = pack.adapter.IQAAdapterError
+    with pytest.raises(
+        err,
+        match=r"block_weights: unknown block 'output 1' for SD1.5. Valid names: all, input, middle, "
+        r"output, input 1, input 2, input 4, input 5, input 7, input 8, middle 0, output 3,",
+    ):
+        weighted(model, adapter, "output 1: 0")
+    with pytest.raises(err, match=r"block_weights: the weight of 'input' is -0.5; give a finite number >= 0"):
+        weighted(model, adapter, "input: -0.5")
+    with pytest.raises(err, match=r"block_weights: the weight of 'middle' is nan; give a finite number >= 0"):
+        weighted(model, adapter, "middle: nan")
+    with pytest.raises(err, match=r"block_weights: 'input 4' is given twice"):
+        weighted(model, adapter, "input 4: 1, input4: 0")
+    with pytest.raises(err, match=r"block_weights: cannot read 'input 0.5'"):
+        weighted(model, adapter, "input 0.5")
+
+
+def test_block_names_come_from_the_layout_table_for_every_family():
+    bw, layouts = pack.adapter.block_weights, pack.adapter.unet_layouts
+    toy_sites = [("input", 3, 0), ("output", 2, 0), ("output", 3, 0), ("middle", 0, 0)]  # weights/toy/MODEL_CARD.md
+    assert sorted(layouts.attn2_sites("toy")) == sorted(toy_sites) and bw.layout_of(toy_sites) == "toy"
+    assert bw.block_names(toy_sites) == [
+        "all",
+        "input",
+        "middle",
+        "output",
+        "input 3",
+        "middle 0",
+        "output 2",
+        "output 3",
+    ]
+    assert bw.layout_of(EXPECTED_SITES["sdxl"]) == "sdxl" and bw.layout_of(EXPECTED_SITES["sd15"]) == "sd15"
+    names = bw.block_names(EXPECTED_SITES["sdxl"])
+    assert names[4:] == ["input 4", "input 5", "input 7", "input 8", "middle 0"] + [f"output {i}" for i in range(6)]
+    with pytest.raises(pack.adapter.IQAAdapterError, match=r"unknown block 'output 7' for the toy model"):
+        bw.site_weights({"output 7": 1.0}, toy_sites)
+    # a block beats its group, a group beats all, whatever the order written
+    assert bw.site_weights(bw.parse_block_weights("output 2: 0.25\nall: 0; output: 2"), toy_sites) == (
+        0.0,
+        0.25,
+        2.0,
+        0.0,
+    )

@@ -127,3 +127,20 @@ def test_quality_matching_takes_targets_from_a_reference_score(adapter_dir):
         execute(sampling_graph("sd15", "match_sd15.safetensors", targets="1", batch=1)).output("image"),
         run.output("image"),
     )
+
+
+def test_block_weights_take_the_same_path_as_in_quality_condition(ref_adapter, topiq):
+    model = tiny.tiny_model("sd15")
+    x, ctx = inputs("sd15", 1)
+    reference = refs(1)
+    full = RQT().apply(model, ref_adapter, reference, topiq, 1.0, 0.0, 1.0)[0]
+    ones = RQT().apply(model, ref_adapter, reference, topiq, 1.0, 0.0, 1.0, block_weights="all: 1")[0]
+    assert torch.equal(run_unet(ones, x, ctx), run_unet(full, x, ctx))
+    off = RQT().apply(model, ref_adapter, reference, topiq, 1.0, 0.0, 1.0, block_weights="all: 0")[0]
+    assert torch.equal(run_unet(off, x, ctx), run_unet(model, x, ctx))
+    out_only = RQT().apply(model, ref_adapter, reference, topiq, 1.0, 0.0, 1.0, block_weights="input: 0, middle: 0")[0]
+    assert sorted(out_only.model_options["transformer_options"]["patches_replace"]["attn2"]) == [
+        ("output", i, 0) for i in range(3, 12)
+    ]
+    with pytest.raises(A.IQAAdapterError, match=r"block_weights: unknown block 'mid'"):
+        RQT().apply(model, ref_adapter, reference, topiq, 1.0, 0.0, 1.0, block_weights="mid: 1")

@@ -310,6 +310,35 @@ def with_scores(scores: dict, latent_batch: int = 1) -> Callable[[], dict]:
     return build
 
 
+def best_of_n(scores: Optional[dict] = None, batch: int = 2, **inputs) -> Callable[[], dict]:
+    """IQA Best of N on a batch of images, ranked by PIQE through IQA Score, or by given scores (IQARelScores)."""
+
+    def build() -> dict:
+        p = scoring("rgb")
+        p["img_0"]["inputs"]["batch"] = batch
+        p["best"] = {
+            "class_type": "IQABestOfN",
+            "inputs": dict(
+                {
+                    "images": ["img_0", 0],
+                    "iqa_scores": ["score_0", 5],
+                    "mode": "best k",
+                    "k": 1,
+                    "percentile": 75.0,
+                    "if_none_kept": "error",
+                },
+                **inputs,
+            ),
+        }
+        if scores is not None:
+            p["given"] = {"class_type": "IQARelScores", "inputs": {"scores": json.dumps(scores)}}
+            p["best"]["inputs"]["iqa_scores"] = ["given", 0]
+        p["best_view"] = {"class_type": "PreviewImage", "inputs": {"images": ["best", 0]}}
+        return p
+
+    return build
+
+
 def genziqa_load(name: str) -> Callable[[], dict]:
     def build() -> dict:
         p = scoring("rgb")
@@ -943,6 +972,47 @@ CASES = [
         "IQAQualityCondition",
         ("reference_scores",),
         r"score the same images",
+    ),
+    Case(
+        "best_of_n_scores_from_another_batch",
+        best_of_n({"piqe": [30.0, 40.0, 50.0]}, batch=2),
+        "failed",
+        "IQABestOfN",
+        ("iqa_scores", "3 'piqe' scores", "batch has 2"),
+        r"score this same image batch",
+    ),
+    Case("best_of_n_k_zero", best_of_n(k=0), "rejected", names=("k",), fix=r"smaller than min"),
+    Case(
+        "best_of_n_threshold_keeps_nothing",
+        best_of_n({"topiq_nr": [0.1, 0.2]}, mode="above percentile", percentile=99.0),
+        "failed",
+        "IQABestOfN",
+        ("percentile 99", "topiq_nr"),
+        r"lower percentile, or set if_none_kept",
+    ),
+    Case(
+        "best_of_n_unknown_metric_name",
+        best_of_n(metric="niqe"),
+        "failed",
+        "IQABestOfN",
+        ("metric", "niqe", "piqe"),
+        r"name one of those",
+    ),
+    Case(
+        "block_weights_unknown_block",
+        qc(block_weights="input: 1, outptu: 0"),
+        "failed",
+        "IQAQualityCondition",
+        ("block_weights", "outptu"),
+        r"valid names: all, input, middle, output, input 1",
+    ),
+    Case(
+        "block_weights_below_zero",
+        qc(block_weights="middle: -1"),
+        "failed",
+        "IQAQualityCondition",
+        ("block_weights", "middle", "-1"),
+        r"give a finite number >= 0",
     ),
     # Metrics and decoders.
     Case(
