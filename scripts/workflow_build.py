@@ -212,6 +212,60 @@ def quality_sweep(g: Graph) -> None:
     g.group("Scores", (COL["c"] - 20, 760 - GROUP_HEAD, 1240, 360 + GROUP_HEAD), color="#3f789e")
 
 
+def best_of_n(g: Graph) -> None:
+    ckpt, pos, neg, latent = _sdxl_base(g, batch=8)
+    qc = _adapter_and_condition(g, ckpt.out("MODEL"), "99", title="Quality Condition (p99 for all 8)")
+    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, latent.out(0))
+    image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    iqa = g.add(
+        "IQALoadModel",
+        (COL["c"], 760),
+        size=(315, 110),
+        color=PACK,
+        metric="topiq_nr",
+        allow_download=False,
+        device="auto",
+    )
+    score = g.add(
+        "IQAScore", (COL["c"] + 360, 760), size=(315, 150), color=PACK, image=image.out(0), iqa_model=iqa.out(0)
+    )
+    best = g.add(
+        "IQABestOfN",
+        (COL["c"] + 720, 760),
+        size=(360, 330),
+        title="Keep the best 2 of 8",
+        color=PACK,
+        images=image.out(0),
+        iqa_scores=score.out("iqa_scores"),
+        mode="best k",
+        k=2,
+        percentile=75.0,
+        if_none_kept="error",
+        latent=sampler.out(0),
+        metric="",
+        direction="auto",
+    )
+    g.add(
+        "SaveImage",
+        (COL["e"], 60),
+        title="The best 2 (best first)",
+        size=(640, 540),
+        images=best.out("images"),
+        filename_prefix="iqa_best_of_8",
+    )
+    g.add(
+        "PreviewImage", (COL["c"] + 1120, 760), size=(420, 320), title="Score plot of all 8", images=score.out("plot")
+    )
+    g.note(
+        (COL["c"], 400),
+        "Generate 8 at percentile 99, keep the best 2: Quality Condition raises the quality of every image; IQA "
+        "Score (TOPIQ) ranks them and IQA Best of N keeps the two best, with their batch indices, scores and "
+        "matching latents (its latent output, for a second pass).",
+        size=(315, 200),
+    )
+    g.group("Rank and keep", (COL["c"] - 20, 760 - GROUP_HEAD, 1600, 360 + GROUP_HEAD), color="#3f789e")
+
+
 def degradation(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g, batch=3)
     qc = _adapter_and_condition(
@@ -529,6 +583,7 @@ WORKFLOWS: dict[str, tuple[Callable[[Graph], None], tuple[str, ...]]] = {
     "sdxl_gradient_guidance": (gradient_guidance, _SCORE + ("IQAGradientGuidance",)),
     "sdxl_quality_condition_with_guidance": (quality_condition_with_guidance, _QC + _SCORE + ("IQAGradientGuidance",)),
     "sd2_genziqa_score": (genziqa_score, ("IQALoadGenzIQA", "IQAScore")),
+    "sdxl_best_of_n": (best_of_n, _QC + _SCORE + ("IQABestOfN",)),
 }
 
 

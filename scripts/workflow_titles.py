@@ -40,6 +40,7 @@ TITLES: dict[str, str] = {
     "sdxl_gradient_guidance": "IQA Gradient Guidance (SDXL)",
     "sdxl_quality_condition_with_guidance": "Quality Condition, guided (SDXL)",
     "sd2_genziqa_score": "Judge quality with GenzIQA (SD2)",
+    "sdxl_best_of_n": "Best 2 of 8 at p99 (SDXL)",
 }
 
 # Not in a title: path separators and what Windows forbids in file names; what would cut or change the
