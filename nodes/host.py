@@ -47,7 +47,7 @@ def model_file_path(folder: str, name: str) -> str:
     if not path or not os.path.isfile(path):
         where = ", ".join(fp.get_folder_paths(folder)) or f"models/{folder}"
         raise IQAAdapterError(
-            f"Model file '{name}' not found in the '{folder}' folder. Put it in {where} (or list a folder for '{folder}' in extra_model_paths.yaml)."
+            f"Model file '{name}' not found in the '{folder}' folder. Put it in {where} (or list a folder for '{folder}' in extra_model_paths.yaml, extra_paths.yaml on ComfyUI since 2026)."
         )
     return path
 

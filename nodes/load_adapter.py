@@ -26,7 +26,7 @@ class LoadIQAAdapter:
                 "adapter_name": (
                     host.model_file_list(host.ADAPTER_FOLDER),
                     {
-                        "tooltip": "IQA-Adapter file in models/iqa_adapter (or a folder listed for 'iqa_adapter' in extra_model_paths.yaml).",
+                        "tooltip": "IQA-Adapter file in models/iqa_adapter (or a folder listed for 'iqa_adapter' in extra_model_paths.yaml, extra_paths.yaml on ComfyUI since 2026).",
                     },
                 ),
             },
