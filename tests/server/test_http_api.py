@@ -71,11 +71,14 @@ def _score_tables(entry: dict, prompt: dict) -> dict[str, list[float]]:
 
 
 def _expected_batch(prompt: dict, node_id: str) -> int:
-    """Images an IMAGE-producing chain ends with: the latent batch, or the sum over an ImageBatch."""
+    """Images an IMAGE-producing chain ends with: the latent batch, the sum over an ImageBatch, or the k that
+    IQA Best of N keeps in its 'best k' mode (of the batch it ranks)."""
     node = prompt[node_id]
     kind, inputs = node["class_type"], node["inputs"]
     if kind == "EmptyLatentImage":
         return int(inputs["batch_size"])
+    if kind == "IQABestOfN" and inputs["mode"] == "best k":
+        return min(int(inputs["k"]), _expected_batch(prompt, inputs["images"][0]))
     if kind == "ImageBatch":
         return _expected_batch(prompt, inputs["image1"][0]) + _expected_batch(prompt, inputs["image2"][0])
     if kind in ("IQATestPatternImage", "IQAScore"):  # IQA Score's IMAGE is one plot of the whole batch
