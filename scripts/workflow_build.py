@@ -105,6 +105,13 @@ def _sampler(g: Graph, xy, model, pos, neg, latent, title=None, denoise: float =
     )
 
 
+def _sample_and_decode(g: Graph, conditioned, pos, neg, latent, ckpt):
+    """KSampler on the conditioned model, then VAE Decode with the checkpoint's VAE: (sampler, image)."""
+    sampler = _sampler(g, (COL["c"], 60), conditioned.out(0), pos, neg, latent.out(0))
+    image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    return sampler, image
+
+
 def _same_noise(g: Graph, latent):
     """Every item of the latent batch starts from the same initial noise, so that the items differ only by
     their targets (the paper's sweeps). Host node: with seed_behavior "fixed" it gives every item the first
@@ -174,8 +181,7 @@ def _blurred(g: Graph, image, xy, title: str):
 def quality_condition_t2i(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g)
     qc = _adapter_and_condition(g, ckpt.out("MODEL"), "99")
-    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, latent.out(0))
-    image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    sampler, image = _sample_and_decode(g, qc, pos, neg, latent, ckpt)
     g.add("SaveImage", (COL["e"], 60), size=(520, 580), images=image.out(0), filename_prefix="iqa_t2i_p99")
     g.note(
         (COL["c"], 400),
@@ -190,8 +196,7 @@ def quality_sweep(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g, batch=5)
     qc = _adapter_and_condition(g, ckpt.out("MODEL"), "1\n25\n50\n75\n99", title="Quality Condition (sweep p1..p99)")
     same = _same_noise(g, latent)
-    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, same.out(0))
-    image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    sampler, image = _sample_and_decode(g, qc, pos, neg, same, ckpt)
     g.add(
         "SaveImage",
         (COL["e"], 60),
@@ -215,8 +220,7 @@ def quality_sweep(g: Graph) -> None:
 def best_of_n(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g, batch=8)
     qc = _adapter_and_condition(g, ckpt.out("MODEL"), "99", title="Quality Condition (p99 for all 8)")
-    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, latent.out(0))
-    image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    sampler, image = _sample_and_decode(g, qc, pos, neg, latent, ckpt)
     iqa = g.add(
         "IQALoadModel",
         (COL["c"], 760),
@@ -275,8 +279,7 @@ def degradation(g: Graph) -> None:
         title="Quality Condition (low targets)",
     )
     same = _same_noise(g, latent)
-    sampler = _sampler(g, (COL["c"], 60), qc.out(0), pos, neg, same.out(0))
-    image = g.add("VAEDecode", (COL["d"], 60), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
+    sampler, image = _sample_and_decode(g, qc, pos, neg, same, ckpt)
     g.add(
         "SaveImage",
         (COL["e"], 60),
