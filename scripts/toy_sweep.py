@@ -389,12 +389,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             for t, src in zip(TARGETS, runs[r]):
                 first.append(args.out / f"row{k}_p{t}.png")
                 first[-1].write_bytes(Path(src).read_bytes())
-        found = [m.caption == c for m, c in zip(subjects(runs, run_captions), run_captions)] if args.report else []
-        same = (
-            [a.caption == b.caption for a, b in zip(subjects(runs, run_captions), subjects(base_runs, run_captions))]
-            if args.report
-            else []
-        )
+        found, same = [], []
+        if args.report:  # each p99 image matched once: against its caption and against the scale-0 image's subject
+            shown_p99, shown_base = subjects(runs, run_captions), subjects(base_runs, run_captions)
+            found = [m.caption == c for m, c in zip(shown_p99, run_captions)]
+            same = [a.caption == b.caption for a, b in zip(shown_p99, shown_base)]
     finally:
         server.stop()
         remove_workspace(ws)
