@@ -352,6 +352,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         "--negative-strength", type=float, default=toy.negative_strength, help="k of -k x target (negative quality)"
     )
     ap.add_argument("--cfg", type=float, default=toy.cfg, help=f"KSampler cfg (default {toy.cfg:g})")
+    ap.add_argument(
+        "--adapter",
+        type=Path,
+        help="another adapter file to sweep (linked into the host's models/iqa_adapter; its header names the "
+        f"trained metric); default weights/toy/{toy.adapter}",
+    )
     ap.add_argument("--picture", type=int, default=2, help="captions shown in grid.png, a row each (default 2)")
     ap.add_argument("--report", action="store_true", help="also sweep at scale 0 and write report.md")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "toy" / "sweep")
@@ -369,6 +375,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     captions = all_captions() if args.captions == ["all"] else args.captions
     args.out.mkdir(parents=True, exist_ok=True)
     ws = make_workspace(toy=True)
+    trained = [TRAINED_METRIC]
+    if args.adapter:
+        link = ws / "models" / "iqa_adapter" / f"sweep_{args.adapter.name}"
+        link.symlink_to(args.adapter.resolve())
+        toy = dataclasses.replace(toy, adapter=link.name)
+        trained = adapter_metrics(args.adapter)
     server = HostServer(ws, log_path=args.out / "host.log", threads=1)
     runs, base_runs, run_captions = [], [], []
     opts = dataclasses.replace(toy, cfg=args.cfg, uncond=args.uncond, negative_strength=args.negative_strength)
@@ -380,8 +392,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             run_captions += [c] * args.seeds
             if args.report:
                 base_runs += run_sweeps(server, range(args.seeds), 0.0, o)
-        scores = measure(runs, held_out=not args.no_held_out)
-        base = measure(base_runs, held_out=not args.no_held_out) if args.report else {}
+        scores = measure(runs, held_out=not args.no_held_out, trained=trained)
+        base = measure(base_runs, held_out=not args.no_held_out, trained=trained) if args.report else {}
         kept = content_kept(runs) if args.report else {}
         shown = [i * args.seeds for i in range(min(args.picture, len(captions)))]  # seed 0 of each caption
         first = []

@@ -179,20 +179,14 @@ def write_tiny_genziqa(folder: Path) -> dict[str, str]:
 # -- the toy world (toy/, weights/toy): the same graphs on a trained 64 px model and a trained adapter ---------------
 TOY_WEIGHTS = REPO / "weights" / "toy"
 TOY_BASE = TOY_WEIGHTS / "toy_base.safetensors"
-TOY_ADAPTER = (
-    "toy_adapter_piqe.safetensors"  # in weights/toy; make_workspace(toy=True) links it into models/iqa_adapter
-)
+TOY_ADAPTER = "toy_adapter_quality.safetensors"  # in weights/toy; make_workspace(toy=True) links it into models/iqa_adapter
 
 
 @dataclass
 class ToyOptions:
-    """How a graph runs on the toy model. The sampler settings and the quality guidance are the ones the
-    toy's proof test measured (tests/toy/test_toy_proof.py); the caption is one of the toy's training
-    captions (toy/sources.py).
-
-    Quality Condition runs with the paper's optional negative quality guidance (uncond tokens from
-    -k x target) at k = 1, not the pack's default zeros: on the toy base the high targets otherwise stop at
-    its grain floor (docs/training.md, "The toy world", has the measured sweeps of both)."""
+    """How a graph runs on the toy model: the sampler settings the toy's proof test measured
+    (tests/toy/test_toy_proof.py) and Quality Condition at the node's own defaults (uncond zeros, the
+    official default); the caption is one of the toy's training captions (toy/sources.py)."""
 
     text: str = "a photo of a cat"
     steps: int = 25
@@ -202,8 +196,8 @@ class ToyOptions:
     score_metric: str = WEIGHTLESS_METRIC
     adapter: str = TOY_ADAPTER
     seed: Optional[int] = None  # None: the graph's own
-    uncond: str = "negative quality"
-    negative_strength: float = 1.0
+    uncond: str = "zeros"
+    negative_strength: float = 0.5
 
 
 def toy_ready() -> bool:
@@ -212,8 +206,8 @@ def toy_ready() -> bool:
 
 
 def toy_unsupported(prompt: Mapping[str, Any]) -> list[str]:
-    """Why a graph cannot run on the toy (empty: it can): the toy has one quality adapter (PIQE, which has
-    no gradients) and makes images from text only."""
+    """Why a graph cannot run on the toy (empty: it can): the toy has one quality adapter (on its own quality
+    net, which the pack's guidance does not load) and makes images from text only."""
     readers = _consumers(prompt)
     why = set()
     for node_id, node in prompt.items():
@@ -246,8 +240,9 @@ def sweep_targets(prompt: Mapping[str, Any]) -> list[float]:
 def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
     """A copy of a text-to-image API prompt on the toy world: Load Toy Checkpoint for the checkpoint loader,
     Empty Toy Latent (64x64, same batch) for Empty Latent Image, the toy adapter for the quality adapter,
-    the toy caption as positive and an empty negative, PIQE for scoring (percentiles in the toy adapter's own
-    table), and the toy's sampler settings and quality guidance."""
+    the toy caption as positive and an empty negative, PIQE for scoring (through the toy adapter's table, which
+    holds only toy_quality, so PIQE's percentiles are CC3M's), and the toy's sampler settings and Quality
+    Condition's defaults."""
     why = toy_unsupported(prompt)
     if why:
         raise ValueError(f"This graph cannot run on the toy model: it uses {', '.join(why)}")
