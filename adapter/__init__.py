@@ -12,6 +12,7 @@ from .metadata import AdapterMetadata, resolve_metadata
 from .model import IQAAdapter
 from .norm_table import NormTable, default_norm_table
 from .patching import attach_quality_tokens, final_sigma, sigma_window
+from .region_mask import RegionMask
 from .targets import MAX_TARGET_ITEMS, TARGET_MODES, build_targets, items_from_scores, parse_targets
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "IQAAdapterError",
     "NormTable",
     "QualityTokens",
+    "RegionMask",
     "TARGET_MODES",
     "attach_quality_tokens",
     "final_sigma",

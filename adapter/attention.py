@@ -1,6 +1,6 @@
 """Decoupled cross-attention for the host's attn2 replace hook: one class, any number of adapters.
 
-    out = Attn(q, K_text, V_text) + sum_i scale_i * mask_i(sigma) * Attn(q, K_ip_i, V_ip_i)
+    out = Attn(q, K_text, V_text) + sum_i scale_i * window_i(sigma) * region_i * Attn(q, K_ip_i, V_ip_i)
 
 q is shared; the host applies the layer's own to_out afterwards. One DecoupledCrossAttention object sits
 on each attn2 key and holds a tuple of contributions, so stacked adapters (two Quality Conditions, a
@@ -24,12 +24,14 @@ import torch.nn.functional as F
 from .errors import IQAAdapterError
 from .model import LayerKV
 from .patch_watch import later_block_patch, record_site_run
+from .region_mask import RegionMask
 
 AttentionFn = Callable[..., torch.Tensor]
 
 
 class QualityTokens:
-    """One condition's per-layer K_ip/V_ip (positive rows and CFG-negative rows), scale and sigma window.
+    """One condition's per-layer K_ip/V_ip (positive rows and CFG-negative rows), scale, sigma window and
+    optional region mask (region_mask.py).
 
     Immutable, and one object for every clone of the model: the newest hosts share it (clone() copies only
     the dicts and lists of model_options), and __deepcopy__ returning self makes older hosts' deep copy share
@@ -46,11 +48,13 @@ class QualityTokens:
         sigma_end: Optional[float] = None,
         label: str = "IQA-Adapter",
         rows_name: str = "targets",
+        mask: Optional[RegionMask] = None,
     ):
         if cond.batch != uncond.batch and uncond.batch != 1:
             raise ValueError("uncond rows must be 1 or match the cond rows")
         self.cond, self.uncond, self.scale = cond, uncond, float(scale)
         self.sigma_start, self.sigma_end, self.label, self.rows_name = sigma_start, sigma_end, label, rows_name
+        self.mask = mask
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._weight: Optional[tuple] = None  # (sigmas tensor, dtype, device, weight) of the last call
 
@@ -75,7 +79,14 @@ class QualityTokens:
             self.sigma_end,
             label=self.label,
             rows_name=self.rows_name,
+            mask=self.mask,
         )
+
+    @property
+    def silent(self) -> bool:
+        """Whether the term adds nothing anywhere: scale 0, or a mask of zeros (patching.py then leaves the
+        model unpatched, so both cost nothing per step)."""
+        return self.scale == 0.0 or (self.mask is not None and self.mask.all_zeros)
 
     @property
     def windowed(self) -> bool:
@@ -119,10 +130,22 @@ class QualityTokens:
             self._cache[key] = hit
         return hit
 
-    def weight(self, extra_options: dict, dtype: torch.dtype, device: torch.device) -> Union[float, torch.Tensor]:
-        """scale, or when windowed scale * (1 if the item's sigma lies in [sigma_end, sigma_start] else 0)
-        as [B,1,1,1]. Made once per model call: every layer of one call sees the same sigmas tensor, so the
-        result is reused while that object is current."""
+    def weight(
+        self, extra_options: dict, dtype: torch.dtype, device: torch.device, batch: int = 0, n_tokens: int = 0
+    ) -> Union[float, torch.Tensor]:
+        """The term's weight for a call: scale, times the window (when windowed, 1 where the item's sigma lies in
+        [sigma_end, sigma_start], else 0, as [B,1,1,1]), times the mask on the call's n_tokens positions (with a
+        mask, as [B,N,1,1])."""
+        w = self._window(extra_options, dtype, device)
+        if self.mask is None:
+            return w
+        layout = tuple(extra_options.get("cond_or_uncond") or (0,))
+        region = self.mask.weights(n_tokens, extra_options.get("original_shape"), layout, batch, device, dtype)
+        return region * w
+
+    def _window(self, extra_options: dict, dtype: torch.dtype, device: torch.device) -> Union[float, torch.Tensor]:
+        """scale, or the windowed [B,1,1,1] weight. Made once per model call: every layer of one call sees the
+        same sigmas tensor, so the result is reused while that object is current."""
         sigmas = extra_options.get("sigmas")
         if not self.windowed or sigmas is None:
             return self.scale
@@ -170,7 +193,7 @@ class DecoupledCrossAttention:
         for tokens, layer in self.contributions:
             k_ip, v_ip = tokens.kv(layer, layout, b, q.device, q.dtype, heads)
             term = F.scaled_dot_product_attention(qh, k_ip, v_ip).transpose(1, 2)  # [B, N, heads, d]
-            w = tokens.weight(extra_options, term.dtype, term.device)
+            w = tokens.weight(extra_options, term.dtype, term.device, b, n)
             acc = torch.add(acc, term, alpha=w) if isinstance(w, float) else torch.addcmul(acc, term, w)
         return acc.reshape(b, n, c)
 

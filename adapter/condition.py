@@ -9,6 +9,7 @@ import torch
 from .attention import QualityTokens
 from .encoding import encode_quality_vector, negative_quality_vector, unconditional_vector
 from .model import IQAAdapter
+from .region_mask import RegionMask
 from .targets import TargetBatch
 
 
@@ -21,13 +22,19 @@ def condition_from_vectors(
     negative: Optional[torch.Tensor] = None,
     label: str = "IQA-Adapter",
     rows_name: str = "targets",
+    mask: Optional[RegionMask] = None,
 ) -> QualityTokens:
-    """Positive rows from encoded vectors [B, input_dim]; negative rows are zeros unless given."""
+    """Positive rows from encoded vectors [B, input_dim]; negative rows are zeros unless given. A mask of
+    ones is the same as none, and is dropped so that it costs nothing."""
     cond = adapter.layer_kv(adapter.tokens(vectors))
     if negative is None:
         negative = unconditional_vector(1, adapter.spec.input_dim)
     uncond = adapter.layer_kv(adapter.tokens(negative))
-    return QualityTokens(cond, uncond, scale, sigma_start, sigma_end, label=label, rows_name=rows_name)
+    if mask is not None:
+        mask.check_items(cond.batch)
+        if mask.all_ones:
+            mask = None
+    return QualityTokens(cond, uncond, scale, sigma_start, sigma_end, label=label, rows_name=rows_name, mask=mask)
 
 
 def quality_tokens(
@@ -37,8 +44,10 @@ def quality_tokens(
     sigma_start: Optional[float] = None,
     sigma_end: Optional[float] = None,
     negative_strength: Optional[float] = None,
+    mask: Optional[RegionMask] = None,
 ) -> QualityTokens:
-    """A score-based condition; the negative branch is -strength * target when negative_strength is set."""
+    """A score-based condition; the negative branch is -strength * target when negative_strength is set; the
+    term applies where the mask is (everywhere without one)."""
     meta = adapter.metadata
     encoded = encode_quality_vector(targets.values, meta.use_flag, meta.pos_encode_L)
     negative = None if negative_strength is None else negative_quality_vector(encoded, negative_strength)
@@ -51,4 +60,5 @@ def quality_tokens(
         negative,
         label=f"Quality Condition ({adapter.name})",
         rows_name="targets",
+        mask=mask,
     )

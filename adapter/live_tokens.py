@@ -53,5 +53,7 @@ class LiveQualityTokens:
             k, v = (t.view(batch, t.shape[1], heads, -1).transpose(1, 2) for t in (k, v))
         return k, v
 
-    def weight(self, extra_options: dict, dtype: torch.dtype, device: torch.device) -> Union[float, torch.Tensor]:
+    def weight(
+        self, extra_options: dict, dtype: torch.dtype, device: torch.device, batch: int = 0, n_tokens: int = 0
+    ) -> Union[float, torch.Tensor]:
         return 1.0

@@ -53,7 +53,7 @@ def attach_quality_tokens(
 
     The input model is never changed. An IQA patch already on a layer gains a contribution; a foreign
     patch (keyed by the full site key or by (block, number) alone) is wrapped and still called, and so is
-    one registered later by (block, number) (see patch_watch.py). Scale 0
+    one registered later by (block, number) (see patch_watch.py). Scale 0, or a mask of zeros,
     returns an unpatched clone (after the same checks), so "off" costs nothing per step.
     layer_weights (per layer, checkpoint order; block_weights.py) scale each layer's term through its V_ip;
     a layer at weight 0 is left unpatched.
@@ -65,7 +65,7 @@ def attach_quality_tokens(
             raise ValueError(f"{len(layer_weights)} layer weights for {len(sites)} cross-attention layers")
         tokens = tokens.with_layer_weights(layer_weights)
     on = [n for n in range(len(sites)) if layer_weights is None or layer_weights[n] != 0.0]
-    if tokens.scale == 0.0 or not on:
+    if tokens.silent or not on:
         return patched
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
     for n in on:

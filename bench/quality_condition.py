@@ -7,6 +7,8 @@ every call), implemented here only as a baseline; "host path" is the pack's cach
 through the host's attention function and separate scale/add ops (the hot path before bench/gpu.py).
 "plain (again)" times the plain model a second time: its ratio is the run's noise floor. "block_weights" is
 Quality Condition with a weight other than 1 on every block (BLOCKS), which costs nothing per step by design.
+"mask" is Quality Condition with a soft mask (the left half at 1, the rest at 0.3): a resized copy per layer,
+cached, and one multiply-add per term instead of an add.
 
     .venv/bin/python bench/quality_condition.py [--kinds sdxl sd15] [--latents 32 64] [--rounds 3]
 """
@@ -163,6 +165,9 @@ def main() -> None:
         for key, patch in patched.model_options["transformer_options"]["patches_replace"]["attn2"].items():
             host_path.set_model_attn2_replace(HostAttentionTerm(patch.contributions, host.host_attention), *key)
         for latent in args.latents:
+            soft = torch.full((1, latent * 8, latent * 8), 0.3)
+            soft[:, :, : latent * 4] = 1.0
+            masked = QC().apply(model, adapter, "99", "percentile", 1.0, 0.0, 1.0, "zeros", 0.5, mask=soft)[0]
             med = common.interleaved_medians(
                 {
                     "plain": common.unet_step(model, kind, latent),
@@ -170,6 +175,7 @@ def main() -> None:
                     "plain (again)": common.unet_step(model, kind, latent),
                     "stacked": common.unet_step(stacked, kind, latent),
                     "blocks": common.unet_step(blocks, kind, latent),
+                    "mask": common.unet_step(masked, kind, latent),
                     "host path": common.unet_step(host_path, kind, latent),
                     "per_call": common.unet_step(naive, kind, latent),
                 },
@@ -185,11 +191,13 @@ def main() -> None:
                     f"{med['quality'] / p:.4f}",
                     f"{med['stacked'] / p:.4f}",
                     f"{med['blocks'] / p:.4f}",
+                    f"{med['mask'] / p:.4f}",
                     f"{med['host path'] / p:.4f}",
                     f"{med['per_call'] / p:.4f}",
                 ]
             )
             print(step_rows[-1], flush=True)
+            del masked
         del model, patched, stacked, blocks, naive, clones, adapter, host_path
         gc.collect()
     threads = torch.get_num_threads()
@@ -203,6 +211,7 @@ def main() -> None:
             "Quality Condition",
             "two stacked",
             f"block_weights '{BLOCKS}'",
+            "soft half mask",
             "cached K/V, host attention + scale + add",
             "per-call projection (baseline)",
         ],

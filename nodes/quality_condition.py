@@ -7,6 +7,7 @@ from ..adapter import (
     TARGET_MODES,
     IQAAdapter,
     IQAAdapterError,
+    RegionMask,
     attach_quality_tokens,
     build_targets,
     items_from_scores,
@@ -78,6 +79,14 @@ class QualityCondition:
                 ),
             },
             "optional": {
+                "mask": (
+                    "MASK",
+                    {
+                        "tooltip": "Regional quality: the term applies only where the mask is (soft values weigh it; "
+                        "resized to each layer). One mask for the batch or one per item. Stack two Quality "
+                        "Conditions with opposite masks for e.g. a sharp subject on a degraded background.",
+                    },
+                ),
                 "block_weights": BLOCK_WEIGHTS_INPUT,
                 "reference_scores": (
                     "IQA_SCORES",
@@ -103,8 +112,10 @@ class QualityCondition:
         negative_strength: float = 0.5,
         reference_scores: dict | None = None,
         block_weights: str = "",
+        mask=None,
     ):
         check_schedule(scale, start_percent, end_percent)
+        region = None if mask is None else RegionMask.from_host(mask, "mask")
         if uncond not in UNCOND_MODES:
             raise IQAAdapterError(f"uncond must be one of {UNCOND_MODES}, got {uncond!r}.")
         if iqa_adapter.metadata.kind != "quality":
@@ -124,7 +135,7 @@ class QualityCondition:
         weights = layer_weights(model, block_weights)
         s_start, s_end = sigma_window(model, start_percent, end_percent)
         negative = negative_strength if uncond == "negative quality" else None
-        tokens = quality_tokens(iqa_adapter, batch, scale, s_start, s_end, negative)
+        tokens = quality_tokens(iqa_adapter, batch, scale, s_start, s_end, negative, region)
         return (attach_quality_tokens(model, iqa_adapter.spec, tokens, host.host_attention, iqa_adapter.name, weights),)
 
 

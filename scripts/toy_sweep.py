@@ -28,7 +28,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -125,9 +125,11 @@ def load_images(paths: Sequence[Path]):
     return torch.from_numpy(np.stack(arrays))
 
 
-def score_images(images, metric: str, size: int = 0, iqa_dirs: Sequence[Path] = ()) -> np.ndarray:
+def score_images(
+    images, metric: str, size: Union[int, tuple[int, int]] = 0, iqa_dirs: Sequence[Path] = ()
+) -> np.ndarray:
     """Raw scores of a host IMAGE batch: the toy's quality net for toy_quality, else pyiqa through the pack's
-    registry (never downloads); size > 0 resizes bicubically first."""
+    registry (never downloads); a size (a side, or height and width) resizes bicubically first."""
     import torch
     import torch.nn.functional as F
 
@@ -140,7 +142,8 @@ def score_images(images, metric: str, size: int = 0, iqa_dirs: Sequence[Path] = 
 
     model = guidance("iqa_models").build_iqa_model(metric, search_dirs=[str(d) for d in iqa_dirs])
     if size:
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+        hw = size if isinstance(size, tuple) else (size, size)
+        x = F.interpolate(x, size=hw, mode="bicubic", align_corners=False).clamp(0, 1)
     with torch.inference_mode():
         return model.score(x).double().numpy()
 

@@ -126,7 +126,7 @@ def _same_noise(g: Graph, latent):
     )
 
 
-def _adapter_and_condition(g: Graph, model, targets: str, title=None):
+def _adapter_and_condition(g: Graph, model, targets: str, title=None, **optional):
     loader = g.add(
         "IQAAdapterLoader",
         (COL["a"], 60),
@@ -150,6 +150,7 @@ def _adapter_and_condition(g: Graph, model, targets: str, title=None):
         end_percent=1.0,
         uncond="zeros",
         negative_strength=0.5,
+        **optional,
     )
     g.group("IQA-Adapter", (COL["a"] - 20, 60 - GROUP_HEAD, 960, 420 + GROUP_HEAD), color="#a1309b")
     return qc
@@ -268,6 +269,122 @@ def best_of_n(g: Graph) -> None:
         size=(315, 200),
     )
     g.group("Rank and keep", (COL["c"] - 20, 760 - GROUP_HEAD, 1600, 360 + GROUP_HEAD), color="#3f789e")
+
+
+def _subject_mask(g: Graph, xy, width: int = 1024, height: int = 1024):
+    """A soft-edged box in the middle of the image (the subject) and its inverse (the background), from the
+    host's mask nodes: (subject, background)."""
+    x, y = xy
+    canvas = g.add("SolidMask", (x, y), size=(315, 110), title="Canvas (0)", value=0.0, width=width, height=height)
+    box = g.add(
+        "SolidMask",
+        (x, y + 150),
+        size=(315, 110),
+        title="Subject box (1)",
+        value=1.0,
+        width=width // 2,
+        height=height * 5 // 8,
+    )
+    placed = g.add(
+        "MaskComposite",
+        (x + 360, y),
+        size=(315, 150),
+        destination=canvas.out(0),
+        source=box.out(0),
+        x=width // 4,
+        y=height * 3 // 16,
+        operation="add",
+    )
+    subject = g.add(
+        "FeatherMask",
+        (x + 360, y + 190),
+        size=(315, 150),
+        title="Subject (feathered)",
+        mask=placed.out(0),
+        left=64,
+        top=64,
+        right=64,
+        bottom=64,
+    )
+    background = g.add("InvertMask", (x + 720, y + 190), size=(240, 60), title="Background", mask=subject.out(0))
+    g.group("Where", (x - 20, y - GROUP_HEAD, 1000, 300 + GROUP_HEAD), color="#3f789e")
+    return subject, background
+
+
+def regional_quality(g: Graph) -> None:
+    ckpt, pos, neg, latent = _sdxl_base(g, top=1000)
+    subject, background = _subject_mask(g, (COL["c"], 760))
+    sharp = _adapter_and_condition(
+        g, ckpt.out("MODEL"), "99", title="Quality Condition (subject: p99)", mask=subject.out(0)
+    )
+    soft = g.add(
+        "IQAQualityCondition",
+        (COL["b"], 520),
+        size=(400, 400),
+        title="Quality Condition (background: p5)",
+        color=PACK,
+        model=sharp.out(0),
+        iqa_adapter=sharp.values["iqa_adapter"],
+        targets="5",
+        target_mode="percentile",
+        scale=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+        uncond="zeros",
+        negative_strength=0.5,
+        mask=background.out(0),
+    )
+    sampler, image = _sample_and_decode(g, soft, pos, neg, latent, ckpt)
+    g.add("SaveImage", (COL["e"], 60), size=(520, 580), images=image.out(0), filename_prefix="iqa_regional")
+    g.note(
+        (COL["c"], 400),
+        "Quality where you want it: two Quality Conditions from one adapter, each with a mask. The subject box "
+        "(feathered) gets percentile 99, the rest of the image percentile 5, for a sharp subject on a degraded "
+        "background; swap the targets for the reverse, or degrade one region to make training pairs. A mask of "
+        "ones is the same as no mask; soft values weigh the term.",
+        size=(315, 240),
+    )
+
+
+def block_weights(g: Graph) -> None:
+    ckpt, pos, neg, latent = _sdxl_base(g, top=1000)
+    every = _adapter_and_condition(g, ckpt.out("MODEL"), "99", title="Quality Condition (every block)")
+    output = g.add(
+        "IQAQualityCondition",
+        (COL["b"], 520),
+        size=(400, 400),
+        title="Quality Condition (output blocks only)",
+        color=PACK,
+        model=ckpt.out("MODEL"),
+        iqa_adapter=every.values["iqa_adapter"],
+        targets="99",
+        target_mode="percentile",
+        scale=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+        uncond="zeros",
+        negative_strength=0.5,
+        block_weights="input: 0, middle: 0, output: 1",
+    )
+    for y, model, label in ((60, every, "every_block"), (700, output, "output_blocks")):
+        sampler = _sampler(g, (COL["c"], y), model.out(0), pos, neg, latent.out(0))
+        image = g.add("VAEDecode", (COL["d"], y), size=(260, 50), samples=sampler.out(0), vae=ckpt.out("VAE"))
+        g.add(
+            "SaveImage",
+            (COL["e"], y),
+            title=f"p99, {label.replace('_', ' ')}",
+            size=(520, 580),
+            images=image.out(0),
+            filename_prefix=f"iqa_{label}",
+        )
+    g.note(
+        (COL["c"], 380),
+        "Per-block weights: the same p99 target and seed, once on every block and once on the UNet's output "
+        "blocks alone (block_weights 'input: 0, middle: 0, output: 1'). Measured on the toy, the output blocks "
+        "carry most of the effect (docs/design.md). Names come from the model's own layout; a wrong one is an "
+        "error that lists them.",
+        size=(315, 260),
+    )
 
 
 def degradation(g: Graph) -> None:
@@ -587,6 +704,8 @@ WORKFLOWS: dict[str, tuple[Callable[[Graph], None], tuple[str, ...]]] = {
     "sdxl_quality_condition_with_guidance": (quality_condition_with_guidance, _QC + _SCORE + ("IQAGradientGuidance",)),
     "sd2_genziqa_score": (genziqa_score, ("IQALoadGenzIQA", "IQAScore")),
     "sdxl_best_of_n": (best_of_n, _QC + _SCORE + ("IQABestOfN",)),
+    "sdxl_regional_quality": (regional_quality, _QC),
+    "sdxl_block_weights": (block_weights, _QC),
 }
 
 

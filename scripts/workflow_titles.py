@@ -41,6 +41,8 @@ TITLES: dict[str, str] = {
     "sdxl_quality_condition_with_guidance": "Quality Condition, guided (SDXL)",
     "sd2_genziqa_score": "Judge quality with GenzIQA (SD2)",
     "sdxl_best_of_n": "Best 2 of 8 at p99 (SDXL)",
+    "sdxl_regional_quality": "Regional quality (SDXL)",
+    "sdxl_block_weights": "Quality by UNet block (SDXL)",
 }
 
 # Not in a title: path separators and what Windows forbids in file names; what would cut or change the

@@ -91,7 +91,8 @@ def _mha(q, k, v, heads):
 def install_reference(model, layout: str, terms: list[tuple[dict, torch.Tensor, float]]):
     """Replace every attn2 forward of a (fresh) host model with reference decoupled attention.
 
-    terms: (state dict, per-row tokens [B, T, C] matching the host batch, scale) per adapter.
+    terms: (state dict, per-row tokens [B, T, C] matching the host batch, scale) per adapter; a scale may be
+    a function of the layer's token count giving [B or 1, N, 1] weights (a region mask).
     """
     dm = model.get_model_object("diffusion_model")
     for n, (block, idx, depth) in enumerate(EXPECTED_SITES[layout]):
@@ -105,7 +106,8 @@ def install_reference(model, layout: str, terms: list[tuple[dict, torch.Tensor, 
             out = _mha(q, k, v, attn.heads)
             for sd, toks, scale in terms:
                 wk, wv = sd[f"ip_adapter.{2 * n + 1}.to_k_ip.weight"], sd[f"ip_adapter.{2 * n + 1}.to_v_ip.weight"]
-                out = out + scale * _mha(q, toks @ wk.T, toks @ wv.T, attn.heads)
+                w = scale(q.shape[1]) if callable(scale) else scale
+                out = out + w * _mha(q, toks @ wk.T, toks @ wv.T, attn.heads)
             return attn.to_out(out)
 
         attn.forward = forward

@@ -163,6 +163,18 @@ def qc(**inputs) -> Callable[[], dict]:
     return lambda: set_in(base(), "qc", **inputs)
 
 
+def masked(kind: str, batch: int = 1, targets: str = "99") -> Callable[[], dict]:
+    """Quality Condition with a mask made from an odd image (the host's Image To Mask, red channel)."""
+
+    def build() -> dict:
+        p = set_in(base(), "qc", targets=targets, mask=["mask", 0])
+        p["mask_image"] = image(kind, batch=batch)
+        p["mask"] = {"class_type": "ImageToMask", "inputs": {"image": ["mask_image", 0], "channel": "red"}}
+        return p
+
+    return build
+
+
 def image(kind: str, size: int = 64, batch: int = 1, seed: int = 3) -> dict:
     return {
         "class_type": "IQARelOddImage",
@@ -1013,6 +1025,24 @@ CASES = [
         "IQAQualityCondition",
         ("block_weights", "middle", "-1"),
         r"give a finite number >= 0",
+    ),
+    Case("mask_nan", masked("nan"), "failed", "IQAQualityCondition", ("mask", "NaN"), r"rebuild it"),
+    Case("mask_empty", masked("empty"), "failed", "IQAQualityCondition", ("mask", "empty"), r"at least 1x1"),
+    Case(
+        "mask_over_range",
+        masked("over_range"),
+        "failed",
+        "IQAQualityCondition",
+        ("mask", "values from"),
+        r"scale it into \[0, 1\]",
+    ),
+    Case(
+        "mask_batch_fits_no_item_count",
+        masked("rgb", batch=3, targets="1; 99"),
+        "failed",
+        "IQAQualityCondition",
+        ("mask", "3 masks for 2 target items"),
+        r"one mask for the whole batch or one per item",
     ),
     # Metrics and decoders.
     Case(
