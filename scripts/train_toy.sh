@@ -37,7 +37,9 @@ weights="${TOY_WEIGHTS:-weights/toy}"
 seeds="${TOY_SEEDS:-8}"
 export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" HF_HUB_OFFLINE=1
 t_all=$SECONDS
-stage() { echo "train_toy: $1 took $((SECONDS - t)) s"; t=$SECONDS; }
+mkdir -p "$out"
+# Each stage's time, printed and kept in $out/times.txt (resumed runs add lines; the model card sums them).
+stage() { echo "train_toy: $1 took $((SECONDS - t)) s" | tee -a "$out/times.txt"; t=$SECONDS; }
 t=$SECONDS
 
 # 1. Pictures: out/toy/patches/NNNNNN.png + .txt, manifest out/toy/patches.csv (degradation of each picture).
@@ -62,6 +64,8 @@ stage "quality net and scoring"
 OMP_NUM_THREADS="$base_threads" MKL_NUM_THREADS="$base_threads" "$py" -m toy.train_base --data "$out/patches" \
   --out "$out/base" --steps "$base_steps" --seed "$base_seed" --threads "$base_threads"
 "$py" -m toy.export_base --state "$out/base/state.pt" --out "$weights/toy_base.safetensors"
+"$py" -m toy.recognize --ckpt "$weights/toy_base.safetensors" --seeds "$seeds" --out "$out/recognize" \
+  --json "$out/recognize.json"
 stage "base training"
 
 # 4. The adapter: the paper's recipe through the generic trainer, on $procs processes (DDP over gloo;
@@ -105,13 +109,13 @@ cp "$best" "$weights/toy_genziqa.safetensors"
   --labels "$out/genziqa/test.labels.csv" --json "$out/genziqa/test.json"
 stage "GenzIQA"
 
-# 6. Measure the sweep through the real host's prompt queue, and write the model card from all of it.
-"$py" scripts/toy_sweep.py --seeds "$seeds" --out "$out/sweep"
+# 6. Measure the sweep through the real host's prompt queue (two captions in the picture, every caption in the
+#    report: the paper's relative gain over scale 0, content kept, subjects shown), then write the model card.
+"$py" scripts/toy_sweep.py --seeds "$seeds" --captions all --report --out "$out/sweep"
 mkdir -p docs/images  # the README's first picture and its plot
 cp "$out/sweep/grid.png" docs/images/toy_sweep_grid.png
 cp "$out/sweep/score_vs_target.png" docs/images/toy_score_vs_target.png
-"$py" -m toy.export_base --state "$out/base/state.pt" --out "$weights/toy_base.safetensors" --finished \
-  --card "$weights/MODEL_CARD.md" --adapter-run "$out/adapter" \
-  --adapter "$weights/toy_adapter_quality.safetensors" --sweep "$out/sweep/scores.npz"
-stage "sweep and card"
+cp "$out/sweep/report.md" docs/toy_sweep_report.md
+stage "sweep"
+"$py" -m toy.card --work "$out" --weights "$weights" --out "$weights/MODEL_CARD.md"
 echo "train_toy: all stages took $((SECONDS - t_all)) s"

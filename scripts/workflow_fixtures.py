@@ -179,7 +179,9 @@ def write_tiny_genziqa(folder: Path) -> dict[str, str]:
 # -- the toy world (toy/, weights/toy): the same graphs on a trained 64 px model and a trained adapter ---------------
 TOY_WEIGHTS = REPO / "weights" / "toy"
 TOY_BASE = TOY_WEIGHTS / "toy_base.safetensors"
-TOY_ADAPTER = "toy_adapter_quality.safetensors"  # in weights/toy; make_workspace(toy=True) links it into models/iqa_adapter
+TOY_ADAPTER = (
+    "toy_adapter_quality.safetensors"  # in weights/toy; make_workspace(toy=True) links it into models/iqa_adapter
+)
 
 
 @dataclass
