@@ -1,4 +1,5 @@
-"""Hidden node pack of the toy world: "Load Toy Checkpoint (IQA-Adapter toy)".
+"""Hidden node pack of the toy world: "Load Toy Checkpoint", "Empty Toy Latent" and "Load Toy Quality Net"
+(IQA-Adapter toy).
 
 Not part of the IQA-Adapter pack's menu: like tests/fixture_nodes, this folder is mounted as its own custom
 node (scripts/workflow_host.make_workspace(toy=True), tests/conftest.py) only by the demo and the tests.
@@ -83,8 +84,54 @@ class IQAToyEmptyLatent:
         return ({"samples": empty_latent(width, height, batch_size)},)
 
 
-NODE_CLASS_MAPPINGS = {"IQAToyCheckpoint": IQAToyCheckpoint, "IQAToyEmptyLatent": IQAToyEmptyLatent}
+def _pack_module(relative: str):
+    """The IQA-Adapter pack's own loaded module of REPO/<relative> (its classes, not a second copy): the host
+    loaded the pack under the folder's name; the training tools' copy (iqa_adapter_core) is the fallback."""
+    target = (REPO / relative).resolve()
+    found = sorted(
+        (
+            name
+            for name, m in list(sys.modules.items())
+            if getattr(m, "__file__", None) and Path(m.__file__).resolve() == target
+        ),
+        key=lambda name: name.startswith("iqa_adapter_core"),
+    )
+    if not found:
+        from toy.errors import ToyError
+
+        raise ToyError(f"The IQA-Adapter pack is not loaded ({relative}): this node needs the pack beside it.")
+    return sys.modules[found[0]]
+
+
+class IQAToyQualityNet:
+    CATEGORY = "IQA-Adapter/toy"
+    RETURN_TYPES = ("IQA_MODEL",)
+    FUNCTION = "load"
+    DESCRIPTION = (
+        "The toy world's own IQA model, toy_quality (weights/toy/toy_quality_net.safetensors): a small CNN that "
+        "reads blur, impulse noise and JPEG levels of 64 px pictures; higher is better. For IQA Score, and for "
+        "Reference Quality Transfer with the toy reference adapter, whose embedding taps it."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def load(self):
+        _toy_package()
+        from toy.quality_iqa import load_iqa_model
+
+        iqa_models, metric_specs = _pack_module("guidance/iqa_models.py"), _pack_module("guidance/metric_specs.py")
+        return (load_iqa_model(iqa_models, metric_specs),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "IQAToyCheckpoint": IQAToyCheckpoint,
+    "IQAToyEmptyLatent": IQAToyEmptyLatent,
+    "IQAToyQualityNet": IQAToyQualityNet,
+}
 NODE_DISPLAY_NAME_MAPPINGS = {
     "IQAToyCheckpoint": "Load Toy Checkpoint (IQA-Adapter toy)",
     "IQAToyEmptyLatent": "Empty Toy Latent (IQA-Adapter toy)",
+    "IQAToyQualityNet": "Load Toy Quality Net (IQA-Adapter toy)",
 }
