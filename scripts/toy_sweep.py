@@ -27,8 +27,9 @@ import argparse
 import dataclasses
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -114,6 +115,28 @@ def run_sweeps(
             raise RuntimeError(f"seed {seed}: {len(paths)} images saved, expected {len(TARGETS)}")
         runs.append(list(paths))
     return runs
+
+
+@contextmanager
+def toy_server(out: Path) -> Iterator:
+    """A started host server on a fresh toy workspace (the pack, the toy's hidden nodes, the toy adapters in
+    models/iqa_adapter), logging to out/host.log; stopped and its workspace removed afterwards."""
+    if not workflow_fixtures.toy_ready():
+        raise SystemExit(
+            f"The toy weights are missing in {workflow_fixtures.TOY_WEIGHTS}: restore them from git or "
+            "run scripts/train_toy.sh"
+        )
+    from workflow_host import HostServer, make_workspace, remove_workspace
+
+    out.mkdir(parents=True, exist_ok=True)
+    ws = make_workspace(toy=True)
+    server = HostServer(ws, log_path=out / "host.log", threads=1)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        remove_workspace(ws)
 
 
 def load_images(paths: Sequence[Path]):
@@ -366,29 +389,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "out" / "toy" / "sweep")
     ap.add_argument("--no-held-out", action="store_true", help="only the trained metric")
     args = ap.parse_args(argv)
-    if not workflow_fixtures.toy_ready():
-        raise SystemExit(
-            f"The toy weights are missing in {workflow_fixtures.TOY_WEIGHTS}: restore them from git or "
-            "run scripts/train_toy.sh"
-        )
-    from workflow_host import HostServer, make_workspace, remove_workspace
-
     from toy.recognize import captions as all_captions
 
     captions = all_captions() if args.captions == ["all"] else args.captions
-    args.out.mkdir(parents=True, exist_ok=True)
-    ws = make_workspace(toy=True)
-    trained = [TRAINED_METRIC]
-    if args.adapter:
-        link = ws / "models" / "iqa_adapter" / f"sweep_{args.adapter.name}"
-        link.symlink_to(args.adapter.resolve())
-        toy = dataclasses.replace(toy, adapter=link.name)
-        trained = adapter_metrics(args.adapter)
-    server = HostServer(ws, log_path=args.out / "host.log", threads=1)
     runs, base_runs, run_captions = [], [], []
-    opts = dataclasses.replace(toy, cfg=args.cfg, uncond=args.uncond, negative_strength=args.negative_strength)
-    try:
-        server.start()
+    with toy_server(args.out) as server:
+        trained = [TRAINED_METRIC]
+        if args.adapter:
+            link = server.workspace / "models" / "iqa_adapter" / f"sweep_{args.adapter.name}"
+            link.symlink_to(args.adapter.resolve())
+            toy = dataclasses.replace(toy, adapter=link.name)
+            trained = adapter_metrics(args.adapter)
+        opts = dataclasses.replace(toy, cfg=args.cfg, uncond=args.uncond, negative_strength=args.negative_strength)
         for c in captions:
             o = dataclasses.replace(opts, text=c)
             runs += run_sweeps(server, range(args.seeds), args.scale, o)
@@ -409,9 +421,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             shown_p99, shown_base = subjects(runs, run_captions), subjects(base_runs, run_captions)
             found = [m.caption == c for m, c in zip(shown_p99, run_captions)]
             same = [a.caption == b.caption for a, b in zip(shown_p99, shown_base)]
-    finally:
-        server.stop()
-        remove_workspace(ws)
     names = [TRAINED_METRIC, "piqe", HELD_OUT_METRIC]
     labels = [label(t, scores, r, i, names) for r in shown for i, t in enumerate(TARGETS)]
     grid(first, labels, args.out / "grid.png", columns=len(TARGETS))
