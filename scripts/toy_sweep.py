@@ -200,6 +200,33 @@ def measure(
     return out
 
 
+def rounding_spread(runs: list[list[Path]], trials: int = 3, seed: int = 0) -> dict[str, float]:
+    """How far each score of measure() moves when every pixel of the saved images moves by a random -1, 0 or
+    +1 level of 255, far more than another CPU's float rounding changes a toy image: the largest change of
+    any one image's score over `trials` draws. Tests set their margins from it."""
+    import torch
+
+    flat = [p for run in runs for p in run]
+    images = load_images(flat)
+    shape = (len(runs), len(runs[0]))
+    base = measure(runs)
+    gen = torch.Generator().manual_seed(seed)
+    out = {m: 0.0 for m in base}
+    from toy.degradation_measures import measure as degradation_measures
+
+    for _ in range(trials):
+        noise = torch.randint(-1, 2, images.shape, generator=gen).float() / 255.0
+        moved = (images * 255).round().div(255).add(noise).clamp(0, 1)
+        for m in base:
+            if m in out and m in LOWER_BETTER:
+                size, dirs = (NIQE_SIZE, NIQE_DIRS) if m == HELD_OUT_METRIC else (0, ())
+                got = score_images(moved, m, size, dirs).reshape(shape)
+            else:
+                got = degradation_measures(moved.numpy())[m].reshape(shape)
+            out[m] = max(out[m], float(np.abs(got - base[m]).max()))
+    return out
+
+
 def table(scores: dict[str, np.ndarray], targets: Sequence[float] = TARGETS) -> str:
     """Median scores per target over the runs, as Markdown, each with its direction."""
     lines = [
