@@ -20,7 +20,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import toy_sweep  # noqa: E402
-import workflow_fixtures  # noqa: E402
 
 # label -> block_weights (the toy's layout: input 3, middle 0, output 2 and 3; adapter/unet_layouts.py)
 CONFIGS = {
@@ -85,19 +84,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seeds", type=int, default=4, help="seeds 0..N-1 (default 4)")
     ap.add_argument("--out", type=Path, default=toy_sweep.REPO / "out" / "toy" / "blocks")
     args = ap.parse_args(argv)
-    if not workflow_fixtures.toy_ready():
-        raise SystemExit(f"The toy weights are missing in {workflow_fixtures.TOY_WEIGHTS}.")
-    from workflow_host import HostServer, make_workspace, remove_workspace
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    ws = make_workspace(toy=True)
-    server = HostServer(ws, log_path=args.out / "host.log", threads=1)
-    try:
-        server.start()
+    with toy_sweep.toy_server(args.out) as server:
         scores = run(server, range(args.seeds))
-    finally:
-        server.stop()
-        remove_workspace(ws)
     np.savez(args.out / "scores.npz", **{k: v for k, v in scores.items()})
     print(table(scores))
     return 0

@@ -142,15 +142,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--out", type=Path, default=REPO / "out" / "toy" / "regional")
     args = ap.parse_args(argv)
-    if not workflow_fixtures.toy_ready():
-        raise SystemExit(f"The toy weights are missing in {workflow_fixtures.TOY_WEIGHTS}: run scripts/train_toy.sh")
-    from workflow_host import HostServer, make_workspace, remove_workspace
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    ws = make_workspace(toy=True)
-    server = HostServer(ws, log_path=args.out / "host.log", threads=1)
-    try:
-        server.start()
+    with toy_sweep.toy_server(args.out) as server:
         runs = run(server, range(args.seeds))
         shown = []
         for s, run_paths in enumerate(runs[:4]):
@@ -158,9 +150,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                 shown.append(args.out / f"seed{s}_item{k}.png")
                 shown[-1].write_bytes(Path(src).read_bytes())
         scores = half_scores(runs, [toy_sweep.TRAINED_METRIC, toy_sweep.HELD_OUT_METRIC])
-    finally:
-        server.stop()
-        remove_workspace(ws)
     labels = [f"seed {i // 2}\np{HIGH} {'left' if i % 2 == 0 else 'right'}" for i in range(len(shown))]
     toy_sweep.grid(shown, labels, args.out / "regional.png", columns=4)
     np.savez(args.out / "scores.npz", **scores)

@@ -27,8 +27,9 @@ import argparse
 import dataclasses
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -116,6 +117,28 @@ def run_sweeps(
     return runs
 
 
+@contextmanager
+def toy_server(out: Path) -> Iterator:
+    """A started host server on a fresh toy workspace (the pack, the toy's hidden nodes, the toy adapters in
+    models/iqa_adapter), logging to out/host.log; stopped and its workspace removed afterwards."""
+    if not workflow_fixtures.toy_ready():
+        raise SystemExit(
+            f"The toy weights are missing in {workflow_fixtures.TOY_WEIGHTS}: restore them from git or "
+            "run scripts/train_toy.sh"
+        )
+    from workflow_host import HostServer, make_workspace, remove_workspace
+
+    out.mkdir(parents=True, exist_ok=True)
+    ws = make_workspace(toy=True)
+    server = HostServer(ws, log_path=out / "host.log", threads=1)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        remove_workspace(ws)
+
+
 def load_images(paths: Sequence[Path]):
     """Saved PNGs as one host IMAGE batch [N, H, W, 3] in [0, 1]."""
     import torch
@@ -174,6 +197,33 @@ def measure(
         out[m] = score_images(images, m, size, dirs).reshape(shape)
     if held_out:
         out.update({k: v.reshape(shape) for k, v in degradation_measures(images.numpy()).items()})
+    return out
+
+
+def rounding_spread(runs: list[list[Path]], trials: int = 3, seed: int = 0) -> dict[str, float]:
+    """How far each score of measure() moves when every pixel of the saved images moves by a random -1, 0 or
+    +1 level of 255, far more than another CPU's float rounding changes a toy image: the largest change of
+    any one image's score over `trials` draws. Tests set their margins from it."""
+    import torch
+
+    flat = [p for run in runs for p in run]
+    images = load_images(flat)
+    shape = (len(runs), len(runs[0]))
+    base = measure(runs)
+    gen = torch.Generator().manual_seed(seed)
+    out = {m: 0.0 for m in base}
+    from toy.degradation_measures import measure as degradation_measures
+
+    for _ in range(trials):
+        noise = torch.randint(-1, 2, images.shape, generator=gen).float() / 255.0
+        moved = (images * 255).round().div(255).add(noise).clamp(0, 1)
+        for m in base:
+            if m in out and m in LOWER_BETTER:
+                size, dirs = (NIQE_SIZE, NIQE_DIRS) if m == HELD_OUT_METRIC else (0, ())
+                got = score_images(moved, m, size, dirs).reshape(shape)
+            else:
+                got = degradation_measures(moved.numpy())[m].reshape(shape)
+            out[m] = max(out[m], float(np.abs(got - base[m]).max()))
     return out
 
 
@@ -355,36 +405,37 @@ def main(argv: Optional[list[str]] = None) -> int:
         "--negative-strength", type=float, default=toy.negative_strength, help="k of -k x target (negative quality)"
     )
     ap.add_argument("--cfg", type=float, default=toy.cfg, help=f"KSampler cfg (default {toy.cfg:g})")
+    ap.add_argument(
+        "--adapter",
+        type=Path,
+        help="another adapter file to sweep (linked into the host's models/iqa_adapter; its header names the "
+        f"trained metric); default weights/toy/{toy.adapter}",
+    )
     ap.add_argument("--picture", type=int, default=2, help="captions shown in grid.png, a row each (default 2)")
     ap.add_argument("--report", action="store_true", help="also sweep at scale 0 and write report.md")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "toy" / "sweep")
     ap.add_argument("--no-held-out", action="store_true", help="only the trained metric")
     args = ap.parse_args(argv)
-    if not workflow_fixtures.toy_ready():
-        raise SystemExit(
-            f"The toy weights are missing in {workflow_fixtures.TOY_WEIGHTS}: restore them from git or "
-            "run scripts/train_toy.sh"
-        )
-    from workflow_host import HostServer, make_workspace, remove_workspace
-
     from toy.recognize import captions as all_captions
 
     captions = all_captions() if args.captions == ["all"] else args.captions
-    args.out.mkdir(parents=True, exist_ok=True)
-    ws = make_workspace(toy=True)
-    server = HostServer(ws, log_path=args.out / "host.log", threads=1)
     runs, base_runs, run_captions = [], [], []
-    opts = dataclasses.replace(toy, cfg=args.cfg, uncond=args.uncond, negative_strength=args.negative_strength)
-    try:
-        server.start()
+    with toy_server(args.out) as server:
+        trained = [TRAINED_METRIC]
+        if args.adapter:
+            link = server.workspace / "models" / "iqa_adapter" / f"sweep_{args.adapter.name}"
+            link.symlink_to(args.adapter.resolve())
+            toy = dataclasses.replace(toy, adapter=link.name)
+            trained = adapter_metrics(args.adapter)
+        opts = dataclasses.replace(toy, cfg=args.cfg, uncond=args.uncond, negative_strength=args.negative_strength)
         for c in captions:
             o = dataclasses.replace(opts, text=c)
             runs += run_sweeps(server, range(args.seeds), args.scale, o)
             run_captions += [c] * args.seeds
             if args.report:
                 base_runs += run_sweeps(server, range(args.seeds), 0.0, o)
-        scores = measure(runs, held_out=not args.no_held_out)
-        base = measure(base_runs, held_out=not args.no_held_out) if args.report else {}
+        scores = measure(runs, held_out=not args.no_held_out, trained=trained)
+        base = measure(base_runs, held_out=not args.no_held_out, trained=trained) if args.report else {}
         kept = content_kept(runs) if args.report else {}
         shown = [i * args.seeds for i in range(min(args.picture, len(captions)))]  # seed 0 of each caption
         first = []
@@ -397,9 +448,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             shown_p99, shown_base = subjects(runs, run_captions), subjects(base_runs, run_captions)
             found = [m.caption == c for m, c in zip(shown_p99, run_captions)]
             same = [a.caption == b.caption for a, b in zip(shown_p99, shown_base)]
-    finally:
-        server.stop()
-        remove_workspace(ws)
     names = [TRAINED_METRIC, "piqe", HELD_OUT_METRIC]
     labels = [label(t, scores, r, i, names) for r in shown for i, t in enumerate(TARGETS)]
     grid(first, labels, args.out / "grid.png", columns=len(TARGETS))

@@ -1,220 +1,273 @@
-"""The toy base model's model card, written from the training state it was exported from, so the numbers
-in weights/toy/MODEL_CARD.md always match weights/toy/toy_base.safetensors."""
+"""The toy world's model card (weights/toy/MODEL_CARD.md), written from what the runs left behind, so that
+every number in it matches the shipped files: the base's training state, the quality net's header, the
+adapter's and GenzIQA's run folders, the sweep (scripts/toy_sweep.py), the recognizability check
+(toy.recognize --json) and the stage times of scripts/train_toy.sh.
+
+    python -m toy.card --work out/toy --weights weights/toy --out weights/toy/MODEL_CARD.md
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
 from pathlib import Path
+from typing import Optional
 
 from .model import DEFAULT_UNET
+from .patches import BLUR_SIGMA_MAX, FRAME, IMPULSE_MAX, JPEG_QUALITY, P_CLEAN, SIZE
 from .sources import SOURCES
 
-# Earlier base runs, stopped (toy/unet.py has the measurements).
-HISTORY = (
-    "- History: earlier runs were stopped: one for a pixel-order bug in the re-packing; one (96 channels, "
-    "2000 steps) without an eps skip, whose samples stayed noise; two (64 channels, 2750 and 3000 steps, "
-    "each with an adapter trained on it) with the skip at c = 1 and at c(sigma), on patches with gaussian "
-    "noise. Both removed little noise at low sigma (x0 RMSE / sigma 0.60 at sigma 0.2, 0.85 at 0.05), so "
-    "their samples stayed grainy at every target and the adapter moved PIQE by under 2 points. This run "
-    "adds the pixel refiner and trains on impulse, not gaussian, noise (toy/unet.py, toy/patches.py)."
+BASE, NET, ADAPTER, GENZIQA = (
+    "toy_base.safetensors",
+    "toy_quality_net.safetensors",
+    "toy_adapter_quality.safetensors",
+    "toy_genziqa.safetensors",
 )
 
 
-def _speed(loss_csv: Path) -> str:
-    """Median and range of the logged training speed."""
-    if not loss_csv.is_file():
-        return "speed not logged"
-    v = sorted(float(r["img_per_s"]) for r in csv.DictReader(loss_csv.open()))
-    if not v:
-        return "speed not logged"
-    return f"median {v[len(v) // 2]:.1f} images/s, {v[0]:.1f}-{v[-1]:.1f}"
+def _file_line(path: Path, what: str) -> str:
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"| `{path.name}` | {path.stat().st_size / 1e6:.2f} MB | `{sha[:16]}` | {what} |"
 
 
-def _loss_summary(loss_csv: Path, last: int = 500) -> tuple[float | None, int]:
-    """Mean per-step loss over the last `last` logged steps, and the number of rows it averages."""
-    if not loss_csv.is_file():
-        return None, 0
-    rows = list(csv.DictReader(loss_csv.open()))
-    if not rows:
-        return None, 0
-    end = int(rows[-1]["step"])
-    tail = [float(r["loss"]) for r in rows if int(r["step"]) > end - last]
-    return sum(tail) / len(tail), len(tail)
+def _rows(path: Path) -> list[dict]:
+    return list(csv.DictReader(path.open())) if path.is_file() else []
 
 
-def _data_summary(data: Path) -> str:
-    """Counts of the degradations in the built set, from its manifest (data.parent/<name>.csv)."""
-    manifest = data.parent / f"{data.name}.csv"
-    if not manifest.is_file():
-        return ""
-    rows = list(csv.DictReader(manifest.open()))
-    on = [[float(r[k]) > 0 for k in ("blur", "noise", "jpeg")] for r in rows]
-    return (
-        f" In the built set ({len(rows)} patches): {sum(not any(o) for o in on)} clean, "
-        f"{sum(o[0] for o in on)} blurred, {sum(o[1] for o in on)} noisy, {sum(o[2] for o in on)} JPEG, "
-        f"{sum(sum(o) >= 2 for o in on)} with two or three degradations."
-    )
+def _loss_ends(rows: list[dict], window: int) -> tuple[float, float]:
+    """Mean logged loss over the first and the last `window` rows."""
+    head, tail = [float(r["loss"]) for r in rows[:window]], [float(r["loss"]) for r in rows[-window:]]
+    return sum(head) / max(len(head), 1), sum(tail) / max(len(tail), 1)
 
 
-def _run_line(run: Path, stage: str) -> tuple[str, dict, float]:
-    """One training run of the adapter: its command line, settings and compute time (from run.json and loss.csv)."""
-
-    settings = json.loads((run / "run.json").read_text())
-    rows = list(csv.DictReader((run / "loss.csv").open()))
-    last = rows[-1] if rows else {}
-    tail = [float(r["loss"]) for r in rows[-200:]]
-    head = [float(r["loss"]) for r in rows[:50]]
-    init = f" --init-adapter {settings['init_adapter']}" if settings.get("init_adapter") else ""
-    line = (
-        f"- {stage}: `python -m training train --plugin toy --base {settings['base']} --data out/toy/patches --scores "
-        f"out/toy/scores.parquet --metrics {' '.join(settings['metrics'])} --resolution {settings['resolution']} "
-        f"--batch-size {settings['batch_size']} --lr {settings['lr']} --steps {last.get('step')} --seed "
-        f"{settings['seed']}{init}` on {settings['world_size']} process(es) (one CPU thread each; global batch "
-        f"{settings['batch_size'] * settings['world_size']}): {float(last.get('seconds', 0)) / 60:.1f} min for "
-        f"{last.get('step')} steps. Loss (epsilon MSE): mean {sum(head) / max(len(head), 1):.4f} over its first "
-        f"{len(head)} logged steps, {sum(tail) / max(len(tail), 1):.4f} over its last {len(tail)}."
-    )
-    return line, settings, float(last.get("seconds", 0))
+def _json(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
-def adapter_section(runs: list[Path], adapter: Path, sweep: Path | None = None) -> str:
-    """The toy IQA-Adapter's part of the card, from its training run folder(s) (in order, if it was fine-tuned), the exported
-    file and (optionally) the scores.npz of scripts/toy_sweep.py."""
-    import numpy as np
+def stage_times(path: Path) -> dict[str, float]:
+    """scripts/train_toy.sh's "train_toy: <stage> took N s" lines, summed per stage over resumed runs."""
+    out: dict[str, float] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.startswith("train_toy: ") and " took " in line and line.endswith(" s"):
+                stage, secs = line[len("train_toy: ") :].rsplit(" took ", 1)
+                out[stage] = out.get(stage, 0.0) + float(secs[:-2])
+    return out
 
-    sha = hashlib.sha256(adapter.read_bytes()).hexdigest()
-    stages = [_run_line(r, f"Stage {i + 1}" if len(runs) > 1 else "Training") for i, r in enumerate(runs)]
-    settings = stages[-1][1]
-    lines = [
-        "# Toy IQA-Adapter (PIQE)",
-        "",
-        f"- File: `weights/toy/{adapter.name}` ({adapter.stat().st_size / 1e3:.1f} kB, fp16, sha256 `{sha[:16]}…`), "
-        "the IP-Adapter flat format that Load IQA-Adapter reads, with the metadata and the training set's "
-        "normalisation table in its header (so its percentiles are those of the toy patches, quality "
-        "percentiles: PIQE is lower-is-better, so p99 is a low PIQE).",
-        f"- Recipe (the paper's, through the pack's generic trainer): {settings['proj']} projection, "
-        f"{settings['num_tokens']} quality tokens, z-scored PIQE, use_flag {settings['use_flag']}, pos_encode_L "
-        f"{settings['pos_encode_L']}; dropout quality 1 %, text 5 %, both 1 %; AdamW, weight decay "
-        f"{settings['weight_decay']}. The learning rate is 10x the official 1e-4, a toy-scale choice so that CPU "
-        "runs of under an hour converge.",
-        "- Scores: `python -m training score --data out/toy/patches --metrics piqe --size 0` (pyiqa's PIQE, no "
-        "weight file, at the native 64 px).",
-        *[line for line, _, _ in stages],
-        f"- Export: `python -m training export --checkpoint {runs[-1]} --out weights/toy/{adapter.name} --dtype fp16`.",
+
+def header(weights: Path, times: dict[str, float]) -> list[str]:
+    files = [
+        (BASE, "the base: a 64 px diffusion model of the photos below, with a word-table text encoder"),
+        (NET, "the toy's own IQA metric, `toy_quality`: reads blur, impulse noise and JPEG levels"),
+        (ADAPTER, "the IQA-Adapter on `toy_quality`, trained on the base"),
+        (GENZIQA, "a GenzIQA file for the base, trained on degradation labels"),
     ]
-    if sweep is not None and sweep.is_file():
-        data = np.load(sweep)
-        targets = [f"{t:g}" for t in data["targets"]]  # written by scripts/toy_sweep.py beside the scores
-        run = json.loads(str(data["settings"])) if "settings" in data.files else {}
-        settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in run.items() if k != "seeds")
-        lines += [
-            "",
-            "## Measured (scripts/toy_sweep.py: the proof test's measurement)",
-            "The quality sweep example on the toy through the real host's prompt queue, every target from "
-            "the same noise, one run per seed; median over seeds (lower is better for both metrics; NIQE "
-            "is held out, the images upscaled 3x bicubically for its 96 px blocks)"
-            + (f". Settings: {settings}." if settings else ":"),
-            "",
-            "| metric | " + " | ".join(f"p{t}" for t in targets) + " | seeds where p99 beats p1 |",
-            "|---|" + "---|" * (len(targets) + 1),
-        ]
-        for m in [f for f in data.files if f not in ("targets", "settings")]:
-            v = data[m]
-            lines.append(
-                f"| {m} ({v.shape[0]} seeds) | "
-                + " | ".join(f"{x:.2f}" for x in np.median(v, 0))
-                + f" | {int((v[:, -1] < v[:, 0]).sum())}/{v.shape[0]} |"
-            )
+    total = sum(times.values())
+    took = (
+        f" The last full run took {total / 60:.0f} min on the project's 2-core machine ("
+        + ", ".join(f"{k} {v / 60:.0f} min" for k, v in times.items())
+        + ")."
+        if times
+        else ""
+    )
+    return [
+        "# The toy world",
+        "",
+        "Everything here was trained by this project's code, on CPU, from photos that ship inside Python wheels,",
+        "so that the IQA-Adapter can be trained, proven and shown end to end with no downloaded model. It is a",
+        "toy: 64x64 pixels, 12 photos, a few MB. Retrain it all with `scripts/train_toy.sh` (deterministic from",
+        f"its seeds up to the CPU's float rounding; every stage resumes).{took}",
+        "",
+        "| file | size | sha256 | what |",
+        "|---|---|---|---|",
+        *[_file_line(weights / f, what) for f, what in files if (weights / f).is_file()],
+        "",
+        "## Photos",
+        "",
+        "| id | file (wheel) | caption | licence as stated by the shipping package |",
+        "|---|---|---|---|",
+        *[f"| {s.name} | {s.package} `{s.file}` | {s.caption} | {s.licence} |" for s in SOURCES],
+        "",
+        "## Pictures",
+        "",
+        f"`python -m toy.patches --count N --seed S`: each picture frames most of one photo (a square of "
+        f"{FRAME[0]:.0%}-{FRAME[1]:.0%} of its short side at a random place, area-downscaled to {SIZE} px, mirrored "
+        f'half the time), captioned "a photo of <subject>". It is clean with probability {P_CLEAN:g}; else a '
+        "severity s ~ U(0, 1) and a non-empty random subset of the degradations, one at level s and the others at "
+        f"s x U(0.5, 1): gaussian blur (sigma up to {BLUR_SIGMA_MAX:g} px), impulse noise (up to {IMPULSE_MAX:.0%} "
+        f"of the pixels set black or white) and JPEG (quality {JPEG_QUALITY[0]} down to {JPEG_QUALITY[1]}). So "
+        "1 - s, the quality label, is uniform from ruined to clean.",
+    ]
+
+
+def base_section(state: dict, loss_csv: Path, recognized: Optional[dict]) -> list[str]:
+    args = state.get("args") or {}
+    step, secs = state["step"], state.get("train_seconds", 0.0)
+    rows = _rows(loss_csv)
+    first, last = _loss_ends(rows, 4) if rows else (float("nan"), float("nan"))
+    rec = (
+        f"- Recognizable: {recognized['recognized']}/{recognized['total']} samples "
+        f"({recognized['recognized'] / recognized['total']:.0%}; {recognized['seeds']} seeds per caption, "
+        f"{recognized['steps']} Euler steps, cfg {recognized['cfg']:g}, no adapter) are closest, by SSIM of 32 px "
+        "grey copies, to a framing of their own caption's photo (`python -m toy.recognize --seeds "
+        f"{recognized['seeds']} --json ...`; per caption: "
+        + ", ".join(f"{c.removeprefix('a photo of ')} {n}" for c, n in recognized["per_caption"].items())
+        + "). It learns these photos by heart, which is what a toy needs: a subject a person can recognise."
+        if recognized
+        else "- Recognizability: not measured for this file."
+    )
+    return [
+        "",
+        "# Toy base model",
+        "",
+        "- Denoiser: the host's own `UNetModel` (ComfyUI `openaimodel`) inside `comfy.model_base.BaseModel`, EPS",
+        "  prediction, the host's `ModelSamplingDiscrete` (SD1.5 scaled-linear schedule), a pixel refiner on the",
+        f"  full image (toy/unet.py). Config: `{DEFAULT_UNET}`, refiner {state['config'].get('refine', 0)} channels.",
+        "- Latent: space-to-depth by 8 of the image in [-1, 1] (ToyVAE, exact, no parameters). Text: a learned",
+        "  word table (ToyCLIP) over the captions' words; 10 % of training captions empty, for CFG.",
+        '- Load: the hidden node "Load Toy Checkpoint (IQA-Adapter toy)" (`toy/nodes`, mounted by the demo and',
+        "  the tests), or `toy.model.load_toy_checkpoint(path)`.",
+        f"- Training: `python -m toy.train_base --data {args.get('data')} --steps {step} --seed {args.get('seed')} "
+        f"--threads {args.get('threads')}` (batch {args.get('batch')}, AdamW lr {args.get('lr')}, "
+        f"{args.get('warmup')} warm-up steps, EMA {args.get('ema')}; exported: the EMA weights in fp16): "
+        f"{secs / 3600:.2f} h of compute for {step} steps ({step * int(args.get('batch') or 0)} pictures).",
+        f"- Loss (epsilon MSE, logged every 50 steps): {first:.4f} over the first 4 logs, {last:.4f} over the last 4.",
+        rec,
+    ]
+
+
+def net_section(net: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(net), "pt") as f:
+        meta = json.loads((f.metadata() or {})["toy_quality_net"])
+    srcc, (first, last) = meta["val_srcc"], meta["loss_first_last"]
+    return [
+        "",
+        "# Toy quality net (`toy_quality`)",
+        "",
+        "A small CNN (toy/quality_net.py) that reads the three degradation levels of a 64 px toy picture;",
+        "`toy_quality` = 100 x (1 - the largest level), higher is better. The offline pyiqa metrics are blind to",
+        "part of the toy's degradations at 64 px (PIQE against the level on single-degradation pictures: blur SRCC",
+        "0.79, noise 0.71, JPEG -0.10), so the adapter trains on this one, and PIQE and NIQE stay held out.",
+        f"- Training: `python -m toy.quality_net train --steps {meta['steps']}` (width {meta['width']}, seed "
+        f"{meta['seed']}) on its own pictures (`{meta['train_pictures']}`), validated on `{meta['val_pictures']}`: "
+        f"{meta['train_seconds'] / 60:.0f} min; loss (MSE of the levels) {first:.4f} over the first "
+        f"{meta['loss_window']} steps, {last:.4f} over the last.",
+        f"- Validation SRCC against the true level: blur {srcc['blur']:.3f}, noise {srcc['noise']:.3f}, JPEG "
+        f"{srcc['jpeg']:.3f}; `toy_quality` against 1 - the largest level {srcc['toy_quality']:.3f}.",
+    ]
+
+
+def adapter_section(run: Path, sweep: Path) -> list[str]:
+    settings = json.loads((run / "run.json").read_text())
+    rows = _rows(run / "loss.csv")
+    first, last = _loss_ends(rows, 50)
+    steps, secs = rows[-1]["step"], float(rows[-1]["seconds"])
+    flag = " --use-flag" if settings.get("use_flag") else ""
+    lines = [
+        "",
+        "# Toy IQA-Adapter (`toy_quality`)",
+        "",
+        "The paper's recipe through the pack's generic trainer: "
+        f"{settings['proj']} projection, {settings['num_tokens']} quality tokens, the z-scored `toy_quality` of "
+        f"every training picture, use_flag {settings['use_flag']} (the official script's default), dropout of "
+        "the quality vector 1 %, of the text 5 %, of both 1 %; AdamW. The header holds the metadata and the "
+        "pictures' score table, so its percentiles are those of the toy pictures.",
+        f"- Training: `python -m training train --plugin toy --base weights/toy/{BASE} --data out/toy/patches "
+        f"--scores out/toy/scores.parquet --metrics {' '.join(settings['metrics'])}{flag} --resolution "
+        f"{settings['resolution']} --batch-size {settings['batch_size']} --lr {settings['lr']} --steps {steps} "
+        f"--seed {settings['seed']}` on {settings['world_size']} processes (global batch "
+        f"{settings['batch_size'] * settings['world_size']}): {secs / 60:.0f} min. The learning rate is 10x the "
+        "official 1e-4, so that a CPU run of under an hour converges.",
+        f"- Loss (epsilon MSE): {first:.4f} over the first 50 logged steps, {last:.4f} over the last 50.",
+    ]
+    report = sweep / "report.md"
+    if report.is_file():
+        body = report.read_text().split("\n", 1)[1].strip()  # without its own title
+        lines += ["", "## Measured (scripts/toy_sweep.py --report, through the real host's prompt queue)", "", body]
+    return lines
+
+
+def genziqa_section(work: Path) -> list[str]:
+    run = work / "genziqa" / "run"
+    settings = _json(run / "run.json") or {}
+    test = _json(work / "genziqa" / "test.json")
+    vals = sorted(
+        ((int(p.stem[3:]), json.loads(p.read_text())) for p in (work / "genziqa").glob("val*.json")),
+        key=lambda v: v[0],
+    )
+    rows = _rows(run / "loss.csv")
+    lines = [
+        "",
+        "# Toy GenzIQA (degradation labels)",
+        "",
+        "A GenzIQA file (docs/genziqa.md) trained on the toy base, labels MOS = 100 x (1 - the largest "
+        "degradation level): pictures `python -m toy.genziqa_data` at seed 0 (4000, training), 1 (300, "
+        "validation: it chose the number of steps) and 2 (300, test: no choice has seen it).",
+    ]
+    if settings:
+        lines.append(
+            f"- Training: `python -m training genziqa-train --plugin toy --base weights/toy/{BASE} --steps N "
+            f"--batch-size {settings.get('batch_size')} --resolution {settings.get('resolution')} --lr "
+            f'{settings.get("lr")} --max-timestep {settings.get("max_timestep")} --prompts "a photo" "of"` '
+            '(the toy\'s vocabulary has no "good" or "bad"), one run exported at each step budget.'
+        )
+    if rows:
+        first, last = _loss_ends(rows, 100)
+        lines.append(
+            f"- Loss (MSE against the standardised MOS): {first:.3f} over the first 100 logged steps, {last:.3f} "
+            f"over the last 100; {float(rows[-1]['seconds']) / 60:.0f} min for {rows[-1]['step']} steps."
+        )
+    if vals:
+        best = max(vals, key=lambda v: v[1]["genziqa"]["srcc"])
+        lines.append(
+            "- Validation SRCC by steps: "
+            + ", ".join(f"{s}: {v['genziqa']['srcc']:.3f}" for s, v in vals)
+            + f"; shipped: {best[0]} steps."
+        )
+    if test:
+        niqe = f"; NIQE on the same labels SRCC {test['niqe']['srcc']:.3f}" if "niqe" in test else ""
+        lines.append(
+            f"- Test ({test['images']} pictures, seed 2): SRCC {test['genziqa']['srcc']:.3f}, PLCC "
+            f"{test['genziqa']['plcc']:.3f}{niqe} (`scripts/genziqa_toy_eval.py`). The goal was SRCC >= 0.8."
+        )
+    return lines
+
+
+def build_card(work: Path, weights: Path) -> str:
+    import torch
+
+    times = stage_times(work / "times.txt")
+    state = torch.load(work / "base" / "state.pt", map_location="cpu", weights_only=False)
+    lines = header(weights, times)
+    lines += base_section(state, work / "base" / "loss.csv", _json(work / "recognize.json"))
+    if (weights / NET).is_file():
+        lines += net_section(weights / NET)
+    if (work / "adapter" / "run.json").is_file():
+        lines += adapter_section(work / "adapter", work / "sweep")
+    lines += genziqa_section(work)
+    lines += [
+        "",
+        "# Limits",
+        "",
+        "A toy: 12 subjects at 64x64 pixels, learned by heart. It exists to show, in pictures a person can read",
+        "and numbers a test can check, that an IQA-Adapter steers quality; its pictures are not photographs.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_card(
-    path: Path, state: dict, weights: Path, loss_csv: Path, still_training: bool, ema: bool = True, adapter: str = ""
-) -> Path:
-    args = state.get("args") or {}
-    step, secs = state["step"], state.get("train_seconds", 0.0)
-    mean_loss, n = _loss_summary(loss_csv)
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    n_params = sum(v.numel() for k, v in state["ema"]["unet"].items()) + sum(
-        v.numel() for v in state["ema"]["text"].values()
-    )
-    photos = "\n".join(f"| {s.name} | {s.package} `{s.file}` | {s.caption} | {s.licence} |" for s in SOURCES)
-    status = (
-        "**Training was still running when this file was exported**; re-export later (below) for a better model."
-        if still_training
-        else "Training had finished when this file was exported."
-    )
-    kind = (
-        "EMA (decay 0.999)"
-        if ema
-        else "the raw weights (not the EMA, which this early still carries much of the initialisation)"
-    )
-    loss_line = (
-        f"{state.get('loss_ema'):.4f} (exponential moving average of the per-step loss, factor 0.99); "
-        f"mean of the last {n} logged steps {mean_loss:.4f}"
-        if state.get("loss_ema") is not None and mean_loss is not None
-        else "not logged"
-    )
-    text = f"""# Toy base model (IQA-Adapter toy world)
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m toy.card", description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("out/toy"), help="scripts/train_toy.sh's TOY_OUT")
+    ap.add_argument("--weights", type=Path, default=Path("weights/toy"))
+    ap.add_argument("--out", type=Path, default=Path("weights/toy/MODEL_CARD.md"))
+    a = ap.parse_args(argv)
+    a.out.write_text(build_card(a.work, a.weights))
+    print(a.out)
 
-A tiny pixel-space diffusion model trained from scratch on CPU, so that the IQA-Adapter can be trained and
-proven end to end without any downloaded model. It makes 64x64 RGB images of degraded photo patches, from
-clean to ruined (blur, noise, JPEG).
 
-- File: `weights/toy/toy_base.safetensors` ({weights.stat().st_size / 1e6:.2f} MB, fp16, sha256 `{sha[:16]}…`).
-  Header key `iqa_toy`: the config (UNet, vocabulary, token count); `iqa_toy_training`: step and run arguments.
-- Load: `toy.model.load_toy_checkpoint(path)` -> (ModelPatcher, ToyCLIP, ToyVAE), or the hidden node
-  "Load Toy Checkpoint (IQA-Adapter toy)" (`toy/nodes`, mounted only by the demo and the tests). Start from
-  "Empty Toy Latent (IQA-Adapter toy)" 64x64 (on upstream ComfyUI, Empty Latent Image 64x64 works too).
-- Weights: {kind} of step {step}. {status}
-{HISTORY}
-
-## Model
-- Denoiser: the host's own `UNetModel` (ComfyUI `openaimodel`) inside `comfy.model_base.BaseModel`, EPS
-  prediction, the host's `ModelSamplingDiscrete` (SD1.5 scaled-linear schedule, 1000 steps). {n_params / 1e6:.2f}M
-  parameters (UNet and text table). Config: `{DEFAULT_UNET}`.
-- Latent: space-to-depth by 8 of the image in [-1, 1] (8x8x192 for 64x64); exact, no parameters (ToyVAE).
-  The UNet re-packs it to 16x16x48 on entry (toy/unet.py says why) and back on exit.
-- Pixel refiner: {state["config"].get("refine", 0)} channels, three 3x3 convolutions at the full 64x64 image, given the noisy
-  image, the UNet's noise estimate and log sigma; it adds a correction to eps (toy/unet.py says why).
-- Text: lowercased words -> a learned 64-wide embedding table plus position embeddings, 8 tokens, unknown
-  words -> UNK (ToyCLIP). Vocabulary: the 13 captions below. 10 % of training captions were empty, for CFG.
-- attn2 sites for the IQA-Adapter: ('input', 3, 0), ('output', 2, 0), ('output', 3, 0), ('middle', 0, 0).
-
-## Data
-64x64 patches (`python -m toy.patches --count 20000 --seed 0`): random crops of 64-256 px regions of the photos
-below, area-downscaled to 64 px, randomly mirrored, flat crops rejected (grey std < 0.035 or mean gradient
-< 0.012). Each patch is clean with probability 0.15, else degraded by a random non-empty subset of
-{{gaussian blur sigma 0-3 px, impulse noise on 0-15 % of the pixels (black or white), JPEG quality 95-5}},
-each at a uniform level 0.05-1 (impulse, not gaussian, noise: toy/patches.py says why).{_data_summary(Path(args.get("data") or "out/toy/patches"))} Captions: "a photo of <subject>".
-
-| id | file (wheel) | caption | licence as stated by the shipping package |
-|---|---|---|---|
-{photos}
-
-Packages: scikit-image 0.26.0 (`skimage/data`), matplotlib 3.11.2 (`mpl-data/sample_data`).
-
-## Training
-- `python -m toy.train_base --data {args.get("data")} --out {args.get("out")} --steps {step} --threads {args.get("threads")} --seed {args.get("seed")} --lr {args.get("lr")} --warmup {args.get("warmup")}`
-  (batch {args.get("batch")}, AdamW lr {args.get("lr")} after {args.get("warmup")} warm-up steps, weight decay
-  {args.get("weight_decay")}, gradient clip {args.get("clip")}, EMA {args.get("ema")}, text dropout {args.get("text_dropout")}).
-- Seeds: patches 0, base 0 (weights, batch order, noise and timesteps all derive from them).
-- Training time so far: {secs / 3600:.2f} h of compute on {args.get("threads")} CPU thread(s) (shared with other jobs:
-  {_speed(loss_csv)}) for {step} steps ({step * int(args.get("batch") or 0)} images).
-- Final loss: {loss_line}. Epsilon MSE, uniform timesteps; it starts at 1.0.
-
-## Reproduce
-- Everything from scratch: `scripts/train_toy.sh` (patches, base training, export; `TOY_BASE_STEPS={step}`
-  reproduces this file's step; the learning rate is constant after warm-up, so the state at step N does
-  not depend on --steps).
-- Re-export from a (running) training: `python -m toy.export_base --state out/toy/base/state.pt --out
-  weights/toy/toy_base.safetensors --card weights/toy/MODEL_CARD.md`.
-
-## Limits
-A toy: 13 subjects, 64x64 pixels, a few MB. It exists to show that an IQA-Adapter steers quality; its
-images are not meant to look like photographs at any size.
-"""
-    path.write_text(text + ("\n" + adapter if adapter else ""))
-    return path
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,7 @@ picture shows its caption's subject when that source has the caption (the motorc
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cfg", type=float, default=3.0)
     ap.add_argument("--out", type=Path, default=Path("out/toy/recognize"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=Path, help="also write the counts per caption here (the model card quotes them)")
     a = ap.parse_args(argv)
     import torch
     from PIL import Image
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     model, clip, vae = load_toy_checkpoint(a.ckpt)
     a.out.mkdir(parents=True, exist_ok=True)
-    total, hits = 0, 0
+    total, hits, per_caption = 0, 0, {}
     for i, c in enumerate(captions()):
         imgs = [sample(model, clip, vae, c, 1, seed, a.steps, a.cfg)[0].numpy() for seed in range(a.seeds)]
         frac, matches = recognized_fraction(imgs, [c] * len(imgs))
@@ -124,9 +126,13 @@ def main(argv: list[str] | None = None) -> None:
         Image.fromarray(sheet).resize((sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST).save(
             a.out / f"{i:02d}_{c.replace(' ', '_')}.png"
         )
+        per_caption[c] = sum(m.caption == c for m in matches)
         wrong = ", ".join(sorted({m.caption for m in matches if m.caption != c}))
         print(f"{c}: {frac:.0%} recognized" + (f" (else: {wrong})" if wrong else ""))
     print(f"all: {hits}/{total} = {hits / total:.1%} recognized; sheets in {a.out}")
+    if a.json:
+        settings = {"ckpt": str(a.ckpt), "seeds": a.seeds, "steps": a.steps, "cfg": a.cfg}
+        a.json.write_text(json.dumps({"recognized": hits, "total": total, "per_caption": per_caption, **settings}))
 
 
 if __name__ == "__main__":
