@@ -22,15 +22,16 @@ def main() -> None:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     A = pack.adapter
-    # (label, latent side, query tokens at this level, heads, head dim, text width): SDXL 1024 px and SD1.5 512 px
+    # (label, latent side, query tokens at this level, heads, head dim): SDXL 1024 px and SD1.5 512 px; the
+    # patch gets the text K/V already projected to the layer's width, 77 tokens
     shapes = [
-        ("SDXL 1024px, level 1 (640 wide)", 128, 4096, 10, 64, 2048),
-        ("SDXL 1024px, level 2 (1280 wide)", 128, 1024, 20, 64, 2048),
-        ("SD1.5 512px, level 0 (320 wide)", 64, 4096, 8, 40, 768),
-        ("SD1.5 512px, level 2 (1280 wide)", 64, 256, 8, 160, 768),
+        ("SDXL 1024px, level 1 (640 wide)", 128, 4096, 10, 64),
+        ("SDXL 1024px, level 2 (1280 wide)", 128, 1024, 20, 64),
+        ("SD1.5 512px, level 0 (320 wide)", 64, 4096, 8, 40),
+        ("SD1.5 512px, level 2 (1280 wide)", 64, 256, 8, 160),
     ]
     rows = []
-    for label, side, n, h, d, ctx in shapes:
+    for label, side, n, h, d in shapes:
         g = torch.Generator().manual_seed(0)
         c = h * d
         kv = A.model.LayerKV((torch.randn(1, 2, c, generator=g),), (torch.randn(1, 2, c, generator=g),))

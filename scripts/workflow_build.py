@@ -126,23 +126,16 @@ def _same_noise(g: Graph, latent):
     )
 
 
-def _adapter_and_condition(g: Graph, model, targets: str, title=None, **optional):
-    loader = g.add(
-        "IQAAdapterLoader",
-        (COL["a"], 60),
-        size=(A_W, 130),
-        color=PACK,
-        adapter_name=QUALITY_ADAPTER,
-        metadata_override="",
-    )
-    qc = g.add(
+def _quality_condition(g: Graph, xy, model, adapter, targets: str, title=None, **optional):
+    """Quality Condition at the node's defaults (percentile targets, scale 1, the whole schedule, uncond zeros)."""
+    return g.add(
         "IQAQualityCondition",
-        (COL["b"], 60),
+        xy,
         size=(400, 400),
         title=title,
         color=PACK,
         model=model,
-        iqa_adapter=loader.out(0),
+        iqa_adapter=adapter,
         targets=targets,
         target_mode="percentile",
         scale=1.0,
@@ -152,6 +145,18 @@ def _adapter_and_condition(g: Graph, model, targets: str, title=None, **optional
         negative_strength=0.5,
         **optional,
     )
+
+
+def _adapter_and_condition(g: Graph, model, targets: str, title=None, **optional):
+    loader = g.add(
+        "IQAAdapterLoader",
+        (COL["a"], 60),
+        size=(A_W, 130),
+        color=PACK,
+        adapter_name=QUALITY_ADAPTER,
+        metadata_override="",
+    )
+    qc = _quality_condition(g, (COL["b"], 60), model, loader.out(0), targets, title, **optional)
     g.group("IQA-Adapter", (COL["a"] - 20, 60 - GROUP_HEAD, 960, 420 + GROUP_HEAD), color="#a1309b")
     return qc
 
@@ -317,21 +322,13 @@ def regional_quality(g: Graph) -> None:
     sharp = _adapter_and_condition(
         g, ckpt.out("MODEL"), "99", title="Quality Condition (subject: p99)", mask=subject.out(0)
     )
-    soft = g.add(
-        "IQAQualityCondition",
+    soft = _quality_condition(
+        g,
         (COL["b"], 520),
-        size=(400, 400),
+        sharp.out(0),
+        sharp.values["iqa_adapter"],
+        "5",
         title="Quality Condition (background: p5)",
-        color=PACK,
-        model=sharp.out(0),
-        iqa_adapter=sharp.values["iqa_adapter"],
-        targets="5",
-        target_mode="percentile",
-        scale=1.0,
-        start_percent=0.0,
-        end_percent=1.0,
-        uncond="zeros",
-        negative_strength=0.5,
         mask=background.out(0),
     )
     sampler, image = _sample_and_decode(g, soft, pos, neg, latent, ckpt)
@@ -349,21 +346,13 @@ def regional_quality(g: Graph) -> None:
 def block_weights(g: Graph) -> None:
     ckpt, pos, neg, latent = _sdxl_base(g, top=1000)
     every = _adapter_and_condition(g, ckpt.out("MODEL"), "99", title="Quality Condition (every block)")
-    output = g.add(
-        "IQAQualityCondition",
+    output = _quality_condition(
+        g,
         (COL["b"], 520),
-        size=(400, 400),
+        ckpt.out("MODEL"),
+        every.values["iqa_adapter"],
+        "99",
         title="Quality Condition (output blocks only)",
-        color=PACK,
-        model=ckpt.out("MODEL"),
-        iqa_adapter=every.values["iqa_adapter"],
-        targets="99",
-        target_mode="percentile",
-        scale=1.0,
-        start_percent=0.0,
-        end_percent=1.0,
-        uncond="zeros",
-        negative_strength=0.5,
         block_weights="input: 0, middle: 0, output: 1",
     )
     for y, model, label in ((60, every, "every_block"), (700, output, "output_blocks")):

@@ -123,3 +123,25 @@ def sampling_graph(
     for node, inputs in (extra or {}).items():
         g[node]["inputs"].update(inputs)
     return g
+
+
+def reference_transfer_graph(layout: str, adapter_name: str, reference: dict, iqa: dict, batch: int = 1) -> dict:
+    """sampling_graph with Reference Quality Transfer between the tiny model and the sampler: the reference
+    image node, the IQA model node (both given), Load IQA-Adapter of adapter_name and the transfer node."""
+    g = sampling_graph(layout, None, batch=batch)
+    g["ref_img"], g["iqa"] = reference, iqa
+    g["loader"] = {"class_type": "IQAAdapterLoader", "inputs": {"adapter_name": adapter_name, "metadata_override": ""}}
+    g["rqt"] = {
+        "class_type": "IQAReferenceQualityTransfer",
+        "inputs": {
+            "model": ["model", 0],
+            "iqa_adapter": ["loader", 0],
+            "reference": ["ref_img", 0],
+            "iqa_model": ["iqa", 0],
+            "scale": 1.0,
+            "start_percent": 0.0,
+            "end_percent": 1.0,
+        },
+    }
+    g["sampler"]["inputs"]["model"] = ["rqt", 0]
+    return g

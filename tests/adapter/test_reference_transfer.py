@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import assert_relatively_close, inputs, pack, random_iqa, run_unet, tiny
-from host_run import execute, sampling_graph
+from host_run import execute, reference_transfer_graph, sampling_graph
 
 A = pack.adapter
 RQT = pack.nodes.reference_transfer.ReferenceQualityTransfer
@@ -77,26 +77,13 @@ def test_wrong_adapter_kinds_and_metrics_are_named(ref_adapter, topiq, adapter_d
 
 
 def test_full_sampling_run_through_the_executor(ref_adapter, host_clone):
-    graph = sampling_graph("sd15", None, batch=2)
-    graph["ref_img"] = {"class_type": "IQATestPatternImage", "inputs": {"width": 96, "height": 64, "seed": 5}}
-    graph["iqa"] = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "topiq_nr"}}
-    graph["loader"] = {
-        "class_type": "IQAAdapterLoader",
-        "inputs": {"adapter_name": "ref_sd15.safetensors", "metadata_override": ""},
-    }
-    graph["rqt"] = {
-        "class_type": "IQAReferenceQualityTransfer",
-        "inputs": {
-            "model": ["model", 0],
-            "iqa_adapter": ["loader", 0],
-            "reference": ["ref_img", 0],
-            "iqa_model": ["iqa", 0],
-            "scale": 1.0,
-            "start_percent": 0.0,
-            "end_percent": 1.0,
-        },
-    }
-    graph["sampler"]["inputs"]["model"] = ["rqt", 0]
+    graph = reference_transfer_graph(
+        "sd15",
+        "ref_sd15.safetensors",
+        {"class_type": "IQATestPatternImage", "inputs": {"width": 96, "height": 64, "seed": 5}},
+        {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "topiq_nr"}},
+        batch=2,
+    )
     run = execute(graph)
     assert run.ok, run.error_message
     plain = execute(sampling_graph("sd15", None, batch=2))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import pack, tiny
-from host_run import execute, sampling_graph
+from host_run import execute, reference_transfer_graph, sampling_graph
 from workflow_fixtures import TOY_WEIGHTS
 
 from toy import patches, quality_iqa, quality_net
@@ -59,31 +59,17 @@ def test_the_hidden_node_feeds_iqa_score_and_reference_transfer(adapter_dir):
     tiny.write_adapter(
         adapter_dir / "toy_ref_sd15.safetensors", "sd15", {"kind": "reference", "embedding": spec}, input_dim=192
     )
-    graph = sampling_graph("sd15", None, batch=1)
-    graph["ref_img"] = {"class_type": "IQATestPatternImage", "inputs": {"width": 64, "height": 64, "seed": 5}}
-    graph["iqa"] = {"class_type": "IQAToyQualityNet", "inputs": {}}
+    graph = reference_transfer_graph(
+        "sd15",
+        "toy_ref_sd15.safetensors",
+        {"class_type": "IQATestPatternImage", "inputs": {"width": 64, "height": 64, "seed": 5}},
+        {"class_type": "IQAToyQualityNet", "inputs": {}},
+    )
     graph["score"] = {
         "class_type": "IQAScore",
         "inputs": {"image": ["ref_img", 0], "iqa_model": ["iqa", 0], "batch_size": 1},
     }
     graph["score_preview"] = {"class_type": "PreviewImage", "inputs": {"images": ["score", 4]}}
-    graph["loader"] = {
-        "class_type": "IQAAdapterLoader",
-        "inputs": {"adapter_name": "toy_ref_sd15.safetensors", "metadata_override": ""},
-    }
-    graph["rqt"] = {
-        "class_type": "IQAReferenceQualityTransfer",
-        "inputs": {
-            "model": ["model", 0],
-            "iqa_adapter": ["loader", 0],
-            "reference": ["ref_img", 0],
-            "iqa_model": ["iqa", 0],
-            "scale": 1.0,
-            "start_percent": 0.0,
-            "end_percent": 1.0,
-        },
-    }
-    graph["sampler"]["inputs"]["model"] = ["rqt", 0]
     run = execute(graph)
     assert run.ok, run.error_message
     score = float(run.output("score"))  # the first output: the score (a float for one image)
