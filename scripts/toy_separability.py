@@ -60,8 +60,9 @@ def embed(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from training.common.core import guidance
 
     model = load_iqa_model(guidance("iqa_models"), guidance("metric_specs"))
-    spec_mod = sys.modules["iqa_adapter_core.adapter.embedding_spec"]
-    spec = spec_mod.spec_from_dict(json.loads(SPEC_FILE.read_text()), SPEC_FILE.name)
+    from adapter.embedding_spec import spec_from_dict  # the same module guidance uses (training.common.core)
+
+    spec = spec_from_dict(json.loads(SPEC_FILE.read_text()), SPEC_FILE.name)
     x = torch.from_numpy(images)
     emb = guidance("reference_embedding").embed_reference(model, x, spec).numpy()
     return emb, model.score(x, channels_last=True).numpy()

@@ -217,13 +217,12 @@ def rounding_spread(runs: list[list[Path]], trials: int = 3, seed: int = 0) -> d
     for _ in range(trials):
         noise = torch.randint(-1, 2, images.shape, generator=gen).float() / 255.0
         moved = (images * 255).round().div(255).add(noise).clamp(0, 1)
+        got = {k: v.reshape(shape) for k, v in degradation_measures(moved.numpy()).items()}  # once per draw
         for m in base:
-            if m in out and m in LOWER_BETTER:
+            if m in LOWER_BETTER:
                 size, dirs = (NIQE_SIZE, NIQE_DIRS) if m == HELD_OUT_METRIC else (0, ())
-                got = score_images(moved, m, size, dirs).reshape(shape)
-            else:
-                got = degradation_measures(moved.numpy())[m].reshape(shape)
-            out[m] = max(out[m], float(np.abs(got - base[m]).max()))
+                got[m] = score_images(moved, m, size, dirs).reshape(shape)
+            out[m] = max(out[m], float(np.abs(got[m] - base[m]).max()))
     return out
 
 
