@@ -135,3 +135,28 @@ def test_toy_checkpoints_keep_the_refiner_attention(tmp_path):
     path = save_toy_checkpoint(tmp_path / "t.safetensors", model, build_text(cfg), dtype=None)
     loaded = load_toy_checkpoint(path)[0]
     assert torch.equal(_run(loaded), _run(model))
+
+
+def test_train_base_adds_the_attention_and_trains_the_refiner_alone(tmp_path):
+    """train_base --init OLD --refine-attention 32 --train refiner: the new block is in the export, the
+    refiner moved, and every other weight (UNet, text table) is bit-for-bit the old file's."""
+    from toy import patches, train_base
+    from toy.model import load_toy_checkpoint
+
+    cfg = default_config(VOCAB, refine_attention=0)
+    old = build_model(cfg, seed=2)
+    _wake_refiner(old, attention=False)
+    start = save_toy_checkpoint(tmp_path / "old.safetensors", old, build_text(cfg, seed=2), dtype=None)
+    data = tmp_path / "patches"
+    patches.write_patches(data, 4, seed=2)
+    args = ["--data", str(data), "--out", str(tmp_path / "ft"), "--init", str(start), "--batch", "2"]
+    args += ["--steps", "2", "--warmup", "1", "--lr", "1e-2", "--ema", "0", "--save-every", "2", "--log-every", "1"]
+    train_base.train(train_base.parse_args(args + ["--refine-attention", "32", "--train", "refiner"]))
+    new, clip, _ = load_toy_checkpoint(tmp_path / "ft" / "toy_base_ema.safetensors")
+    a = old.get_model_object("diffusion_model").state_dict()
+    b = new.get_model_object("diffusion_model").state_dict()
+    assert any(k.startswith("refine.attend.") for k in b)
+    moved = {k for k in a if not torch.equal(a[k].half().float(), b[k])}  # the export is fp16
+    assert moved and all(k.startswith("refine.") for k in moved), sorted(moved)[:4]
+    old_text = build_text(cfg, seed=2).state_dict()
+    assert all(torch.equal(v.half().float(), clip.table.state_dict()[k]) for k, v in old_text.items())
