@@ -46,9 +46,9 @@ def _layers_in(name: str, index: int, block: nn.Module) -> list[tuple[AttnSite, 
     return layers
 
 
-def find_attn2_layers(diffusion_model: nn.Module) -> list[tuple[AttnSite, nn.Module]]:
+def find_attn2_layers(diffusion_model: nn.Module, extra: bool = True) -> list[tuple[AttnSite, nn.Module]]:
     """Every cross-attention site of a host UNet with its attn2 module, in checkpoint order (input,
-    output, middle). Training reads to_k/to_v from the modules to initialise to_k_ip/to_v_ip."""
+    output, middle, then any the model declares beyond its blocks, unless extra is False). Training reads to_k/to_v from the modules to initialise to_k_ip/to_v_ip."""
     layers: list[tuple[AttnSite, nn.Module]] = []
     for i, block in enumerate(getattr(diffusion_model, "input_blocks", [])):
         layers += _layers_in("input", i, block)
@@ -57,6 +57,11 @@ def find_attn2_layers(diffusion_model: nn.Module) -> list[tuple[AttnSite, nn.Mod
     middle = getattr(diffusion_model, "middle_block", None)
     if middle is not None:
         layers += _layers_in("middle", 0, middle)
+    # Binding point for UNets with cross-attention outside the host's three block lists (the toy's pixel
+    # refiner): extra_attn2_blocks() -> [(block name, block index, module with transformer_blocks)], last.
+    declared = getattr(diffusion_model, "extra_attn2_blocks", None)
+    for name, index, block in declared() if extra and callable(declared) else []:
+        layers += _layers_in(name, index, block)
     return layers
 
 

@@ -23,14 +23,20 @@ import torch.nn.functional as F
 from .errors import IQAAdapterError
 
 MAX_LEVELS = 8  # UNet levels searched for a token count; SD and SDXL have 3 or 4
+MAX_FINER = 3  # levels above the input grid searched after those (the toy's refiner is 2 above)
 
 
 def token_grid(n_tokens: int, height: int, width: int) -> tuple[int, int]:
-    """(h, w) of the UNet level whose attention sees n_tokens positions, for an input grid height x width."""
+    """(h, w) of the UNet level whose attention sees n_tokens positions, for an input grid height x width.
+    Coarser levels first; then finer ones (height * 2^j), for a model that attends above its UNet's grid
+    (the toy's pixel refiner, toy/unet.py)."""
     for k in range(MAX_LEVELS):
         h, w = math.ceil(height / 2**k), math.ceil(width / 2**k)
         if h * w == n_tokens:
             return h, w
+    for j in range(1, MAX_FINER + 1):
+        if height * width * 4**j == n_tokens:
+            return height * 2**j, width * 2**j
     raise IQAAdapterError(
         f"A cross-attention layer sees {n_tokens} positions, which no level of a {height}x{width} UNet grid has: "
         "this model does not lay out its attention as the UNet does, so the mask cannot be placed. Remove the "

@@ -51,9 +51,18 @@ SIGMA_DATA = 0.5
 # Channels of ToyUNet's pixel refiner (toy/unet.py); 0 = none (the checkpoints made before it).
 REFINE_CHANNELS = 24
 
+# Width of the cross-attention block in the refiner (toy/unet.py, RefinerAttention); 0 = none (the checkpoints
+# made before it). With it the toy has a fifth attn2 site, ('output', 4, 0), at the full 64x64 image.
+REFINE_ATTENTION = 32
+
 
 def default_config(
-    vocab: list[str], tokens: int = 8, unet: dict | None = None, repack: int = 2, refine: int = REFINE_CHANNELS
+    vocab: list[str],
+    tokens: int = 8,
+    unet: dict | None = None,
+    repack: int = 2,
+    refine: int = REFINE_CHANNELS,
+    refine_attention: int = REFINE_ATTENTION,
 ) -> dict:
     """A JSON-able toy config: what build_model() needs."""
     u = dict(DEFAULT_UNET)
@@ -70,6 +79,7 @@ def default_config(
         "vocab": list(vocab),
         "sigma_data": SIGMA_DATA,
         "refine": refine,
+        "refine_attention": refine_attention if refine else 0,
     }
 
 
@@ -87,6 +97,7 @@ def _host_unet_config(cfg: dict) -> dict:
         vae_factor=cfg["vae_factor"],
         sigma_data=cfg["sigma_data"],
         refine=cfg.get("refine", 0),
+        refine_attention=cfg.get("refine_attention", 0),
     )
     full.update(cfg["unet"])
     return full

@@ -105,6 +105,29 @@ def _init_from(path: Path) -> dict:
     }
 
 
+def _trainable(unet: torch.nn.Module, table: torch.nn.Module, which: str) -> list[torch.nn.Parameter]:
+    """The parameters --train names, with requires_grad set on them only: "all", or "refiner" (the pixel
+    refiner alone, to give a trained base's finest scale a cross-attention layer without touching what
+    it draws; the UNet and text table stay as they are)."""
+    if which == "refiner" and getattr(unet, "refine", None) is None:
+        raise ToyError("--train refiner: this model has no pixel refiner (config 'refine' is 0)")
+    params = list(unet.refine.parameters()) if which == "refiner" else [*unet.parameters(), *table.parameters()]
+    chosen = {id(p) for p in params}
+    for p in [*unet.parameters(), *table.parameters()]:
+        p.requires_grad_(id(p) in chosen)
+    return params
+
+
+def _load_init(module: torch.nn.Module, weights: dict, path: Path) -> None:
+    """Load --init weights; only the refiner's attention (added by --refine-attention) may be missing."""
+    missing, unexpected = module.load_state_dict(weights, strict=False)
+    absent = [k for k in missing if not k.startswith("refine.attend.")]
+    if absent or unexpected:
+        raise ToyError(
+            f"--init {path}: its tensors do not fit this model (missing {absent[:3]}, unexpected {unexpected[:3]})"
+        )
+
+
 def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -120,6 +143,10 @@ def train(args: argparse.Namespace) -> Path:
         cfg = state["config"]
     elif init:
         cfg = init["config"]
+        if args.refine_attention and not cfg.get("refine_attention"):
+            if not cfg.get("refine"):
+                raise ToyError(f"--refine-attention: {args.init} has no pixel refiner to add attention to")
+            cfg = {**cfg, "refine_attention": args.refine_attention}
     else:
         cfg = default_config(build_vocab(captions), tokens=args.tokens, unet=dict(DEFAULT_UNET))
     patcher = build_model(cfg, seed=args.seed)
@@ -129,9 +156,7 @@ def train(args: argparse.Namespace) -> Path:
     unet.train()
     table.train()
     make_autograd_safe(unet)  # the fork's in-place residual adds (training/common/autograd_safety.py)
-    params = list(unet.parameters()) + list(table.parameters())
-    for p in params:
-        p.requires_grad_(True)
+    params = _trainable(unet, table, args.train)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
     ema = EMA([unet, table], args.ema)
     gen = torch.Generator().manual_seed(args.seed + 1)
@@ -151,8 +176,8 @@ def train(args: argparse.Namespace) -> Path:
     elif init:
         # Weights only (the shipped fp16 EMA): raw and EMA weights start there, the optimizer starts afresh.
         for module, shadow, part in ((unet, ema.shadow[0], "unet"), (table, ema.shadow[1], "text")):
-            module.load_state_dict(init[part])
-            shadow.load_state_dict(init[part])
+            _load_init(module, init[part], args.init)
+            _load_init(shadow, init[part], args.init)
         step = init["step"]
         log.info("continuing from the weights of %s (step %d), with a fresh optimizer", args.init, step)
 
@@ -259,6 +284,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--save-every", type=int, default=250)
     ap.add_argument("--restart", action="store_true", help="ignore an existing state file in --out")
+    ap.add_argument(
+        "--train",
+        choices=("all", "refiner"),
+        default="all",
+        help="which weights to train: all, or the pixel refiner alone (with --init and --refine-attention)",
+    )
+    ap.add_argument(
+        "--refine-attention",
+        type=int,
+        default=0,
+        help="with --init: add a cross-attention block of this width (a multiple of 32) to the refiner",
+    )
     ap.add_argument(
         "--init",
         type=Path,

@@ -46,11 +46,19 @@ def _unet_class():
         """UNetModel on the s2d-(vae_factor/repack) grid of the image behind an s2d-vae_factor latent."""
 
         def __init__(
-            self, *args, repack: int = 2, vae_factor: int = 8, sigma_data: float = 0.5, refine: int = 0, **kwargs
+            self,
+            *args,
+            repack: int = 2,
+            vae_factor: int = 8,
+            sigma_data: float = 0.5,
+            refine: int = 0,
+            refine_attention: int = 0,
+            **kwargs,
         ):
             super().__init__(*args, **kwargs)
             self.repack, self.vae_factor, self.sigma_data = repack, vae_factor, sigma_data
-            self.refine = refiner(refine) if refine else None
+            context_dim = kwargs.get("context_dim")
+            self.refine = Refiner(refine, refine_attention, context_dim) if refine else None
             from comfy.model_sampling import ModelSamplingDiscrete
 
             # The host's schedule, timestep -> sigma; held outside the module tree, so not in the state dict.
@@ -86,22 +94,75 @@ def _unet_class():
             s = sigma / (1 + sigma**2).sqrt()  # the input's noise std per unit eps
             px, pe = F.pixel_shuffle(x, f), F.pixel_shuffle(eps * s, f)
             level = (sigma.log() / 4).expand(-1, 1, *px.shape[-2:])
-            return eps + F.pixel_unshuffle(self.refine(torch.cat([px, pe, level], 1)), f) / s
+            options = {**transformer_options, "block": REFINER_BLOCK}
+            correction = self.refine(torch.cat([px, pe, level], 1), context, options)
+            return eps + F.pixel_unshuffle(correction, f) / s
+
+        def extra_attn2_blocks(self) -> list:
+            """The pack's binding point for cross-attention outside the host's blocks (adapter/layers.py):
+            the refiner's, under the host block key it runs with."""
+            attend = getattr(self.refine, "attend", None)
+            return [] if attend is None else [(*REFINER_BLOCK, attend)]
 
     return ToyUNet
 
 
-def refiner(channels: int) -> torch.nn.Module:
+# The host block key the refiner's cross-attention runs under: one past the toy's last output block (its
+# four output blocks are 0-3), so the pack sees it as the last, finest output layer.
+REFINER_BLOCK = ("output", 4)
+
+
+class Refiner(torch.nn.Sequential):
     """The pixel refiner of the module docstring: [image, noise estimate, log sigma] (7 channels) -> a noise
-    correction (3 channels), three 3x3 convolutions; init_weights_ zeroes the last, so it starts as a no-op."""
-    nn = torch.nn
-    return nn.Sequential(
-        nn.Conv2d(7, channels, 3, padding=1),
-        nn.SiLU(),
-        nn.Conv2d(channels, channels, 3, padding=1),
-        nn.SiLU(),
-        nn.Conv2d(channels, 3, 3, padding=1),
-    )
+    correction (3 channels), three 3x3 convolutions; init_weights_ zeroes the last, so it starts as a no-op.
+
+    With attention > 0, a cross-attention block to the text context (RefinerAttention) sits before the
+    last convolution, so the pixel-level look is decided by a layer the IQA-Adapter patches: without it
+    no adapter reaches the finest scale (measured: docs/training.md, "The second toy world").
+    """
+
+    def __init__(self, channels: int, attention: int = 0, context_dim: int | None = None):
+        nn = torch.nn
+        super().__init__(
+            nn.Conv2d(7, channels, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(channels, 3, 3, padding=1),
+        )
+        if attention:
+            self.attend = RefinerAttention(channels, attention, context_dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, transformer_options: dict | None = None):
+        h = self[3](self[2](self[1](self[0](x))))
+        if hasattr(self, "attend"):
+            h = self.attend(h, context, transformer_options or {})
+        return self[4](h)
+
+
+class RefinerAttention(torch.nn.Module):
+    """A host SpatialTransformer (one block) on the refiner's features, lifted to `width` channels (its
+    GroupNorm needs a multiple of 32) and dropped back through a zero-initialised 1x1 convolution, so adding
+    it to a trained refiner changes nothing until it is trained. Self-attention is off (attn1 attends to the
+    text too): 4096 pixels attending to each other would cost more than the whole UNet."""
+
+    def __init__(self, channels: int, width: int, context_dim: int | None):
+        from comfy.ldm.modules.attention import SpatialTransformer
+
+        super().__init__()
+        nn = torch.nn
+        self.lift = nn.Conv2d(channels, width, 1)
+        self.transformer = SpatialTransformer(
+            width, 1, width, context_dim=context_dim, disable_self_attn=True, use_linear=True, use_checkpoint=False
+        )
+        self.drop = nn.Conv2d(width, channels, 1)
+
+    @property
+    def transformer_blocks(self):
+        return self.transformer.transformer_blocks
+
+    def forward(self, h: torch.Tensor, context: torch.Tensor | None, transformer_options: dict) -> torch.Tensor:
+        return h + self.drop(self.transformer(self.lift(h), context=context, transformer_options=transformer_options))
 
 
 _CLASS = None
@@ -130,7 +191,9 @@ def init_weights_(unet: torch.nn.Module, seed: int) -> None:
                 p.fill_(1.0)
             else:
                 p.zero_()
-        lasts = [unet.out[-1]] + ([unet.refine[-1]] if getattr(unet, "refine", None) is not None else [])
+        refine = getattr(unet, "refine", None)
+        lasts = [unet.out[-1]] + ([refine[4]] if refine is not None else [])
+        lasts += [refine.attend.drop] if hasattr(refine, "attend") else []
         for last in lasts:
             last.weight.zero_()
             last.bias.zero_()

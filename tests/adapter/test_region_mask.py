@@ -53,6 +53,7 @@ def half_weights(left: bool):
 def test_token_grid_finds_each_unet_level_with_odd_sizes():
     grid = pack.adapter.region_mask.token_grid
     assert [grid(n, 9, 13) for n in (117, 35, 12, 4)] == [(9, 13), (5, 7), (3, 4), (2, 2)]
+    assert grid(4096, 16, 16) == (64, 64), "a level above the grid: the toy's pixel refiner"
     with pytest.raises(Error, match="no level"):
         grid(50, 9, 13)
 

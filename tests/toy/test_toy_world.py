@@ -262,19 +262,6 @@ def test_toy_model_samples_on_the_server_host(tmp_path):
             assert im.size == (64, 64)
 
 
-def test_toy_unet_gives_the_adapter_four_attn2_sites(cfg):
-    """The IQA-Adapter attaches to these (the pack's own site finder, as Load IQA-Adapter uses it)."""
-    sites = conftest.fixtures.tiny_models._adapter_core().layers.find_attn2_sites(
-        build_model(cfg, seed=0).get_model_object("diffusion_model")
-    )
-    assert [(s.key, s.hidden, s.context_dim) for s in sites] == [
-        (("input", 3, 0), 64, 64),
-        (("output", 2, 0), 64, 64),
-        (("output", 3, 0), 64, 64),
-        (("middle", 0, 0), 64, 64),
-    ]
-
-
 def test_base_training_resumes_exactly(tmp_path):
     from toy import train_base
     from toy.model import read_header

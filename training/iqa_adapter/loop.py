@@ -218,7 +218,8 @@ def train(args: argparse.Namespace) -> None:
     layers = find_attn2_layers(unet)
     sites = [site for site, _ in layers]
     if args.init_adapter:
-        adapter = TrainableAdapter.from_file(Path(args.init_adapter), sites)
+        extra = len(layers) - len(find_attn2_layers(unet, extra=False))
+        adapter = TrainableAdapter.from_file(Path(args.init_adapter), layers, extra)
         if adapter.spec.input_dim != input_dim and embedding is not None:
             raise TrainingError(
                 f"--init-adapter {args.init_adapter} takes {adapter.spec.input_dim} inputs, but the embedding spec "

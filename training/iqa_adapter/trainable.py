@@ -42,7 +42,12 @@ class TrainableAdapter(nn.Module):
 
     @classmethod
     def from_base(
-        cls, layers: Sequence[tuple[AttnSite, nn.Module]], proj_type: str, num_tokens: int, input_dim: int
+        cls,
+        layers: Sequence[tuple[AttnSite, nn.Module]],
+        proj_type: str,
+        num_tokens: int,
+        input_dim: int,
+        mlp_inner_dim: int = MLP_INNER_DIM,
     ) -> "TrainableAdapter":
         """A new adapter for this UNet: to_k_ip/to_v_ip start as copies of each layer's to_k/to_v (as the
         official script does), the projection at torch's default initialisation."""
@@ -57,7 +62,7 @@ class TrainableAdapter(nn.Module):
             input_dim,
             cross,
             tuple((s.hidden, s.context_dim) for s, _ in layers),
-            MLP_INNER_DIM if proj_type == "mlp" else None,
+            mlp_inner_dim if proj_type == "mlp" else None,
         )
         module = cls(spec)
         with torch.no_grad():
@@ -68,21 +73,31 @@ class TrainableAdapter(nn.Module):
         return module.requires_grad_(True)
 
     @classmethod
-    def from_file(cls, path: Path, sites: Sequence[AttnSite]) -> "TrainableAdapter":
-        """Fine-tune an existing IQA-Adapter file; it must fit the base model layer by layer."""
+    def from_file(cls, path: Path, layers: Sequence[tuple[AttnSite, nn.Module]], extra: int = 0) -> "TrainableAdapter":
+        """Fine-tune an existing IQA-Adapter file; it must fit the base model layer by layer.
+
+        extra: how many of the last layers are ones the model declares beyond its UNet blocks (the toy's
+        refiner, adapter/layers.py). A file made before the model had them may lack them; they then start as
+        a new adapter's do, copies of the layer's to_k/to_v."""
+        sites = [site for site, _ in layers]
         try:
             state = load_state_dict(path)
             spec = infer_spec(state, Path(path).name)
-            match_sites(spec, list(sites), Path(path).name)
+            grown = len(sites) - extra <= spec.num_layers < len(sites)
+            match_sites(spec, sites[: spec.num_layers] if grown else sites, Path(path).name)
         except IQAAdapterError as exc:
             raise TrainingError(f"--init-adapter {path}: {exc}") from None
-        module = cls(spec)
+        module = cls.from_base(
+            layers, spec.proj_type, spec.num_tokens, spec.input_dim, spec.mlp_inner_dim or MLP_INNER_DIM
+        )
         flat = {f"image_proj.{k}": v.float() for k, v in state["image_proj"].items()}
         for n in range(spec.num_layers):
             wk, wv = layer_weights(state, n)
             flat[f"ip_adapter.{2 * n + 1}.to_k_ip.weight"] = wk.float()
             flat[f"ip_adapter.{2 * n + 1}.to_v_ip.weight"] = wv.float()
-        module.load_state_dict(flat, strict=True)
+        missing, unexpected = module.load_state_dict(flat, strict=False)
+        if unexpected or any(not k.startswith("ip_adapter.") for k in missing):
+            raise TrainingError(f"--init-adapter {path}: its tensors do not fit ({(missing + unexpected)[:3]})")
         return module.requires_grad_(True)
 
     def forward(self, vectors: torch.Tensor) -> LayerKV:
