@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from ...adapter.errors import IQAAdapterError
-from ...adapter.layers import AttnSite, find_attn2_sites
+from ...adapter.layers import AttnSite, find_attn2_layers
 from ...adapter.unet_layouts import CONTEXT_DIMS, attn2_layer_count, attn2_sites
 
 SiteKey = tuple[str, int, int]
@@ -97,7 +97,10 @@ def default_selection(family: str) -> LayerSelection:
 
 
 def model_sites(diffusion_model: nn.Module) -> list[AttnSite]:
-    return find_attn2_sites(diffusion_model)
+    """The attn2 sites of the UNet's own blocks: the family's layout, which GenzIQA reads. Sites a model
+    declares beyond its blocks (the toy's pixel refiner, adapter/layers.py) are not read: they are not part
+    of the layout, and their module paths are not the host's block paths that the LoRA keys name."""
+    return [site for site, _ in find_attn2_layers(diffusion_model, extra=False)]
 
 
 def model_family(sites: Sequence[AttnSite]) -> str | None:

@@ -160,3 +160,14 @@ def test_train_base_adds_the_attention_and_trains_the_refiner_alone(tmp_path):
     assert moved and all(k.startswith("refine.") for k in moved), sorted(moved)[:4]
     old_text = build_text(cfg, seed=2).state_dict()
     assert all(torch.equal(v.half().float(), clip.table.state_dict()[k]) for k, v in old_text.items())
+
+
+def test_genziqa_reads_the_unet_blocks_only():
+    """GenzIQA's layout is the UNet's blocks: with or without the refiner's site the toy is the "toy" family
+    and "all" selects the same four layers (their LoRA keys are host block paths)."""
+    selection = pack.guidance.genziqa.layer_selection
+    for refine_attention in (0, 32):
+        unet = build_model(default_config(VOCAB, refine_attention=refine_attention), seed=0).model.diffusion_model
+        sites = selection.model_sites(unet)
+        assert selection.model_family(sites) == "toy"
+        assert sorted(s.key for s in sites) == sorted(selection.attn2_module_paths(unet))
