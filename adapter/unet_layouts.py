@@ -31,7 +31,8 @@ BLOCK_LAYOUTS: dict[str, dict] = {
         transformer_depth_middle=10,
         use_linear_in_transformer=True,
     ),
-    # The toy model (weights/toy, toy/model.py): input 3, output 2,3, middle; depth 1 each (4 attn2 layers).
+    # The toy model (weights/toy, toy/model.py): input 3, output 2,3, middle; depth 1 each (4 attn2 layers in
+    # its UNet; its pixel refiner adds a fifth, ("output", 4, 0), through extra_attn2_blocks, adapter/layers.py).
     "toy": dict(
         channel_mult=(1, 1),
         num_res_blocks=(1, 1),

@@ -11,7 +11,8 @@
 #   TOY_BASE_STEPS=1500 scripts/train_toy.sh   # a shorter base run
 #
 # Environment: TOY_OUT (out/toy), TOY_PATCHES (8000), TOY_PATCH_SEED (0), TOY_NET_STEPS (3000),
-# TOY_BASE_STEPS (4000), TOY_BASE_SEED (0), TOY_ADAPTER_STEPS (5000), TOY_ADAPTER_SEED (0),
+# TOY_BASE_STEPS (4000), TOY_REFINER_STEPS (750), TOY_BASE_SEED (0), TOY_ADAPTER_STEPS (5000),
+# TOY_ADAPTER_REFINER_STEPS (ADAPTER_REFINER_STEPS_TBD), TOY_ADAPTER_SEED (0),
 # TOY_ADAPTER_LR (1e-3), TOY_GENZIQA_BUDGETS ("4000 8000": step counts exported and compared on validation),
 # TOY_PROCESSES (adapter processes under accelerate launch, 2), TOY_THREADS (1 torch thread per adapter
 # process), TOY_BASE_THREADS (2 torch threads for the base),
@@ -24,10 +25,12 @@ out="${TOY_OUT:-out/toy}"
 count="${TOY_PATCHES:-8000}"
 patch_seed="${TOY_PATCH_SEED:-0}"
 base_steps="${TOY_BASE_STEPS:-4000}"
+refiner_steps="${TOY_REFINER_STEPS:-750}"
 net_steps="${TOY_NET_STEPS:-3000}"
 genziqa_budgets="${TOY_GENZIQA_BUDGETS:-4000 8000}"
 base_seed="${TOY_BASE_SEED:-0}"
 adapter_steps="${TOY_ADAPTER_STEPS:-5000}"
+adapter_refiner_steps="${TOY_ADAPTER_REFINER_STEPS:-ADAPTER_REFINER_STEPS_TBD}"
 adapter_seed="${TOY_ADAPTER_SEED:-0}"
 adapter_lr="${TOY_ADAPTER_LR:-1e-3}"
 procs="${TOY_PROCESSES:-2}"
@@ -60,10 +63,17 @@ fi
   --out "$out/scores.parquet"
 stage "quality net and scoring"
 
-# 3. Base model from scratch (resumes from $out/base/state.pt), its EMA weights exported in fp16.
+# 3. Base model, in two runs (each resumes from its state.pt): a) from scratch without the refiner's
+#    cross-attention, b) that block added (a no-op at first) and the pixel refiner trained alone, the UNet and
+#    word table frozen, so the fine scale gets a layer the adapter patches without changing what the base
+#    draws (docs/training.md, "The second toy world"). Its EMA weights exported in fp16.
 OMP_NUM_THREADS="$base_threads" MKL_NUM_THREADS="$base_threads" "$py" -m toy.train_base --data "$out/patches" \
-  --out "$out/base" --steps "$base_steps" --seed "$base_seed" --threads "$base_threads"
-"$py" -m toy.export_base --state "$out/base/state.pt" --out "$weights/toy_base.safetensors"
+  --out "$out/base" --steps "$base_steps" --seed "$base_seed" --threads "$base_threads" --refine-attention 0
+"$py" -m toy.export_base --state "$out/base/state.pt" --out "$out/base_stage1.safetensors"
+OMP_NUM_THREADS="$base_threads" MKL_NUM_THREADS="$base_threads" "$py" -m toy.train_base --data "$out/patches" \
+  --out "$out/base_refiner" --init "$out/base_stage1.safetensors" --refine-attention 32 --train refiner \
+  --steps "$((base_steps + refiner_steps))" --lr 5e-4 --ema 0.995 --seed "$base_seed" --threads "$base_threads"
+"$py" -m toy.export_base --state "$out/base_refiner/state.pt" --out "$weights/toy_base.safetensors"
 "$py" -m toy.recognize --ckpt "$weights/toy_base.safetensors" --seeds "$seeds" --out "$out/recognize" \
   --json "$out/recognize.json"
 stage "base training"
@@ -72,13 +82,21 @@ stage "base training"
 #    accelerate's CPU processes: torchrun's launcher (--multi_gpu), kept on the CPU; batch 32 per process).
 #    With the flag (the official script's default): the dropped vector, all zeros, then differs from every
 #    target, so the node's default uncond is truly unconditioned (docs/training.md, "The flag").
+#    As the shipped file was made: a) on the first base (four attn2 sites), then b) continued on the final
+#    base, its fifth site (the refiner's) starting as a new adapter's layers do (--init-adapter).
 launch=("$py" -m accelerate.commands.launch --num_processes "$procs" --num_machines 1 --dynamo_backend no --mixed_precision no)
 [[ "$procs" -gt 1 ]] && launch+=(--multi_gpu)
 ACCELERATE_USE_CPU=true PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "${launch[@]}" -m training train \
-  --plugin toy --base "$weights/toy_base.safetensors" --data "$out/patches" --scores "$out/scores.parquet" --metrics toy_quality \
+  --plugin toy --base "$out/base_stage1.safetensors" --data "$out/patches" --scores "$out/scores.parquet" --metrics toy_quality \
   --use-flag --resolution 64 --batch-size 32 --lr "$adapter_lr" --steps "$adapter_steps" --seed "$adapter_seed" \
   --out "$out/adapter" --resume latest --checkpoint-every 250 --log-every 25
-"$py" -m training export --checkpoint "$out/adapter" --out "$weights/toy_adapter_quality.safetensors" --dtype fp16
+"$py" -m training export --checkpoint "$out/adapter" --out "$out/adapter_stage1.safetensors" --dtype fp16
+ACCELERATE_USE_CPU=true PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "${launch[@]}" -m training train \
+  --plugin toy --base "$weights/toy_base.safetensors" --data "$out/patches" --scores "$out/scores.parquet" --metrics toy_quality \
+  --use-flag --resolution 64 --batch-size 32 --lr "$adapter_lr" --steps "$adapter_refiner_steps" --seed "$adapter_seed" \
+  --out "$out/adapter_refiner" --resume latest --checkpoint-every 250 --log-every 25 \
+  --init-adapter "$out/adapter_stage1.safetensors"
+"$py" -m training export --checkpoint "$out/adapter_refiner" --out "$weights/toy_adapter_quality.safetensors" --dtype fp16
 stage "adapter training"
 
 # 5. GenzIQA on the new base: labelled pictures (train seed 0; validation seed 1, which chooses the number of

@@ -138,6 +138,22 @@ def base_section(state: dict, loss_csv: Path, recognized: Optional[dict]) -> lis
     ]
 
 
+def refiner_section(state: dict, loss_csv: Path) -> list[str]:
+    """The base's second run: the refiner's cross-attention added and the refiner trained alone."""
+    args, cfg = state.get("args") or {}, state["config"]
+    rows = _rows(loss_csv)
+    first, last = _loss_ends(rows, 4) if rows else (float("nan"), float("nan"))
+    return [
+        f"- Then the refiner's cross-attention (width {cfg.get('refine_attention')}, the fifth attn2 site, "
+        "`('output', 4, 0)`): `python -m toy.train_base --init <the first run's export> --refine-attention "
+        f"{cfg.get('refine_attention')} --train refiner --steps {state['step']} --lr {args.get('lr')} --ema "
+        f"{args.get('ema')}`: the UNet and word table frozen, the refiner alone trained, "
+        f"{state.get('train_seconds', 0.0) / 60:.0f} min; loss {first:.4f} over its first 4 logs, {last:.4f} "
+        "over the last 4. The block starts as an exact no-op, so the base draws what the first run drew; it "
+        "exists so that the pixel-level look has a layer the adapter patches.",
+    ]
+
+
 def net_section(net: Path) -> list[str]:
     from safetensors import safe_open
 
@@ -161,7 +177,7 @@ def net_section(net: Path) -> list[str]:
     ]
 
 
-def adapter_section(run: Path, sweep: Path) -> list[str]:
+def adapter_section(run: Path, sweep: Path, continued: Optional[Path] = None) -> list[str]:
     settings = json.loads((run / "run.json").read_text())
     rows = _rows(run / "loss.csv")
     first, last = _loss_ends(rows, 50)
@@ -184,6 +200,17 @@ def adapter_section(run: Path, sweep: Path) -> list[str]:
         "official 1e-4, so that a CPU run of under an hour converges.",
         f"- Loss (epsilon MSE): {first:.4f} over the first 50 logged steps, {last:.4f} over the last 50.",
     ]
+    if continued is not None and (continued / "run.json").is_file():
+        rows = _rows(continued / "loss.csv")
+        first, last = _loss_ends(rows, 50)
+        lines.append(
+            f"- Then continued on the final base (with the refiner's attention): the same command with --base "
+            f"weights/toy/{BASE} --init-adapter <the first run's export> --steps {rows[-1]['step']}, the fifth "
+            "layer starting as a copy of the refiner's to_k/to_v as new layers do: "
+            f"{float(rows[-1]['seconds']) / 60:.0f} min; loss {first:.4f} over its first 50 logged steps, "
+            f"{last:.4f} over the last 50. This run is the one that steers the pixel-level look; the first "
+            "moved `toy_quality` by 3.5 points from p1 to p99 (docs/training.md)."
+        )
     report = sweep / "report.md"
     if report.is_file():
         body = report.read_text().split("\n", 1)[1].strip()  # without its own title
@@ -244,10 +271,13 @@ def build_card(work: Path, weights: Path) -> str:
     state = torch.load(work / "base" / "state.pt", map_location="cpu", weights_only=False)
     lines = header(weights, times)
     lines += base_section(state, work / "base" / "loss.csv", _json(work / "recognize.json"))
+    if (work / "base_refiner" / "state.pt").is_file():
+        refined = torch.load(work / "base_refiner" / "state.pt", map_location="cpu", weights_only=False)
+        lines += refiner_section(refined, work / "base_refiner" / "loss.csv")
     if (weights / NET).is_file():
         lines += net_section(weights / NET)
     if (work / "adapter" / "run.json").is_file():
-        lines += adapter_section(work / "adapter", work / "sweep")
+        lines += adapter_section(work / "adapter", work / "sweep", work / "adapter_refiner")
     lines += genziqa_section(work)
     lines += [
         "",

@@ -28,7 +28,8 @@ FORMAT_VERSION = 1
 # the correction, so the width buys capacity, not that identity.
 # Transformer blocks with cross-attention to the 64-wide text table: input block 3 (8x8), the middle, and
 # output blocks 2 and 3 (16x16; the host pops transformer_depth_output from its end), so the IQA-Adapter
-# has four attn2 sites: ('input', 3, 0), ('output', 2, 0), ('output', 3, 0), ('middle', 0, 0).
+# has four attn2 sites in the UNet: ('input', 3, 0), ('output', 2, 0), ('output', 3, 0), ('middle', 0, 0); the
+# pixel refiner's cross-attention (REFINE_ATTENTION) adds a fifth, ('output', 4, 0), at the full image.
 DEFAULT_UNET = dict(
     in_channels=48,
     out_channels=48,

@@ -143,12 +143,13 @@ def train(args: argparse.Namespace) -> Path:
         cfg = state["config"]
     elif init:
         cfg = init["config"]
-        if args.refine_attention and not cfg.get("refine_attention"):
+        if args.refine_attention is not None and args.refine_attention != cfg.get("refine_attention", 0):
             if not cfg.get("refine"):
                 raise ToyError(f"--refine-attention: {args.init} has no pixel refiner to add attention to")
             cfg = {**cfg, "refine_attention": args.refine_attention}
     else:
-        cfg = default_config(build_vocab(captions), tokens=args.tokens, unet=dict(DEFAULT_UNET))
+        width = {} if args.refine_attention is None else {"refine_attention": args.refine_attention}
+        cfg = default_config(build_vocab(captions), tokens=args.tokens, unet=dict(DEFAULT_UNET), **width)
     patcher = build_model(cfg, seed=args.seed)
     model = patcher.model
     unet = model.diffusion_model
@@ -293,8 +294,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--refine-attention",
         type=int,
-        default=0,
-        help="with --init: add a cross-attention block of this width (a multiple of 32) to the refiner",
+        default=None,
+        help="width of the refiner's cross-attention block (a multiple of 32; 0 = none); a new model's "
+        "default is toy.model.REFINE_ATTENTION; with --init, a width to add to a checkpoint without one",
     )
     ap.add_argument(
         "--init",
