@@ -349,5 +349,5 @@ def test_a_gap_in_a_file_of_no_known_layout_names_the_missing_key(tmp_path):
 
 
 def test_the_toy_adapter_of_no_known_layout_still_loads():
-    toy = Path(__file__).resolve().parents[2] / "weights" / "toy" / "toy_adapter_piqe.safetensors"
-    assert A.IQAAdapter.load(toy).spec.num_layers == 4
+    toy = Path(__file__).resolve().parents[2] / "weights" / "toy" / "toy_adapter_quality.safetensors"
+    assert A.IQAAdapter.load(toy).spec.num_layers == 5  # four UNet layers and the pixel refiner's

@@ -355,12 +355,12 @@ def test_untrained_toy_unet_is_the_least_squares_eps_estimate(cfg):
     assert torch.allclose(out, unet.skip(t).view(-1, 1, 1, 1) * x, rtol=0, atol=1e-6)
 
 
-# The shipped base draws its captions' subjects: python -m toy.recognize --seeds 8 measured RECOGNIZED_MEASURED
-# of the samples (11 captions x 8 seeds, 25 Euler steps, cfg 3, no adapter) closest to their own photo.
-# The test samples 3 seeds per caption (33 pictures); the floor sits RECOGNIZED_FLOOR below, room for another
-# CPU's rounding to flip a few borderline matches.
-RECOGNIZED_MEASURED = None
-RECOGNIZED_FLOOR = None
+# The shipped base draws its captions' subjects: python -m toy.recognize --seeds 8 measured 86 of 88 samples
+# (97.7 %; 11 captions x 8 seeds, 25 Euler steps, cfg 3, no adapter; the astronaut 6/8, every other caption
+# 8/8) closest to their own photo. The test samples 3 seeds per caption (33 pictures); the floor allows 4 of
+# them to miss (the issue asks for 90 % of the 88), room for another CPU's rounding to flip a few borderline
+# matches, while a base that stopped drawing its subjects (a chance match is 1 in 11) is far below it.
+RECOGNIZED_FLOOR = 0.85
 
 
 def test_the_shipped_base_draws_recognizable_subjects():
