@@ -66,9 +66,8 @@ def header(weights: Path, times: dict[str, float]) -> list[str]:
     ]
     total = sum(times.values())
     took = (
-        f" The last full run took {total / 60:.0f} min on the project's 2-core machine ("
-        + ", ".join(f"{k} {v / 60:.0f} min" for k, v in times.items())
-        + ")."
+        f" The stages that made these files took {total / 60:.0f} min on the project's 2-core machine, some "
+        "sharing it with other jobs (" + ", ".join(f"{k} {v / 60:.0f} min" for k, v in times.items()) + ")."
         if times
         else ""
     )
@@ -242,6 +241,13 @@ def genziqa_section(work: Path) -> list[str]:
             f'{settings.get("lr")} --max-timestep {settings.get("max_timestep")} --prompts "a photo" "of"` '
             '(the toy\'s vocabulary has no "good" or "bad"), one run exported at each step budget.'
         )
+        base = Path(str(settings.get("base", ""))).name
+        if base and base != BASE:
+            lines.append(
+                f"- Trained on `{base}`, the base before its refiner's cross-attention was added (the same UNet "
+                "and word table; only the refiner differs, which its noise term reads): on the shipped base each step "
+                "costs three times as much. The figures below are measured on the shipped base."
+            )
     if rows:
         first, last = _loss_ends(rows, 100)
         lines.append(
