@@ -176,7 +176,10 @@ def test_short_reference_run_lowers_the_loss(world, embedded, reference_run):
         fixed_draw_loss(world, None, vectors),
         fixed_draw_loss(world, adapter_at(reference_run, 12), vectors),
     )
-    assert after < before * 0.98, (before, after)
+    # Measured 0.981 of the loss before on this world (6.400 -> 6.279, fixed draws, so deterministic up to
+    # float rounding, ~1e-6); 0.98 before the toy gained its refiner layer, whose dense random weights now
+    # carry much of the world's loss. An adapter that does not learn gives 1.0.
+    assert after < before * 0.99, (before, after)
     state = json.loads((reference_run / "checkpoints" / "step-000012" / "state.json").read_text())
     assert state["kind"] == "reference" and state["embedding"] == SPEC and state["metrics"] == []
 

@@ -393,11 +393,16 @@ def test_gradient_checkpointing_gives_the_same_gradients(world):
         )
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in module.named_parameters()})
-    # The same float32 operations, recomputed: equal up to the summation order of the recomputation,
-    # which is the same kernel on the same data (float32 rounding at most, ~1e-6 relative).
+    # The same float32 operations, recomputed; but checkpointing changes the order in which the layers'
+    # gradients are accumulated into the shared quality tokens (and so into the projection's), and float32
+    # addition is not associative: an element may differ by a few units of rounding of the largest terms
+    # summed, ~1e-7 of the tensor's largest gradient (measured: 6e-8 on a largest of 2.2, the toy's refiner
+    # layer contributing the largest terms). So atol is 1e-6 of each tensor's largest value; a wrong patch
+    # looked up in the recomputation changes gradients by their own size.
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
-        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-8, msg=name)
+        scale = float(grads[0][name].abs().max())
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6 * scale, msg=name)
     assert any(float(g.abs().max()) > 0 for n, g in grads[0].items() if "to_k_ip" in n), "to_k_ip got no gradient"
 
 
