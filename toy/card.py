@@ -182,6 +182,8 @@ def adapter_section(run: Path, sweep: Path, continued: Optional[Path] = None) ->
     first, last = _loss_ends(rows, 50)
     steps, secs = rows[-1]["step"], float(rows[-1]["seconds"])
     flag = " --use-flag" if settings.get("use_flag") else ""
+    grown = continued is not None and (continued / "run.json").is_file()
+    first_base = "out/toy/base_stage1.safetensors" if grown else f"weights/toy/{BASE}"  # train_toy.sh's names
     lines = [
         "",
         "# Toy IQA-Adapter (`toy_quality`)",
@@ -191,7 +193,7 @@ def adapter_section(run: Path, sweep: Path, continued: Optional[Path] = None) ->
         f"every training picture, use_flag {settings['use_flag']} (the official script's default), dropout of "
         "the quality vector 1 %, of the text 5 %, of both 1 %; AdamW. The header holds the metadata and the "
         "pictures' score table, so its percentiles are those of the toy pictures.",
-        f"- Training: `python -m training train --plugin toy --base weights/toy/{BASE} --data out/toy/patches "
+        f"- Training: `python -m training train --plugin toy --base {first_base} --data out/toy/patches "
         f"--scores out/toy/scores.parquet --metrics {' '.join(settings['metrics'])}{flag} --resolution "
         f"{settings['resolution']} --batch-size {settings['batch_size']} --lr {settings['lr']} --steps {steps} "
         f"--seed {settings['seed']}` on {settings['world_size']} processes (global batch "
@@ -199,12 +201,12 @@ def adapter_section(run: Path, sweep: Path, continued: Optional[Path] = None) ->
         "official 1e-4, so that a CPU run of under an hour converges.",
         f"- Loss (epsilon MSE): {first:.4f} over the first 50 logged steps, {last:.4f} over the last 50.",
     ]
-    if continued is not None and (continued / "run.json").is_file():
+    if grown:
         rows = _rows(continued / "loss.csv")
         first, last = _loss_ends(rows, 50)
         lines.append(
             f"- Then continued on the final base (with the refiner's attention): the same command with --base "
-            f"weights/toy/{BASE} --init-adapter <the first run's export> --steps {rows[-1]['step']}, the fifth "
+            f"weights/toy/{BASE} --init-adapter out/toy/adapter_stage1.safetensors --steps {rows[-1]['step']}, the fifth "
             "layer starting as a copy of the refiner's to_k/to_v as new layers do: "
             f"{float(rows[-1]['seconds']) / 60:.0f} min; loss {first:.4f} over its first 50 logged steps, "
             f"{last:.4f} over the last 50. This run is the one that steers the pixel-level look; the first "
