@@ -10,6 +10,7 @@ import functools
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -85,10 +86,17 @@ def site_hiddens(layout: str) -> tuple[int, ...]:
 
 
 def adapter_state(
-    layout: str, input_dim: int, num_tokens: int = 2, proj: str = "linear", seed: int = 0
+    layout: str | None,
+    input_dim: int,
+    num_tokens: int = 2,
+    proj: str = "linear",
+    seed: int = 0,
+    hiddens: Sequence[int] | None = None,
+    cross: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """A random IQA-Adapter state dict (flat keys) that fits tiny_model(layout)."""
-    cross = LAYOUTS[layout]["context_dim"]
+    """A random IQA-Adapter state dict (flat keys) that fits tiny_model(layout), or, with hiddens and cross,
+    a model of those layer widths and that context width (the toy's, whose layout adds a refiner layer)."""
+    cross = cross or LAYOUTS[layout]["context_dim"]
     g = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
     if proj == "linear":
@@ -101,7 +109,7 @@ def adapter_state(
         sd["image_proj.proj.2.bias"] = torch.randn(num_tokens * cross, generator=g) * 0.1
     sd["image_proj.norm.weight"] = 1.0 + 0.1 * torch.randn(cross, generator=g)
     sd["image_proj.norm.bias"] = 0.1 * torch.randn(cross, generator=g)
-    for n, hidden in enumerate(site_hiddens(layout)):
+    for n, hidden in enumerate(hiddens or site_hiddens(layout)):
         for kv in ("k", "v"):
             sd[f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight"] = torch.randn(hidden, cross, generator=g) / cross**0.5
     return sd

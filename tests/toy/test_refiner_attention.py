@@ -9,7 +9,7 @@ import json
 import conftest  # noqa: F401  (starts the host; toy/ is imported from the repo root)
 import pytest
 import torch
-from helpers import pack, run_unet
+from helpers import pack, run_unet, tiny
 from safetensors.torch import save_file
 
 from toy.model import build_model, build_text, default_config, save_toy_checkpoint
@@ -26,20 +26,13 @@ def _sites(patcher):
 
 
 def _adapter_file(path, patcher, only_last: bool, seed: int = 0):
-    """A random 2-token linear adapter fitting the model; only_last zeroes every layer but the refiner's."""
-    g = torch.Generator().manual_seed(seed)
-    sites, cross = _sites(patcher), 64
-    sd = {
-        "image_proj.proj.weight": torch.randn(2 * cross, 2, generator=g),
-        "image_proj.proj.bias": torch.randn(2 * cross, generator=g) * 0.1,
-        "image_proj.norm.weight": torch.ones(cross),
-        "image_proj.norm.bias": torch.zeros(cross),
-    }
-    for n, site in enumerate(sites):
-        keep = not only_last or n == len(sites) - 1
+    """A random 2-token linear adapter fitting the model (tiny_models.adapter_state); only_last zeroes every
+    layer but the refiner's."""
+    sites = _sites(patcher)
+    sd = tiny.adapter_state(None, 2, seed=seed, hiddens=[s.hidden for s in sites], cross=sites[0].context_dim)
+    for n in range(len(sites) - 1 if only_last else 0):
         for kv in "kv":
-            w = torch.randn(site.hidden, cross, generator=g) / cross**0.5
-            sd[f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight"] = w if keep else torch.zeros_like(w)
+            sd[f"ip_adapter.{2 * n + 1}.to_{kv}_ip.weight"].zero_()
     save_file(sd, str(path), metadata={"iqa_adapter": json.dumps(META)})
     return pack.adapter.IQAAdapter.load(path)
 
