@@ -2,14 +2,17 @@
 queue, and collect the images, the score plots and a scores table in an output folder (printed at the end).
 
 Without weights (a fresh machine) it runs the workflow on the built-in toy model (weights/toy: a 64 px
-diffusion model and an IQA-Adapter on PIQE, both trained by this project, scripts/train_toy.sh) where the
-graph is text-to-image (the quality sweep, Quality Condition, controlled degradation), and draws the sweep's
-grid with the measured scores under each image and a plot of score against target. Graphs the toy cannot
-run (guidance, reference transfer), and --random-tiny, run on a tiny random model instead: the graph's model
-loaders swapped for the test-only stand-ins (scripts/workflow_fixtures.py) and random tiny adapters, which
-show the plumbing and no quality trend. In both, IQA Score uses PIQE, a real no-reference metric that needs
-no weight file, and everything else (text encoding, sampling, decoding, this pack's nodes) runs as in the
-real graph. With real weights, the same command runs the real SDXL workflow:
+diffusion model, an IQA-Adapter on the toy's own quality net and a reference adapter, all trained by this
+project, scripts/train_toy.sh) where the graph is text-to-image (workflow_fixtures.toy_unsupported says which
+are not) or reference transfer (its photos become the toy's four references, clean, blurred, noisy and JPEG,
+of one photo, and its img2img becomes text to image), and draws the sweep's grid with the measured scores
+under each image and a plot of score against target, or the sheet of each reference beside its output. Graphs
+the toy cannot run (gradient guidance), and --random-tiny, run on a tiny random model instead: the graph's
+model loaders swapped for the test-only stand-ins (scripts/workflow_fixtures.py) and random tiny adapters,
+which show the plumbing and no quality trend. IQA Score uses PIQE, a real no-reference metric that needs no
+weight file (the toy quality net in a toy reference run), and everything else (text encoding, sampling,
+decoding, this pack's nodes) runs as in the real graph. With real weights, the same command runs the real SDXL
+workflow:
 
     scripts/demo.sh --models /path/to/ComfyUI/models
         (checkpoints/sd_xl_base_1.0.safetensors and iqa_adapter/iqa_adapter_sdxl_topiq_laion.safetensors,
@@ -311,9 +314,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             note = f"{workflow_path.stem}, real weights: {names['checkpoint']} + {names['adapter']}"
         elif toy:
             prompt = workflow_fixtures.toy_prompt(prompt, workflow_fixtures.ToyOptions())
+            scorer = "the toy quality net" if workflow_fixtures.is_reference_graph(prompt) else "PIQE"
             note = (
-                f"{workflow_path.stem} on the built-in toy model (weights/toy: a 64 px diffusion model and an "
-                f"IQA-Adapter trained on PIQE, both trained by this project); IQA Score uses PIQE. Pass --models "
+                f"{workflow_path.stem} on the built-in toy model (weights/toy: a 64 px diffusion model and its "
+                f"adapters, trained by this project); IQA Score uses {scorer}. Pass --models "
                 "for the real SDXL workflow"
             )
         else:
@@ -336,6 +340,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     targets = workflow_fixtures.sweep_targets(prompt) if toy else []
     if targets:
         toy_figures(out, images, targets)
+    elif toy and workflow_fixtures.is_reference_graph(prompt):
+        toy_reference_figures(out, images, prompt)
     return 0
 
 
@@ -350,6 +356,16 @@ def toy_figures(out: Path, images: list[Path], targets: list[float]) -> None:
     toy_sweep.grid(images, labels, out / "sweep_grid.png")
     toy_sweep.plot(scores, out / "score_vs_target.png", targets=targets)
     print(f"sweep_grid.png (images with their scores) and score_vs_target.png written to {out}")
+
+
+def toy_reference_figures(out: Path, images: list[Path], prompt: dict) -> None:
+    """The toy reference run's sheet: each reference beside its output, with the degradation measures under
+    each (scripts/toy_reference.py draws the same)."""
+    import toy_reference
+
+    refs = toy_reference.write_references(workflow_fixtures.toy_reference_inputs(prompt), out)
+    toy_reference.sheet(refs, [images], out / "reference_sheet.png")
+    print(f"reference_sheet.png (each reference beside its output, with measured figures) written to {out}")
 
 
 def fresh_folder(path: str) -> Path:

@@ -209,7 +209,7 @@ def rounding_spread(runs: list[list[Path]], trials: int = 3, seed: int = 0) -> d
     flat = [p for run in runs for p in run]
     images = load_images(flat)
     shape = (len(runs), len(runs[0]))
-    base = measure(runs)
+    base = measure(runs, targets=range(shape[1]))
     gen = torch.Generator().manual_seed(seed)
     out = {m: 0.0 for m in base}
     from toy.degradation_measures import measure as degradation_measures

@@ -182,6 +182,7 @@ TOY_BASE = TOY_WEIGHTS / "toy_base.safetensors"
 TOY_ADAPTER = (
     "toy_adapter_quality.safetensors"  # in weights/toy; make_workspace(toy=True) links it into models/iqa_adapter
 )
+TOY_REFERENCE_ADAPTER = "toy_adapter_reference.safetensors"  # the same; embeds with the toy quality net
 
 
 @dataclass
@@ -200,6 +201,9 @@ class ToyOptions:
     seed: Optional[int] = None  # None: the graph's own
     uncond: str = "zeros"
     negative_strength: float = 0.5
+    reference_photo: str = "coffee"  # reference graphs: the photo of the four references (not the caption's)
+    reference_level: float = 0.8  # and their degradation level (toy/reference_images.py)
+    reference_scale: Optional[float] = None  # None: the graph's own
 
 
 def toy_ready() -> bool:
@@ -207,16 +211,24 @@ def toy_ready() -> bool:
     return TOY_BASE.is_file() and (TOY_WEIGHTS / TOY_ADAPTER).is_file()
 
 
+def is_reference_graph(prompt: Mapping[str, Any]) -> bool:
+    return any(n["class_type"] == "IQAReferenceQualityTransfer" for n in prompt.values())
+
+
 def toy_unsupported(prompt: Mapping[str, Any]) -> list[str]:
-    """Why a graph cannot run on the toy (empty: it can): the toy has one quality adapter (on its own quality
-    net, which the pack's guidance does not load) and makes images from text only."""
+    """Why a graph cannot run on the toy (empty: it can): the toy has a quality adapter and a reference
+    adapter (both on its own quality net, which the pack's gradient guidance does not load) and makes images
+    from text only; a reference graph's photos become the toy's reference photos (toy_reference_prompt)."""
     readers = _consumers(prompt)
+    reference = is_reference_graph(prompt)
     why = set()
     for node_id, node in prompt.items():
         kind = node["class_type"]
-        if kind in ("IQAGradientGuidance", "IQAReferenceQualityTransfer", "LoadImage", "VAELoader"):
+        if kind in ("IQAGradientGuidance", "VAELoader") or (kind == "LoadImage" and not reference):
             why.add(kind)
-        elif kind == "IQALoadModel" and not readers.get(node_id, set()) <= {"IQAScore"}:
+        elif kind == "IQAReferenceQualityTransfer" and not (TOY_WEIGHTS / TOY_REFERENCE_ADAPTER).is_file():
+            why.add(f"{kind} (no {TOY_REFERENCE_ADAPTER} in weights/toy)")
+        elif kind == "IQALoadModel" and not reference and not readers.get(node_id, set()) <= {"IQAScore"}:
             why.add("IQALoadModel feeding guidance")
     return sorted(why)
 
@@ -248,6 +260,8 @@ def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
     why = toy_unsupported(prompt)
     if why:
         raise ValueError(f"This graph cannot run on the toy model: it uses {', '.join(why)}")
+    if is_reference_graph(prompt):
+        return toy_reference_prompt(prompt, opts)
     p = copy.deepcopy(dict(prompt))
     negatives = {n["inputs"]["negative"][0] for n in p.values() if n["class_type"] in ("KSampler", "KSamplerAdvanced")}
     loaders = [i for i, n in p.items() if n["class_type"] == "IQAAdapterLoader"]
@@ -274,6 +288,71 @@ def toy_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
             if opts.seed is not None:
                 inputs["seed" if kind == "KSampler" else "noise_seed"] = opts.seed
     return p
+
+
+def toy_reference_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
+    """A reference graph on the toy: text to image from one noise, conditioned on the toy's four references.
+
+    Each Reference Quality Transfer's reference source (the distortion node, or the photo itself) becomes Toy
+    Reference Photos (opts.reference_photo: clean, blurred, noisy and JPEG at opts.reference_level); the
+    content photo's img2img (VAE Encode) becomes four empty toy latents with one noise (Latent Batch Seed
+    Behavior, fixed) at denoise 1, since the toy draws from its caption; IQA models become the toy quality
+    net the reference adapter embeds with; nodes left without readers are dropped."""
+    p = copy.deepcopy(dict(prompt))
+    for node in list(p.values()):
+        if node["class_type"] == "IQAReferenceQualityTransfer":
+            src = node["inputs"]["reference"][0]
+            p[src] = {
+                "class_type": "IQAToyReferences",
+                "inputs": {"photo": opts.reference_photo, "level": opts.reference_level, "seed": 0},
+                "_meta": {"title": "Toy references: clean, blur, noise, JPEG"},
+            }
+            if opts.reference_scale is not None:
+                node["inputs"]["scale"] = opts.reference_scale
+    for node_id, node in list(p.items()):
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "VAEEncode":
+            p[f"{node_id}_empty"] = {
+                "class_type": "IQAToyEmptyLatent",
+                "inputs": {"width": 64, "height": 64, "batch_size": 4},
+            }
+            p[node_id] = {
+                "class_type": "LatentBatchSeedBehavior",
+                "inputs": {"samples": [f"{node_id}_empty", 0], "seed_behavior": "fixed"},
+            }
+        elif kind == "IQALoadModel":
+            p[node_id] = {"class_type": "IQAToyQualityNet", "inputs": {}}
+        elif kind == "IQAAdapterLoader":
+            inputs["adapter_name"] = TOY_REFERENCE_ADAPTER
+        elif kind == "CheckpointLoaderSimple":
+            node.update(class_type="IQAToyCheckpoint", inputs={})
+        elif kind in ("KSampler", "KSamplerAdvanced"):
+            inputs.update(steps=opts.steps, cfg=opts.cfg, sampler_name=opts.sampler_name, scheduler=opts.scheduler)
+            inputs["denoise"] = 1.0
+            if opts.seed is not None:
+                inputs["seed" if kind == "KSampler" else "noise_seed"] = opts.seed
+    negatives = {n["inputs"]["negative"][0] for n in p.values() if n["class_type"] in ("KSampler", "KSamplerAdvanced")}
+    for node_id, node in p.items():
+        if node["class_type"] == "CLIPTextEncode":
+            node["inputs"]["text"] = "" if node_id in negatives else opts.text
+    return _without_unread(p)
+
+
+def toy_reference_inputs(prompt: Mapping[str, Any]) -> dict:
+    """The inputs of the (first) Toy Reference Photos node of a toy reference prompt."""
+    return next(n["inputs"] for n in prompt.values() if n["class_type"] == "IQAToyReferences")
+
+
+def _without_unread(p: dict) -> dict:
+    """The prompt without the nodes whose outputs nothing reads (output and note nodes stay)."""
+    keep_always = {"SaveImage", "PreviewImage"}
+    while True:
+        read = _consumers(p)
+        drop = [i for i, n in p.items() if n["class_type"] not in keep_always and not read.get(i)]
+        if not drop:
+            return p
+        for i in drop:
+            del p[i]
 
 
 def write_tiny_files(models: Path, layout: str = "sdxl") -> dict[str, str]:

@@ -66,6 +66,22 @@ def test_main_job_runs_the_sweep_through_the_prompt_queue(tmp_path):
             assert im.width > 300 and im.height > 100, (figure, im.size)
 
 
+def test_the_reference_example_runs_on_the_toy_with_its_sheet(tmp_path):
+    """The Reference Quality Transfer example on the toy: four references (clean, blur, noise, JPEG) of one
+    photo condition four items from one noise, and the sheet shows each reference beside its output."""
+    out = tmp_path / "demo"
+    proc = run("--workflow", "Reference Quality Transfer (SDXL)", "--out", str(out), "--timeout", "300")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    prompt = json.loads((out / "prompt.json").read_text())
+    kinds = {n["class_type"] for n in prompt.values()}
+    assert {"IQAToyCheckpoint", "IQAToyReferences", "IQAToyQualityNet", "IQAReferenceQualityTransfer"} <= kinds
+    assert not kinds & (FIXTURE_TYPES | {"LoadImage", "VAEEncode"})
+    assert len(sorted(out.glob("iqa_reference_transfer_*.png"))) == 4
+    with Image.open(out / "reference_sheet.png") as im:
+        assert im.width > 300 and im.height > 4 * 192, im.size  # four rows of two 64 px images zoomed 3x
+    assert "toy quality net" in (out / "scores.md").read_text()
+
+
 def test_random_tiny_runs_the_same_graph_on_the_test_stand_ins(tmp_path):
     out = tmp_path / "demo"
     proc = run("--out", str(out), "--timeout", "300", "--random-tiny")

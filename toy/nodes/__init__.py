@@ -1,5 +1,5 @@
-"""Hidden node pack of the toy world: "Load Toy Checkpoint", "Empty Toy Latent" and "Load Toy Quality Net"
-(IQA-Adapter toy).
+"""Hidden node pack of the toy world: "Load Toy Checkpoint", "Empty Toy Latent", "Load Toy Quality Net" and
+"Toy Reference Photos" (IQA-Adapter toy).
 
 Not part of the IQA-Adapter pack's menu: like tests/fixture_nodes, this folder is mounted as its own custom
 node (scripts/workflow_host.make_workspace(toy=True), tests/conftest.py) only by the demo and the tests.
@@ -125,13 +125,58 @@ class IQAToyQualityNet:
         return (load_iqa_model(iqa_models, metric_specs),)
 
 
+class IQAToyReferences:
+    CATEGORY = "IQA-Adapter/toy"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "make"
+    DESCRIPTION = (
+        "Four 64 px references from one of the toy's source photos (its centred square): clean, blurred, with "
+        "impulse noise and JPEG-compressed, each degradation alone at the given level (toy/patches.py's "
+        "degradations, which the toy reference adapter saw in training). For Reference Quality Transfer: a "
+        "batch of references conditions the latents one to one."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        _toy_package()
+        from toy.reference_images import photo_names
+
+        return {
+            "required": {
+                "photo": (photo_names(), {"default": "coffee", "tooltip": "The source photo (toy/sources.py)."}),
+                "level": (
+                    "FLOAT",
+                    {
+                        "default": 0.8,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.05,
+                        "tooltip": "Degradation level, 0 (none) to 1 (blur sigma 3 px, 15 % impulses, JPEG q5).",
+                    },
+                ),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seed of the impulse noise."}),
+            }
+        }
+
+    def make(self, photo: str, level: float, seed: int):
+        _toy_package()
+        import torch
+
+        from toy.reference_images import references
+
+        batch = references(photo, level, seed)
+        return (torch.from_numpy(batch.astype("float32") / 255.0),)
+
+
 NODE_CLASS_MAPPINGS = {
     "IQAToyCheckpoint": IQAToyCheckpoint,
     "IQAToyEmptyLatent": IQAToyEmptyLatent,
     "IQAToyQualityNet": IQAToyQualityNet,
+    "IQAToyReferences": IQAToyReferences,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "IQAToyCheckpoint": "Load Toy Checkpoint (IQA-Adapter toy)",
     "IQAToyEmptyLatent": "Empty Toy Latent (IQA-Adapter toy)",
     "IQAToyQualityNet": "Load Toy Quality Net (IQA-Adapter toy)",
+    "IQAToyReferences": "Toy Reference Photos (IQA-Adapter toy)",
 }
