@@ -3,9 +3,10 @@
 Runs the quality sweep example on the toy (scripts/toy_sweep.py) through the real host's prompt queue with
 the targets cut to p1 and p99 (one batch of two from the same initial noise) and Quality Condition's
 block_weights set to one group alone ("all: 0, <group>: 1"), every group and none, per seed. Each image is
-scored with PIQE, the metric the toy adapter was trained on (lower is better).
+scored with the metric the toy adapter was trained on (toy_quality, higher is better), and the impulse share
+(toy/degradation_measures.py, not trained on: the noise, which is what the toy adapter moves most).
 
-    python scripts/toy_block_sweep.py --seeds 4      # a Markdown table (docs/design.md has one)
+    python scripts/toy_block_sweep.py --seeds 4      # a Markdown table (docs/design.md has one) and blocks.png
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import toy_sweep  # noqa: E402
 
-# label -> block_weights (the toy's layout: input 3, middle 0, output 2 and 3; adapter/unet_layouts.py)
+# label -> block_weights (the toy's layout: input 3, middle 0, output 2, 3 and 4, the last the pixel
+# refiner's; adapter/unet_layouts.py)
 CONFIGS = {
     "every block (the node's default)": "",
-    "input only (input 3)": "all: 0, input: 1",
-    "middle only (middle 0)": "all: 0, middle: 1",
-    "output only (output 2, 3)": "all: 0, output: 1",
-    "output 2 only": "all: 0, output 2: 1",
-    "output 3 only": "all: 0, output 3: 1",
+    "input only (`input 3`)": "all: 0, input: 1",
+    "middle only (`middle 0`)": "all: 0, middle: 1",
+    "output only (`output 2`, `3`, `4`)": "all: 0, output: 1",
+    "`output 2` only": "all: 0, output 2: 1",
+    "`output 3` only": "all: 0, output 3: 1",
+    "`output 4` only (the refiner's)": "all: 0, output 4: 1",
     "none (= scale 0)": "all: 0",
 }
+IMPULSES = "impulse share"
 
 
 def block_prompt(info: dict, seed: int, block_weights: str, label: str) -> dict:
@@ -46,10 +50,12 @@ def block_prompt(info: dict, seed: int, block_weights: str, label: str) -> dict:
     return prompt
 
 
-def run(server, seeds: range) -> dict[str, np.ndarray]:
-    """{label: [seeds, 2] PIQE of p1 and p99}."""
+def run(server, seeds: range) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, list[Path]]]:
+    """({label: {score: [seeds, 2] at p1 and p99}}, {label: the saved paths of the first seed})."""
+    from toy.degradation_measures import measure as degradation_measures
+
     info = server.object_info()
-    out = {}
+    out, first = {}, {}
     for label, weights in CONFIGS.items():
         paths = []
         for seed in seeds:
@@ -59,22 +65,36 @@ def run(server, seeds: range) -> dict[str, np.ndarray]:
             if len(saved) != 2:
                 raise RuntimeError(f"{label}, seed {seed}: {len(saved)} images saved, expected 2")
             paths += list(saved)
-        scores = toy_sweep.score_images(toy_sweep.load_images(paths), toy_sweep.TRAINED_METRIC)
-        out[label] = scores.reshape(len(seeds), 2)
-    return out
+        images = toy_sweep.load_images(paths)
+        shape = (len(seeds), 2)
+        out[label] = {
+            toy_sweep.TRAINED_METRIC: toy_sweep.score_images(images, toy_sweep.TRAINED_METRIC).reshape(shape),
+            IMPULSES: degradation_measures(images.numpy())[IMPULSES].reshape(shape),
+        }
+        first[label] = paths[:2]
+    return out, first
 
 
-def table(scores: dict[str, np.ndarray]) -> str:
-    """Median PIQE at p1 and p99, the median gap p1 - p99 (positive: the high target looks better) and wins."""
+def gap(metric: str, s: np.ndarray) -> np.ndarray:
+    """How much better p99 is than p1, per seed (positive: the high target looks better)."""
+    return s[:, 0] - s[:, 1] if metric == IMPULSES or toy_sweep.lower_better(metric) else s[:, 1] - s[:, 0]
+
+
+def table(scores: dict[str, dict[str, np.ndarray]]) -> str:
+    """Medians at p1 and p99, the median gain of p99 over p1, and the seeds where p99 is better, per score."""
+    metric = toy_sweep.TRAINED_METRIC
     lines = [
-        "| blocks on (weight 1; the rest 0) | PIQE at p1 | PIQE at p99 | gap p1 - p99 | p99 better |",
-        "|---|---|---|---|---|",
+        f"| blocks on (weight 1; the rest 0) | {metric} p1 -> p99 | gain | p99 better | {IMPULSES} p1 -> p99 "
+        "| p99 better |",
+        "|---|---|---|---|---|---|",
     ]
-    for label, s in scores.items():
-        gap = s[:, 0] - s[:, 1]
+    for label, by in scores.items():
+        q, imp = by[metric], by[IMPULSES]
+        g, gi = gap(metric, q), gap(IMPULSES, imp)
         lines.append(
-            f"| {label} | {np.median(s[:, 0]):.1f} | {np.median(s[:, 1]):.1f} | {np.median(gap):+.1f} "
-            f"| {int((gap > 0).sum())}/{len(gap)} seeds |"
+            f"| {label} | {np.median(q[:, 0]):.1f} -> {np.median(q[:, 1]):.1f} | {np.median(g):+.1f} "
+            f"| {int((g > 0).sum())}/{len(g)} | {np.median(imp[:, 0]):.4f} -> {np.median(imp[:, 1]):.4f} "
+            f"| {int((gi > 0).sum())}/{len(gi)} |"
         )
     return "\n".join(lines)
 
@@ -85,8 +105,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out", type=Path, default=toy_sweep.REPO / "out" / "toy" / "blocks")
     args = ap.parse_args(argv)
     with toy_sweep.toy_server(args.out) as server:
-        scores = run(server, range(args.seeds))
-    np.savez(args.out / "scores.npz", **{k: v for k, v in scores.items()})
+        scores, first = run(server, range(args.seeds))
+        shown, labels = [], []
+        for label, (p1, p99) in first.items():
+            for target, src in (("p1", p1), ("p99", p99)):
+                shown.append(args.out / f"{len(shown):02d}.png")
+                shown[-1].write_bytes(Path(src).read_bytes())
+                labels.append(f"{CONFIGS[label] or '(empty: every block)'}\n{target}")
+    toy_sweep.grid(shown, labels, args.out / "blocks.png", columns=4)
+    np.savez(args.out / "scores.npz", **{f"{k}|{m}": v for k, by in scores.items() for m, v in by.items()})
     print(table(scores))
     return 0
 
