@@ -32,6 +32,7 @@ models folders; nothing is started or stopped).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -313,7 +314,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             prompt = real_prompt(prompt, names, args.score_metric)
             note = f"{workflow_path.stem}, real weights: {names['checkpoint']} + {names['adapter']}"
         elif toy:
-            prompt = workflow_fixtures.toy_prompt(prompt, workflow_fixtures.ToyOptions())
+            source = prompt
+            sweep = bool(workflow_fixtures.sweep_targets(prompt))
+            # a sweep draws the README's first picture: one row per subject, the first from this prompt
+            toy_opts = workflow_fixtures.ToyOptions()
+            if sweep:
+                toy_opts = dataclasses.replace(toy_opts, text=workflow_fixtures.PICTURE_CAPTIONS[0])
+            prompt = workflow_fixtures.toy_prompt(prompt, toy_opts)
             scorer = "the toy quality net" if workflow_fixtures.is_reference_graph(prompt) else "PIQE"
             note = (
                 f"{workflow_path.stem} on the built-in toy model (weights/toy: a 64 px diffusion model and its "
@@ -334,26 +341,47 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "Pass --models for the real SDXL workflow"
             )
         images = finish(host, prompt, out, args.timeout, note, log_hint=str(out / "host.log"))
+        rows = [images]
+        if toy and sweep:
+            for k, caption in enumerate(workflow_fixtures.PICTURE_CAPTIONS[1:], start=1):
+                more = workflow_fixtures.toy_prompt(source, dataclasses.replace(toy_opts, text=caption))
+                rows.append(save_more(host, more, out, f"subject{k}_", args.timeout))
     finally:
         host.stop()
         remove_workspace(ws)
     targets = workflow_fixtures.sweep_targets(prompt) if toy else []
     if targets:
-        toy_figures(out, images, targets)
+        toy_figures(out, rows, targets)
     elif toy and workflow_fixtures.is_reference_graph(prompt):
         toy_reference_figures(out, images, prompt)
     return 0
 
 
-def toy_figures(out: Path, images: list[Path], targets: list[float]) -> None:
-    """The toy run's grid (the trained metric, PIQE and, where its parameters are here, NIQE under each image)
-    and its plot of score against target percentile (scripts/toy_sweep.py draws both)."""
+def save_more(host: HostServer, prompt: dict, out: Path, prefix: str, timeout: float) -> list[Path]:
+    """Queue one more prompt and save its SaveImage images into `out` as <prefix><name>."""
+    try:
+        entry = host.run(prompt, timeout)
+    except PromptFailed as e:
+        raise SystemExit(f"The prompt failed: {e}. Host log: {out / 'host.log'}") from None
+    paths = []
+    for node_id, refs in host.image_refs(entry).items():
+        if prompt.get(node_id, {}).get("class_type") == "SaveImage":
+            for ref in refs:
+                paths.append(out / f"{prefix}{Path(ref['filename']).name}")
+                paths[-1].write_bytes(host.fetch_image(ref))
+    return sorted(paths)
+
+
+def toy_figures(out: Path, rows: list[list[Path]], targets: list[float]) -> None:
+    """The toy run's grid, a row per subject (the trained metric, PIQE and, where its parameters are here,
+    NIQE under each image), and its plot of score against target percentile (scripts/toy_sweep.py draws
+    both: the README's first picture)."""
     import toy_sweep
 
-    scores = toy_sweep.measure([images], held_out=toy_sweep.niqe_available(), targets=targets)
+    scores = toy_sweep.measure(rows, held_out=toy_sweep.niqe_available(), targets=targets)
     names = [toy_sweep.TRAINED_METRIC, "piqe", toy_sweep.HELD_OUT_METRIC]
-    labels = [toy_sweep.label(t, scores, 0, i, names) for i, t in enumerate(targets)]
-    toy_sweep.grid(images, labels, out / "sweep_grid.png")
+    labels = [toy_sweep.label(t, scores, r, i, names) for r in range(len(rows)) for i, t in enumerate(targets)]
+    toy_sweep.grid([p for row in rows for p in row], labels, out / "sweep_grid.png", columns=len(targets))
     toy_sweep.plot(scores, out / "score_vs_target.png", targets=targets)
     print(f"sweep_grid.png (images with their scores) and score_vs_target.png written to {out}")
 

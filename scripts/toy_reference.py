@@ -37,6 +37,7 @@ EXAMPLE = "sdxl_reference_quality_transfer"
 KINDS = ("clean", "blur", "noise", "jpeg")  # the batch order of toy/reference_images.references
 # The measure that reads each degradation type, and whether it is lower for the better picture.
 TYPE_MEASURE = {"blur": "sharpness", "noise": "impulse share", "jpeg": "blockiness"}
+TOY = workflow_fixtures.ToyOptions()  # the caption, the reference photo and its level
 
 
 def reference_prompt(
@@ -110,7 +111,7 @@ def table(s: dict[str, np.ndarray], claims: dict[str, np.ndarray], subjects: Opt
     for name, v in claims.items():
         lines.append(f"| {name} | {int((v > 0).sum())}/{len(v)} | {np.median(v):.3g} |")
     if subjects is not None:
-        hit = sum(m.caption == workflow_fixtures.ToyOptions().text for m in subjects)
+        hit = sum(m.caption == TOY.text for m in subjects)
         lines += ["", f"Outputs that show the caption's subject (nearest source photo): {hit}/{len(subjects)}"]
     return "\n".join(lines)
 
@@ -139,7 +140,7 @@ def _figures(scores: dict[str, np.ndarray], k: int) -> str:
 
 def subjects(outs: list[list[Path]]) -> list:
     """The nearest source photo of every output (toy/recognize.py)."""
-    text = workflow_fixtures.ToyOptions().text
+    text = TOY.text
     return [m for k in range(len(KINDS)) for m in toy_sweep.subjects(outs, [text] * len(outs), index=k)]
 
 
@@ -166,8 +167,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         zero_spread = max(float(np.ptp(toy_sweep.load_images(z).numpy(), axis=0).max()) for z in zero)
     sheet(refs, kept, args.out / "reference_sheet.png", {m: v[: args.shown] for m, v in s.items()})
     np.savez(args.out / "scores.npz", **s)
-    print(table(s, claims, found))
-    print(f"\nScale 0: largest difference between the four outputs of one seed: {zero_spread:.4g}")
+    text = (
+        f"{args.seeds} seeds, caption '{TOY.text}', four references of the "
+        f"'{TOY.reference_photo}' photo at level "
+        f"{TOY.reference_level} (Reference Quality Transfer at scale 1, the "
+        "example's own), every item of a seed from the same noise.\n\n"
+        + table(s, claims, found)
+        + f"\n\nAt scale 0, the largest difference between the four outputs of one seed: {zero_spread:.4g}\n"
+    )
+    (args.out / "proof.md").write_text(text)
+    print(text)
     return 0
 
 

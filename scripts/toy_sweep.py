@@ -52,6 +52,7 @@ QUALITY_NET = workflow_fixtures.TOY_WEIGHTS / "toy_quality_net.safetensors"
 # Whether lower is better, for every score this script reports (pyiqa's flags for PIQE and NIQE).
 LOWER_BETTER = {"piqe": True, "niqe": True, TOY_METRIC: False}
 COMPARE_SIZE = 32  # content SSIM on downscaled grey images, where the degradations weigh little
+PICTURE_CAPTIONS = workflow_fixtures.PICTURE_CAPTIONS
 
 
 def adapter_metrics(path: Path = workflow_fixtures.TOY_WEIGHTS / workflow_fixtures.TOY_ADAPTER) -> list[str]:
@@ -410,7 +411,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         help="another adapter file to sweep (linked into the host's models/iqa_adapter; its header names the "
         f"trained metric); default weights/toy/{toy.adapter}",
     )
-    ap.add_argument("--picture", type=int, default=2, help="captions shown in grid.png, a row each (default 2)")
+    ap.add_argument(
+        "--picture",
+        nargs="+",
+        default=list(PICTURE_CAPTIONS),
+        help="captions shown in grid.png, a row each, among those swept (default: the README's, "
+        f"{', '.join(PICTURE_CAPTIONS)}; else the first two swept)",
+    )
     ap.add_argument("--report", action="store_true", help="also sweep at scale 0 and write report.md")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "toy" / "sweep")
     ap.add_argument("--no-held-out", action="store_true", help="only the trained metric")
@@ -436,7 +443,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         scores = measure(runs, held_out=not args.no_held_out, trained=trained)
         base = measure(base_runs, held_out=not args.no_held_out, trained=trained) if args.report else {}
         kept = content_kept(runs) if args.report else {}
-        shown = [i * args.seeds for i in range(min(args.picture, len(captions)))]  # seed 0 of each caption
+        pictured = [c for c in args.picture if c in captions] or captions[:2]
+        shown = [captions.index(c) * args.seeds for c in pictured]  # seed 0 of each caption
         first = []
         for k, r in enumerate(shown):
             for t, src in zip(TARGETS, runs[r]):

@@ -2,7 +2,7 @@
 # Retrain the toy world from scratch on this machine (CPU only, no downloads): degraded whole-photo pictures
 # from the installed wheels, the toy's own quality net (its IQA metric, toy_quality) and its scores of the
 # pictures, the toy base model (ToyUNet + ToyCLIP word table), the toy IQA-Adapter on toy_quality, the toy
-# GenzIQA file, the fp16 exports in weights/toy, the measured sweep and the model card. Every stage is
+# reference adapter (on the quality net's embedding), the toy GenzIQA file, the fp16 exports in weights/toy, the measured sweep and the model card. Every stage is
 # deterministic from the seeds below (up to the CPU's float rounding) and resumable: rerun the script after
 # a stop and it continues (pictures are rebuilt only when incomplete, a finished quality net is kept, each
 # training resumes from its state).
@@ -12,7 +12,7 @@
 #
 # Environment: TOY_OUT (out/toy), TOY_PATCHES (8000), TOY_PATCH_SEED (0), TOY_NET_STEPS (3000),
 # TOY_BASE_STEPS (4000), TOY_REFINER_STEPS (750), TOY_BASE_SEED (0), TOY_ADAPTER_STEPS (5000),
-# TOY_ADAPTER_REFINER_STEPS (1500), TOY_ADAPTER_SEED (0),
+# TOY_ADAPTER_REFINER_STEPS (1500), TOY_ADAPTER_SEED (0), TOY_REFERENCE_STEPS (2500),
 # TOY_ADAPTER_LR (1e-3), TOY_GENZIQA_BUDGETS ("4000 8000": step counts exported and compared on validation),
 # TOY_PROCESSES (adapter processes under accelerate launch, 2), TOY_THREADS (1 torch thread per adapter
 # process), TOY_BASE_THREADS (2 torch threads for the base),
@@ -32,6 +32,7 @@ base_seed="${TOY_BASE_SEED:-0}"
 adapter_steps="${TOY_ADAPTER_STEPS:-5000}"
 adapter_refiner_steps="${TOY_ADAPTER_REFINER_STEPS:-1500}"
 adapter_seed="${TOY_ADAPTER_SEED:-0}"
+reference_steps="${TOY_REFERENCE_STEPS:-2500}"
 adapter_lr="${TOY_ADAPTER_LR:-1e-3}"
 procs="${TOY_PROCESSES:-2}"
 threads="${TOY_THREADS:-1}"
@@ -99,6 +100,18 @@ ACCELERATE_USE_CPU=true PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "${launch[
 "$py" -m training export --checkpoint "$out/adapter_refiner" --out "$weights/toy_adapter_quality.safetensors" --dtype fp16
 stage "adapter training"
 
+# 4b. The reference adapter (Reference Quality Transfer): every picture's embedding by the toy's spec (the
+#     quality net's last stage, mean and std), computed once, then the same recipe with each picture as its
+#     own reference, on the final base, from scratch.
+PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$py" -m training embed --plugin toy --device cpu \
+  --spec "$weights/toy_quality_embedding_spec.json" --resolution 64 --data "$out/patches" --out "$out/embeddings.parquet"
+ACCELERATE_USE_CPU=true PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "${launch[@]}" -m training train \
+  --kind reference --embeddings "$out/embeddings.parquet" --plugin toy --base "$weights/toy_base.safetensors" \
+  --data "$out/patches" --resolution 64 --batch-size 32 --lr "$adapter_lr" --steps "$reference_steps" \
+  --seed "$adapter_seed" --out "$out/reference" --resume latest --checkpoint-every 250 --log-every 25
+"$py" -m training export --checkpoint "$out/reference" --out "$weights/toy_adapter_reference.safetensors" --dtype fp16
+stage "reference adapter training"
+
 # 5. GenzIQA on the new base: labelled pictures (train seed 0; validation seed 1, which chooses the number of
 #    steps; test seed 2, which no choice has seen), the authors' training with the toy's in-vocabulary
 #    prompts, exported at each budget of $genziqa_budgets (one run, resumed), the budget with the best
@@ -137,6 +150,8 @@ mkdir -p docs/images  # the README's first picture and its plot
 cp "$out/sweep/grid.png" docs/images/toy_sweep_grid.png
 cp "$out/sweep/score_vs_target.png" docs/images/toy_score_vs_target.png
 cp "$out/sweep/report.md" docs/toy_sweep_report.md
+"$py" scripts/toy_reference.py --seeds "$seeds" --out "$out/reference_sheet"
+cp "$out/reference_sheet/reference_sheet.png" docs/images/toy_reference_sheet.png
 stage "sweep"
 "$py" -m toy.card --work "$out" --weights "$weights" --out "$weights/MODEL_CARD.md"
 echo "train_toy: all stages took $((SECONDS - t_all)) s"

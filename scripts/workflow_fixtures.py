@@ -185,6 +185,10 @@ TOY_ADAPTER = (
 TOY_REFERENCE_ADAPTER = "toy_adapter_reference.safetensors"  # the same; embeds with the toy quality net
 
 
+# The subjects of the README's first picture and the demo's sweep_grid.png (scripts/toy_sweep.py), a row each.
+PICTURE_CAPTIONS = ("a photo of grace hopper", "a photo of coffee")
+
+
 @dataclass
 class ToyOptions:
     """How a graph runs on the toy model: the sampler settings the toy's proof test measured
@@ -202,7 +206,7 @@ class ToyOptions:
     uncond: str = "zeros"
     negative_strength: float = 0.5
     reference_photo: str = "coffee"  # reference graphs: the photo of the four references (not the caption's)
-    reference_level: float = 0.8  # and their degradation level (toy/reference_images.py)
+    reference_level: float = 1.0  # and their degradation level (toy/reference_images.py)
     reference_scale: Optional[float] = None  # None: the graph's own
 
 

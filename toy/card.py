@@ -19,10 +19,11 @@ from .model import DEFAULT_UNET
 from .patches import BLUR_SIGMA_MAX, FRAME, IMPULSE_MAX, JPEG_QUALITY, P_CLEAN, SIZE
 from .sources import SOURCES
 
-BASE, NET, ADAPTER, GENZIQA = (
+BASE, NET, ADAPTER, REFERENCE, GENZIQA = (
     "toy_base.safetensors",
     "toy_quality_net.safetensors",
     "toy_adapter_quality.safetensors",
+    "toy_adapter_reference.safetensors",
     "toy_genziqa.safetensors",
 )
 
@@ -62,6 +63,7 @@ def header(weights: Path, times: dict[str, float]) -> list[str]:
         (BASE, "the base: a 64 px diffusion model of the photos below, with a word-table text encoder"),
         (NET, "the toy's own IQA metric, `toy_quality`: reads blur, impulse noise and JPEG levels"),
         (ADAPTER, "the IQA-Adapter on `toy_quality`, trained on the base"),
+        (REFERENCE, "the reference adapter for Reference Quality Transfer, on the quality net's embedding"),
         (GENZIQA, "a GenzIQA file for the base, trained on degradation labels"),
     ]
     total = sum(times.values())
@@ -219,6 +221,36 @@ def adapter_section(run: Path, sweep: Path, continued: Optional[Path] = None) ->
     return lines
 
 
+def reference_section(run: Path, proof: Path) -> list[str]:
+    settings = json.loads((run / "run.json").read_text())
+    rows = _rows(run / "loss.csv")
+    first, last = _loss_ends(rows, 50)
+    steps, secs = rows[-1]["step"], float(rows[-1]["seconds"])
+    lines = [
+        "",
+        "# Toy reference adapter (Reference Quality Transfer)",
+        "",
+        "The paper's reference scenario: each training picture conditioned on its own embedding by "
+        "`toy_quality_embedding_spec.json` (the quality net's last stage, mean and standard deviation over "
+        "positions: 192 values), computed once by `python -m training embed --plugin toy --spec "
+        "weights/toy/toy_quality_embedding_spec.json --resolution 64 --data out/toy/patches`. The same recipe, "
+        "dropout and tokens as the quality adapter; the header holds `kind: reference` and the spec.",
+        f"- Training: `python -m training train --kind reference --embeddings out/toy/embeddings.parquet --plugin "
+        f"toy --base weights/toy/{BASE} --data out/toy/patches --resolution {settings['resolution']} --batch-size "
+        f"{settings['batch_size']} --lr {settings['lr']} --steps {steps} --seed {settings['seed']}` on "
+        f"{settings['world_size']} processes, from scratch: {secs / 60:.0f} min.",
+        f"- Loss (epsilon MSE): {first:.4f} over the first 50 logged steps, {last:.4f} over the last 50.",
+    ]
+    if proof.is_file():
+        lines += [
+            "",
+            "## Measured (scripts/toy_reference.py, through the real host's prompt queue)",
+            "",
+            proof.read_text().strip(),
+        ]
+    return lines
+
+
 def genziqa_section(work: Path) -> list[str]:
     run = work / "genziqa" / "run"
     settings = _json(run / "run.json") or {}
@@ -286,6 +318,8 @@ def build_card(work: Path, weights: Path) -> str:
         lines += net_section(weights / NET)
     if (work / "adapter" / "run.json").is_file():
         lines += adapter_section(work / "adapter", work / "sweep", work / "adapter_refiner")
+    if (work / "reference" / "run.json").is_file():
+        lines += reference_section(work / "reference", work / "reference_sheet" / "proof.md")
     lines += genziqa_section(work)
     lines += [
         "",

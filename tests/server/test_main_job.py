@@ -64,6 +64,10 @@ def test_main_job_runs_the_sweep_through_the_prompt_queue(tmp_path):
     for figure in ("sweep_grid.png", "score_vs_target.png"):
         with Image.open(out / figure) as im:
             assert im.width > 300 and im.height > 100, (figure, im.size)
+    # the README's two subjects, a row each: the second from the same graph queued once more
+    assert len(sorted(out.glob("subject1_iqa_sweep_*.png"))) == 5
+    with Image.open(out / "sweep_grid.png") as im:
+        assert im.height > 2 * 192, im.size  # two rows of 64 px images zoomed 3x
 
 
 def test_the_reference_example_runs_on_the_toy_with_its_sheet(tmp_path):
