@@ -66,15 +66,7 @@ def write_references(inputs: dict, out: Path) -> list[Path]:
 def run(server, seeds: Sequence[int], scale: Optional[float] = None) -> list[list[Path]]:
     """For each seed, the four outputs (KINDS order)."""
     info = server.object_info()
-    outs = []
-    for seed in seeds:
-        prompt = reference_prompt(info, seed, scale)
-        save = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
-        paths = server.output_images(server.run(prompt, timeout=600))[save]
-        if len(paths) != len(KINDS):
-            raise RuntimeError(f"seed {seed}: {len(paths)} images saved, expected {len(KINDS)}")
-        outs.append(list(paths))
-    return outs
+    return toy_sweep.run_saved(server, [reference_prompt(info, seed, scale) for seed in seeds], len(KINDS))
 
 
 def measures(runs: list[list[Path]]) -> dict[str, np.ndarray]:

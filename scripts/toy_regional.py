@@ -79,15 +79,7 @@ def regional_prompt(object_info: dict, seed: int, opts: Optional[workflow_fixtur
 def run(server, seeds: Sequence[int], opts: Optional[workflow_fixtures.ToyOptions] = None) -> list[list[Path]]:
     """For each seed, the two saved images (item 0: p99 left; item 1: p99 right)."""
     info = server.object_info()
-    runs = []
-    for seed in seeds:
-        prompt = regional_prompt(info, seed, opts)
-        save = _node(prompt, "SaveImage")
-        paths = server.output_images(server.run(prompt, timeout=600))[save]
-        if len(paths) != 2:
-            raise RuntimeError(f"seed {seed}: {len(paths)} images saved, expected 2")
-        runs.append(list(paths))
-    return runs
+    return toy_sweep.run_saved(server, [regional_prompt(info, seed, opts) for seed in seeds], 2)
 
 
 def half_scores(runs: list[list[Path]], metrics: Sequence[str]) -> dict[str, np.ndarray]:

@@ -107,13 +107,17 @@ def run_sweeps(
 ) -> list[list[Path]]:
     """For each seed, the five saved images (in target order) of one sweep on the server."""
     info = server.object_info()
+    return run_saved(server, [sweep_prompt(info, seed, scale, opts) for seed in seeds], len(TARGETS))
+
+
+def run_saved(server, prompts: Sequence[dict], count: int) -> list[list[Path]]:
+    """Queue each prompt (one per seed) and return the images its one Save Image saved, which must be `count`."""
     runs = []
-    for seed in seeds:
-        prompt = sweep_prompt(info, seed, scale, opts)
+    for k, prompt in enumerate(prompts):
         save_id = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
         paths = server.output_images(server.run(prompt, timeout=600))[save_id]
-        if len(paths) != len(TARGETS):
-            raise RuntimeError(f"seed {seed}: {len(paths)} images saved, expected {len(TARGETS)}")
+        if len(paths) != count:
+            raise RuntimeError(f"prompt {k}: {len(paths)} images saved, expected {count}")
         runs.append(list(paths))
     return runs
 
