@@ -12,7 +12,7 @@
 #
 # Environment: TOY_OUT (out/toy), TOY_PATCHES (8000), TOY_PATCH_SEED (0), TOY_NET_STEPS (3000),
 # TOY_BASE_STEPS (4000), TOY_REFINER_STEPS (750), TOY_BASE_SEED (0), TOY_ADAPTER_STEPS (5000),
-# TOY_ADAPTER_REFINER_STEPS (1500), TOY_ADAPTER_SEED (0), TOY_REFERENCE_STEPS (2500),
+# TOY_ADAPTER_REFINER_STEPS (1500), TOY_ADAPTER_SEED (0), TOY_REFERENCE_STEPS (1500),
 # TOY_ADAPTER_LR (1e-3), TOY_GENZIQA_BUDGETS ("4000 8000": step counts exported and compared on validation),
 # TOY_PROCESSES (adapter processes under accelerate launch, 2), TOY_THREADS (1 torch thread per adapter
 # process), TOY_BASE_THREADS (2 torch threads for the base),
@@ -32,7 +32,7 @@ base_seed="${TOY_BASE_SEED:-0}"
 adapter_steps="${TOY_ADAPTER_STEPS:-5000}"
 adapter_refiner_steps="${TOY_ADAPTER_REFINER_STEPS:-1500}"
 adapter_seed="${TOY_ADAPTER_SEED:-0}"
-reference_steps="${TOY_REFERENCE_STEPS:-2500}"
+reference_steps="${TOY_REFERENCE_STEPS:-1500}"
 adapter_lr="${TOY_ADAPTER_LR:-1e-3}"
 procs="${TOY_PROCESSES:-2}"
 threads="${TOY_THREADS:-1}"

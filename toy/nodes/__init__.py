@@ -147,7 +147,7 @@ class IQAToyReferences:
                 "level": (
                     "FLOAT",
                     {
-                        "default": 0.8,
+                        "default": 1.0,
                         "min": 0.0,
                         "max": 1.0,
                         "step": 0.05,
