@@ -34,16 +34,40 @@ MEASURED = ("toy_quality", "impulse share")
 
 
 @pytest.fixture(scope="module")
-def scores(tmp_path_factory) -> dict[str, np.ndarray]:
+def host(tmp_path_factory):
     if not workflow_fixtures.toy_ready():
         pytest.fail(f"toy weights missing in {workflow_fixtures.TOY_WEIGHTS}: restore them from git")
+    with server_host.running_host(tmp_path_factory.mktemp("toy_regional"), toy=True) as h:
+        yield h
+
+
+@pytest.fixture(scope="module")
+def scores(host) -> dict[str, np.ndarray]:
     if not toy_sweep.niqe_available():
         pytest.fail(f"NIQE parameters missing in {toy_sweep.NIQE_DIRS}: run scripts/prepare_test_data.sh")
-    with server_host.running_host(tmp_path_factory.mktemp("toy_regional"), toy=True) as h:
-        runs = toy_regional.run(h.server, SEEDS)
-        s = toy_regional.half_scores(runs, [toy_sweep.TRAINED_METRIC, toy_sweep.HELD_OUT_METRIC])
+    runs = toy_regional.run(host.server, SEEDS)
+    s = toy_regional.half_scores(runs, [toy_sweep.TRAINED_METRIC, toy_sweep.HELD_OUT_METRIC])
     print(toy_regional.table(s))
     return s
+
+
+def _sweep(host, mask_value=None, scale: float = 1.0) -> np.ndarray:
+    """The toy sweep (seed 0, p1..p99 from one noise) with a Solid Mask of `mask_value` on Quality Condition
+    (None: no mask), as 8-bit pixels."""
+    prompt = toy_sweep.sweep_prompt(host.info, seed=0, scale=scale)
+    if mask_value is not None:
+        prompt["solid"] = {"class_type": "SolidMask", "inputs": {"value": mask_value, "width": 64, "height": 64}}
+        next(n for n in prompt.values() if n["class_type"] == "IQAQualityCondition")["inputs"]["mask"] = ["solid", 0]
+    (run,) = toy_sweep.run_saved(host.server, [prompt], len(toy_sweep.TARGETS))
+    return (toy_sweep.load_images(run).numpy() * 255).round()
+
+
+def test_a_mask_of_ones_equals_no_mask_and_zeros_equal_scale_zero(host):
+    """Bit for bit in one process, through the queue: the node drops a mask of ones, and a mask of zeros leaves
+    the model unpatched."""
+    assert np.array_equal(_sweep(host, 1.0), _sweep(host))
+    assert np.array_equal(_sweep(host, 0.0), _sweep(host, scale=0.0))
+    assert not np.array_equal(_sweep(host), _sweep(host, scale=0.0))  # the condition does act here
 
 
 @pytest.mark.parametrize("metric", MEASURED)
