@@ -7,7 +7,9 @@
 #                                into .hosts/ (git-ignored) and give it a venv of its own: torch 2.14.1 +
 #                                torchvision 0.29.1 pinned first, then ComfyUI's requirements.txt without
 #                                torchaudio (no build for this torch), requests (imported, not declared),
-#                                then this pack's requirements the way a user installs them.
+#                                then this pack's requirements the way a user installs them, and
+#                                scikit-image (the toy world's photos, for the demo's and tests' toy
+#                                Reference Quality Transfer graph; pinned as requirements/train.txt pins it).
 #   COMFYUI_DIR=/my/ComfyUI scripts/upstream_host.sh
 #                                use your own checkout: nothing is unpacked or installed; its Python is
 #                                COMFYUI_PYTHON, else <dir>/.venv or <dir>/venv. It needs this pack's
@@ -58,5 +60,6 @@ grep -v -E '^\s*torchaudio\b' "$dir/requirements.txt" > "$venv/comfyui-requireme
 "${pip[@]}" -r "$venv/comfyui-requirements.txt" torch==2.14.1 torchvision==0.29.1 requests >&2
 "${pip[@]}" -r "$root/requirements.txt" torch==2.14.1 torchvision==0.29.1 >&2
 "${pip[@]}" --no-deps -r "$root/requirements/iqa.txt" >&2
+"${pip[@]}" "$(grep -E '^scikit-image==' "$root/requirements/train.txt")" torch==2.14.1 torchvision==0.29.1 >&2
 echo "$want" > "$stamp"
 echo "$dir"

@@ -88,18 +88,24 @@ SOURCES: tuple[Source, ...] = (
 
 
 def package_data_dir(package: str) -> Path:
-    if package == "skimage":
-        import skimage.data
+    try:
+        if package == "skimage":
+            import skimage.data
 
-        return Path(skimage.data.__file__).parent
-    if package == "matplotlib":
-        import matplotlib
+            return Path(skimage.data.__file__).parent
+        if package == "matplotlib":
+            import matplotlib
 
-        return Path(matplotlib.get_data_path())
-    if package == "sklearn":
-        import sklearn.datasets
+            return Path(matplotlib.get_data_path())
+        if package == "sklearn":
+            import sklearn.datasets
 
-        return Path(sklearn.datasets.__file__).parent / "images"
+            return Path(sklearn.datasets.__file__).parent / "images"
+    except ImportError as e:
+        raise ToyError(
+            f"The toy's photos come from the {package} wheel, which this Python lacks ({e}). Install the toy "
+            "world's packages in this environment: pip install -r requirements/train.txt -c requirements/host.txt"
+        ) from None
     raise ToyError(f"unknown source package {package!r}")
 
 
