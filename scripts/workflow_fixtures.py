@@ -348,7 +348,7 @@ def toy_reference_inputs(prompt: Mapping[str, Any]) -> dict:
 
 
 def _without_unread(p: dict) -> dict:
-    """The prompt without the nodes whose outputs nothing reads (output and note nodes stay)."""
+    """The prompt without the nodes whose outputs nothing reads (output nodes stay)."""
     keep_always = {"SaveImage", "PreviewImage"}
     while True:
         read = _consumers(p)
