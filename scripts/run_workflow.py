@@ -306,6 +306,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         isolated=not real,
         host=kind,
     )
+    targets: list[float] = []  # a toy sweep's percentile targets, for its figures
     try:
         host.start()
         prompt = api_prompt(host, workflow_path)
@@ -315,10 +316,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             note = f"{workflow_path.stem}, real weights: {names['checkpoint']} + {names['adapter']}"
         elif toy:
             source = prompt
-            sweep = bool(workflow_fixtures.sweep_targets(prompt))
+            targets = workflow_fixtures.sweep_targets(prompt)
             # a sweep draws the README's first picture: one row per subject, the first from this prompt
             toy_opts = workflow_fixtures.ToyOptions()
-            if sweep:
+            if targets:
                 toy_opts = dataclasses.replace(toy_opts, text=workflow_fixtures.PICTURE_CAPTIONS[0])
             prompt = workflow_fixtures.toy_prompt(prompt, toy_opts)
             scorer = "the toy quality net" if workflow_fixtures.is_reference_graph(prompt) else "PIQE"
@@ -342,14 +343,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             )
         images = finish(host, prompt, out, args.timeout, note, log_hint=str(out / "host.log"))
         rows = [images]
-        if toy and sweep:
+        if targets:
             for k, caption in enumerate(workflow_fixtures.PICTURE_CAPTIONS[1:], start=1):
                 more = workflow_fixtures.toy_prompt(source, dataclasses.replace(toy_opts, text=caption))
                 rows.append(save_more(host, more, out, f"subject{k}_", args.timeout))
     finally:
         host.stop()
         remove_workspace(ws)
-    targets = workflow_fixtures.sweep_targets(prompt) if toy else []
     if targets:
         toy_figures(out, rows, targets)
     elif toy and workflow_fixtures.is_reference_graph(prompt):

@@ -76,8 +76,7 @@ def measures(runs: list[list[Path]]) -> dict[str, np.ndarray]:
 
 def worse(m: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """How much worse a is than b by measure m (positive: worse), per seed."""
-    lower_better = m != "sharpness"
-    return a - b if lower_better else b - a
+    return a - b if toy_sweep.lower_better(m) else b - a
 
 
 def comparisons(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -109,13 +108,15 @@ def table(s: dict[str, np.ndarray], claims: dict[str, np.ndarray], subjects: Opt
 
 
 def sheet(refs: list[Path], outs: list[list[Path]], out: Path, s: Optional[dict[str, np.ndarray]] = None) -> Path:
-    """One row per reference (KINDS): the reference, then its output for each run, with the measured figures
-    under each image (toy_sweep.grid)."""
+    """One row per reference (KINDS): the reference, then its output for each run, with the degradation
+    measures under each image (toy_sweep.grid); `s` holds them for the outputs where already measured."""
     from toy.degradation_measures import measure as degradation_measures
 
-    paths, labels = [], []
     ref_scores = degradation_measures(toy_sweep.load_images(refs).numpy())
-    s = s if s is not None else measures(outs)
+    if s is None:
+        flat = degradation_measures(toy_sweep.load_images([p for run in outs for p in run]).numpy())
+        s = {m: v.reshape(len(outs), len(KINDS)) for m, v in flat.items()}
+    paths, labels = [], []
     for k, kind in enumerate(KINDS):
         paths.append(refs[k])
         labels.append(f"{kind} reference\n" + _figures(ref_scores, k))

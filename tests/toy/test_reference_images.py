@@ -19,7 +19,10 @@ def test_the_clean_reference_is_the_framed_photo_and_each_other_is_degraded_by_i
     assert np.array_equal(batch[KINDS.index("clean")], framed(load_rgb(coffee)))
     m = measure(batch.astype(np.float64) / 255.0)
     clean, blur, noise, jpeg = (KINDS.index(k) for k in ("clean", "blur", "noise", "jpeg"))
-    # each type is the worst by its own measure (the measures are those of the reference proof)
+    # each type is the worst by its own measure (the measures are those of the reference proof). Measured:
+    # sharpness 0.0126 blurred against 0.0336 clean, impulse share 0.136 against at most 0.0032, blockiness
+    # 2.68 against at most 1.03. The pictures are fixed (seeded noise, PIL's JPEG, scipy's filter), so another
+    # CPU changes them by a level of 255 at most; the factors leave room for far more than that.
     assert m["sharpness"][blur] < 0.5 * m["sharpness"][clean]
     assert m["impulse share"][noise] > 10 * max(m["impulse share"][k] for k in (clean, blur, jpeg))
     assert m["blockiness"][jpeg] > 1.5 * max(m["blockiness"][k] for k in (clean, blur, noise))
