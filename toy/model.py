@@ -99,7 +99,6 @@ def _host_unet_config(cfg: dict) -> dict:
         sigma_data=cfg["sigma_data"],
         refine=cfg.get("refine", 0),
         refine_attention=cfg.get("refine_attention", 0),
-        refine_phase=cfg.get("refine_phase", 0),
     )
     full.update(cfg["unet"])
     return full

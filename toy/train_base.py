@@ -121,7 +121,7 @@ def _trainable(unet: torch.nn.Module, table: torch.nn.Module, which: str) -> lis
 def _load_init(module: torch.nn.Module, weights: dict, path: Path) -> None:
     """Load --init weights; only the refiner's attention (added by --refine-attention) may be missing."""
     missing, unexpected = module.load_state_dict(weights, strict=False)
-    absent = [k for k in missing if not k.startswith(("refine.attend.", "refine.phase"))]
+    absent = [k for k in missing if not k.startswith("refine.attend.")]
     if absent or unexpected:
         raise ToyError(
             f"--init {path}: its tensors do not fit this model (missing {absent[:3]}, unexpected {unexpected[:3]})"
@@ -147,10 +147,6 @@ def train(args: argparse.Namespace) -> Path:
             if not cfg.get("refine"):
                 raise ToyError(f"--refine-attention: {args.init} has no pixel refiner to add attention to")
             cfg = {**cfg, "refine_attention": args.refine_attention}
-        if args.refine_phase is not None and args.refine_phase != cfg.get("refine_phase", 0):
-            if not cfg.get("refine"):
-                raise ToyError(f"--refine-phase: {args.init} has no pixel refiner to add a phase to")
-            cfg = {**cfg, "refine_phase": args.refine_phase}
     else:
         width = {} if args.refine_attention is None else {"refine_attention": args.refine_attention}
         cfg = default_config(build_vocab(captions), tokens=args.tokens, unet=dict(DEFAULT_UNET), **width)
@@ -301,13 +297,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="width of the refiner's cross-attention block (a multiple of 32; 0 = none); a new model's "
         "default is toy.model.REFINE_ATTENTION; with --init, a width to add to a checkpoint without one",
-    )
-    ap.add_argument(
-        "--refine-phase",
-        type=int,
-        default=None,
-        help="period in pixels of the refiner's learned position bias (8: the JPEG and latent grid; 0 = none); "
-        "with --init, a phase to add to a checkpoint without one (a no-op until trained)",
     )
     ap.add_argument(
         "--init",

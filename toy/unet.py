@@ -53,13 +53,12 @@ def _unet_class():
             sigma_data: float = 0.5,
             refine: int = 0,
             refine_attention: int = 0,
-            refine_phase: int = 0,
             **kwargs,
         ):
             super().__init__(*args, **kwargs)
             self.repack, self.vae_factor, self.sigma_data = repack, vae_factor, sigma_data
             context_dim = kwargs.get("context_dim")
-            self.refine = Refiner(refine, refine_attention, context_dim, refine_phase) if refine else None
+            self.refine = Refiner(refine, refine_attention, context_dim) if refine else None
             from comfy.model_sampling import ModelSamplingDiscrete
 
             # The host's schedule, timestep -> sigma; held outside the module tree, so not in the state dict.
@@ -122,7 +121,7 @@ class Refiner(torch.nn.Sequential):
     no adapter reaches the finest scale (measured: docs/training.md, "The second toy world").
     """
 
-    def __init__(self, channels: int, attention: int = 0, context_dim: int | None = None, phase: int = 0):
+    def __init__(self, channels: int, attention: int = 0, context_dim: int | None = None):
         nn = torch.nn
         super().__init__(
             nn.Conv2d(7, channels, 3, padding=1),
@@ -133,21 +132,9 @@ class Refiner(torch.nn.Sequential):
         )
         if attention:
             self.attend = RefinerAttention(channels, attention, context_dim)
-        if phase:
-            # A learned bias per position in the image's phase x phase grid, one for each hidden layer, tiled
-            # over the image: where a pixel sits in the 8 px grid of JPEG (and of the s2d-8 latent). Without it
-            # the refiner's convolutions are shift-invariant and cannot tell a block edge from an edge.
-            self.phase = nn.Parameter(torch.zeros(2, channels, phase, phase))
-
-    def _phase(self, h: torch.Tensor, layer: int) -> torch.Tensor:
-        if not hasattr(self, "phase"):
-            return h
-        p = self.phase.shape[-1]
-        bias = self.phase[layer].to(h.dtype).repeat(1, -(-h.shape[-2] // p), -(-h.shape[-1] // p))
-        return h + bias[:, : h.shape[-2], : h.shape[-1]]
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, transformer_options: dict | None = None):
-        h = self[3](self._phase(self[2](self[1](self._phase(self[0](x), 0))), 1))
+        h = self[3](self[2](self[1](self[0](x))))
         if hasattr(self, "attend"):
             h = self.attend(h, context, transformer_options or {})
         return self[4](h)
@@ -207,8 +194,6 @@ def init_weights_(unet: torch.nn.Module, seed: int) -> None:
         refine = getattr(unet, "refine", None)
         lasts = [unet.out[-1]] + ([refine[4]] if refine is not None else [])
         lasts += [refine.attend.drop] if hasattr(refine, "attend") else []
-        if hasattr(refine, "phase"):
-            refine.phase.zero_()
         for last in lasts:
             last.weight.zero_()
             last.bias.zero_()
