@@ -40,13 +40,17 @@ TYPE_MEASURE = {"blur": "sharpness", "noise": "impulse share", "jpeg": "blockine
 TOY = workflow_fixtures.ToyOptions()  # the caption, the reference photo and its level
 
 
+def example_api(object_info: dict) -> dict:
+    """The Reference Quality Transfer example as an API prompt, as the host would queue it (real weights)."""
+    return workflow_to_api.convert(json.loads(workflow_titles.example_path(EXAMPLE).read_text()), object_info)
+
+
 def reference_prompt(
     object_info: dict, seed: int, scale: Optional[float] = None, opts: Optional[workflow_fixtures.ToyOptions] = None
 ) -> dict:
     """The example on the toy for one seed (scale None: the example's own, 1)."""
-    ui = json.loads(workflow_titles.example_path(EXAMPLE).read_text())
     opts = dataclasses.replace(opts or workflow_fixtures.ToyOptions(), seed=seed, reference_scale=scale)
-    return workflow_fixtures.toy_prompt(workflow_to_api.convert(ui, object_info), opts)
+    return workflow_fixtures.toy_prompt(example_api(object_info), opts)
 
 
 def write_references(inputs: dict, out: Path) -> list[Path]:

@@ -300,7 +300,8 @@ def toy_reference_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
     Each Reference Quality Transfer's reference source (the distortion node, or the photo itself) becomes Toy
     Reference Photos (opts.reference_photo: clean, blurred, noisy and JPEG at opts.reference_level); the
     content photo's img2img (VAE Encode) becomes four empty toy latents with one noise (Latent Batch Seed
-    Behavior, fixed) at denoise 1, since the toy draws from its caption; IQA models become the toy quality
+    Behavior, fixed) at denoise 1, since the toy draws from its caption, and so does a text-to-image graph's
+    Empty Latent Image (whatever its size and batch: one item per reference); IQA models become the toy quality
     net the reference adapter embeds with; nodes left without readers are dropped."""
     p = copy.deepcopy(dict(prompt))
     for node in list(p.values()):
@@ -315,7 +316,7 @@ def toy_reference_prompt(prompt: Mapping[str, Any], opts: ToyOptions) -> dict:
                 node["inputs"]["scale"] = opts.reference_scale
     for node_id, node in list(p.items()):
         kind, inputs = node["class_type"], node["inputs"]
-        if kind == "VAEEncode":
+        if kind in ("VAEEncode", "EmptyLatentImage"):
             p[f"{node_id}_empty"] = {
                 "class_type": "IQAToyEmptyLatent",
                 "inputs": {"width": 64, "height": 64, "batch_size": 4},

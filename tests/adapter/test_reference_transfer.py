@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_relatively_close, inputs, pack, random_iqa, run_unet, tiny
+from helpers import UNET_REL_TOL, assert_relatively_close, inputs, pack, random_iqa, relative_error, run_unet, tiny
 from host_run import execute, reference_transfer_graph, sampling_graph
 
 A = pack.adapter
@@ -131,3 +131,45 @@ def test_block_weights_take_the_same_path_as_in_quality_condition(ref_adapter, t
     ]
     with pytest.raises(A.IQAAdapterError, match=r"block_weights: unknown block 'mid'"):
         RQT().apply(model, ref_adapter, reference, topiq, 1.0, 0.0, 1.0, block_weights="mid: 1")
+
+
+def test_two_transfers_and_a_quality_condition_stack(ref_adapter, topiq, adapter_dir):
+    """Each node adds its own term to the same attn2 patch (adapter/patching.py), so two transfers of one
+    reference at scale 1 are one at scale 2, and a Quality Condition and a transfer commute. Compared by norm:
+    the sums run in another order (helpers.UNET_REL_TOL); the controls move the output by far more."""
+    model = tiny.tiny_model("sd15")
+    x, ctx = inputs("sd15", 1)
+    reference = refs(1)
+    once = transfer(model, ref_adapter, reference, topiq, scale=1.0)
+    twice = transfer(once, ref_adapter, reference, topiq, scale=1.0)
+    patches = twice.model_options["transformer_options"]["patches_replace"]["attn2"]
+    assert all(len(p.contributions) == 2 for p in patches.values())
+    doubled = run_unet(transfer(model, ref_adapter, reference, topiq, scale=2.0), x, ctx)
+    assert_relatively_close(run_unet(twice, x, ctx), doubled, what="two transfers at 1 vs one at 2")
+    assert relative_error(run_unet(once, x, ctx), doubled) > 100 * UNET_REL_TOL  # the second term counts
+
+    score = A.IQAAdapter.load(
+        tiny.write_adapter(adapter_dir / "score_stack.safetensors", "sd15", {"metrics": ["topiq_nr"]})
+    )
+    qc = pack.nodes.quality_condition.QualityCondition()
+    condition_first = transfer(
+        qc.apply(model, score, "1.0", "z-score", 1.0, 0.0, 1.0, "zeros", 0.5)[0], ref_adapter, reference, topiq
+    )
+    transfer_first = qc.apply(once, score, "1.0", "z-score", 1.0, 0.0, 1.0, "zeros", 0.5)[0]
+    both = run_unet(transfer_first, x, ctx)
+    assert_relatively_close(run_unet(condition_first, x, ctx), both, what="condition then transfer, and reverse")
+    assert relative_error(run_unet(once, x, ctx), both) > 100 * UNET_REL_TOL
+
+
+def test_two_transfers_in_one_graph_run_through_the_executor(ref_adapter, host_clone):
+    """A second Reference Quality Transfer, of another reference, reads the first one's model."""
+    pattern = {"class_type": "IQATestPatternImage", "inputs": {"width": 96, "height": 64, "seed": 5}}
+    iqa = {"class_type": "IQATestRandomIQAModel", "inputs": {"metric": "topiq_nr"}}
+    one = reference_transfer_graph("sd15", "ref_sd15.safetensors", pattern, iqa)
+    two = reference_transfer_graph("sd15", "ref_sd15.safetensors", pattern, iqa)
+    two["ref_img2"] = {"class_type": "IQATestPatternImage", "inputs": {"width": 64, "height": 64, "seed": 9}}
+    two["rqt2"] = {**two["rqt"], "inputs": {**two["rqt"]["inputs"], "model": ["rqt", 0], "reference": ["ref_img2", 0]}}
+    two["sampler"]["inputs"]["model"] = ["rqt2", 0]
+    run_one, run_two = execute(one), execute(two)
+    assert run_one.ok and run_two.ok, (run_one.error_message, run_two.error_message)
+    assert (run_two.output("image") - run_one.output("image")).abs().max() > 1e-3

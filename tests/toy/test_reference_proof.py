@@ -27,6 +27,8 @@ exceeds that.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import server_host
@@ -74,6 +76,20 @@ def test_the_example_runs_with_the_toy_reference_adapter_and_its_net(host):
     assert {"IQAToyReferences", "IQAToyQualityNet", "IQAReferenceQualityTransfer"} <= kinds
     loader = next(n for n in prompt.values() if n["class_type"] == "IQAAdapterLoader")
     assert loader["inputs"]["adapter_name"] == workflow_fixtures.TOY_REFERENCE_ADAPTER
+
+
+def test_a_text_to_image_reference_graph_runs_alike(host, outputs):
+    """The example with its content photo's VAE Encode swapped for an SDXL-sized Empty Latent Image (one item)
+    runs on the toy too: the latent becomes the four toy latents from one noise, so seed 0 gives the example's
+    four images."""
+    example = toy_reference.example_api(host.info)
+    encode = next(i for i, n in example.items() if n["class_type"] == "VAEEncode")
+    example[encode] = {"class_type": "EmptyLatentImage", "inputs": {"width": 1024, "height": 1024, "batch_size": 1}}
+    prompt = workflow_fixtures.toy_prompt(example, dataclasses.replace(toy_reference.TOY, seed=0))
+    assert "LoadImage" not in {n["class_type"] for n in prompt.values()}  # the content photo is no longer read
+    (run,) = toy_sweep.run_saved(host.server, [prompt], len(toy_reference.KINDS))
+    got, want = ((toy_sweep.load_images(r).numpy() * 255).round() for r in (run, outputs[0]))
+    assert float(np.abs(got - want).max()) <= SAME_LEVELS
 
 
 # The claims that hold (toy_reference.comparisons): blur and noise transfer by type, and the clean reference
