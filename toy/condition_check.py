@@ -63,6 +63,7 @@ def check(
     from PIL import Image
 
     import adapter as core  # the pack's core, top-level from the repo root (training/common/core.py)
+    from training.common.host import attention_function
 
     from .degradation_measures import measure
     from .model import load_toy_checkpoint
@@ -81,8 +82,9 @@ def check(
     def attached(rows: list[dict]):
         vectors = torch.from_numpy(np.stack([embeddings[r["id"]] for r in rows])).float()
         tokens = core.condition_from_vectors(iqa_adapter, vectors, 1.0)
-        return core.attach_quality_tokens(patcher, iqa_adapter.spec, tokens, _host_attention, iqa_adapter.name)
+        return core.attach_quality_tokens(patcher, iqa_adapter.spec, tokens, attention, iqa_adapter.name)
 
+    attention = attention_function()  # the host's, as Quality Condition hands the patch
     models = {"none": patcher, "own": attached(alone), "clean": attached(clean)}
     model = patcher.model
     z = model.process_latent_in(vae.encode(torch.from_numpy(images)))
@@ -103,12 +105,6 @@ def check(
             row[label] = float(np.median(measure(x0)[name]))
         out.append((s, row))
     return float(np.median(measure(images)[name])), out
-
-
-def _host_attention(q, k, v, heads, **kwargs):
-    from comfy.ldm.modules import attention
-
-    return attention.optimized_attention(q, k, v, heads, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> None:
