@@ -78,13 +78,13 @@ def check(
     images = np.stack([np.asarray(Image.open(data / f"{r['id']}.png").convert("RGB"), np.float32) / 255 for r in alone])
     patcher, clip, vae = load_toy_checkpoint(ckpt)
     iqa_adapter = core.IQAAdapter.load(adapter_file)
+    attention = attention_function()  # the host's, as Quality Condition hands the patch
 
     def attached(rows: list[dict]):
         vectors = torch.from_numpy(np.stack([embeddings[r["id"]] for r in rows])).float()
         tokens = core.condition_from_vectors(iqa_adapter, vectors, 1.0)
         return core.attach_quality_tokens(patcher, iqa_adapter.spec, tokens, attention, iqa_adapter.name)
 
-    attention = attention_function()  # the host's, as Quality Condition hands the patch
     models = {"none": patcher, "own": attached(alone), "clean": attached(clean)}
     model = patcher.model
     z = model.process_latent_in(vae.encode(torch.from_numpy(images)))
